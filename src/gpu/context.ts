@@ -1,0 +1,501 @@
+/**
+ * The GPU runtime: adapter + device, a pipeline cache keyed by shader + entry + constants,
+ * a buffer pool, one recording command encoder per step, uniform parameter arena, readback
+ * and error scopes turned into TypeScript errors naming the op.
+ * @module
+ */
+import { BufferPool } from "./pool.ts";
+import { expandTemplate, loadShaderSource, SHADER_NAMES } from "./shaders.ts";
+
+/** Options of {@link createGpu}. */
+export interface GpuOptions {
+  /** Print adapter vendor/architecture/description and fallback status. */
+  verbose?: boolean;
+  /** Wrap every dispatch in error scopes; errors surface at the next flush naming the op. */
+  debug?: boolean;
+  /** Override for `navigator.gpu` (tests pass `null` to simulate a missing WebGPU). */
+  gpuApi?: GPU | null;
+  /** Artificial cap on bytes per storage binding, below the device's own (tests use it). */
+  maxBindingBytes?: number;
+  /** Optional features to request when the adapter offers them (e.g. "shader-f16"). */
+  optionalFeatures?: GPUFeatureName[];
+  /** Where to print verbose lines (default console.error). */
+  log?: (line: string) => void;
+}
+
+/** Errors about the GPU runtime (missing adapter, failed ops, device loss). */
+export class GpuError extends Error {
+  override name = "GpuError";
+}
+
+/** How to get a WebGPU adapter on a machine without one. */
+export const ADAPTER_HELP = "Deno exposes WebGPU as navigator.gpu. Without a GPU, install a CPU " +
+  "adapter: Mesa's llvmpipe for GL (Debian/Ubuntu: `apt-get install libegl1 libgl1-mesa-dri`) " +
+  "or lavapipe for Vulkan (`apt-get install mesa-vulkan-drivers`, then set " +
+  "DENO_WEBGPU_BACKEND=vulkan). On a machine with a GPU, install its Vulkan driver.";
+
+/** A binding: a whole buffer, or a byte range of one. */
+export interface BufferRange {
+  buffer: GPUBuffer;
+  offset?: number;
+  size?: number;
+}
+
+/** Something that can be bound as storage: a tensor-like object or a raw range. */
+export type Bindable = BufferRange | { binding(): BufferRange };
+
+/** One compute dispatch. */
+export interface DispatchSpec {
+  /** Op name used in error messages. */
+  name?: string;
+  /** Shader family (a file in `shaders/`). */
+  shader: string;
+  /** Entry point in that file. */
+  entry: string;
+  /** Pipeline-overridable constants. */
+  constants?: Record<string, number>;
+  /** `{{KEY}}` template substitutions (part of the pipeline key). */
+  defines?: Record<string, string | number>;
+  /** Read-only storage bindings: @binding(0..). */
+  inputs?: Bindable[];
+  /** Read-write storage bindings, after the inputs. */
+  outputs?: Bindable[];
+  /** Uniform parameters (u32 words; use {@link f32bits} for floats), bound after outputs. */
+  params?: ArrayLike<number>;
+  /** Workgroup counts. */
+  workgroups: [number, number?, number?];
+}
+
+const F32 = new Float32Array(1);
+const U32 = new Uint32Array(F32.buffer);
+/** The u32 bit pattern of an f32 value (for packing float uniforms among u32 words). */
+export function f32bits(x: number): number {
+  F32[0] = x;
+  return U32[0];
+}
+
+const UNIFORM_CHUNK = 64 * 1024;
+
+function toRange(b: Bindable): BufferRange {
+  return "binding" in b ? b.binding() : b;
+}
+
+/**
+ * Owns the device and everything needed to record and submit compute work.
+ * Ops record into one command encoder; `flush()` submits it. Readbacks flush first.
+ */
+export class GpuContext {
+  readonly pool: BufferPool;
+  /** Bytes one storage binding may span (device limit or the artificial test cap). */
+  readonly maxBindingBytes: number;
+  /** Whether the device has shader-f16. */
+  readonly hasF16: boolean;
+  #sources = new Map<string, string>();
+  #modules = new Map<string, GPUShaderModule>();
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #layouts = new Map<string, { bgl: GPUBindGroupLayout; pl: GPUPipelineLayout }>();
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #chunks: GPUBuffer[] = [];
+  #chunkData: Uint8Array<ArrayBuffer>[] = [];
+  #chunkIndex = 0;
+  #chunkOffset = 0;
+  #afterFlush: (() => void)[] = [];
+  #pendingErrors: Promise<string | null>[] = [];
+  #lost: string | null = null;
+  #dummy: GPUBuffer | null = null;
+  /** Dispatches recorded since creation (for benchmarks/diagnostics). */
+  dispatchCount = 0;
+
+  constructor(
+    readonly adapter: GPUAdapter,
+    readonly device: GPUDevice,
+    readonly debug: boolean,
+    maxBindingBytes?: number,
+  ) {
+    this.pool = new BufferPool(device, device.limits.maxBufferSize);
+    this.maxBindingBytes = Math.min(
+      device.limits.maxStorageBufferBindingSize,
+      maxBindingBytes ?? Infinity,
+    );
+    this.hasF16 = device.features.has("shader-f16");
+    device.lost.then((info) => {
+      this.#lost = `GPU device lost (${info.reason}): ${info.message}`;
+      if (info.reason !== "destroyed") console.error(this.#lost);
+    });
+    device.addEventListener("uncapturederror", (ev) => {
+      const e = (ev as GPUUncapturedErrorEvent).error;
+      console.error(`uncaptured WebGPU error: ${e.message}`);
+    });
+  }
+
+  /** Adapter description line: vendor, architecture, description, fallback flag. */
+  describe(): string {
+    const i = this.adapter.info;
+    return `${i.description || i.device || "unknown adapter"} (vendor ${i.vendor || "?"}, ` +
+      `architecture ${i.architecture || "?"}, fallback ${i.isFallbackAdapter})`;
+  }
+
+  /** Registers shader source by name (used for preloaded files and tests). */
+  addShader(name: string, source: string): void {
+    this.#sources.set(name, source);
+  }
+
+  /** Loads shader files by name (no-op for ones already loaded). */
+  async loadShaders(names: readonly string[]): Promise<void> {
+    await Promise.all(
+      names.filter((n) => !this.#sources.has(n)).map(async (n) =>
+        this.addShader(n, await loadShaderSource(n))
+      ),
+    );
+  }
+
+  #module(shader: string, defines?: Record<string, string | number>): GPUShaderModule {
+    const key = defines ? `${shader}|${JSON.stringify(defines)}` : shader;
+    let m = this.#modules.get(key);
+    if (!m) {
+      const src = this.#sources.get(shader);
+      if (src === undefined) {
+        throw new GpuError(`shader "${shader}" is not loaded (add it to SHADER_NAMES)`);
+      }
+      const code = defines ? expandTemplate(src, defines) : src;
+      m = this.device.createShaderModule({ code, label: key });
+      this.#modules.set(key, m);
+    }
+    return m;
+  }
+
+  #layout(nIn: number, nOut: number, uniform: boolean) {
+    const key = `${nIn}/${nOut}/${uniform}`;
+    let l = this.#layouts.get(key);
+    if (!l) {
+      const entries: GPUBindGroupLayoutEntry[] = [];
+      for (let i = 0; i < nIn + nOut; i++) {
+        entries.push({
+          binding: i,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: i < nIn ? "read-only-storage" : "storage" },
+        });
+      }
+      if (uniform) {
+        entries.push({
+          binding: nIn + nOut,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: "uniform" },
+        });
+      }
+      const bgl = this.device.createBindGroupLayout({ entries, label: key });
+      l = { bgl, pl: this.device.createPipelineLayout({ bindGroupLayouts: [bgl] }) };
+      this.#layouts.set(key, l);
+    }
+    return l;
+  }
+
+  /** The cached pipeline for a dispatch shape (shader, entry, constants, defines, layout). */
+  pipeline(spec: Omit<DispatchSpec, "workgroups">): GPUComputePipeline {
+    const nIn = spec.inputs?.length ?? 0;
+    const nOut = spec.outputs?.length ?? 0;
+    const uni = spec.params !== undefined;
+    const key = JSON.stringify([
+      spec.shader,
+      spec.entry,
+      spec.constants ?? null,
+      spec.defines ?? null,
+      nIn,
+      nOut,
+      uni,
+    ]);
+    let p = this.#pipelines.get(key);
+    if (!p) {
+      const { pl } = this.#layout(nIn, nOut, uni);
+      p = this.device.createComputePipeline({
+        layout: pl,
+        label: `${spec.shader}.${spec.entry}`,
+        compute: {
+          module: this.#module(spec.shader, spec.defines),
+          entryPoint: spec.entry,
+          constants: spec.constants,
+        },
+      });
+      this.#pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** The command encoder being recorded (created on demand). Ends any open compute pass. */
+  encoder(): GPUCommandEncoder {
+    this.#checkLost();
+    if (this.#pass) {
+      this.#pass.end();
+      this.#pass = null;
+    }
+    if (!this.#encoder) this.#encoder = this.device.createCommandEncoder();
+    return this.#encoder;
+  }
+
+  #computePass(): GPUComputePassEncoder {
+    if (!this.#pass) this.#pass = this.encoder().beginComputePass();
+    return this.#pass;
+  }
+
+  #uniform(words: ArrayLike<number>): BufferRange {
+    const bytes = Math.max(16, Math.ceil(words.length * 4 / 16) * 16);
+    if (bytes > UNIFORM_CHUNK) throw new GpuError(`uniform block of ${bytes} bytes is too large`);
+    if (this.#chunkOffset + bytes > UNIFORM_CHUNK) {
+      this.#chunkIndex++;
+      this.#chunkOffset = 0;
+    }
+    if (this.#chunkIndex === this.#chunks.length) {
+      this.#chunks.push(this.device.createBuffer({
+        size: UNIFORM_CHUNK,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        label: "uniform-arena",
+      }));
+      this.#chunkData.push(new Uint8Array(UNIFORM_CHUNK));
+    }
+    const off = this.#chunkOffset;
+    const dst = new Uint32Array(this.#chunkData[this.#chunkIndex].buffer, off, bytes / 4);
+    dst.fill(0);
+    for (let i = 0; i < words.length; i++) dst[i] = words[i];
+    const align = this.device.limits.minUniformBufferOffsetAlignment;
+    this.#chunkOffset = Math.ceil((off + bytes) / align) * align;
+    return { buffer: this.#chunks[this.#chunkIndex], offset: off, size: bytes };
+  }
+
+  /** Records one compute dispatch into the current encoder. */
+  dispatch(spec: DispatchSpec): void {
+    this.#checkLost();
+    const name = spec.name ?? `${spec.shader}.${spec.entry}`;
+    if (this.debug) {
+      this.device.pushErrorScope("out-of-memory");
+      this.device.pushErrorScope("validation");
+    }
+    const [x, y = 1, z = 1] = spec.workgroups;
+    const lim = this.device.limits.maxComputeWorkgroupsPerDimension;
+    if (x > lim || y > lim || z > lim) {
+      throw new GpuError(`${name}: workgroup count ${x}x${y}x${z} exceeds ${lim} per dimension`);
+    }
+    const pipeline = this.pipeline(spec);
+    const ranges = [...(spec.inputs ?? []), ...(spec.outputs ?? [])].map(toRange);
+    for (const r of ranges) {
+      const size = r.size ?? r.buffer.size - (r.offset ?? 0);
+      if (size > this.maxBindingBytes) {
+        throw new GpuError(
+          `${name}: binding of ${size} bytes exceeds maxStorageBufferBindingSize ` +
+            `(${this.maxBindingBytes}); the op must split its work`,
+        );
+      }
+    }
+    if (spec.params !== undefined) ranges.push(this.#uniform(spec.params));
+    const bg = this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: ranges.map((r, i) => ({
+        binding: i,
+        resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size },
+      })),
+      label: name,
+    });
+    if (x > 0 && y > 0 && z > 0) {
+      const pass = this.#computePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bg);
+      pass.dispatchWorkgroups(x, y, z);
+      this.dispatchCount++;
+    }
+    if (this.debug) {
+      const v = this.device.popErrorScope();
+      const o = this.device.popErrorScope();
+      this.#pendingErrors.push(
+        Promise.all([v, o]).then(([a, b]) => {
+          const e = a ?? b;
+          return e ? `${name}: ${e.message}` : null;
+        }),
+      );
+    }
+  }
+
+  /**
+   * Dispatches a 1-D kernel over `n` items with `wgSize` invocations per workgroup, splitting
+   * the workgroup count over x and y when it exceeds the per-dimension limit. Shaders compute
+   * the flat index as `gid.x + gid.y * nwg.x * WG` (with `@builtin(num_workgroups) nwg`)
+   * and must bounds-check against `n`.
+   */
+  dispatch1d(spec: Omit<DispatchSpec, "workgroups">, n: number, wgSize = 256): void {
+    this.dispatch({
+      ...spec,
+      workgroups: grid1d(n, wgSize, this.limits.maxComputeWorkgroupsPerDimension),
+    });
+  }
+
+  /** A small zeroed storage buffer to bind where a kernel ignores a binding. */
+  get dummy(): BufferRange {
+    this.#dummy ??= this.device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE });
+    return { buffer: this.#dummy, offset: 0, size: 256 };
+  }
+
+  /** Device limits. */
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /** Runs `fn` after the next flush (used to release staging buffers). */
+  afterFlush(fn: () => void): void {
+    this.#afterFlush.push(fn);
+  }
+
+  /** Submits everything recorded so far (uniform arena writes first). */
+  flush(): void {
+    this.#checkLost();
+    if (!this.#encoder) {
+      for (const f of this.#afterFlush.splice(0)) f();
+      return;
+    }
+    const enc = this.encoder();
+    this.#encoder = null;
+    for (let i = 0; i <= this.#chunkIndex && i < this.#chunks.length; i++) {
+      const used = i < this.#chunkIndex ? UNIFORM_CHUNK : this.#chunkOffset;
+      if (used > 0) this.device.queue.writeBuffer(this.#chunks[i], 0, this.#chunkData[i], 0, used);
+    }
+    this.#chunkIndex = 0;
+    this.#chunkOffset = 0;
+    if (this.debug) this.device.pushErrorScope("validation");
+    this.device.queue.submit([enc.finish()]);
+    if (this.debug) {
+      this.#pendingErrors.push(
+        this.device.popErrorScope().then((e) => e ? `submit: ${e.message}` : null),
+      );
+    }
+    for (const f of this.#afterFlush.splice(0)) f();
+  }
+
+  /** Flushes and waits until the GPU has finished; throws errors captured in debug mode. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.checkErrors();
+  }
+
+  /** Throws the first error captured by debug-mode error scopes (naming the op). */
+  async checkErrors(): Promise<void> {
+    const errs = (await Promise.all(this.#pendingErrors.splice(0))).filter((e) => e !== null);
+    if (errs.length) throw new GpuError(`WebGPU error in ${errs[0]}`);
+    this.#checkLost();
+  }
+
+  /** Reads `size` bytes of a buffer at `offset` back to the CPU (flushes first). */
+  async readBytes(
+    buffer: GPUBuffer,
+    offset = 0,
+    size = buffer.size - offset,
+  ): Promise<ArrayBuffer> {
+    const padded = Math.ceil(size / 4) * 4;
+    const staging = this.device.createBuffer({
+      size: padded,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: "readback",
+    });
+    this.encoder().copyBufferToBuffer(buffer, offset, staging, 0, padded);
+    this.flush();
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+      const out = staging.getMappedRange().slice(0, size);
+      staging.unmap();
+      await this.checkErrors();
+      return out;
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /**
+   * Records a CPU→GPU upload of `data` into `buffer` at `offset`, ordered with the recorded
+   * work (a staging copy, not queue.writeBuffer, so a pooled buffer reused within one
+   * recording is never overwritten before earlier commands ran).
+   */
+  upload(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    const bytes = data.byteLength;
+    if (bytes === 0) return;
+    const padded = Math.ceil(bytes / 4) * 4;
+    const staging = this.device.createBuffer({
+      size: padded,
+      usage: GPUBufferUsage.COPY_SRC,
+      mappedAtCreation: true,
+      label: "upload",
+    });
+    new Uint8Array(staging.getMappedRange()).set(
+      new Uint8Array(data.buffer, data.byteOffset, bytes),
+    );
+    staging.unmap();
+    this.encoder().copyBufferToBuffer(staging, 0, buffer, offset, padded);
+    this.afterFlush(() => staging.destroy());
+  }
+
+  /** Records a fill with zeros of a byte range. */
+  clear(buffer: GPUBuffer, offset = 0, size?: number): void {
+    this.encoder().clearBuffer(buffer, offset, size);
+  }
+
+  #checkLost(): void {
+    if (this.#lost) throw new GpuError(this.#lost);
+  }
+
+  /** Releases the device. */
+  destroy(): void {
+    this.#pass = null;
+    this.#encoder = null;
+    this.pool.trim();
+    for (const c of this.#chunks) c.destroy();
+    this.device.destroy();
+  }
+}
+
+/** Workgroup counts covering `n` items, split over x and y past the per-dimension limit. */
+export function grid1d(n: number, wgSize: number, limit = 65535): [number, number] {
+  const groups = Math.ceil(n / wgSize);
+  if (groups <= limit) return [groups, 1];
+  const y = Math.ceil(groups / limit);
+  return [Math.ceil(groups / y), y];
+}
+
+/**
+ * Acquires an adapter and device and preloads the shaders. Throws a {@link GpuError} that says
+ * how to get an adapter when WebGPU or an adapter is missing.
+ */
+export async function createGpu(opts: GpuOptions = {}): Promise<GpuContext> {
+  const log = opts.log ?? ((l: string) => console.error(l));
+  const api = "gpuApi" in opts ? opts.gpuApi : (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!api) {
+    throw new GpuError(`WebGPU is not available (navigator.gpu is undefined). ${ADAPTER_HELP}`);
+  }
+  const adapter = await api.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) {
+    throw new GpuError(`no WebGPU adapter found. ${ADAPTER_HELP}`);
+  }
+  const features = (opts.optionalFeatures ?? []).filter((f) => adapter.features.has(f));
+  const lim = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures: features,
+    requiredLimits: {
+      maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
+      maxBufferSize: lim.maxBufferSize,
+      maxStorageBuffersPerShaderStage: lim.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: lim.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: lim.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: lim.maxComputeWorkgroupSizeY,
+    },
+  });
+  const gpu = new GpuContext(adapter, device, opts.debug ?? false, opts.maxBindingBytes);
+  if (opts.verbose) {
+    log(`WebGPU adapter: ${gpu.describe()}`);
+    log(
+      `  limits: maxStorageBufferBindingSize ${lim.maxStorageBufferBindingSize}, ` +
+        `workgroup storage ${lim.maxComputeWorkgroupStorageSize}, ` +
+        `invocations ${lim.maxComputeInvocationsPerWorkgroup}, features ${
+          [...device.features].join(",") || "none"
+        }`,
+    );
+  }
+  await gpu.loadShaders(SHADER_NAMES);
+  return gpu;
+}

@@ -1,0 +1,138 @@
+import { createGpu, f32bits, GpuError, grid1d } from "../src/gpu/context.ts";
+import { sizeClass } from "../src/gpu/pool.ts";
+import { Tensor } from "../src/gpu/tensor.ts";
+import { expandTemplate } from "../src/gpu/shaders.ts";
+import { POINTWISE, pointwise, type PointwiseName } from "../src/nn/pointwise.ts";
+import {
+  assertClose,
+  assertEquals,
+  assertRejects,
+  assertThrows,
+  randArray,
+  testGpu,
+} from "./util.ts";
+
+Deno.test("missing WebGPU gives an actionable error", async () => {
+  const e1 = await assertRejects(() => createGpu({ gpuApi: null }), GpuError);
+  const none = { requestAdapter: () => Promise.resolve(null) } as unknown as GPU;
+  const e2 = await assertRejects(() => createGpu({ gpuApi: none }), GpuError);
+  for (const e of [e1, e2]) {
+    if (!/mesa-vulkan-drivers/.test(e.message)) throw new Error(`no install hint: ${e.message}`);
+  }
+});
+
+Deno.test("adapter and device come up", async () => {
+  const gpu = await testGpu();
+  const lines: string[] = [];
+  const g2 = await createGpu({ verbose: true, log: (l) => lines.push(l) });
+  g2.destroy();
+  if (!/WebGPU adapter: .*fallback (true|false)/.test(lines[0] ?? "")) {
+    throw new Error(`verbose line missing: ${lines[0]}`);
+  }
+  assertEquals(gpu.maxBindingBytes > 0, true);
+});
+
+Deno.test("pointwise ops match their TypeScript references", async (t) => {
+  const gpu = await testGpu();
+  for (const [name, op] of Object.entries(POINTWISE)) {
+    await t.step(name, async () => {
+      const n = 1037;
+      const ins = [0, 1, 2].slice(0, op.arity).map((k) => randArray(n, 17 + k, -2, 2));
+      const tensors = ins.map((a) => Tensor.fromArray(gpu, a, [n]));
+      const y = pointwise(gpu, name as PointwiseName, tensors, { alpha: 0.7, beta: -1.3 });
+      const got = await y.read();
+      const want = new Float32Array(n);
+      for (let i = 0; i < n; i++) {
+        want[i] = op.ref(ins[0][i], ins[1]?.[i] ?? 0, ins[2]?.[i] ?? 0, 0.7, -1.3);
+      }
+      assertClose(got, want, { rtol: 1e-5, atol: 1e-6 }, name);
+      [...tensors, y].forEach((x) => x.dispose());
+    });
+  }
+});
+
+Deno.test("in-place pointwise and splitting past an artificial binding limit", async () => {
+  const gpu = await createGpu({ maxBindingBytes: 1024, debug: true });
+  const n = 1000; // 4000 bytes: four chunks of 256 floats
+  const a = randArray(n, 3);
+  const b = randArray(n, 4);
+  const ta = Tensor.fromArray(gpu, a, [n]);
+  const tb = Tensor.fromArray(gpu, b, [n]);
+  pointwise(gpu, "add", [ta, tb], { out: ta });
+  pointwise(gpu, "relu", [ta], { out: ta });
+  const got = await ta.read();
+  assertClose(got, a.map((v, i) => Math.max(v + b[i], 0)), {}, "split in-place add+relu");
+  gpu.destroy();
+});
+
+Deno.test("pool reuses buffers by size class and tracks the peak", async () => {
+  const gpu = await createGpu();
+  const s0 = gpu.pool.stats();
+  const t1 = Tensor.empty(gpu, [1000]);
+  const b1 = t1.buffer;
+  t1.dispose();
+  const t2 = Tensor.empty(gpu, [990]);
+  assertEquals(t2.buffer, b1, "same size class reuses the buffer");
+  const t3 = Tensor.empty(gpu, [5000]);
+  const s = gpu.pool.stats();
+  assertEquals(s.creations - s0.creations, 2);
+  assertEquals(s.peakInUse, sizeClass(4000) + sizeClass(20000));
+  t2.retain();
+  t2.dispose();
+  assertEquals(t2.disposed, false, "a retained tensor survives one dispose");
+  t2.dispose();
+  t3.dispose();
+  assertEquals(gpu.pool.stats().inUse, 0);
+  assertThrows(() => t2.binding(), Error, "used after dispose");
+  gpu.destroy();
+});
+
+Deno.test("size classes and workgroup grid splitting", () => {
+  assertEquals(sizeClass(1), 256);
+  assertEquals(sizeClass(4097), 5120);
+  assertEquals(sizeClass(8192), 8192);
+  assertEquals(grid1d(1000, 256), [4, 1]);
+  const [x, y] = grid1d(70000 * 256, 256, 65535);
+  assertEquals(x <= 65535 && x * y >= 70000, true);
+});
+
+Deno.test("dispatch1d covers more workgroups than one dimension allows", async () => {
+  const gpu = await testGpu();
+  // 65535 * 64 + 100 elements with 64-wide groups: needs a 2-D grid.
+  const n = 65535 * 64 + 100;
+  const t = Tensor.zeros(gpu, [n]);
+  gpu.dispatch1d(
+    {
+      shader: "elementwise",
+      entry: "inplace",
+      defines: { EXPR: "a + 1.0" },
+      constants: { WG: 64 },
+      inputs: [gpu.dummy, gpu.dummy, gpu.dummy],
+      outputs: [t],
+      params: [n, f32bits(0), f32bits(0), 0],
+    },
+    n,
+    64,
+  );
+  const v = await t.read();
+  let bad = 0;
+  for (let i = 0; i < n; i++) if (v[i] !== 1) bad++;
+  assertEquals(bad, 0);
+  t.dispose();
+});
+
+Deno.test("debug mode turns a validation error into an error naming the op", async () => {
+  const gpu = await createGpu({ debug: true });
+  gpu.addShader("broken", "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }");
+  try {
+    gpu.dispatch({ name: "my-broken-op", shader: "broken", entry: "main", workgroups: [1] });
+  } catch { /* some implementations throw synchronously; the scope still records it */ }
+  await assertRejects(() => gpu.sync(), GpuError, "my-broken-op");
+  gpu.destroy();
+});
+
+Deno.test("templates reject unknown and missing placeholders", () => {
+  assertEquals(expandTemplate("x {{A}} y", { A: 1 }), "x 1 y");
+  assertThrows(() => expandTemplate("x {{A}}", { B: 1 }), Error, "no placeholder");
+  assertThrows(() => expandTemplate("x {{A}}", {}), Error, "no value");
+});
