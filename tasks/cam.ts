@@ -1,0 +1,3 @@
+/** `deno task cam`: not built yet. */
+console.error("deno task cam: not implemented yet");
+Deno.exit(1);

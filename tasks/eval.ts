@@ -1,0 +1,3 @@
+/** `deno task eval`: not built yet. */
+console.error("deno task eval: not implemented yet");
+Deno.exit(1);

@@ -1,0 +1,3 @@
+/** `deno task train`: not built yet. */
+console.error("deno task train: not implemented yet");
+Deno.exit(1);
