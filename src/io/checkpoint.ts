@@ -1,0 +1,90 @@
+/**
+ * Checkpoints and weight loading: named GPU tensors ↔ safetensors files. A checkpoint holds
+ * model parameters, buffers (batchnorm running stats) and optimizer state (prefixed
+ * `optim.`), with `__metadata__` carrying step, config hash, RNG state and data position.
+ * Written atomically (temp file + fsync + rename).
+ * @module
+ */
+import type { Tensor } from "../gpu/tensor.ts";
+import {
+  type HostTensor,
+  readSafetensors,
+  SafetensorsError,
+  writeSafetensors,
+} from "./safetensors.ts";
+
+/** A named GPU tensor to save or load. */
+export interface NamedTensor {
+  name: string;
+  value: Tensor;
+}
+
+/** Reads named GPU tensors back and writes them (with metadata) to a safetensors file. */
+export async function saveTensors(
+  path: string,
+  tensors: NamedTensor[],
+  metadata: Record<string, string>,
+): Promise<void> {
+  const host: [string, HostTensor][] = [];
+  const seen = new Set<string>();
+  for (const { name, value } of tensors) {
+    if (seen.has(name)) throw new Error(`saveTensors: duplicate tensor name "${name}"`);
+    seen.add(name);
+    host.push([name, { shape: [...value.shape], data: await value.read() }]);
+  }
+  await writeSafetensors(path, host, metadata);
+}
+
+/** Options of {@link loadTensors}. */
+export interface LoadOptions {
+  /** Names allowed to be absent from the file (they keep their current values). */
+  allowMissing?: (name: string) => boolean;
+  /** Names in the file that are ignored when no target has them (e.g. torchvision's fc.*). */
+  ignoreUnexpected?: (name: string) => boolean;
+}
+
+/**
+ * Loads a safetensors file into the given GPU tensors by name. Missing, unexpected or
+ * mis-shaped tensors are one error listing all of them. Returns the file's metadata.
+ */
+export async function loadTensors(
+  path: string,
+  targets: NamedTensor[],
+  opts: LoadOptions = {},
+): Promise<Record<string, string>> {
+  const st = await readSafetensors(path);
+  const missing: string[] = [];
+  const misShaped: string[] = [];
+  const byName = new Map(targets.map((t) => [t.name, t.value]));
+  for (const [name, value] of byName) {
+    const h = st.tensors.get(name);
+    if (!h) {
+      if (!opts.allowMissing?.(name)) missing.push(name);
+      continue;
+    }
+    const same = h.shape.length === value.shape.length &&
+      h.shape.every((d, i) => d === value.shape[i]);
+    // A [O, I] linear weight may stand for a [O, I, 1, 1] 1x1 conv.
+    const count = h.data.length === value.size;
+    const oneByOne = !same && count && value.shape.slice(2).every((d) => d === 1) &&
+      h.shape.length === 2;
+    if (!same && !oneByOne) misShaped.push(`${name}: file [${h.shape}], model [${value.shape}]`);
+  }
+  const unexpected = [...st.tensors.keys()].filter((n) =>
+    !byName.has(n) && !opts.ignoreUnexpected?.(n)
+  );
+  if (missing.length || unexpected.length || misShaped.length) {
+    const parts: string[] = [];
+    if (missing.length) parts.push(`missing tensors (${missing.length}): ${missing.join(", ")}`);
+    if (unexpected.length) {
+      parts.push(`unexpected tensors (${unexpected.length}): ${unexpected.join(", ")}`);
+    }
+    if (misShaped.length) parts.push(`mis-shaped tensors: ${misShaped.join("; ")}`);
+    throw new SafetensorsError(`${path}: does not match the model:\n  ${parts.join("\n  ")}`);
+  }
+  for (const [name, value] of byName) {
+    const h = st.tensors.get(name);
+    if (h) value.write(h.data);
+  }
+  return st.metadata;
+}

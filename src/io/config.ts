@@ -1,0 +1,150 @@
+/**
+ * Config schemas (zod), validated at the boundary: JSON config files and CLI flags. Errors
+ * name the offending field. Internals take the parsed, fully-defaulted objects.
+ * @module
+ */
+import { z } from "npm:zod@4.6.7";
+
+/** OCR loss knobs (DESIGN §4), all with the documented defaults. */
+export const OcrConfigSchema = z.object({
+  enabled: z.boolean().default(false),
+  lambda: z.number().min(0).default(0.3),
+  tauAct: z.number().min(0).max(1).default(0.3),
+  alpha: z.number().min(0).max(1).default(0.5),
+  tauRel: z.number().min(0).max(1).default(0.5),
+  temperature: z.number().positive().default(1),
+  margin: z.number().min(0).default(0),
+  grad: z.enum(["both", "oc_only"]).default("both"),
+  norm: z.enum(["all", "oc"]).default("all"),
+  start: z.number().min(0).max(1).default(0),
+}).strict();
+
+/** Data augmentation used for training (psa/SEAM style). */
+export const AugmentSchema = z.object({
+  scaleRange: z.tuple([z.number().positive(), z.number().positive()]).default([0.9, 1.1]),
+  flip: z.boolean().default(true),
+  colorJitter: z.number().min(0).max(1).default(0.2),
+}).strict();
+
+/** Training configuration. */
+export const TrainConfigSchema = z.object({
+  dataset: z.enum(["synthetic", "voc", "coco"]).default("synthetic"),
+  data: z.string().optional(),
+  split: z.string().default("train"),
+  valSplit: z.string().default("val"),
+  synthetic: z.object({
+    seed: z.number().int().default(0),
+    size: z.enum(["tiny", "small", "medium"]).default("small"),
+  }).strict().default({ seed: 0, size: "small" }),
+  model: z.enum(["tiny", "resnet18", "resnet34", "resnet50"]).default("tiny"),
+  weights: z.string().optional(),
+  outputStride: z.union([z.literal(8), z.literal(16)]).default(16),
+  steps: z.number().int().positive().default(600),
+  batch: z.number().int().positive().default(16),
+  size: z.number().int().min(16).default(128),
+  seed: z.number().int().default(0),
+  optimizer: z.enum(["sgd", "adamw"]).default("sgd"),
+  lr: z.number().positive().default(0.05),
+  momentum: z.number().min(0).max(1).default(0.9),
+  weightDecay: z.number().min(0).default(1e-4),
+  headLrMult: z.number().positive().default(10),
+  logEvery: z.number().int().positive().default(10),
+  ckptEvery: z.number().int().positive().default(100),
+  prefetch: z.number().int().positive().default(4),
+  augment: AugmentSchema.default({ scaleRange: [0.9, 1.1], flip: true, colorJitter: 0.2 }),
+  ocr: OcrConfigSchema.default(OcrConfigSchema.parse({})),
+  out: z.string().default("runs/default"),
+}).strict();
+
+/** A resolved training config. */
+export type TrainConfig = z.infer<typeof TrainConfigSchema>;
+/** Resolved OCR options. */
+export type OcrConfig = z.infer<typeof OcrConfigSchema>;
+
+/** A config or flag error; the message names the field. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Formats zod issues as "field.path: message" lines. */
+export function formatIssues(err: z.ZodError, source: string): string {
+  return err.issues.map((i) => {
+    const path = i.path.length ? i.path.join(".") : "(root)";
+    return `${source}: ${path}: ${i.message}`;
+  }).join("\n");
+}
+
+/** Validates a value against a schema, throwing a ConfigError naming each bad field. */
+export function validate<S extends z.ZodType>(
+  schema: S,
+  value: unknown,
+  source: string,
+): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw new ConfigError(formatIssues(r.error, source));
+  return r.data;
+}
+
+/** Reads a JSON config file (errors name the file). */
+export async function readJsonFile(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Deep-merges plain objects (b wins); arrays and scalars are replaced. */
+export function deepMerge(a: unknown, b: unknown): unknown {
+  if (
+    typeof a === "object" && a !== null && !Array.isArray(a) &&
+    typeof b === "object" && b !== null && !Array.isArray(b)
+  ) {
+    const out: Record<string, unknown> = { ...(a as Record<string, unknown>) };
+    for (const [k, v] of Object.entries(b as Record<string, unknown>)) {
+      if (v !== undefined) out[k] = k in out ? deepMerge(out[k], v) : v;
+    }
+    return out;
+  }
+  return b === undefined ? a : b;
+}
+
+/**
+ * Resolves a training config: defaults ← config file ← overrides (CLI flags), validated as a
+ * whole so errors name the field whichever layer it came from.
+ */
+export async function resolveTrainConfig(
+  configPath: string | undefined,
+  overrides: Record<string, unknown>,
+): Promise<TrainConfig> {
+  const file = configPath ? await readJsonFile(configPath) : {};
+  if (configPath) validate(TrainConfigSchema.partial(), file, configPath);
+  return validate(TrainConfigSchema, deepMerge(file, overrides), configPath ?? "config");
+}
+
+/** A stable short hash of a JSON-serialisable value (SHA-256, hex, 16 chars). */
+export async function hashJson(value: unknown): Promise<string> {
+  const bytes = new TextEncoder().encode(stableStringify(value));
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...d.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** JSON with object keys sorted (stable across key orders). */
+export function stableStringify(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableStringify).join(",")}]`;
+  if (typeof v === "object" && v !== null) {
+    const keys = Object.keys(v).sort();
+    return `{${
+      keys.filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+        .map((k) => `${JSON.stringify(k)}:${stableStringify((v as Record<string, unknown>)[k])}`)
+        .join(",")
+    }}`;
+  }
+  return JSON.stringify(v);
+}
