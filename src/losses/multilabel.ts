@@ -1,0 +1,85 @@
+/**
+ * Multilabel soft-margin classification loss, PyTorch's `MultiLabelSoftMarginLoss`
+ * (reduction "mean", no class weights): the mean over classes of the binary cross-entropy
+ * with logits, then the mean over the batch. Kernels: `shaders/loss.wgsl`.
+ * @module
+ */
+import { f32bits, type GpuContext } from "../gpu/context.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import { checkShape, elementChunks, planeChunks } from "../nn/planes.ts";
+
+function check(op: string, logits: Tensor, targets: Tensor): [number, number] {
+  if (logits.shape.length !== 2) {
+    throw new RangeError(`${op}: logits must be [N, C], got [${logits.shape}]`);
+  }
+  checkShape(op, "targets", targets, logits.shape);
+  return [logits.shape[0], logits.shape[1]];
+}
+
+/**
+ * Records the loss of `logits` [N, C] against `targets` [N, C] (1 = tagged, 0 = not; values
+ * in between act as soft targets by the same formula):
+ * L = -1/(N·C) Σ [t·logσ(x) + (1-t)·logσ(-x)]. Returns a 1-element tensor; nothing is read
+ * back.
+ */
+export function multilabelSoftMarginLoss(
+  gpu: GpuContext,
+  logits: Tensor,
+  targets: Tensor,
+): Tensor {
+  const op = "multilabel_soft_margin.forward";
+  const [n, c] = check(op, logits, targets);
+  const loss = Tensor.empty(gpu, [1]);
+  const chunks = planeChunks(gpu, op, n, [
+    { tensor: logits, planeSize: c },
+    { tensor: targets, planeSize: c },
+  ]);
+  for (const ch of chunks) {
+    gpu.dispatch({
+      name: op,
+      shader: "loss",
+      entry: "mlsm_fwd",
+      inputs: [ch.ranges[0], ch.ranges[1]],
+      outputs: [loss],
+      params: [
+        ch.count * c,
+        ch.offsets[0],
+        ch.offsets[1],
+        ch.index > 0 ? 1 : 0,
+        f32bits(1 / (n * c)),
+        0,
+        0,
+        0,
+      ],
+      workgroups: [1],
+    });
+  }
+  return loss;
+}
+
+/**
+ * Records the gradient of {@link multilabelSoftMarginLoss} with respect to the logits,
+ * times `scale` (the upstream gradient, default 1): dx = scale·(σ(x) - t)/(N·C).
+ */
+export function multilabelSoftMarginLossBackward(
+  gpu: GpuContext,
+  logits: Tensor,
+  targets: Tensor,
+  scale = 1,
+): Tensor {
+  const op = "multilabel_soft_margin.backward";
+  const [n, c] = check(op, logits, targets);
+  if (!Number.isFinite(scale)) throw new RangeError(`${op}: bad scale ${scale}`);
+  const dx = Tensor.empty(gpu, logits.shape);
+  for (const { start, count } of elementChunks(gpu, n * c)) {
+    gpu.dispatch1d({
+      name: op,
+      shader: "loss",
+      entry: "mlsm_bwd",
+      inputs: [logits.slice(start, count), targets.slice(start, count)],
+      outputs: [dx.slice(start, count)],
+      params: [count, 0, 0, 0, f32bits(scale / (n * c)), 0, 0, 0],
+    }, count);
+  }
+  return dx;
+}

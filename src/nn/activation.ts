@@ -1,0 +1,87 @@
+/**
+ * ReLU layer and the residual add(+ReLU) of ResNet blocks, on the pointwise op table
+ * (`relu`, `relu_bwd`, `add`, `add_relu`).
+ *
+ * Backward uses the forward's output y, not its input: relu'(x) = [x > 0] = [y > 0], so an
+ * in-place forward (y written over x) loses nothing backward needs.
+ * @module
+ */
+import type { GpuContext } from "../gpu/context.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import type { Ctx, Layer, Param } from "./layer.ts";
+import { pointwise } from "./pointwise.ts";
+
+/** Options of {@link ReLU} and {@link ResidualAdd}. */
+export interface ActivationOptions {
+  /**
+   * Write the result over the (first) input. The returned tensor is then the input itself
+   * with one more reference (dispose both as usual). Only safe when no other layer saved that
+   * input for its backward (true after batchnorm, which saves its own input, not its output).
+   */
+  inplace?: boolean;
+}
+
+/** `ReLU` layer: y = max(x, 0); backward dx = dy·[y > 0] from the saved output. */
+export class ReLU implements Layer {
+  readonly inplace: boolean;
+
+  constructor(readonly gpu: GpuContext, opts: ActivationOptions = {}) {
+    this.inplace = opts.inplace ?? false;
+  }
+
+  /** Applies ReLU (in place when configured); saves the output in ctx. */
+  forward(x: Tensor, ctx: Ctx | null): Tensor {
+    const y = this.inplace
+      ? pointwise(this.gpu, "relu", [x], { out: x }).retain()
+      : pointwise(this.gpu, "relu", [x]);
+    ctx?.save(y);
+    return y;
+  }
+
+  /** dx = dy where the output was positive, else 0; releases ctx. */
+  backward(ctx: Ctx, dy: Tensor): Tensor {
+    const [y] = ctx.saved;
+    const dx = pointwise(this.gpu, "relu_bwd", [y, dy]);
+    ctx.release();
+    return dx;
+  }
+
+  /** ReLU has no parameters. */
+  params(): Param[] {
+    return [];
+  }
+}
+
+/**
+ * Residual add of a ResNet block, optionally followed by ReLU: y = a + b or relu(a + b).
+ * Two inputs, so not a {@link Layer}; backward returns the one gradient both inputs receive.
+ */
+export class ResidualAdd {
+  readonly inplace: boolean;
+
+  constructor(readonly gpu: GpuContext, readonly relu = true, opts: ActivationOptions = {}) {
+    this.inplace = opts.inplace ?? false;
+  }
+
+  /** y = (relu)(a + b), written over `a` when in place. Saves y when relu and ctx is given. */
+  forward(a: Tensor, b: Tensor, ctx: Ctx | null): Tensor {
+    const op = this.relu ? "add_relu" : "add";
+    const y = this.inplace
+      ? pointwise(this.gpu, op, [a, b], { out: a }).retain()
+      : pointwise(this.gpu, op, [a, b]);
+    if (ctx && this.relu) ctx.save(y);
+    return y;
+  }
+
+  /**
+   * The gradient of both a and b: dy masked by [y > 0] with relu, else a copy of dy (a new
+   * tensor either way, owned by the caller). Releases ctx.
+   */
+  backward(ctx: Ctx, dy: Tensor): Tensor {
+    const dx = this.relu
+      ? pointwise(this.gpu, "relu_bwd", [ctx.saved[0], dy])
+      : pointwise(this.gpu, "scale", [dy], { alpha: 1 });
+    ctx.release();
+    return dx;
+  }
+}

@@ -1,0 +1,333 @@
+/**
+ * 2-D batch normalisation (PyTorch's `BatchNorm2d`) with explicit forward and backward:
+ * training mode (batch statistics over N, H, W, running-stat update with momentum and the
+ * unbiased variance), eval mode (running statistics) and psa's frozen mode (running statistics
+ * while training, affine parameters trainable or frozen).
+ *
+ * Kernels: `shaders/batchnorm.wgsl`. Per-channel reductions use a workgroup per channel with
+ * register accumulation and a single barrier; inputs larger than one storage binding are
+ * reduced chunk by chunk (whole (n, c) planes) and the chunk partials merged.
+ *
+ * `num_batches_tracked` is not kept: it only matters for PyTorch's `momentum=None`
+ * (cumulative average), which is not supported here.
+ * @module
+ */
+import { f32bits, type GpuContext } from "../gpu/context.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import type { Buffer, Ctx, Layer, Param } from "./layer.ts";
+import { checkShape, dispatchPlanes, nchw, planeChunks } from "./planes.ts";
+
+/** The four per-channel tensors of a batchnorm ([C] each). */
+export interface BatchNormTensors {
+  /** gamma. */
+  weight: Tensor;
+  /** beta. */
+  bias: Tensor;
+  runningMean: Tensor;
+  runningVar: Tensor;
+}
+
+/** Options of {@link batchNormForward}. */
+export interface BatchNormForwardOptions {
+  /** Batch statistics (and running-stat update) when true; running statistics when false. */
+  training: boolean;
+  /** Default 1e-5. */
+  eps?: number;
+  /** Running-stat momentum (PyTorch convention: new = (1-m)·old + m·batch), default 0.1. */
+  momentum?: number;
+}
+
+/**
+ * Statistics used by a forward pass, needed by its backward. With `eval` false, `mean` is the
+ * batch mean and `stat` is 1/sqrt(biased var + eps); with `eval` true they are the running mean
+ * and running variance (retained references). Owned by the caller: dispose both.
+ */
+export interface BatchNormStats {
+  mean: Tensor;
+  stat: Tensor;
+  eval: boolean;
+}
+
+const RWG = 64;
+
+function checkParams(op: string, x: Tensor, p: BatchNormTensors): [number, number, number] {
+  const [n, c, h, w] = nchw(op, x);
+  for (const [k, t] of Object.entries(p)) checkShape(op, k, t as Tensor, [c]);
+  if (c > 65535) throw new RangeError(`${op}: ${c} channels exceed 65535 workgroups`);
+  return [n, c, h * w];
+}
+
+/**
+ * Records batchnorm forward: y = (x - mean) / sqrt(var + eps) · weight + bias per channel.
+ * In training mode the batch statistics are computed over (N, H, W) and the running stats are
+ * updated in place (unbiased variance, as PyTorch).
+ */
+export function batchNormForward(
+  gpu: GpuContext,
+  x: Tensor,
+  p: BatchNormTensors,
+  opts: BatchNormForwardOptions,
+): { y: Tensor; stats: BatchNormStats } {
+  const op = "batchnorm.forward";
+  const [n, C, HW] = checkParams(op, x, p);
+  const eps = opts.eps ?? 1e-5;
+  let stats: BatchNormStats;
+  if (opts.training) {
+    if (n * HW < 2) {
+      throw new RangeError(
+        `${op}: expected more than 1 value per channel when training, got input [${x.shape}]`,
+      );
+    }
+    const chunks = planeChunks(gpu, op, n * C, [{ tensor: x, planeSize: HW }]);
+    const part = Tensor.empty(gpu, [chunks.length * C * 4]);
+    for (const ch of chunks) {
+      gpu.dispatch({
+        name: `${op}.stats`,
+        shader: "batchnorm",
+        entry: "stats",
+        inputs: [ch.ranges[0]],
+        outputs: [part],
+        params: [C, HW, ch.first, ch.count, ch.offsets[0], ch.index, 0, 0],
+        workgroups: [C],
+      });
+    }
+    const mean = Tensor.empty(gpu, [C]);
+    const inv = Tensor.empty(gpu, [C]);
+    gpu.dispatch({
+      name: `${op}.stats_final`,
+      shader: "batchnorm",
+      entry: "stats_final",
+      inputs: [part],
+      outputs: [mean, inv, p.runningMean, p.runningVar],
+      params: [C, chunks.length, f32bits(eps), f32bits(opts.momentum ?? 0.1), 1, 0, 0, 0],
+      workgroups: [Math.ceil(C / RWG)],
+    });
+    part.dispose();
+    stats = { mean, stat: inv, eval: false };
+  } else {
+    stats = { mean: p.runningMean.retain(), stat: p.runningVar.retain(), eval: true };
+  }
+  const y = Tensor.empty(gpu, x.shape);
+  dispatchPlanes(gpu, n * C, {
+    name: `${op}.apply`,
+    shader: "batchnorm",
+    entry: "apply",
+    constants: { EVAL: stats.eval ? 1 : 0 },
+    inputs: [{ tensor: x, planeSize: HW }],
+    shared: [stats.mean, stats.stat, p.weight, p.bias],
+    outputs: [{ tensor: y, planeSize: HW }],
+    itemsPerPlane: HW,
+    params: (ch) => [C, HW, ch.first, ch.offsets[0], ch.offsets[1], f32bits(eps), 0, 0],
+  });
+  return { y, stats };
+}
+
+/** Options of {@link batchNormBackward}. */
+export interface BatchNormBackwardOptions {
+  /** Default 1e-5 (must match the forward's). */
+  eps?: number;
+  /**
+   * Where to write (overwrite) dweight and dbias ([C] each); omit when the affine parameters
+   * are frozen (then, with running statistics, no reduction runs at all).
+   */
+  grads?: { weight: Tensor; bias: Tensor };
+}
+
+/**
+ * Records batchnorm backward and returns dx. With batch statistics:
+ * dx = weight·inv·(dy - mean(dy) - x̂·mean(dy·x̂)), x̂ = (x - mean)·inv; with running
+ * statistics (eval/frozen) the statistics are constants: dx = weight·inv·dy.
+ * dweight = Σ dy·x̂, dbias = Σ dy over (N, H, W).
+ */
+export function batchNormBackward(
+  gpu: GpuContext,
+  x: Tensor,
+  dy: Tensor,
+  p: BatchNormTensors,
+  stats: BatchNormStats,
+  opts: BatchNormBackwardOptions = {},
+): Tensor {
+  const op = "batchnorm.backward";
+  const [n, C, HW] = checkParams(op, x, p);
+  checkShape(op, "dy", dy, x.shape);
+  const eps = opts.eps ?? 1e-5;
+  const grads = opts.grads ?? { weight: Tensor.empty(gpu, [C]), bias: Tensor.empty(gpu, [C]) };
+  checkShape(op, "dweight", grads.weight, [C]);
+  checkShape(op, "dbias", grads.bias, [C]);
+  const evalConst = { EVAL: stats.eval ? 1 : 0 };
+  const reduce = !stats.eval || opts.grads !== undefined;
+  let part: Tensor | null = null;
+  let k = 0;
+  if (reduce) {
+    const chunks = planeChunks(gpu, op, n * C, [
+      { tensor: x, planeSize: HW },
+      { tensor: dy, planeSize: HW },
+    ]);
+    k = chunks.length;
+    part = Tensor.empty(gpu, [k * C * 2]);
+    for (const ch of chunks) {
+      gpu.dispatch({
+        name: `${op}.reduce`,
+        shader: "batchnorm",
+        entry: "bwd_reduce",
+        inputs: [ch.ranges[0], ch.ranges[1], stats.mean],
+        outputs: [part],
+        params: [C, HW, ch.first, ch.count, ch.offsets[0], ch.offsets[1], ch.index, 0],
+        workgroups: [C],
+      });
+    }
+  }
+  const coef = Tensor.empty(gpu, [C * 4]);
+  gpu.dispatch({
+    name: `${op}.final`,
+    shader: "batchnorm",
+    entry: "bwd_final",
+    constants: evalConst,
+    inputs: [part ?? gpu.dummy, stats.mean, stats.stat, p.weight],
+    outputs: [grads.weight, grads.bias, coef],
+    params: [C, k, f32bits(n * HW), f32bits(eps)],
+    workgroups: [Math.ceil(C / RWG)],
+  });
+  part?.dispose();
+  if (!opts.grads) {
+    grads.weight.dispose();
+    grads.bias.dispose();
+  }
+  const dx = Tensor.empty(gpu, x.shape);
+  dispatchPlanes(gpu, n * C, {
+    name: `${op}.apply`,
+    shader: "batchnorm",
+    entry: "bwd_apply",
+    inputs: [{ tensor: x, planeSize: HW }, { tensor: dy, planeSize: HW }],
+    shared: [coef],
+    outputs: [{ tensor: dx, planeSize: HW }],
+    itemsPerPlane: HW,
+    params: (ch) => [C, HW, ch.first, ...ch.offsets, 0, 0],
+  });
+  coef.dispose();
+  return dx;
+}
+
+/** Options of {@link BatchNorm2d}. */
+export interface BatchNorm2dOptions {
+  /** Default 1e-5. */
+  eps?: number;
+  /** Default 0.1. */
+  momentum?: number;
+  /** Use running statistics even when training (psa's frozen BN). Default false. */
+  frozen?: boolean;
+  /** Whether weight/bias are trained. Default true. */
+  affineTrainable?: boolean;
+  /** Learning-rate group of weight/bias. Default "backbone". */
+  group?: "backbone" | "head";
+  /** Whether weight decay applies to weight/bias. Default false. */
+  decay?: boolean;
+}
+
+/**
+ * `BatchNorm2d` layer. Names: `<prefix>.weight`, `<prefix>.bias` (params, or buffers when
+ * the affine parameters are frozen), `<prefix>.running_mean`, `<prefix>.running_var`
+ * (buffers). Initialised as PyTorch: weight 1, bias 0, running mean 0, running var 1.
+ *
+ * `forward(x, ctx)`: with a ctx and not `frozen`, batch statistics and a running-stat update
+ * (PyTorch's train mode); with a ctx and `frozen`, running statistics, gradients flow to x
+ * (and to weight/bias when `affineTrainable`); without a ctx, running statistics (eval mode).
+ */
+export class BatchNorm2d implements Layer {
+  readonly weight: Param;
+  readonly bias: Param;
+  readonly runningMean: Buffer;
+  readonly runningVar: Buffer;
+  eps: number;
+  momentum: number;
+  frozen: boolean;
+  affineTrainable: boolean;
+
+  constructor(
+    readonly gpu: GpuContext,
+    readonly channels: number,
+    readonly prefix: string,
+    opts: BatchNorm2dOptions = {},
+  ) {
+    if (!Number.isInteger(channels) || channels < 1) {
+      throw new RangeError(`BatchNorm2d ${prefix}: bad channel count ${channels}`);
+    }
+    this.eps = opts.eps ?? 1e-5;
+    this.momentum = opts.momentum ?? 0.1;
+    this.frozen = opts.frozen ?? false;
+    this.affineTrainable = opts.affineTrainable ?? true;
+    const full = (v: number) =>
+      Tensor.fromArray(gpu, new Float32Array(channels).fill(v), [channels]);
+    const param = (name: string, v: number): Param => ({
+      name: `${prefix}.${name}`,
+      value: full(v),
+      grad: Tensor.zeros(gpu, [channels]),
+      group: opts.group ?? "backbone",
+      decay: opts.decay ?? false,
+    });
+    this.weight = param("weight", 1);
+    this.bias = param("bias", 0);
+    this.runningMean = { name: `${prefix}.running_mean`, value: full(0) };
+    this.runningVar = { name: `${prefix}.running_var`, value: full(1) };
+  }
+
+  #tensors(): BatchNormTensors {
+    return {
+      weight: this.weight.value,
+      bias: this.bias.value,
+      runningMean: this.runningMean.value,
+      runningVar: this.runningVar.value,
+    };
+  }
+
+  /** Normalises `x` ([N, C, H, W]); see the class doc for the modes. */
+  forward(x: Tensor, ctx: Ctx | null): Tensor {
+    const training = ctx !== null && !this.frozen;
+    const { y, stats } = batchNormForward(this.gpu, x, this.#tensors(), {
+      training,
+      eps: this.eps,
+      momentum: this.momentum,
+    });
+    if (ctx) {
+      ctx.save(x);
+      ctx.save(stats.mean);
+      ctx.save(stats.stat);
+      ctx.meta.eval = stats.eval;
+    }
+    stats.mean.dispose();
+    stats.stat.dispose();
+    return y;
+  }
+
+  /** Returns dx and overwrites the weight/bias grads (when trainable); releases ctx. */
+  backward(ctx: Ctx, dy: Tensor): Tensor {
+    const [x, mean, stat] = ctx.saved;
+    const dx = batchNormBackward(this.gpu, x, dy, this.#tensors(), {
+      mean,
+      stat,
+      eval: ctx.meta.eval === true,
+    }, {
+      eps: this.eps,
+      grads: this.affineTrainable ? { weight: this.weight.grad, bias: this.bias.grad } : undefined,
+    });
+    ctx.release();
+    return dx;
+  }
+
+  /** weight and bias when trainable, else none. */
+  params(): Param[] {
+    return this.affineTrainable ? [this.weight, this.bias] : [];
+  }
+
+  /** Running stats, plus weight and bias when they are frozen (so checkpoints keep them). */
+  buffers(): Buffer[] {
+    const b: Buffer[] = [this.runningMean, this.runningVar];
+    if (!this.affineTrainable) {
+      b.unshift({ name: this.weight.name, value: this.weight.value }, {
+        name: this.bias.name,
+        value: this.bias.value,
+      });
+    }
+    return b;
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * Max pooling (PyTorch `MaxPool2d`, dilation 1, ceil_mode false) and global average pooling,
+ * each with explicit forward and a deterministic gather-style backward (no float atomics).
+ * Kernels: `shaders/pool.wgsl`; work past the binding limit is split over (n, c) planes.
+ * @module
+ */
+import type { GpuContext } from "../gpu/context.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import type { Ctx, Layer, Param } from "./layer.ts";
+import { checkShape, dispatchPlanes, nchw, shape4 } from "./planes.ts";
+
+/** A size given for both axes or as [height, width]. */
+export type Size2 = number | readonly [number, number];
+
+function pair(v: Size2): [number, number] {
+  return typeof v === "number" ? [v, v] : [v[0], v[1]];
+}
+
+/** Options of {@link maxPool2d}: kernel (default 3), stride (default 2), padding (default 1). */
+export interface MaxPoolOptions {
+  kernel?: Size2;
+  stride?: Size2;
+  padding?: Size2;
+}
+
+/** Validated geometry and output size of a max pool over an H x W input. */
+interface PoolGeom {
+  k: [number, number];
+  s: [number, number];
+  p: [number, number];
+  OH: number;
+  OW: number;
+}
+
+function geometry(op: string, opts: MaxPoolOptions, H = 1, W = 1): PoolGeom {
+  const k = pair(opts.kernel ?? 3);
+  const s = pair(opts.stride ?? 2);
+  const p = pair(opts.padding ?? 1);
+  for (let a = 0; a < 2; a++) {
+    if (![k[a], s[a], p[a]].every(Number.isInteger) || k[a] < 1 || s[a] < 1 || p[a] < 0) {
+      throw new RangeError(`${op}: bad kernel/stride/padding ${k[a]}/${s[a]}/${p[a]}`);
+    }
+    if (2 * p[a] > k[a]) {
+      throw new RangeError(`${op}: padding ${p[a]} should be at most half of kernel size ${k[a]}`);
+    }
+  }
+  const OH = poolOutSize(H, k[0], s[0], p[0]);
+  const OW = poolOutSize(W, k[1], s[1], p[1]);
+  return { k, s, p, OH, OW };
+}
+
+/** Output size of a max pool along one axis (PyTorch, ceil_mode false). */
+export function poolOutSize(size: number, k: number, s: number, p: number): number {
+  return Math.floor((size + 2 * p - k) / s) + 1;
+}
+
+/** Uniform words of pool.wgsl's PoolParams for a chunk. */
+function words(H: number, W: number, g: PoolGeom, n: number, offs: number[]): number[] {
+  return [H, W, g.OH, g.OW, ...g.k, ...g.s, ...g.p, n, offs[0], offs[1], offs[2] ?? 0, 0, 0];
+}
+
+/** Result of {@link maxPool2d}. */
+export interface MaxPoolResult {
+  /** Pooled values [N, C, OH, OW]. */
+  y: Tensor;
+  /**
+   * Argmax per output [N, C, OH, OW]: its buffer holds **u32** values ih·W + iw (the index
+   * within the input plane, as PyTorch's `return_indices`); read as
+   * `new Uint32Array((await indices.read()).buffer)`.
+   */
+  indices: Tensor;
+}
+
+/** Records max pooling of `x` [N, C, H, W], saving the argmax indices. */
+export function maxPool2d(gpu: GpuContext, x: Tensor, opts: MaxPoolOptions = {}): MaxPoolResult {
+  const name = "maxpool.forward";
+  const [n, c, H, W] = nchw(name, x);
+  const g = geometry(name, opts, H, W);
+  if (g.OH < 1 || g.OW < 1) {
+    throw new RangeError(`${name}: input [${x.shape}] is too small for kernel ${g.k}`);
+  }
+  const y = Tensor.empty(gpu, [n, c, g.OH, g.OW]);
+  const indices = Tensor.empty(gpu, [n, c, g.OH, g.OW]);
+  const out = g.OH * g.OW;
+  dispatchPlanes(gpu, n * c, {
+    name,
+    shader: "pool",
+    entry: "max_fwd",
+    inputs: [{ tensor: x, planeSize: H * W }],
+    outputs: [{ tensor: y, planeSize: out }, { tensor: indices, planeSize: out }],
+    itemsPerPlane: out,
+    params: (ch, items) => words(H, W, g, items, ch.offsets),
+  });
+  return { y, indices };
+}
+
+/**
+ * Records max-pool backward: dx [N, C, H, W] (`inputShape`) from dy and the forward's indices.
+ * `opts` must be the forward's.
+ */
+export function maxPool2dBackward(
+  gpu: GpuContext,
+  dy: Tensor,
+  indices: Tensor,
+  inputShape: readonly number[],
+  opts: MaxPoolOptions = {},
+): Tensor {
+  const name = "maxpool.backward";
+  const [n, c, H, W] = shape4(name, inputShape);
+  const g = geometry(name, opts, H, W);
+  checkShape(name, "dy", dy, [n, c, g.OH, g.OW]);
+  checkShape(name, "indices", indices, [n, c, g.OH, g.OW]);
+  const dx = Tensor.empty(gpu, inputShape);
+  const out = g.OH * g.OW;
+  dispatchPlanes(gpu, n * c, {
+    name,
+    shader: "pool",
+    entry: "max_bwd",
+    inputs: [{ tensor: dy, planeSize: out }, { tensor: indices, planeSize: out }],
+    outputs: [{ tensor: dx, planeSize: H * W }],
+    itemsPerPlane: H * W,
+    params: (ch, items) => words(H, W, g, items, ch.offsets),
+  });
+  return dx;
+}
+
+/** `MaxPool2d` layer (default 3x3, stride 2, padding 1: the ResNet stem pool). */
+export class MaxPool2d implements Layer {
+  constructor(readonly gpu: GpuContext, readonly opts: MaxPoolOptions = {}) {
+    geometry("MaxPool2d", opts);
+  }
+
+  /** Pools; with a ctx saves the indices and the input shape. */
+  forward(x: Tensor, ctx: Ctx | null): Tensor {
+    const { y, indices } = maxPool2d(this.gpu, x, this.opts);
+    if (ctx) {
+      ctx.save(indices);
+      ctx.meta.inputShape = x.shape;
+    }
+    indices.dispose();
+    return y;
+  }
+
+  /** Scatters dy to the argmax positions (as a gather per input pixel); releases ctx. */
+  backward(ctx: Ctx, dy: Tensor): Tensor {
+    const dx = maxPool2dBackward(
+      this.gpu,
+      dy,
+      ctx.saved[0],
+      ctx.meta.inputShape as number[],
+      this.opts,
+    );
+    ctx.release();
+    return dx;
+  }
+
+  /** No parameters. */
+  params(): Param[] {
+    return [];
+  }
+}
+
+const UNIT: PoolGeom = { k: [1, 1], s: [1, 1], p: [0, 0], OH: 1, OW: 1 };
+
+/** Records global average pooling: [N, C, H, W] → [N, C]. */
+export function globalAvgPool(gpu: GpuContext, x: Tensor): Tensor {
+  const name = "gap.forward";
+  const [n, c, H, W] = nchw(name, x);
+  const y = Tensor.empty(gpu, [n, c]);
+  dispatchPlanes(gpu, n * c, {
+    name,
+    shader: "pool",
+    entry: "gap_fwd",
+    inputs: [{ tensor: x, planeSize: H * W }],
+    outputs: [{ tensor: y, planeSize: 1 }],
+    itemsPerPlane: 1,
+    params: (ch, items) => words(H, W, UNIT, items, ch.offsets),
+    grid: "flat",
+    wgSize: 64,
+  });
+  return y;
+}
+
+/** Records global-average-pool backward: dy [N, C] → dx `inputShape` (dy / (H·W) everywhere). */
+export function globalAvgPoolBackward(
+  gpu: GpuContext,
+  dy: Tensor,
+  inputShape: readonly number[],
+): Tensor {
+  const name = "gap.backward";
+  const [n, c, H, W] = shape4(name, inputShape);
+  checkShape(name, "dy", dy, [n, c]);
+  const dx = Tensor.empty(gpu, inputShape);
+  dispatchPlanes(gpu, n * c, {
+    name,
+    shader: "pool",
+    entry: "gap_bwd",
+    inputs: [{ tensor: dy, planeSize: 1 }],
+    outputs: [{ tensor: dx, planeSize: H * W }],
+    itemsPerPlane: H * W,
+    params: (ch, items) => words(H, W, UNIT, items, ch.offsets),
+  });
+  return dx;
+}
+
+/** Global average pooling layer: [N, C, H, W] → [N, C]. */
+export class GlobalAvgPool implements Layer {
+  constructor(readonly gpu: GpuContext) {}
+
+  /** Averages each plane; with a ctx remembers the input shape. */
+  forward(x: Tensor, ctx: Ctx | null): Tensor {
+    if (ctx) ctx.meta.inputShape = x.shape;
+    return globalAvgPool(this.gpu, x);
+  }
+
+  /** Spreads dy evenly over each plane; releases ctx. */
+  backward(ctx: Ctx, dy: Tensor): Tensor {
+    const dx = globalAvgPoolBackward(this.gpu, dy, ctx.meta.inputShape as number[]);
+    ctx.release();
+    return dx;
+  }
+
+  /** No parameters. */
+  params(): Param[] {
+    return [];
+  }
+}

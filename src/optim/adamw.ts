@@ -1,0 +1,73 @@
+/**
+ * AdamW (PyTorch's `torch.optim.AdamW`, amsgrad off): decoupled weight decay, bias-corrected
+ * moments. One kernel per parameter (`shaders/optim.wgsl`); `step` only records dispatches.
+ * @module
+ */
+import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { Param } from "../nn/layer.ts";
+import { BaseOptimizer, type LrMultipliers, paramLr } from "./sgd.ts";
+
+/** Options of {@link AdamW}. */
+export interface AdamWOptions {
+  /** Default 0.9. */
+  beta1?: number;
+  /** Default 0.999. */
+  beta2?: number;
+  /** Default 1e-8. */
+  eps?: number;
+  /** Decoupled decay (p *= 1 - lr·wd) for parameters with `decay` set. Default 0.01. */
+  weightDecay?: number;
+  /** Per-group multipliers (default head 10x). */
+  lrMult?: Partial<LrMultipliers>;
+}
+
+/**
+ * AdamW: p *= 1 - lr·wd; m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²;
+ * p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps), t = step count after increment.
+ * State: `<param>.exp_avg`, `<param>.exp_avg_sq` and the shared step count.
+ */
+export class AdamW extends BaseOptimizer {
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+
+  constructor(gpu: GpuContext, opts: AdamWOptions = {}) {
+    super(gpu, "AdamW", opts.lrMult);
+    this.beta1 = opts.beta1 ?? 0.9;
+    this.beta2 = opts.beta2 ?? 0.999;
+    this.eps = opts.eps ?? 1e-8;
+    this.weightDecay = opts.weightDecay ?? 0.01;
+    for (const [k, v] of [["beta1", this.beta1], ["beta2", this.beta2]] as const) {
+      if (!(v >= 0 && v < 1)) throw new RangeError(`AdamW: bad ${k} ${v}`);
+    }
+    if (!(this.eps > 0)) throw new RangeError(`AdamW: bad eps ${this.eps}`);
+    if (!(this.weightDecay >= 0)) {
+      throw new RangeError(`AdamW: bad weight decay ${this.weightDecay}`);
+    }
+  }
+
+  protected slots(): string[] {
+    return ["exp_avg", "exp_avg_sq"];
+  }
+
+  step(params: Param[], lr: number): void {
+    this.check(params, lr);
+    this.stepCount++;
+    const t = this.stepCount;
+    const bc1 = 1 - this.beta1 ** t;
+    const bc2Sqrt = Math.sqrt(1 - this.beta2 ** t);
+    for (const p of params) {
+      this.update(p, "adamw", [
+        0,
+        f32bits(paramLr(p, lr, this.lrMult)),
+        f32bits(this.beta1),
+        f32bits(this.beta2),
+        f32bits(this.eps),
+        f32bits(p.decay ? this.weightDecay : 0),
+        f32bits(bc1),
+        f32bits(bc2Sqrt),
+      ], [this.slot(p, "exp_avg"), this.slot(p, "exp_avg_sq")]);
+    }
+  }
+}

@@ -1,0 +1,261 @@
+import { createGpu, type GpuContext } from "../src/gpu/context.ts";
+import { Tensor } from "../src/gpu/tensor.ts";
+import { Ctx } from "../src/nn/layer.ts";
+import {
+  BilinearResize,
+  resizeBilinear,
+  resizeBilinearBackward,
+  type ResizeOptions,
+} from "../src/nn/resize.ts";
+import {
+  assertClose,
+  assertEquals,
+  assertThrows,
+  finiteDiff,
+  maxRelError,
+  randArray,
+  testGpu,
+} from "./util.ts";
+
+type Shape = [number, number, number, number];
+
+/** Per-axis taps of PyTorch's bilinear map, in f64, independent of the implementation. */
+function taps(inS: number, outS: number, ac: boolean, factor?: number) {
+  const s = ac ? (outS > 1 ? (inS - 1) / (outS - 1) : 0) : factor ? 1 / factor : inS / outS;
+  return Array.from({ length: outS }, (_, d) => {
+    const r = ac ? s * d : Math.max(s * (d + 0.5) - 0.5, 0);
+    const i0 = Math.floor(r);
+    return { i0, i1: i0 < inS - 1 ? i0 + 1 : i0, l: r - i0 };
+  });
+}
+
+/** f64 reference forward and the matching scatter backward. */
+function refResize(
+  x: ArrayLike<number>,
+  [n, c, H, W]: Shape,
+  OH: number,
+  OW: number,
+  ac: boolean,
+  f?: [number, number],
+) {
+  const th = taps(H, OH, ac, f?.[0]);
+  const tw = taps(W, OW, ac, f?.[1]);
+  const y = new Float64Array(n * c * OH * OW);
+  const bwd = (dy: ArrayLike<number>) => {
+    const dx = new Float64Array(n * c * H * W);
+    for (let q = 0; q < n * c; q++) {
+      for (let oh = 0; oh < OH; oh++) {
+        for (let ow = 0; ow < OW; ow++) {
+          const g = dy[(q * OH + oh) * OW + ow];
+          const { i0: h0, i1: h1, l: lh } = th[oh];
+          const { i0: w0, i1: w1, l: lw } = tw[ow];
+          const b = q * H * W;
+          dx[b + h0 * W + w0] += g * (1 - lh) * (1 - lw);
+          dx[b + h0 * W + w1] += g * (1 - lh) * lw;
+          dx[b + h1 * W + w0] += g * lh * (1 - lw);
+          dx[b + h1 * W + w1] += g * lh * lw;
+        }
+      }
+    }
+    return dx;
+  };
+  for (let q = 0; q < n * c; q++) {
+    for (let oh = 0; oh < OH; oh++) {
+      for (let ow = 0; ow < OW; ow++) {
+        const { i0: h0, i1: h1, l: lh } = th[oh];
+        const { i0: w0, i1: w1, l: lw } = tw[ow];
+        const v = (h: number, w: number) => x[q * H * W + h * W + w];
+        y[(q * OH + oh) * OW + ow] = (1 - lh) * ((1 - lw) * v(h0, w0) + lw * v(h0, w1)) +
+          lh * ((1 - lw) * v(h1, w0) + lw * v(h1, w1));
+      }
+    }
+  }
+  return { y, bwd };
+}
+
+async function run(gpu: GpuContext, xs: ArrayLike<number>, s: Shape, o: ResizeOptions) {
+  const x = Tensor.fromArray(gpu, xs, s);
+  const y = resizeBilinear(gpu, x, o);
+  const v = await y.read();
+  x.dispose();
+  y.dispose();
+  return v;
+}
+
+Deno.test("bilinear resize matches hand-computed PyTorch values (both align_corners)", async () => {
+  const gpu = await testGpu();
+  // PyTorch's nn.Upsample documentation example (2x2 → 4x4), checked by hand.
+  const x2 = [1, 2, 3, 4];
+  assertClose(
+    await run(gpu, x2, [1, 1, 2, 2], { scaleFactor: 2 }),
+    [
+      1,
+      1.25,
+      1.75,
+      2,
+      1.5,
+      1.75,
+      2.25,
+      2.5,
+      2.5,
+      2.75,
+      3.25,
+      3.5,
+      3,
+      3.25,
+      3.75,
+      4,
+    ],
+    { rtol: 1e-6, atol: 1e-6 },
+    "2x2→4x4 align_corners=False",
+  );
+  const t = 1 / 3;
+  assertClose(
+    await run(gpu, x2, [1, 1, 2, 2], { size: [4, 4], alignCorners: true }),
+    [
+      1,
+      1 + t,
+      2 - t,
+      2,
+      2 - t,
+      2,
+      2 + t,
+      3 - t,
+      2 + t,
+      3 - t,
+      3,
+      3 + t,
+      3,
+      3 + t,
+      4 - t,
+      4,
+    ],
+    { rtol: 1e-6, atol: 1e-6 },
+    "2x2→4x4 align_corners=True",
+  );
+  // The same documentation's 3x3 example (zero-padded input) → 6x6.
+  const x3 = [1, 2, 0, 3, 4, 0, 0, 0, 0];
+  assertClose(
+    await run(gpu, x3, [1, 1, 3, 3], { scaleFactor: 2 }),
+    [
+      [1, 1.25, 1.75, 1.5, 0.5, 0],
+      [1.5, 1.75, 2.25, 1.875, 0.625, 0],
+      [2.5, 2.75, 3.25, 2.625, 0.875, 0],
+      [2.25, 2.4375, 2.8125, 2.25, 0.75, 0],
+      [0.75, 0.8125, 0.9375, 0.75, 0.25, 0],
+      [0, 0, 0, 0, 0, 0],
+    ].flat(),
+    { rtol: 1e-6, atol: 1e-6 },
+    "3x3→6x6 align_corners=False",
+  );
+  assertClose(
+    await run(gpu, x3, [1, 1, 3, 3], { scaleFactor: 2, alignCorners: true }),
+    [
+      [1, 1.4, 1.8, 1.6, 0.8, 0],
+      [1.8, 2.2, 2.6, 2.24, 1.12, 0],
+      [2.6, 3, 3.4, 2.88, 1.44, 0],
+      [2.4, 2.72, 3.04, 2.56, 1.28, 0],
+      [1.2, 1.36, 1.52, 1.28, 0.64, 0],
+      [0, 0, 0, 0, 0, 0],
+    ].flat(),
+    { rtol: 1e-5, atol: 1e-6 },
+    "3x3→6x6 align_corners=True",
+  );
+  // Down: 4x4 arange → 2x2 averages 2x2 blocks (False) or takes corners (True).
+  const a16 = Array.from({ length: 16 }, (_, i) => i);
+  assertClose(await run(gpu, a16, [1, 1, 4, 4], { size: [2, 2] }), [2.5, 4.5, 10.5, 12.5]);
+  assertClose(await run(gpu, a16, [1, 1, 4, 4], { size: [2, 2], alignCorners: true }), [
+    0,
+    3,
+    12,
+    15,
+  ]);
+  // scale_factor 0.5 on width 5 uses 1/0.5 = 2 as the source scale, size 2 uses 5/2.
+  const r5 = [0, 1, 2, 3, 4];
+  assertClose(await run(gpu, r5, [1, 1, 1, 5], { scaleFactor: [1, 0.5] }), [0.5, 2.5]);
+  assertClose(await run(gpu, r5, [1, 1, 1, 5], { size: [1, 2] }), [0.75, 3.25]);
+});
+
+const CASES: [Shape, ResizeOptions, [number, number]?][] = [
+  [[3, 5, 7, 7], { size: [13, 17] }],
+  [[3, 5, 7, 7], { size: [13, 17], alignCorners: true }],
+  [[2, 3, 13, 17], { size: [7, 7] }],
+  [[2, 3, 13, 17], { size: [7, 7], alignCorners: true }],
+  [[1, 2, 5, 9], { scaleFactor: 2.5 }, [2.5, 2.5]],
+  [[1, 2, 6, 7], { scaleFactor: [0.7, 0.45] }, [0.7, 0.45]],
+  [[2, 3, 1, 1], { size: [4, 3] }],
+  [[1, 2, 6, 6], { size: [1, 1], alignCorners: true }],
+  [[1, 2, 6, 6], { size: [1, 1] }],
+  [[1, 2, 4, 5], { size: [33, 37] }],
+  [[1, 2, 4, 5], { size: [33, 37], alignCorners: true }],
+  [[1, 1, 8, 9], { size: [70, 71] }], // planes over 4096 pixels: the wide-workgroup path
+];
+
+Deno.test("bilinear resize forward/backward vs the f64 reference on odd shapes", async () => {
+  const gpu = await testGpu();
+  for (const [i, [s, o, f]] of CASES.entries()) {
+    const xs = randArray(s[0] * s[1] * s[2] * s[3], 100 + i);
+    const x = Tensor.fromArray(gpu, xs, s);
+    const y = resizeBilinear(gpu, x, o);
+    const [, , OH, OW] = y.shape;
+    const ref = refResize(xs, s, OH, OW, o.alignCorners ?? false, f);
+    const tag = `${s} ${JSON.stringify(o)}`;
+    assertClose(await y.read(), ref.y, { rtol: 1e-5, atol: 1e-5 }, `y ${tag}`);
+    const dys = randArray(y.size, 200 + i);
+    const dy = Tensor.fromArray(gpu, dys, y.shape);
+    const dx = resizeBilinearBackward(gpu, dy, s, o);
+    const e = maxRelError(await dx.read(), ref.bwd(dys));
+    if (!(e < 1e-5)) throw new Error(`dx ${tag}: GPU vs CPU rel error ${e}`);
+    [x, y, dy, dx].forEach((t) => t.dispose());
+  }
+});
+
+Deno.test("bilinear reference backward agrees with finite differences (f64)", () => {
+  for (
+    const [s, OH, OW, ac] of [[[1, 2, 3, 4], 5, 7, false], [[1, 1, 5, 4], 3, 6, true]] as const
+  ) {
+    const sh = s as unknown as Shape;
+    const n = sh[0] * sh[1] * sh[2] * sh[3];
+    const xv = Float64Array.from(randArray(n, 3));
+    const w = Float64Array.from(randArray(sh[0] * sh[1] * OH * OW, 4));
+    const f = (v: Float64Array) =>
+      refResize(v, sh, OH, OW, ac).y.reduce((a, yv, i) => a + yv * w[i], 0);
+    const e = maxRelError(refResize(xv, sh, OH, OW, ac).bwd(w), finiteDiff(f, xv.slice()));
+    if (!(e < 1e-8)) throw new Error(`resize finite-diff rel error ${e}`);
+  }
+});
+
+Deno.test("bilinear resize splits past a small binding limit; layer; bad options", async () => {
+  const big = await createGpu({ maxBindingBytes: 2048, debug: true });
+  try {
+    const s: Shape = [3, 5, 13, 17];
+    const xs = randArray(3315, 7);
+    const x = Tensor.fromArray(big, xs, s);
+    const d0 = big.dispatchCount;
+    const y = resizeBilinear(big, x, { size: [9, 11] });
+    if (big.dispatchCount - d0 < 8) throw new Error("resize was not split");
+    const ref = refResize(xs, s, 9, 11, false);
+    assertClose(await y.read(), ref.y, { rtol: 1e-5, atol: 1e-5 }, "split y");
+    const dx = resizeBilinearBackward(big, y, s, { size: [9, 11] });
+    const e = maxRelError(await dx.read(), ref.bwd(await y.read()));
+    if (!(e < 1e-5)) throw new Error(`split dx rel error ${e}`);
+    [x, y, dx].forEach((t) => t.dispose());
+  } finally {
+    big.destroy();
+  }
+  const gpu = await testGpu();
+  const layer = new BilinearResize(gpu, { scaleFactor: 2, alignCorners: true });
+  const x = Tensor.fromArray(gpu, randArray(2 * 3 * 5 * 5, 9), [2, 3, 5, 5]);
+  const ctx = new Ctx();
+  const y = layer.forward(x, ctx);
+  assertEquals(y.shape, [2, 3, 10, 10]);
+  const dx = layer.backward(ctx, y);
+  assertEquals(dx.shape, [2, 3, 5, 5]);
+  [x, y, dx].forEach((t) => t.dispose());
+  assertThrows(() => new BilinearResize(gpu, {}), RangeError, "exactly one of size");
+  assertThrows(
+    () => resizeBilinear(gpu, Tensor.zeros(gpu, [1, 1, 2, 2]), { scaleFactor: 0.1 }),
+    RangeError,
+    "bad output size",
+  );
+});
