@@ -1,0 +1,211 @@
+// Matmul family: C[b] = alpha * A[b] · B[b] + beta * C[b] for a batch of matrices, where A is
+// M x K and B is K x N, each stored with arbitrary (element) strides so that transposed operands
+// need no copy. Three kernels share the bindings and the parameter block:
+//
+// - `naive`: one invocation per output element (the benchmark reference).
+// - `tiled`: a workgroup computes a TM x TN tile from TK-deep slices staged in workgroup memory;
+//   each invocation owns a 4 x 4 register block (the fast path on real GPUs).
+// - `transpose`: copies B into a dense [batch, K, nPad] buffer (C), so that `rb` can read
+//   transposed or unaligned B operands with vec4 loads along n.
+// - `rb`: register blocking without workgroup memory. Each invocation computes an RM x RN block
+//   with every operand value loaded once per block row/column and, where the layout allows,
+//   four at a time (vec4 loads). The block body is unrolled by src/nn/matmul.ts, which fills the
+//   {{...}} placeholders below (Mesa's compiler does not fully unroll loops over register
+//   arrays, and an array-based body runs 3-5x slower on llvmpipe). The fast path on llvmpipe.
+//
+// Operands are bound as array<{{A_T}}> / array<{{B_T}}> (vec4f where the generated body uses
+// vec4 loads, f32 otherwise); `lda(i)` / `ldb(i)` read one element by flat index either way.
+
+struct Params {
+  M: u32,
+  N: u32,
+  K: u32,
+  batch: u32,
+  // A element (m, k) of batch b: A[aOff + b * aBatch + m * aSM + k * aSK]
+  aOff: u32,
+  aBatch: u32,
+  aSM: u32,
+  aSK: u32,
+  // B element (k, n): B[bOff + b * bBatch + k * bSK + n * bSN]
+  bOff: u32,
+  bBatch: u32,
+  bSK: u32,
+  bSN: u32,
+  // C element (m, n): C[cOff + b * cBatch + m * cSM + n]
+  cOff: u32,
+  cBatch: u32,
+  cSM: u32,
+  // 0: C is overwritten; otherwise C is accumulated into.
+  beta: u32,
+  alpha: f32,
+  // rb: row / column counts rounded up to 4 for vec4 groups along m / n (clamping bound).
+  mPad: u32,
+  nPad: u32,
+  _p0: u32,
+}
+
+@group(0) @binding(0) var<storage, read> A: array<{{A_T}}>;
+@group(0) @binding(1) var<storage, read> B: array<{{B_T}}>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+fn lda(i: u32) -> f32 {
+  {{A_LOAD1}}
+}
+
+fn ldb(i: u32) -> f32 {
+  {{B_LOAD1}}
+}
+
+fn store(ci: u32, v: f32) {
+  if (p.beta != 0u) {
+    C[ci] = p.alpha * v + C[ci];
+  } else {
+    C[ci] = p.alpha * v;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// naive: one output per invocation. x: n, y: m, z: batch.
+
+@compute @workgroup_size(8, 8)
+fn naive(@builtin(global_invocation_id) gid: vec3u) {
+  let n = gid.x;
+  let m = gid.y;
+  let b = gid.z;
+  if (m >= p.M || n >= p.N) {
+    return;
+  }
+  let a0 = p.aOff + b * p.aBatch + m * p.aSM;
+  let b0 = p.bOff + b * p.bBatch + n * p.bSN;
+  var acc = 0.0;
+  for (var k = 0u; k < p.K; k++) {
+    acc = fma(lda(a0 + k * p.aSK), ldb(b0 + k * p.bSK), acc);
+  }
+  store(p.cOff + b * p.cBatch + m * p.cSM + n, acc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// tiled: a 16 x 16 workgroup computes a 64 x 64 tile of C; each invocation a 4 x 4 block whose
+// rows and columns are strided by 16 so that workgroup-memory reads are conflict-free.
+
+const TM = 64u;
+const TN = 64u;
+const TK = 16u;
+var<workgroup> As: array<f32, 1024>; // TK * TM, k-major
+var<workgroup> Bs: array<f32, 1024>; // TK * TN, k-major
+
+@compute @workgroup_size(16, 16)
+fn tiled(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let b = wid.z;
+  let mBase = wid.y * TM;
+  let nBase = wid.x * TN;
+  let aB = p.aOff + b * p.aBatch;
+  let bB = p.bOff + b * p.bBatch;
+  var acc: array<array<f32, 4>, 4>;
+  for (var k0 = 0u; k0 < p.K; k0 += TK) {
+    // 1024 values per operand tile, 256 invocations: 4 each; out-of-range values are zero.
+    // Consecutive invocations read consecutive addresses: along k when the operand is
+    // k-contiguous, along m / n otherwise.
+    for (var r = 0u; r < 4u; r++) {
+      let e = li + r * 256u;
+      var kk = e / TM;
+      var mm = e % TM;
+      if (p.aSK == 1u) {
+        kk = e % TK;
+        mm = e / TK;
+      }
+      let m = mBase + mm;
+      var av = 0.0;
+      if (m < p.M && k0 + kk < p.K) {
+        av = lda(aB + m * p.aSM + (k0 + kk) * p.aSK);
+      }
+      As[kk * TM + mm] = av;
+      var kb = e / TN;
+      var nn = e % TN;
+      if (p.bSK == 1u) {
+        kb = e % TK;
+        nn = e / TK;
+      }
+      let n = nBase + nn;
+      var bv = 0.0;
+      if (n < p.N && k0 + kb < p.K) {
+        bv = ldb(bB + (k0 + kb) * p.bSK + n * p.bSN);
+      }
+      Bs[kb * TN + nn] = bv;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < TK; kk++) {
+      var av: array<f32, 4>;
+      var bv: array<f32, 4>;
+      for (var i = 0u; i < 4u; i++) {
+        av[i] = As[kk * TM + lid.y + 16u * i];
+        bv[i] = Bs[kk * TN + lid.x + 16u * i];
+      }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+          acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  let cB = p.cOff + b * p.cBatch;
+  for (var i = 0u; i < 4u; i++) {
+    let m = mBase + lid.y + 16u * i;
+    for (var j = 0u; j < 4u; j++) {
+      let n = nBase + lid.x + 16u * j;
+      if (m < p.M && n < p.N) {
+        store(cB + m * p.cSM + n, acc[i][j]);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// transpose: C[(b·K + k)·nPad + n] = B(k, n) of batch b; one element per invocation (flat index
+// over x and y of 256-wide workgroups).
+
+@compute @workgroup_size(256)
+fn transpose(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= p.batch * p.K * p.N) {
+    return;
+  }
+  let n = i % p.N;
+  let k = (i / p.N) % p.K;
+  let b = i / (p.N * p.K);
+  C[p.cOff + (b * p.K + k) * p.nPad + n] = ldb(p.bOff + b * p.bBatch + k * p.bSK + n * p.bSN);
+}
+
+// ---------------------------------------------------------------------------------------------
+// rb: register-blocked, RM x RN outputs per invocation; x: column block, y: row block,
+// z: batch; k in steps of 4, then one at a time. Rows/columns past the edge are clamped for
+// loading and skipped when storing.
+
+@compute @workgroup_size({{WG_X}}, {{WG_Y}})
+fn rb(@builtin(global_invocation_id) gid: vec3u) {
+  let b = gid.z;
+  let n0 = gid.x * {{RN}}u;
+  let m0 = gid.y * {{RM}}u;
+  if (m0 >= p.M || n0 >= p.N) {
+    return;
+  }
+  let aB = p.aOff + b * p.aBatch;
+  let bB = p.bOff + b * p.bBatch;
+{{RB_SETUP}}
+  let K4 = p.K / 4u;
+  for (var q = 0u; q < K4; q++) {
+    let k = q * 4u;
+{{RB_BODY4}}
+  }
+  for (var k = K4 * 4u; k < p.K; k++) {
+{{RB_BODY1}}
+  }
+  let cB = p.cOff + b * p.cBatch;
+{{RB_STORE}}
+}

@@ -1,0 +1,748 @@
+/**
+ * Matrix multiplication on the GPU: `C = alpha · op(A) · op(B) (+ C)`, batched, with transposed
+ * operands read in place through strides. Three kernels (shaders/matmul.wgsl):
+ *
+ * - `naive`: one invocation per output (the benchmark reference);
+ * - `rb`: register blocking without workgroup memory, vec4 loads where the layout allows (the
+ *   fast path on CPU adapters such as llvmpipe, where barriers and workgroup memory are slow);
+ * - `tiled`: workgroup-memory tiling (the fast path on real GPUs).
+ *
+ * The variant is chosen per adapter: a guess from the adapter description until
+ * {@link tuneMatmul} has timed the variants on a mid-size problem (cached per adapter
+ * description for the process), overridable with {@link setMatmulVariant} or per call.
+ * Work whose operands exceed `gpu.maxBindingBytes` is split over batch, rows, columns and the
+ * inner dimension (partial products accumulated) inside {@link gemm}.
+ * @module
+ */
+import { type BufferRange, f32bits, type GpuContext, grid1d } from "../gpu/context.ts";
+import process from "node:process";
+import { Tensor } from "../gpu/tensor.ts";
+
+/** The matmul kernels. */
+export type MatmulVariant = "naive" | "rb" | "tiled";
+
+/** All variants, reference first. */
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["naive", "rb", "tiled"];
+
+/** One strided operand of {@link gemm}: element (i, j) of batch b is at `off + b·sB + i·s0 + j·s1`. */
+export interface GemmOperand {
+  buffer: GPUBuffer;
+  /** Offset in elements. */
+  off: number;
+  /** Batch stride in elements (0 broadcasts one matrix over the batch). */
+  sB: number;
+}
+
+/** A strided batched GEMM: `C[b] = alpha · A[b] · B[b] (+ C[b])`, A: M x K, B: K x N. */
+export interface GemmSpec {
+  /** Op name for error messages. */
+  name?: string;
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  /** A (m, k) at `off + b·sB + m·sM + k·sK`. */
+  a: GemmOperand & { sM: number; sK: number };
+  /** B (k, n) at `off + b·sB + k·sK + n·sN`. */
+  b: GemmOperand & { sK: number; sN: number };
+  /** C (m, n) at `off + b·sB + m·sM + n` (rows contiguous). */
+  c: GemmOperand & { sM: number };
+  /** Add into C instead of overwriting it. */
+  accumulate?: boolean;
+  /** Scale of the product (default 1). */
+  alpha?: number;
+  /** Kernel; default: the adapter's choice (see {@link matmulVariant}). */
+  variant?: MatmulVariant;
+}
+
+/** A register block of the `rb` kernel: rm rows x rn columns per invocation. */
+export interface RbBlock {
+  rm: number;
+  rn: number;
+}
+
+/** Workgroup shape of the `rb` kernel (x: column blocks, y: row blocks). */
+const RB_WG: [number, number] = [8, 2];
+
+// ---------------------------------------------------------------------------------------------
+// Variant choice per adapter.
+
+/** Result of {@link tuneMatmul}. */
+export interface MatmulTuning {
+  /** The chosen variant. */
+  variant: MatmulVariant;
+  /** Measured GFLOP/s per variant on the tuning problem (empty when guessed). */
+  gflops: Partial<Record<MatmulVariant, number>>;
+  /** The tuning problem size (M = N = K). */
+  size: number;
+  /** Whether the choice was measured (false: guessed from the adapter description). */
+  measured: boolean;
+}
+
+const tuningCache = new Map<string, MatmulTuning>();
+const overrides = new WeakMap<GpuContext, MatmulVariant>();
+
+/** Whether the adapter is a CPU implementation (llvmpipe, lavapipe, SwiftShader, WARP...). */
+export function isCpuAdapter(gpu: GpuContext): boolean {
+  const info = gpu.adapter.info;
+  return info.isFallbackAdapter ||
+    /llvmpipe|lavapipe|swiftshader|software|warp|cpu/i.test(
+      `${info.description} ${info.device} ${info.architecture} ${info.vendor}`,
+    );
+}
+
+/**
+ * The variant `gemm` uses on this context: the override if set, else the tuned choice for this
+ * adapter description, else a guess (`rb` on CPU adapters, `tiled` otherwise).
+ */
+export function matmulVariant(gpu: GpuContext): MatmulVariant {
+  return overrides.get(gpu) ?? tuningCache.get(gpu.describe())?.variant ??
+    (isCpuAdapter(gpu) ? "rb" : "tiled");
+}
+
+/** Forces a variant for this context (`null` returns to the tuned/guessed choice). */
+export function setMatmulVariant(gpu: GpuContext, variant: MatmulVariant | null): void {
+  if (variant === null) overrides.delete(gpu);
+  else if (!MATMUL_VARIANTS.includes(variant)) {
+    throw new RangeError(`unknown matmul variant "${variant}" (${MATMUL_VARIANTS.join(", ")})`);
+  } else overrides.set(gpu, variant);
+}
+
+/**
+ * Times `rb` and `tiled` on a `size`³ problem (default 256) and remembers the faster one for
+ * this adapter description (for the process). Returns the cached result unless `force`.
+ * Costs a few hundred milliseconds on llvmpipe (two pipeline compilations, a few submits).
+ */
+export async function tuneMatmul(
+  gpu: GpuContext,
+  opts: { size?: number; force?: boolean } = {},
+): Promise<MatmulTuning> {
+  const key = gpu.describe();
+  const cached = tuningCache.get(key);
+  if (cached && !opts.force) return cached;
+  const size = opts.size ?? 256;
+  const a = Tensor.zeros(gpu, [size, size]);
+  const b = Tensor.zeros(gpu, [size, size]);
+  const c = Tensor.empty(gpu, [size, size]);
+  const gflops: Partial<Record<MatmulVariant, number>> = {};
+  try {
+    for (const variant of ["rb", "tiled"] as const) {
+      const run = () => matmul(gpu, a, b, { out: c, variant });
+      // About 100 ms of work at 20 GFLOP/s.
+      const reps = Math.max(2, Math.min(64, Math.round(2e9 / (2 * size ** 3))));
+      const ms = await timeDispatches(gpu, run, reps);
+      gflops[variant] = (2 * size ** 3) / ms / 1e6;
+    }
+  } finally {
+    a.dispose();
+    b.dispose();
+    c.dispose();
+  }
+  const variant = (gflops.rb ?? 0) >= (gflops.tiled ?? 0) ? "rb" : "tiled";
+  const result: MatmulTuning = { variant, gflops, size, measured: true };
+  tuningCache.set(key, result);
+  return result;
+}
+
+/**
+ * Milliseconds per call of `record` (which records GPU work): one warm-up submit (pipeline
+ * compilation), then `reps` calls in one submit and one wait, minus the fixed cost of a
+ * submit + wait (the median of three empty ones). Choose `reps` so that the work takes well
+ * over the ~11 ms of a wait on llvmpipe.
+ */
+export async function timeDispatches(
+  gpu: GpuContext,
+  record: () => void,
+  reps: number,
+): Promise<number> {
+  return (await timeDispatchesDetailed(gpu, record, reps)).ms;
+}
+
+/**
+ * {@link timeDispatches} plus the process CPU time per call (`cpuMs`, all threads). On a CPU
+ * adapter the kernels run on this process's threads, so `cpuMs / cores` is a time that
+ * other processes on a shared machine disturb less than the wall clock.
+ */
+export async function timeDispatchesDetailed(
+  gpu: GpuContext,
+  record: () => void,
+  reps: number,
+): Promise<{ ms: number; cpuMs: number }> {
+  record();
+  await gpu.sync();
+  const empty: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t = performance.now();
+    await gpu.sync();
+    empty.push(performance.now() - t);
+  }
+  empty.sort((a, b) => a - b);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) record();
+  await gpu.sync();
+  const ms = Math.max(1e-3, (performance.now() - t0 - empty[1]) / reps);
+  const c = process.cpuUsage(c0);
+  return { ms, cpuMs: (c.user + c.system) / 1000 / reps };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Code generation for the rb kernel.
+
+type AMode = "k4" | "m4" | "s";
+type BMode = "k4" | "n4" | "s";
+const XYZW = ["x", "y", "z", "w"];
+
+/** The `{{...}}` values that turn shaders/matmul.wgsl's rb skeleton into a kernel. */
+export function rbDefines(
+  blk: RbBlock,
+  aMode: AMode,
+  bMode: BMode,
+): Record<string, string | number> {
+  const { rm, rn } = blk;
+  const setup: string[] = [];
+  const body4: string[] = [];
+  const body1: string[] = [];
+  const store: string[] = [];
+  // Row / column bases (clamped at the edge so loads stay in range).
+  if (aMode === "m4") {
+    for (let g = 0; g < rm / 4; g++) {
+      setup.push(`let am${g} = aB + min(m0 + ${4 * g}u, p.mPad - 4u);`);
+    }
+  } else {
+    for (let i = 0; i < rm; i++) {
+      setup.push(`let am${i} = aB + min(m0 + ${i}u, p.M - 1u) * p.aSM;`);
+    }
+  }
+  if (bMode === "n4") {
+    for (let g = 0; g < rn / 4; g++) {
+      setup.push(`let bn${g} = bB + min(n0 + ${4 * g}u, p.nPad - 4u);`);
+    }
+  } else {
+    for (let j = 0; j < rn; j++) {
+      setup.push(`let bn${j} = bB + min(n0 + ${j}u, p.N - 1u) * p.bSN;`);
+    }
+  }
+  for (let i = 0; i < rm; i++) {
+    setup.push(Array.from({ length: rn }, (_, j) => `var c${i}_${j} = 0.0;`).join(" "));
+  }
+  // Four k at a time.
+  let aVal: (i: number, kk: number) => string;
+  if (aMode === "k4") {
+    for (let i = 0; i < rm; i++) body4.push(`let a${i} = A[(am${i} + k) >> 2u];`);
+    aVal = (i, kk) => `a${i}.${XYZW[kk]}`;
+  } else if (aMode === "m4") {
+    for (let kk = 0; kk < 4; kk++) {
+      for (let g = 0; g < rm / 4; g++) {
+        body4.push(`let a${kk}_${g} = A[(am${g} + (k + ${kk}u) * p.aSK) >> 2u];`);
+      }
+    }
+    aVal = (i, kk) => `a${kk}_${i >> 2}.${XYZW[i & 3]}`;
+  } else {
+    for (let kk = 0; kk < 4; kk++) {
+      for (let i = 0; i < rm; i++) {
+        body4.push(`let a${kk}_${i} = A[am${i} + (k + ${kk}u) * p.aSK];`);
+      }
+    }
+    aVal = (i, kk) => `a${kk}_${i}`;
+  }
+  let bVal: (j: number, kk: number) => string;
+  if (bMode === "k4") {
+    for (let j = 0; j < rn; j++) body4.push(`let b${j} = B[(bn${j} + k) >> 2u];`);
+    bVal = (j, kk) => `b${j}.${XYZW[kk]}`;
+  } else if (bMode === "n4") {
+    for (let kk = 0; kk < 4; kk++) {
+      for (let g = 0; g < rn / 4; g++) {
+        body4.push(`let b${kk}_${g} = B[(bn${g} + (k + ${kk}u) * p.bSK) >> 2u];`);
+      }
+    }
+    bVal = (j, kk) => `b${kk}_${j >> 2}.${XYZW[j & 3]}`;
+  } else {
+    for (let kk = 0; kk < 4; kk++) {
+      for (let j = 0; j < rn; j++) {
+        body4.push(`let b${kk}_${j} = B[bn${j} + (k + ${kk}u) * p.bSK];`);
+      }
+    }
+    bVal = (j, kk) => `b${kk}_${j}`;
+  }
+  for (let kk = 0; kk < 4; kk++) {
+    for (let i = 0; i < rm; i++) {
+      body4.push(
+        Array.from(
+          { length: rn },
+          (_, j) => `c${i}_${j} = fma(${aVal(i, kk)}, ${bVal(j, kk)}, c${i}_${j});`,
+        ).join(" "),
+      );
+    }
+  }
+  // One k at a time (the remainder K % 4).
+  for (let i = 0; i < rm; i++) {
+    const base = aMode === "m4" ? `am${i >> 2} + ${i & 3}u` : `am${i}`;
+    body1.push(`let a${i} = lda(${base} + k * p.aSK);`);
+  }
+  for (let j = 0; j < rn; j++) {
+    const base = bMode === "n4" ? `bn${j >> 2} + ${j & 3}u` : `bn${j}`;
+    body1.push(`let b${j} = ldb(${base} + k * p.bSK);`);
+  }
+  for (let i = 0; i < rm; i++) {
+    body1.push(
+      Array.from({ length: rn }, (_, j) => `c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`).join(" "),
+    );
+  }
+  for (let i = 0; i < rm; i++) {
+    store.push(`if (m0 + ${i}u < p.M) {`);
+    store.push(`  let r = cB + (m0 + ${i}u) * p.cSM + n0;`);
+    for (let j = 0; j < rn; j++) {
+      store.push(`  if (n0 + ${j}u < p.N) { store(r + ${j}u, c${i}_${j}); }`);
+    }
+    store.push(`}`);
+  }
+  const ind = (lines: string[], n: number) => lines.map((l) => " ".repeat(n) + l).join("\n");
+  return {
+    ...operandDefines(aMode !== "s", bMode !== "s"),
+    WG_X: RB_WG[0],
+    WG_Y: RB_WG[1],
+    RM: rm,
+    RN: rn,
+    RB_SETUP: ind(setup, 2),
+    RB_BODY4: ind(body4, 4),
+    RB_BODY1: ind(body1, 4),
+    RB_STORE: ind(store, 2),
+  };
+}
+
+function operandDefines(aVec: boolean, bVec: boolean): Record<string, string> {
+  return {
+    A_T: aVec ? "vec4f" : "f32",
+    B_T: bVec ? "vec4f" : "f32",
+    A_LOAD1: aVec ? "return A[i >> 2u][i & 3u];" : "return A[i];",
+    B_LOAD1: bVec ? "return B[i >> 2u][i & 3u];" : "return B[i];",
+  };
+}
+
+const plainDefinesCache = new Map<string, Record<string, string | number>>();
+/** Defines for the naive and tiled kernels (scalar operands, a minimal rb body). */
+function plainDefines(): Record<string, string | number> {
+  let d = plainDefinesCache.get("plain");
+  if (!d) {
+    d = rbDefines({ rm: 1, rn: 1 }, "s", "s");
+    plainDefinesCache.set("plain", d);
+  }
+  return d;
+}
+
+const rbCache = new Map<string, Record<string, string | number>>();
+function rbDefinesCached(blk: RbBlock, aMode: AMode, bMode: BMode) {
+  const key = `${blk.rm}x${blk.rn}/${aMode}/${bMode}`;
+  let d = rbCache.get(key);
+  if (!d) {
+    d = rbDefines(blk, aMode, bMode);
+    rbCache.set(key, d);
+  }
+  return d;
+}
+
+/**
+ * The register block for an M x N (x batch) problem: as large as possible (fewer loads per
+ * multiply-add) while keeping the padding waste small and enough invocations for the cores.
+ */
+export function pickRbBlock(M: number, N: number, batch = 1): RbBlock {
+  let best: RbBlock = { rm: 4, rn: 4 };
+  let bestScore = -Infinity;
+  for (const rm of [16, 8, 4]) {
+    for (const rn of [16, 8, 4]) {
+      const pm = Math.ceil(M / rm) * rm;
+      const pn = Math.ceil(N / rn) * rn;
+      const useful = (M * N) / (pm * pn);
+      const blocks = (pm / rm) * (pn / rn) * batch;
+      // Loads per multiply-add fall as 1/rm + 1/rn; fewer than ~64 invocations idle cores.
+      const eff = 1 / (1 + 8 * (1 / rm + 1 / rn));
+      const par = Math.min(1, blocks / 64);
+      const score = useful * eff * par;
+      if (score > bestScore + 1e-9) {
+        bestScore = score;
+        best = { rm, rn };
+      }
+    }
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch with splitting past the binding limit.
+
+interface Chunk {
+  b: number;
+  m: number;
+  n: number;
+  k: number;
+}
+
+function extent(chunk: Chunk, s: GemmSpec): { a: number; b: number; c: number } {
+  const { a, b, c } = s;
+  return {
+    a: 1 + (chunk.b - 1) * a.sB + (chunk.m - 1) * a.sM + (chunk.k - 1) * a.sK,
+    b: 1 + (chunk.b - 1) * b.sB + (chunk.k - 1) * b.sK + (chunk.n - 1) * b.sN,
+    c: 1 + (chunk.b - 1) * c.sB + (chunk.m - 1) * c.sM + (chunk.n - 1),
+  };
+}
+
+/** Chunk sizes such that every operand's window fits the binding limit. */
+function planChunks(gpu: GpuContext, s: GemmSpec): Chunk {
+  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
+  const limit = Math.floor(gpu.maxBindingBytes / 4) - align - 4;
+  const ch: Chunk = { b: s.batch, m: s.M, n: s.N, k: s.K };
+  for (let iter = 0; iter < 200; iter++) {
+    const e = extent(ch, s);
+    if (e.a <= limit && e.b <= limit && e.c <= limit) return ch;
+    if (ch.b > 1) {
+      ch.b = Math.ceil(ch.b / 2);
+      continue;
+    }
+    // Halve the dimension that contributes most to the largest over-limit window.
+    const cand: [keyof Chunk, number][] = [];
+    if (e.c > limit) cand.push(["m", (ch.m - 1) * s.c.sM], ["n", ch.n - 1]);
+    if (e.a > limit) cand.push(["m", (ch.m - 1) * s.a.sM], ["k", (ch.k - 1) * s.a.sK]);
+    if (e.b > limit) cand.push(["k", (ch.k - 1) * s.b.sK], ["n", (ch.n - 1) * s.b.sN]);
+    cand.sort((x, y) => y[1] - x[1]);
+    const [dim, contrib] = cand[0];
+    if (contrib <= 0) break;
+    ch[dim] = Math.ceil(ch[dim] / 2);
+  }
+  throw new RangeError(
+    `${s.name ?? "gemm"}: cannot split ${s.M}x${s.K}·${s.K}x${s.N} (batch ${s.batch}) to fit ` +
+      `maxBindingBytes ${gpu.maxBindingBytes}`,
+  );
+}
+
+function window(
+  gpu: GpuContext,
+  buffer: GPUBuffer,
+  lo: number,
+  count: number,
+): { range: { buffer: GPUBuffer; offset: number; size: number }; shift: number } {
+  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
+  const start = Math.floor(lo / align) * align;
+  const shift = lo - start;
+  let size = Math.ceil((shift + count) / 4) * 16;
+  size = Math.min(size, buffer.size - start * 4);
+  return { range: { buffer, offset: start * 4, size }, shift };
+}
+
+function validate(s: GemmSpec): void {
+  const name = s.name ?? "gemm";
+  for (const [k, v] of Object.entries({ M: s.M, N: s.N, K: s.K, batch: s.batch })) {
+    if (!Number.isInteger(v) || v < 0) throw new RangeError(`${name}: bad ${k} = ${v}`);
+  }
+  const nums = [s.a.off, s.a.sB, s.a.sM, s.a.sK, s.b.off, s.b.sB, s.b.sK, s.b.sN];
+  for (const v of [...nums, s.c.off, s.c.sB, s.c.sM]) {
+    if (!Number.isInteger(v) || v < 0) throw new RangeError(`${name}: bad offset or stride ${v}`);
+  }
+  if (s.c.buffer === s.a.buffer || s.c.buffer === s.b.buffer) {
+    throw new RangeError(`${name}: the output must not share a buffer with an input`);
+  }
+  const need = (o: GemmOperand, e: number) => (o.off + e) * 4 <= o.buffer.size;
+  const full: Chunk = { b: s.batch, m: s.M, n: s.N, k: s.K };
+  const e = extent(full, s);
+  if (s.M * s.N * s.batch > 0) {
+    if (s.K > 0 && (!need(s.a, e.a) || !need(s.b, e.b))) {
+      throw new RangeError(`${name}: an input is smaller than its shape and strides require`);
+    }
+    if (!need(s.c, e.c)) throw new RangeError(`${name}: the output buffer is too small`);
+  }
+}
+
+/**
+ * Records a strided batched GEMM. Splits past `gpu.maxBindingBytes`; K = 0 writes zeros (or
+ * leaves C unchanged when accumulating).
+ */
+export function gemm(gpu: GpuContext, s: GemmSpec): void {
+  validate(s);
+  if (s.M === 0 || s.N === 0 || s.batch === 0) return;
+  const variant = s.variant ?? matmulVariant(gpu);
+  if (!MATMUL_VARIANTS.includes(variant)) {
+    throw new RangeError(`${s.name ?? "gemm"}: unknown variant "${variant}"`);
+  }
+  const ch = planChunks(gpu, s);
+  const zmax = gpu.limits.maxComputeWorkgroupsPerDimension;
+  ch.b = Math.min(ch.b, zmax);
+  const alpha = s.alpha ?? 1;
+  for (let b0 = 0; b0 < s.batch; b0 += ch.b) {
+    const nb = Math.min(ch.b, s.batch - b0);
+    for (let m0 = 0; m0 < s.M; m0 += ch.m) {
+      const nm = Math.min(ch.m, s.M - m0);
+      for (let n0 = 0; n0 < s.N; n0 += ch.n) {
+        const nn = Math.min(ch.n, s.N - n0);
+        for (let k0 = 0; k0 < Math.max(1, s.K); k0 += ch.k) {
+          const nk = Math.min(ch.k, s.K - k0);
+          const acc = (s.accumulate ?? false) || k0 > 0;
+          const sub: Chunk = { b: nb, m: nm, n: nn, k: Math.max(1, nk) };
+          const e = extent(sub, s);
+          const wa = window(
+            gpu,
+            s.a.buffer,
+            s.a.off + b0 * s.a.sB + m0 * s.a.sM + k0 * s.a.sK,
+            e.a,
+          );
+          const wb = window(
+            gpu,
+            s.b.buffer,
+            s.b.off + b0 * s.b.sB + k0 * s.b.sK + n0 * s.b.sN,
+            e.b,
+          );
+          const wc = window(gpu, s.c.buffer, s.c.off + b0 * s.c.sB + m0 * s.c.sM + n0, e.c);
+          dispatchGemm(gpu, s, variant, {
+            M: nm,
+            N: nn,
+            K: nk,
+            batch: nb,
+            wa,
+            wb,
+            wc,
+            acc,
+            alpha,
+          });
+        }
+      }
+    }
+  }
+}
+
+interface Piece {
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  wa: ReturnType<typeof window>;
+  wb: ReturnType<typeof window>;
+  wc: ReturnType<typeof window>;
+  acc: boolean;
+  alpha: number;
+}
+
+interface Strided {
+  range: BufferRange;
+  off: number;
+  sB: number;
+  s0: number;
+  s1: number;
+}
+
+function gemmParams(
+  p: Piece,
+  a: Strided,
+  b: Strided,
+  c: Strided,
+  mPad: number,
+  nPad: number,
+): number[] {
+  return [
+    p.M,
+    p.N,
+    p.K,
+    p.batch,
+    a.off,
+    a.sB,
+    a.s0,
+    a.s1,
+    b.off,
+    b.sB,
+    b.s0,
+    b.s1,
+    c.off,
+    c.sB,
+    c.s0,
+    p.acc ? 1 : 0,
+    f32bits(p.alpha),
+    mPad,
+    nPad,
+    0,
+  ];
+}
+
+function dispatchGemm(gpu: GpuContext, s: GemmSpec, variant: MatmulVariant, p: Piece): void {
+  const name = `${s.name ?? "gemm"}.${variant}`;
+  const a: Strided = { range: p.wa.range, off: p.wa.shift, sB: s.a.sB, s0: s.a.sM, s1: s.a.sK };
+  let b: Strided = { range: p.wb.range, off: p.wb.shift, sB: s.b.sB, s0: s.b.sK, s1: s.b.sN };
+  const c: Strided = { range: p.wc.range, off: p.wc.shift, sB: s.c.sB, s0: s.c.sM, s1: 1 };
+  if (variant !== "rb") {
+    const tiled = variant === "tiled";
+    gpu.dispatch({
+      name,
+      shader: "matmul",
+      entry: variant,
+      defines: plainDefines(),
+      inputs: [a.range, b.range],
+      outputs: [c.range],
+      params: gemmParams(p, a, b, c, 0, 0),
+      workgroups: tiled
+        ? [Math.ceil(p.N / 64), Math.ceil(p.M / 64), p.batch]
+        : [Math.ceil(p.N / 8), Math.ceil(p.M / 8), p.batch],
+    });
+    return;
+  }
+  const blk = pickRbBlock(p.M, p.N, p.batch);
+  const a4 = a.off % 4 === 0 && (p.batch === 1 || a.sB % 4 === 0);
+  const aMode: AMode = a4 && a.s1 === 1 && a.s0 % 4 === 0
+    ? "k4"
+    : a4 && a.s0 === 1 && a.s1 % 4 === 0 && p.M % 4 === 0
+    ? "m4"
+    : "s";
+  const b4 = b.off % 4 === 0 && (p.batch === 1 || b.sB % 4 === 0);
+  let bMode: BMode = b4 && b.s1 === 1 && b.s0 % 4 === 0 && p.N % 4 === 0 ? "n4" : "s";
+  let temp: Tensor | null = null;
+  if (bMode !== "n4" && p.M >= 16 && p.K >= 4) {
+    // Lanes of the rb kernel walk along n: a B that is not n-contiguous (or not vec4-aligned)
+    // is copied once into a padded n-contiguous buffer (cheap next to the product).
+    const nPad = Math.ceil(p.N / 4) * 4;
+    temp = Tensor.empty(gpu, [p.batch * p.K * nPad]);
+    const dst: Strided = { range: temp.binding(), off: 0, sB: p.K * nPad, s0: nPad, s1: 1 };
+    const n = p.batch * p.K * p.N;
+    gpu.dispatch({
+      name: `${name}.transpose`,
+      shader: "matmul",
+      entry: "transpose",
+      defines: plainDefines(),
+      inputs: [gpu.dummy, b.range],
+      outputs: [dst.range],
+      params: gemmParams(p, a, b, dst, 0, nPad),
+      workgroups: grid1d(n, 256, gpu.limits.maxComputeWorkgroupsPerDimension),
+    });
+    b = dst;
+    bMode = "n4";
+  } else if (b4 && b.s0 === 1 && b.s1 % 4 === 0) bMode = "k4";
+  gpu.dispatch({
+    name,
+    shader: "matmul",
+    entry: "rb",
+    defines: rbDefinesCached(blk, aMode, bMode),
+    inputs: [a.range, b.range],
+    outputs: [c.range],
+    params: gemmParams(
+      p,
+      a,
+      b,
+      c,
+      Math.ceil(p.M / 4) * 4,
+      bMode === "n4" ? (temp ? b.s0 : p.N) : 0,
+    ),
+    workgroups: [
+      Math.ceil(p.N / blk.rn / RB_WG[0]),
+      Math.ceil(p.M / blk.rm / RB_WG[1]),
+      p.batch,
+    ],
+  });
+  temp?.dispose();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-level API.
+
+/** Options of {@link matmul}. */
+export interface MatmulOptions {
+  /** Use Aᵀ: `a` holds [K, M] (or [batch, K, M]). */
+  transA?: boolean;
+  /** Use Bᵀ: `b` holds [N, K] (or [batch, N, K]). */
+  transB?: boolean;
+  /** Write into this tensor (shape [M, N] or [batch, M, N]). */
+  out?: Tensor;
+  /** Add the product into `out` instead of overwriting it. */
+  accumulate?: boolean;
+  /** Scale of the product (default 1). */
+  alpha?: number;
+  /** Kernel override for this call. */
+  variant?: MatmulVariant;
+}
+
+/**
+ * `op(A) · op(B)` for 2-D or batched 3-D tensors (a 2-D operand is broadcast over the other's
+ * batch). Returns `out` or a new tensor of shape [M, N] / [batch, M, N].
+ */
+export function matmul(gpu: GpuContext, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const dims = (t: Tensor, what: string) => {
+    if (t.shape.length === 2) return { batch: 0, r: t.shape[0], c: t.shape[1] };
+    if (t.shape.length === 3) return { batch: t.shape[0], r: t.shape[1], c: t.shape[2] };
+    throw new RangeError(`matmul: ${what} must be 2-D or 3-D, got [${t.shape}]`);
+  };
+  const da = dims(a, "A");
+  const db = dims(b, "B");
+  const [M, Ka] = opts.transA ? [da.c, da.r] : [da.r, da.c];
+  const [Kb, N] = opts.transB ? [db.c, db.r] : [db.r, db.c];
+  if (Ka !== Kb) {
+    throw new RangeError(
+      `matmul: inner dimensions differ: A [${a.shape}]${opts.transA ? "ᵀ" : ""} · B [${b.shape}]${
+        opts.transB ? "ᵀ" : ""
+      }`,
+    );
+  }
+  if (da.batch && db.batch && da.batch !== db.batch) {
+    throw new RangeError(`matmul: batch sizes differ: [${a.shape}] vs [${b.shape}]`);
+  }
+  const batch = Math.max(da.batch, db.batch);
+  const outShape = batch ? [batch, M, N] : [M, N];
+  const out = opts.out ?? Tensor.empty(gpu, outShape);
+  if (out.size !== Math.max(1, batch) * M * N) {
+    throw new RangeError(`matmul: out [${out.shape}] does not hold [${outShape}]`);
+  }
+  gemm(gpu, {
+    name: "matmul",
+    M,
+    N,
+    K: Ka,
+    batch: Math.max(1, batch),
+    a: {
+      buffer: a.buffer,
+      off: 0,
+      sB: da.batch ? da.r * da.c : 0,
+      sM: opts.transA ? 1 : da.c,
+      sK: opts.transA ? da.c : 1,
+    },
+    b: {
+      buffer: b.buffer,
+      off: 0,
+      sB: db.batch ? db.r * db.c : 0,
+      sK: opts.transB ? 1 : db.c,
+      sN: opts.transB ? db.c : 1,
+    },
+    c: { buffer: out.buffer, off: 0, sB: M * N, sM: N },
+    accumulate: opts.accumulate,
+    alpha: opts.alpha,
+    variant: opts.variant,
+  });
+  return out;
+}
+
+/** CPU reference of {@link matmul} in f64 (row-major arrays, same transposes and batching). */
+export function matmulRef(
+  a: ArrayLike<number>,
+  aShape: readonly number[],
+  b: ArrayLike<number>,
+  bShape: readonly number[],
+  opts: { transA?: boolean; transB?: boolean } = {},
+): Float64Array {
+  const ab = aShape.length === 3 ? aShape[0] : 0;
+  const bb = bShape.length === 3 ? bShape[0] : 0;
+  const [ar, ac] = aShape.slice(-2);
+  const [br, bc] = bShape.slice(-2);
+  const M = opts.transA ? ac : ar;
+  const K = opts.transA ? ar : ac;
+  const N = opts.transB ? br : bc;
+  const batch = Math.max(1, ab, bb);
+  const out = new Float64Array(batch * M * N);
+  for (let z = 0; z < batch; z++) {
+    const ao = ab ? z * ar * ac : 0;
+    const bo = bb ? z * br * bc : 0;
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) {
+          const av = a[ao + (opts.transA ? k * ac + m : m * ac + k)];
+          const bv = b[bo + (opts.transB ? n * bc + k : k * bc + n)];
+          s += av * bv;
+        }
+        out[(z * M + m) * N + n] = s;
+      }
+    }
+  }
+  return out;
+}
