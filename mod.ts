@@ -1,16 +1,20 @@
 /**
  * ocr-wsss: weakly supervised semantic segmentation with Out-of-Candidate Rectification
- * (Cheng et al., CVPR 2023) on WebGPU. Import this module from a URL:
+ * (Cheng et al., CVPR 2023) on WebGPU. Import this module from a URL; it needs no deno.json
+ * of the importer:
  *
  * ```ts
  * import * as ocr from "https://<host>/<path>/mod.ts";
  * const gpu = await ocr.createGpu();
- * const x = ocr.Tensor.fromArray(gpu, [1, 2, 3], [3]);
- * const y = ocr.pointwise(gpu, "relu", [x]);
- * console.log(await y.read());
+ * const model = ocr.createModel(gpu, { arch: "tiny", numClasses: 20 });
+ * const x = ocr.Tensor.fromArray(gpu, new Float32Array(3 * 64 * 64), [1, 3, 64, 64]);
+ * const { cam, logits } = model.forward(x, null);
+ * console.log(cam.shape, await logits.read());
  * ```
  * @module
  */
+
+// GPU runtime.
 export {
   ADAPTER_HELP,
   type Bindable,
@@ -24,4 +28,53 @@ export {
 } from "./src/gpu/context.ts";
 export { numel, Tensor } from "./src/gpu/tensor.ts";
 export { BufferPool, type PoolStats } from "./src/gpu/pool.ts";
+
+// Layers and ops.
+export { Ctx, type Layer, type Param } from "./src/nn/layer.ts";
 export { POINTWISE, pointwise, type PointwiseName } from "./src/nn/pointwise.ts";
+export { Conv2d, conv2d, conv2dGradInput, conv2dGradWeight } from "./src/nn/conv.ts";
+export { matmul } from "./src/nn/matmul.ts";
+export { BatchNorm2d } from "./src/nn/batchnorm.ts";
+export { ReLU, ResidualAdd } from "./src/nn/activation.ts";
+export { globalAvgPool, MaxPool2d, maxPool2d } from "./src/nn/pool.ts";
+export { resizeBilinear, resizeBilinearBackward } from "./src/nn/resize.ts";
+export { argmaxChannels, softmaxChannels } from "./src/nn/channel.ts";
+
+// Models.
+export {
+  CamNet,
+  type CamOutputs,
+  createModel,
+  type ModelOptions,
+} from "./src/nn/models/cam_net.ts";
+export type { Arch } from "./src/nn/models/resnet.ts";
+
+// Losses and optimizers.
+export {
+  multilabelSoftMarginLoss,
+  multilabelSoftMarginLossBackward,
+} from "./src/losses/multilabel.ts";
+export {
+  OCR_DEFAULTS,
+  ocrLoss,
+  ocrLossReference,
+  type OcrLossResult,
+  type OcrOptions,
+} from "./src/losses/ocr.ts";
+export { cooccurrence, loadOrComputeCooccurrence } from "./src/losses/cooccurrence.ts";
+export { AdamW, type Optimizer, polyLr, SGD } from "./src/optim/mod.ts";
+
+// Data.
+export { openDataset } from "./src/data/dataset.ts";
+export type { Dataset, Sample } from "./src/data/base.ts";
+export { type Batch, batches } from "./src/data/stream.ts";
+export { ensureSynthetic, synthesize } from "./src/data/synthetic.ts";
+export { VOC_CLASSES } from "./src/data/classes.ts";
+export { decodeLabelPng, encodeLabelPng, VOC_PALETTE } from "./src/data/png.ts";
+
+// Training, evaluation, files.
+export { train, type TrainResult } from "./src/train/train.ts";
+export { type TrainConfig, TrainConfigSchema } from "./src/io/config.ts";
+export * from "./src/eval/mod.ts";
+export { meanAveragePrecision } from "./src/eval/classification.ts";
+export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";

@@ -1,3 +1,68 @@
-/** `deno task bench`: not built yet. */
-console.error("deno task bench: not implemented yet");
-Deno.exit(1);
+/**
+ * `deno task bench`: prints the benchmark table (every figure beside a reference measured in
+ * the same run) and writes bench.json. `--quick` runs the small cases only; `--only` picks
+ * sections (runtime,kernels,data,eval,cam,train).
+ */
+import { z } from "npm:zod@4.6.7";
+import { createGpu } from "../src/gpu/context.ts";
+import { writeJsonAtomic } from "../src/io/atomic.ts";
+import { parseFlags, runMain } from "../src/io/cli.ts";
+import { validate } from "../src/io/config.ts";
+import { benchRuntime } from "../src/bench/runtime.ts";
+import { benchKernels } from "../src/bench/kernels.ts";
+import { benchData } from "../src/bench/data.ts";
+import { benchEval } from "../src/bench/eval.ts";
+import { benchTrain } from "../src/bench/train.ts";
+import { type BenchRow, formatTable } from "../src/bench/table.ts";
+
+const SECTIONS = ["runtime", "kernels", "data", "eval", "train"] as const;
+const USAGE = `usage: deno task bench [--quick] [--only ${SECTIONS.join(",")}] [--out bench.json]`;
+
+await runMain(async () => {
+  const { values: f } = parseFlags(Deno.args, {
+    quick: { type: "boolean" },
+    only: { type: "string" },
+    out: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  }, USAGE);
+  if (f.help) return console.log(USAGE);
+  const only = validate(
+    z.array(z.enum(SECTIONS)),
+    f.only ? f.only.split(",").map((s) => s.trim()) : [...SECTIONS],
+    "--only",
+  );
+  const quick = f.quick ?? false;
+  const gpu = await createGpu();
+  const adapter = gpu.describe();
+  const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default";
+  console.log(`adapter: ${adapter}; backend ${backend}${quick ? "; quick" : ""}`);
+  const rows: BenchRow[] = [];
+  const log = (l: string) => console.error(`  ${l}`);
+  const run = async (name: (typeof SECTIONS)[number], fn: () => Promise<BenchRow[]>) => {
+    if (!only.includes(name)) return;
+    const t0 = performance.now();
+    console.error(`[bench] ${name}...`);
+    const r = await fn();
+    rows.push(...r);
+    console.error(`[bench] ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+    console.log(formatTable(r));
+  };
+  await run("runtime", () => benchRuntime(gpu));
+  await run("kernels", () => benchKernels(gpu, { quick, log }));
+  await run("data", () => benchData({ log, size: quick ? "tiny" : "small" }));
+  await run("eval", () => benchEval(gpu));
+  await run("train", () => benchTrain(gpu, { quick }));
+  console.log(`\nall sections (${adapter}):\n${formatTable(rows)}`);
+  const out = f.out ?? "bench.json";
+  await writeJsonAtomic(out, {
+    adapter,
+    backend,
+    deno: Deno.version.deno,
+    date: new Date().toISOString(),
+    quick,
+    pool: gpu.pool.stats(),
+    rows,
+  });
+  console.log(`wrote ${out}`);
+  gpu.destroy();
+});

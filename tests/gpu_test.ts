@@ -136,3 +136,37 @@ Deno.test("templates reject unknown and missing placeholders", () => {
   assertThrows(() => expandTemplate("x {{A}}", { B: 1 }), Error, "no placeholder");
   assertThrows(() => expandTemplate("x {{A}}", {}), Error, "no value");
 });
+
+Deno.test("one pass mixes pipelines whose params structs differ in size", async () => {
+  const gpu = await createGpu({ debug: false });
+  gpu.addShader(
+    "mix",
+    `struct Big { a: f32, b: f32, c: f32, d: f32, e: f32, f: f32, g: f32, h: f32 }
+struct Small { a: f32 }
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<uniform> pb: Big;
+@compute @workgroup_size(1) fn big() { y[0] = y[0] + pb.h; }
+@group(0) @binding(1) var<uniform> ps: Small;
+@compute @workgroup_size(1) fn small() { y[0] = y[0] * ps.a; }`,
+  );
+  const y = Tensor.fromArray(gpu, [1], [1]);
+  for (let i = 0; i < 3; i++) {
+    gpu.dispatch({
+      shader: "mix",
+      entry: "big",
+      outputs: [y],
+      params: [0, 0, 0, 0, 0, 0, 0, f32bits(1)],
+      workgroups: [1],
+    });
+    gpu.dispatch({
+      shader: "mix",
+      entry: "small",
+      outputs: [y],
+      params: [f32bits(2)],
+      workgroups: [1],
+    });
+  }
+  assertEquals(Array.from(await y.read()), [22]); // ((1+1)*2+1)*2+1)*2
+  await gpu.checkErrors();
+  gpu.destroy();
+});

@@ -4,7 +4,7 @@
  * and error scopes turned into TypeScript errors naming the op.
  * @module
  */
-import { BufferPool } from "./pool.ts";
+import { BufferPool, sizeClass } from "./pool.ts";
 import { expandTemplate, loadShaderSource, SHADER_NAMES } from "./shaders.ts";
 
 /** Options of {@link createGpu}. */
@@ -104,6 +104,7 @@ export class GpuContext {
   #pendingErrors: Promise<string | null>[] = [];
   #lost: string | null = null;
   #dummy: GPUBuffer | null = null;
+  #staging = new Map<number, GPUBuffer[]>();
   /** Dispatches recorded since creation (for benchmarks/diagnostics). */
   dispatchCount = 0;
 
@@ -239,7 +240,10 @@ export class GpuContext {
   }
 
   #uniform(words: ArrayLike<number>): BufferRange {
-    const bytes = Math.max(16, Math.ceil(words.length * 4 / 16) * 16);
+    // Every uniform slot is bound with at least 256 bytes: wgpu's late binding-size check can
+    // compare a bind group against the previous pipeline's struct size within one compute pass
+    // (seen with Deno 2.9.6), so a binding never smaller than any params struct avoids it.
+    const bytes = Math.max(256, Math.ceil(words.length * 4 / 16) * 16);
     if (bytes > UNIFORM_CHUNK) throw new GpuError(`uniform block of ${bytes} bytes is too large`);
     if (this.#chunkOffset + bytes > UNIFORM_CHUNK) {
       this.#chunkIndex++;
@@ -303,6 +307,8 @@ export class GpuContext {
       this.dispatchCount++;
     }
     if (this.debug) {
+      // Submit each dispatch on its own so that encoding errors land in this op's scope.
+      this.#submit(false);
       const v = this.device.popErrorScope();
       const o = this.device.popErrorScope();
       this.#pendingErrors.push(
@@ -345,6 +351,10 @@ export class GpuContext {
 
   /** Submits everything recorded so far (uniform arena writes first). */
   flush(): void {
+    this.#submit(this.debug);
+  }
+
+  #submit(ownScope: boolean): void {
     this.#checkLost();
     if (!this.#encoder) {
       for (const f of this.#afterFlush.splice(0)) f();
@@ -358,9 +368,9 @@ export class GpuContext {
     }
     this.#chunkIndex = 0;
     this.#chunkOffset = 0;
-    if (this.debug) this.device.pushErrorScope("validation");
+    if (ownScope) this.device.pushErrorScope("validation");
     this.device.queue.submit([enc.finish()]);
-    if (this.debug) {
+    if (ownScope) {
       this.#pendingErrors.push(
         this.device.popErrorScope().then((e) => e ? `submit: ${e.message}` : null),
       );
@@ -409,25 +419,35 @@ export class GpuContext {
 
   /**
    * Records a CPU→GPU upload of `data` into `buffer` at `offset`, ordered with the recorded
-   * work (a staging copy, not queue.writeBuffer, so a pooled buffer reused within one
-   * recording is never overwritten before earlier commands ran).
+   * work: the data goes to a pooled staging buffer and a copy is recorded, so a pooled buffer
+   * reused within one recording is never overwritten before earlier commands ran.
    */
   upload(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
     const bytes = data.byteLength;
     if (bytes === 0) return;
     const padded = Math.ceil(bytes / 4) * 4;
-    const staging = this.device.createBuffer({
-      size: padded,
-      usage: GPUBufferUsage.COPY_SRC,
-      mappedAtCreation: true,
+    const size = sizeClass(padded);
+    const staging = this.#staging.get(size)?.pop() ?? this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
       label: "upload",
     });
-    new Uint8Array(staging.getMappedRange()).set(
-      new Uint8Array(data.buffer, data.byteOffset, bytes),
-    );
-    staging.unmap();
+    // queue.writeBuffer lands before the next submit's commands and after earlier submits,
+    // and the staging buffer is not reused before this recording is submitted.
+    const src = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, bytes);
+    if (padded === bytes) {
+      this.device.queue.writeBuffer(staging, 0, src);
+    } else {
+      const tmp = new Uint8Array(padded);
+      tmp.set(src);
+      this.device.queue.writeBuffer(staging, 0, tmp);
+    }
     this.encoder().copyBufferToBuffer(staging, 0, buffer, offset, padded);
-    this.afterFlush(() => staging.destroy());
+    this.afterFlush(() => {
+      let list = this.#staging.get(size);
+      if (!list) this.#staging.set(size, list = []);
+      list.push(staging);
+    });
   }
 
   /** Records a fill with zeros of a byte range. */
@@ -445,6 +465,7 @@ export class GpuContext {
     this.#encoder = null;
     this.pool.trim();
     for (const c of this.#chunks) c.destroy();
+    for (const list of this.#staging.values()) list.forEach((b) => b.destroy());
     this.device.destroy();
   }
 }
@@ -458,6 +479,20 @@ export function grid1d(n: number, wgSize: number, limit = 65535): [number, numbe
 }
 
 /**
+ * Mesa's Vulkan WSI prints "XDG_RUNTIME_DIR is invalid" once per instance when the variable is
+ * unset (headless machines, CI); compute needs no display, so point it at the temp folder.
+ */
+function quietVulkanLoader(): void {
+  try {
+    if (!Deno.env.get("XDG_RUNTIME_DIR")) {
+      Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("TMPDIR") ?? "/tmp");
+    }
+  } catch {
+    // No env permission: the warning is harmless.
+  }
+}
+
+/**
  * Acquires an adapter and device and preloads the shaders. Throws a {@link GpuError} that says
  * how to get an adapter when WebGPU or an adapter is missing.
  */
@@ -467,6 +502,7 @@ export async function createGpu(opts: GpuOptions = {}): Promise<GpuContext> {
   if (!api) {
     throw new GpuError(`WebGPU is not available (navigator.gpu is undefined). ${ADAPTER_HELP}`);
   }
+  quietVulkanLoader();
   const adapter = await api.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
     throw new GpuError(`no WebGPU adapter found. ${ADAPTER_HELP}`);

@@ -6,7 +6,18 @@
 
 /** Every shader file (without `.wgsl`) that `createGpu` preloads. Add new families here. */
 export const SHADER_NAMES = [
+  "eval",
   "elementwise",
+  "matmul",
+  "conv2d",
+  "batchnorm",
+  "pool",
+  "resize",
+  "channel",
+  "loss",
+  "optim",
+  "ocr",
+  "cam",
 ] as const;
 
 /** The URL of a shader file. */

@@ -53,7 +53,8 @@ export const TrainConfigSchema = z.object({
   prefetch: z.number().int().positive().default(4),
   augment: AugmentSchema.default({ scaleRange: [0.9, 1.1], flip: true, colorJitter: 0.2 }),
   ocr: OcrConfigSchema.default(OcrConfigSchema.parse({})),
-  out: z.string().default("runs/default"),
+  /** Run folder; default runs/<model>[-ocr]-<UTC timestamp>. */
+  out: z.string().optional(),
 }).strict();
 
 /** A resolved training config. */

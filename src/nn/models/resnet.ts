@@ -1,0 +1,265 @@
+/**
+ * ResNet backbones (torchvision parameter names, so converted ImageNet weights load by name)
+ * and the `tiny` ResNet-style backbone for the built-in synthetic data. Output stride 16 or 8
+ * by replacing the stride of the last stages with dilation (as DeepLab/psa do).
+ * @module
+ */
+import type { GpuContext } from "../../gpu/context.ts";
+import type { Tensor } from "../../gpu/tensor.ts";
+import type { Rng } from "../../rng.ts";
+import { ReLU, ResidualAdd } from "../activation.ts";
+import { BatchNorm2d } from "../batchnorm.ts";
+import { Conv2d } from "../conv.ts";
+import { type Buffer, Ctx, type Layer, type Param } from "../layer.ts";
+import { MaxPool2d } from "../pool.ts";
+import { pointwise } from "../pointwise.ts";
+
+/** Runs layers in order; each gets its own sub-context. */
+export class Sequential implements Layer {
+  constructor(readonly layers: Layer[]) {}
+
+  forward(x: Tensor, ctx: Ctx | null): Tensor {
+    const subs: Ctx[] = [];
+    let h = x;
+    for (const l of this.layers) {
+      const c = ctx ? new Ctx() : null;
+      const y = l.forward(h, c);
+      if (h !== x) h.dispose();
+      h = y;
+      if (c) subs.push(c);
+    }
+    if (ctx) ctx.meta.subs = subs;
+    return h === x ? h.retain() : h;
+  }
+
+  backward(ctx: Ctx, dy: Tensor): Tensor {
+    const subs = ctx.meta.subs as Ctx[];
+    let g = dy;
+    for (let i = this.layers.length - 1; i >= 0; i--) {
+      const dx = this.layers[i].backward(subs[i], g);
+      if (g !== dy) g.dispose();
+      g = dx;
+    }
+    ctx.release();
+    return g === dy ? g.retain() : g;
+  }
+
+  params(): Param[] {
+    return this.layers.flatMap((l) => l.params());
+  }
+
+  buffers(): Buffer[] {
+    return this.layers.flatMap((l) => l.buffers?.() ?? []);
+  }
+}
+
+/** Shared construction context of a backbone. */
+interface Builder {
+  gpu: GpuContext;
+  rng: Rng;
+  frozenBn: boolean;
+}
+
+function conv(
+  b: Builder,
+  name: string,
+  inC: number,
+  outC: number,
+  k: number,
+  stride = 1,
+  dilation = 1,
+): Conv2d {
+  return new Conv2d(b.gpu, {
+    name,
+    inChannels: inC,
+    outChannels: outC,
+    kernel: k,
+    stride,
+    padding: k === 1 ? 0 : dilation * ((k - 1) >> 1),
+    dilation,
+    bias: false,
+    group: "backbone",
+  }, b.rng);
+}
+
+function bn(b: Builder, name: string, c: number): BatchNorm2d {
+  return new BatchNorm2d(b.gpu, c, name, { frozen: b.frozenBn });
+}
+
+/** A residual block: main path layers, optional downsample path, add + ReLU. */
+class Residual implements Layer {
+  readonly add: ResidualAdd;
+  constructor(
+    readonly gpu: GpuContext,
+    readonly main: Sequential,
+    readonly down: Sequential | null,
+  ) {
+    this.add = new ResidualAdd(gpu, true);
+  }
+
+  forward(x: Tensor, ctx: Ctx | null): Tensor {
+    const cm = ctx ? new Ctx() : null;
+    const cd = ctx && this.down ? new Ctx() : null;
+    const ca = ctx ? new Ctx() : null;
+    const m = this.main.forward(x, cm);
+    const s = this.down ? this.down.forward(x, cd) : x.retain();
+    const y = this.add.forward(m, s, ca);
+    m.dispose();
+    s.dispose();
+    if (ctx) Object.assign(ctx.meta, { cm, cd, ca });
+    return y;
+  }
+
+  backward(ctx: Ctx, dy: Tensor): Tensor {
+    const { cm, cd, ca } = ctx.meta as { cm: Ctx; cd: Ctx | null; ca: Ctx };
+    const g = this.add.backward(ca, dy);
+    const dxm = this.main.backward(cm, g);
+    if (this.down && cd) {
+      const dxs = this.down.backward(cd, g);
+      g.dispose();
+      const out = pointwise(this.gpu, "add", [dxm, dxs]);
+      dxm.dispose();
+      dxs.dispose();
+      ctx.release();
+      return out;
+    }
+    const out = pointwise(this.gpu, "add", [dxm, g]);
+    dxm.dispose();
+    g.dispose();
+    ctx.release();
+    return out;
+  }
+
+  params(): Param[] {
+    return [...this.main.params(), ...(this.down?.params() ?? [])];
+  }
+
+  buffers(): Buffer[] {
+    return [...this.main.buffers(), ...(this.down?.buffers() ?? [])];
+  }
+}
+
+function basicBlock(
+  b: Builder,
+  p: string,
+  inC: number,
+  outC: number,
+  stride: number,
+  dilation: number,
+): Residual {
+  const main = new Sequential([
+    conv(b, `${p}.conv1`, inC, outC, 3, stride, dilation),
+    bn(b, `${p}.bn1`, outC),
+    new ReLU(b.gpu, { inplace: true }),
+    conv(b, `${p}.conv2`, outC, outC, 3, 1, dilation),
+    bn(b, `${p}.bn2`, outC),
+  ]);
+  const down = stride !== 1 || inC !== outC
+    ? new Sequential([
+      conv(b, `${p}.downsample.0`, inC, outC, 1, stride),
+      bn(b, `${p}.downsample.1`, outC),
+    ])
+    : null;
+  return new Residual(b.gpu, main, down);
+}
+
+function bottleneck(
+  b: Builder,
+  p: string,
+  inC: number,
+  planes: number,
+  stride: number,
+  dilation: number,
+): Residual {
+  const outC = planes * 4;
+  const main = new Sequential([
+    conv(b, `${p}.conv1`, inC, planes, 1),
+    bn(b, `${p}.bn1`, planes),
+    new ReLU(b.gpu, { inplace: true }),
+    conv(b, `${p}.conv2`, planes, planes, 3, stride, dilation),
+    bn(b, `${p}.bn2`, planes),
+    new ReLU(b.gpu, { inplace: true }),
+    conv(b, `${p}.conv3`, planes, outC, 1),
+    bn(b, `${p}.bn3`, outC),
+  ]);
+  const down = stride !== 1 || inC !== outC
+    ? new Sequential([
+      conv(b, `${p}.downsample.0`, inC, outC, 1, stride),
+      bn(b, `${p}.downsample.1`, outC),
+    ])
+    : null;
+  return new Residual(b.gpu, main, down);
+}
+
+/** Backbone architectures. */
+export type Arch = "tiny" | "resnet18" | "resnet34" | "resnet50";
+
+/** A backbone: a layer from image to features, and its feature channel count. */
+export interface Backbone {
+  net: Sequential;
+  channels: number;
+  /** Total stride of the features. */
+  stride: number;
+}
+
+const DEPTHS: Record<Exclude<Arch, "tiny">, [number, number, number, number]> = {
+  resnet18: [2, 2, 2, 2],
+  resnet34: [3, 4, 6, 3],
+  resnet50: [3, 4, 6, 3],
+};
+
+/**
+ * Builds a backbone. `outputStride` 16 dilates the last stage, 8 the last two (resnets);
+ * `tiny` is a 4-stage ResNet-style net (16-32-64-128 channels) with output stride 8 or 16.
+ */
+export function buildBackbone(
+  gpu: GpuContext,
+  arch: Arch,
+  opts: { outputStride: 8 | 16; rng: Rng; frozenBn?: boolean },
+): Backbone {
+  const b: Builder = { gpu, rng: opts.rng, frozenBn: opts.frozenBn ?? false };
+  const os = opts.outputStride;
+  if (arch === "tiny") {
+    const widths = [16, 32, 64, 128];
+    const layers: Layer[] = [
+      conv(b, "conv1", 3, widths[0], 3, 2),
+      bn(b, "bn1", widths[0]),
+      new ReLU(gpu, { inplace: true }),
+    ];
+    // strides after the stem (s2): 2, 2 → 8; last stage stride 2 for OS 16, dilation for OS 8.
+    const strides = [1, 2, 2, os === 16 ? 2 : 1];
+    const dil = [1, 1, 1, os === 16 ? 1 : 2];
+    let inC = widths[0];
+    widths.forEach((w, i) => {
+      layers.push(basicBlock(b, `layer${i + 1}.0`, inC, w, strides[i], dil[i]));
+      inC = w;
+    });
+    return { net: new Sequential(layers), channels: inC, stride: os };
+  }
+  const depth = DEPTHS[arch];
+  const isBottleneck = arch === "resnet50";
+  const layers: Layer[] = [
+    conv(b, "conv1", 3, 64, 7, 2),
+    bn(b, "bn1", 64),
+    new ReLU(gpu, { inplace: true }),
+    new MaxPool2d(gpu, { kernel: 3, stride: 2, padding: 1 }),
+  ];
+  const planes = [64, 128, 256, 512];
+  const stageStride = [1, 2, os === 8 ? 1 : 2, 1];
+  const stageDil = [1, 1, os === 8 ? 2 : 1, os === 8 ? 4 : 2];
+  let inC = 64;
+  for (let s = 0; s < 4; s++) {
+    for (let i = 0; i < depth[s]; i++) {
+      const p = `layer${s + 1}.${i}`;
+      const st = i === 0 ? stageStride[s] : 1;
+      if (isBottleneck) {
+        layers.push(bottleneck(b, p, inC, planes[s], st, stageDil[s]));
+        inC = planes[s] * 4;
+      } else {
+        layers.push(basicBlock(b, p, inC, planes[s], st, stageDil[s]));
+        inC = planes[s];
+      }
+    }
+  }
+  return { net: new Sequential(layers), channels: inC, stride: os };
+}

@@ -1,0 +1,131 @@
+/**
+ * The training loop's view of a dataset: the train stream (resumable from a sample position),
+ * the validation batches (no augmentation, fixed order), the co-occurrence prior (cached by
+ * the split list's hash) and the config hash that guards resume.
+ * @module
+ */
+import { join } from "node:path";
+import { type Dataset, openDataset } from "../data/dataset.ts";
+import { type Batch, batches } from "../data/stream.ts";
+import { defaultCacheDir, ensureSynthetic } from "../data/synthetic.ts";
+import { ConfigError, hashJson, type TrainConfig } from "../io/config.ts";
+import { loadOrComputeCooccurrence } from "../losses/cooccurrence.ts";
+
+/** A batch as the trainer consumes it. */
+export interface TrainBatch {
+  images: Float32Array;
+  tags: Float32Array;
+  batchSize: number;
+  /** Samples consumed after this batch (resume position). */
+  position: number;
+}
+
+/** Datasets and streams of one training run. */
+export interface TrainingData {
+  train: Dataset;
+  val: Dataset;
+  numClasses: number;
+  size: number;
+  describe: string;
+  root: string;
+  kind: "voc" | "coco";
+  batches(position: number): AsyncIterator<TrainBatch>;
+  valBatches(): AsyncIterable<TrainBatch>;
+  prior(): Promise<Float32Array>;
+  configHash(cfg: TrainConfig): Promise<string>;
+}
+
+/** Resolves the dataset root of a config (generating the synthetic data on first use). */
+export async function resolveDataRoot(
+  cfg: Pick<TrainConfig, "dataset" | "data" | "synthetic">,
+  log: (l: string) => void = console.log,
+): Promise<{ kind: "voc" | "coco"; root: string; describe: string }> {
+  if (cfg.dataset === "synthetic") {
+    const t0 = performance.now();
+    const { vocRoot } = await ensureSynthetic({
+      seed: cfg.synthetic.seed,
+      size: cfg.synthetic.size,
+    });
+    const dt = (performance.now() - t0) / 1000;
+    if (dt > 1) log(`synthetic data ready in ${dt.toFixed(1)}s: ${vocRoot}`);
+    return {
+      kind: "voc",
+      root: vocRoot,
+      describe: `synthetic VOC-format data (seed ${cfg.synthetic.seed}, ${cfg.synthetic.size})`,
+    };
+  }
+  if (!cfg.data) {
+    throw new ConfigError(`--dataset ${cfg.dataset} needs --data DIR (the dataset root)`);
+  }
+  return { kind: cfg.dataset, root: cfg.data, describe: `${cfg.dataset} at ${cfg.data}` };
+}
+
+/** Opens the train and validation splits of a config. */
+export async function openTrainingData(
+  cfg: TrainConfig,
+  log: (l: string) => void = console.log,
+): Promise<TrainingData> {
+  const { kind, root, describe } = await resolveDataRoot(cfg, log);
+  const train = await openDataset({ kind, root, split: cfg.split });
+  const val = await openDataset({ kind, root, split: cfg.valSplit });
+  const aug = cfg.augment;
+  const wrap = async function* (it: AsyncIterable<Batch>): AsyncGenerator<TrainBatch> {
+    for await (const b of it) {
+      yield { images: b.images, tags: b.tags, batchSize: b.size, position: b.position };
+    }
+  };
+  // Config scale factors are relative to the crop size; the stream takes long-side pixels.
+  const scaleRange: [number, number] = [
+    Math.round(aug.scaleRange[0] * cfg.size),
+    Math.round(aug.scaleRange[1] * cfg.size),
+  ];
+  return {
+    train,
+    val,
+    numClasses: train.numClasses,
+    size: train.ids.length,
+    describe,
+    root,
+    kind,
+    batches: (position) =>
+      wrap(batches(train, {
+        batchSize: cfg.batch,
+        cropSize: cfg.size,
+        seed: cfg.seed,
+        position,
+        epochs: Infinity,
+        shuffle: true,
+        prefetch: cfg.prefetch,
+        dropLast: true,
+        augment: {
+          scaleRange,
+          flip: aug.flip,
+          colorJitter: aug.colorJitter,
+        },
+      }))[Symbol.asyncIterator](),
+    valBatches: () =>
+      wrap(batches(val, {
+        batchSize: cfg.batch,
+        cropSize: cfg.size,
+        seed: 0,
+        position: 0,
+        shuffle: false,
+        prefetch: cfg.prefetch,
+        dropLast: false,
+        epochs: 1,
+        augment: null,
+      })),
+    prior: () =>
+      loadOrComputeCooccurrence(
+        join(defaultCacheDir(), "cooccurrence"),
+        `${kind}:${root}:${cfg.split}:${train.listHash}`,
+        () => train.ids.map((_, i) => train.tagsOf(i)),
+        train.numClasses,
+      ),
+    configHash: (c) => {
+      // Fields that may change on resume without changing the run are left out.
+      const { out: _o, logEvery: _l, ckptEvery: _c, prefetch: _p, ...rest } = c;
+      return hashJson(rest);
+    },
+  };
+}

@@ -1,0 +1,365 @@
+/**
+ * The CAM classifier training loop (DESIGN §3, §4, §7): one command encoder and one submit
+ * per step (forward + backward + optimizer), losses read back every `logEvery` steps,
+ * checkpoints written atomically with model + optimizer state + RNG + data position, and
+ * `resume` continuing bit for bit.
+ * @module
+ */
+import { join } from "node:path";
+import { createGpu, type GpuContext } from "../gpu/context.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import { type OcrConfig, type TrainConfig, TrainConfigSchema, validate } from "../io/config.ts";
+import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
+import { loadTensors, saveTensors } from "../io/checkpoint.ts";
+import { readSafetensors } from "../io/safetensors.ts";
+import { Ctx } from "../nn/layer.ts";
+import { type CamNet, createModel } from "../nn/models/cam_net.ts";
+import {
+  multilabelSoftMarginLoss,
+  multilabelSoftMarginLossBackward,
+} from "../losses/multilabel.ts";
+import { ocrLoss } from "../losses/ocr.ts";
+import { AdamW, type Optimizer, polyLr, SGD } from "../optim/mod.ts";
+import type { NamedTensor } from "../io/checkpoint.ts";
+import type { Param } from "../nn/layer.ts";
+import { meanAveragePrecision } from "../eval/classification.ts";
+import { fmtDuration, Progress } from "./progress.ts";
+import { openTrainingData, type TrainingData } from "./data.ts";
+
+/** Raised for training failures (NaN loss, bad run folder); the message says what to do. */
+export class TrainError extends Error {
+  override name = "TrainError";
+}
+
+/** One line of train.jsonl. */
+export interface StepLog {
+  step: number;
+  lr: number;
+  loss: number;
+  loss_cls: number;
+  loss_ocr: number;
+  oc_pixels: number;
+  oc_fraction: number;
+  images_per_s: number;
+  elapsed_s: number;
+}
+
+/** What {@link train} returns. */
+export interface TrainResult {
+  out: string;
+  steps: number;
+  seconds: number;
+  imagesPerSecond: number;
+  finalLoss: number;
+  valMap: number;
+  peakPoolBytes: number;
+  checkpoint: string;
+}
+
+/** Hooks of {@link train}. */
+export interface TrainHooks {
+  /** Reuse a GPU context (tests). */
+  gpu?: GpuContext;
+  /** Where progress lines go (default console.log). */
+  log?: (line: string) => void;
+  /** Stop after this many steps of this call (tests simulate an interruption). */
+  stopAfter?: number;
+  /** Skip the validation mAP at the end. */
+  skipEval?: boolean;
+  /** Force the progress mode (default: bar on a TTY). */
+  tty?: boolean;
+}
+
+const CKPT = "last.safetensors";
+
+/** Input for {@link train}: a config, partial or resolved, plus `resume`. */
+export type TrainInput = Partial<TrainConfig> & { resume?: boolean };
+
+/** Trains a CAM classifier as configured; see the module doc. */
+export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<TrainResult> {
+  const { resume = false, ...rest } = input;
+  const cfg = validate(TrainConfigSchema, rest, "train config");
+  const log = hooks.log ?? ((l: string) => console.log(l));
+  const out = cfg.out ?? defaultRunDir(cfg);
+  cfg.out = out;
+  const ckptPath = join(out, CKPT);
+  const jsonlPath = join(out, "train.jsonl");
+  if (!resume && await exists(ckptPath)) {
+    throw new TrainError(
+      `${out} already holds a run (${CKPT}); pass --resume to continue it or choose another --out`,
+    );
+  }
+  if (resume && !await exists(ckptPath)) {
+    throw new TrainError(`--resume: no checkpoint ${ckptPath} to resume from`);
+  }
+
+  const data = await openTrainingData(cfg, log);
+  const gpu = hooks.gpu ?? await createGpu();
+  const model = createModel(gpu, {
+    arch: cfg.model,
+    numClasses: data.numClasses,
+    outputStride: cfg.outputStride,
+    seed: cfg.seed,
+  });
+  if (cfg.weights && !resume) await model.loadWeights(cfg.weights);
+  const params = model.params();
+  const opt = createOptimizer(gpu, cfg);
+  const optState = (): NamedTensor[] =>
+    opt.state(params).map((b) => ({ name: `optim.${b.name}`, value: b.value }));
+  const prior = cfg.ocr.enabled
+    ? Tensor.fromArray(gpu, await data.prior(), [data.numClasses, data.numClasses])
+    : null;
+
+  let step = 0;
+  let position = 0;
+  let elapsedBefore = 0;
+  const configHash = await data.configHash(cfg);
+  if (resume) {
+    const meta = await loadTensors(ckptPath, [...model.stateTensors(), ...optState()]);
+    if (meta.config_hash !== configHash) {
+      throw new TrainError(
+        `--resume: ${ckptPath} was written with a different config (hash ${meta.config_hash}, ` +
+          `now ${configHash}); resume with the saved ${join(out, "config.json")}`,
+      );
+    }
+    step = Number(meta.step);
+    position = Number(meta.position);
+    elapsedBefore = Number(meta.elapsed_s ?? 0);
+    opt.stepCount = Number(meta.optim_steps);
+    await truncateJsonl(jsonlPath, step);
+    log(`resuming ${out} at step ${step}/${cfg.steps}`);
+  } else {
+    await Deno.mkdir(out, { recursive: true });
+    await writeTextAtomic(jsonlPath, "");
+  }
+  await writeJsonAtomic(join(out, "config.json"), cfg);
+  log(
+    `training ${cfg.model} on ${data.describe} (${data.size} images, ${data.numClasses} classes)` +
+      `${cfg.ocr.enabled ? ` with OCR (lambda ${cfg.ocr.lambda})` : ""} on ${gpu.describe()}`,
+  );
+
+  const saveCheckpoint = async (s: number, pos: number, elapsed: number) => {
+    await saveTensors(ckptPath, [...model.stateTensors(), ...optState()], {
+      step: String(s),
+      position: String(pos),
+      config_hash: configHash,
+      elapsed_s: String(elapsed),
+      optim_steps: String(opt.stepCount),
+    });
+  };
+
+  const progress = new Progress("train", cfg.steps, { write: log, tty: hooks.tty });
+  const batches = data.batches(position);
+  const ocrStart = Math.floor(cfg.ocr.start * cfg.steps);
+  const t0 = performance.now();
+  let imagesSeen = 0;
+  let lastLog: StepLog | null = null;
+  let stepsThisCall = 0;
+  let lastGood = resume ? step : 0;
+  gpu.pool.resetPeak();
+  while (step < cfg.steps) {
+    if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
+    const next = await batches.next();
+    if (next.done) throw new TrainError("the data stream ended early");
+    const b = next.value;
+    const lr = polyLr(cfg.lr, step, cfg.steps);
+    const x = Tensor.fromArray(gpu, b.images, [b.batchSize, 3, cfg.size, cfg.size]);
+    const tags = Tensor.fromArray(gpu, b.tags, [b.batchSize, data.numClasses]);
+    const { lossCls, lossOcr, ocPixels, camShape } = recordTrainStep(gpu, model, opt, params, {
+      x,
+      tags,
+      lr,
+      prior: prior && step >= ocrStart ? prior : null,
+      ocr: cfg.ocr,
+    });
+    x.dispose();
+    tags.dispose();
+    gpu.flush();
+    step++;
+    stepsThisCall++;
+    imagesSeen += b.batchSize;
+    position = b.position;
+
+    const isLog = step % cfg.logEvery === 0 || step === cfg.steps;
+    const isCkpt = step % cfg.ckptEvery === 0 || step === cfg.steps;
+    if (isLog || isCkpt) {
+      const lc = (await lossCls.read())[0];
+      const lo = lossOcr ? (await lossOcr.read())[0] : 0;
+      const oc = ocPixels ? (await ocPixels.read())[0] : 0;
+      const total = lc + lo;
+      const el = (performance.now() - t0) / 1000;
+      if (!Number.isFinite(total)) {
+        const kept = lastGood > 0
+          ? `The last good checkpoint (step ${lastGood}) is kept in ${ckptPath}`
+          : "No checkpoint had been written yet";
+        throw new TrainError(
+          `loss became ${total} at step ${step} (cls ${lc}, ocr ${lo}); stopped. ${kept}; ` +
+            `lower --lr or check the data.`,
+        );
+      }
+      lastLog = {
+        step,
+        lr,
+        loss: total,
+        loss_cls: lc,
+        loss_ocr: lo,
+        oc_pixels: oc,
+        oc_fraction: oc / (b.batchSize * camShape[2] * camShape[3]),
+        images_per_s: imagesSeen / el,
+        elapsed_s: elapsedBefore + el,
+      };
+      if (isLog) {
+        await Deno.writeTextFile(jsonlPath, JSON.stringify(lastLog) + "\n", { append: true });
+        progress.update(step, {
+          loss: total.toFixed(4),
+          ...(prior
+            ? { ocr: lo.toFixed(4), oc: `${(lastLog.oc_fraction * 100).toFixed(1)}%` }
+            : {}),
+          "img/s": lastLog.images_per_s.toFixed(1),
+        });
+      }
+      if (isCkpt) {
+        await saveCheckpoint(step, position, elapsedBefore + el);
+        lastGood = step;
+      }
+    }
+    lossCls.dispose();
+    lossOcr?.dispose();
+    ocPixels?.dispose();
+  }
+  progress.done();
+  await batches.return?.(undefined);
+  const seconds = (performance.now() - t0) / 1000;
+  const ips = imagesSeen / Math.max(seconds, 1e-9);
+  const peak = gpu.pool.stats().peakInUse;
+  let valMap = NaN;
+  if (!hooks.skipEval && step >= cfg.steps) {
+    valMap = await validationMap(gpu, model, data, cfg, log);
+  }
+  const result: TrainResult = {
+    out,
+    steps: step,
+    seconds,
+    imagesPerSecond: ips,
+    finalLoss: lastLog?.loss ?? NaN,
+    valMap,
+    peakPoolBytes: peak,
+    checkpoint: ckptPath,
+  };
+  log(
+    `done: ${step} steps in ${fmtDuration(seconds)} (${ips.toFixed(1)} img/s), final loss ` +
+      `${result.finalLoss.toFixed(4)}, val mAP ${
+        Number.isNaN(valMap) ? "n/a" : valMap.toFixed(3)
+      }, ` +
+      `peak GPU pool ${(peak / 2 ** 20).toFixed(1)} MiB → ${ckptPath}`,
+  );
+  prior?.dispose();
+  if (!hooks.gpu) gpu.destroy();
+  return result;
+}
+
+/** Inputs of one training step. */
+export interface StepInputs {
+  /** Images [B, 3, S, S]. */
+  x: Tensor;
+  /** Multi-hot tags [B, C]. */
+  tags: Tensor;
+  lr: number;
+  /** Co-occurrence prior [C, C] when OCR is on for this step, else null. */
+  prior: Tensor | null;
+  ocr: OcrConfig;
+}
+
+/** Loss tensors of a recorded step (owned by the caller; read them after a flush). */
+export interface StepOutputs {
+  lossCls: Tensor;
+  lossOcr: Tensor | null;
+  ocPixels: Tensor | null;
+  camShape: readonly number[];
+}
+
+/**
+ * Records one training step: forward, multilabel soft-margin loss on the GAP logits, its
+ * gradient through GAP into the class maps, plus the OCR gradient on the class maps when a
+ * prior is given, backward, optimizer update. Nothing is submitted or read back.
+ */
+export function recordTrainStep(
+  gpu: GpuContext,
+  model: CamNet,
+  opt: Optimizer,
+  params: Param[],
+  s: StepInputs,
+): StepOutputs {
+  const ctx = new Ctx();
+  const { cam, logits } = model.forward(s.x, ctx);
+  const lossCls = multilabelSoftMarginLoss(gpu, logits, s.tags);
+  const dLogits = multilabelSoftMarginLossBackward(gpu, logits, s.tags);
+  logits.dispose();
+  const dCam = model.logitGradToCam(dLogits, cam.shape);
+  dLogits.dispose();
+  let lossOcr: Tensor | null = null;
+  let ocPixels: Tensor | null = null;
+  if (s.prior) {
+    const r = ocrLoss(gpu, cam, s.tags, s.prior, { ...s.ocr, gradInto: dCam });
+    lossOcr = r.loss;
+    ocPixels = r.ocPixels;
+  }
+  const camShape = cam.shape;
+  cam.dispose();
+  model.backward(ctx, dCam);
+  dCam.dispose();
+  opt.step(params, s.lr);
+  return { lossCls, lossOcr, ocPixels, camShape };
+}
+
+/** The configured optimizer: SGD with momentum (psa) or AdamW; head group at headLrMult. */
+export function createOptimizer(gpu: GpuContext, cfg: TrainConfig): Optimizer {
+  const lrMult = { head: cfg.headLrMult };
+  return cfg.optimizer === "sgd"
+    ? new SGD(gpu, { momentum: cfg.momentum, weightDecay: cfg.weightDecay, lrMult })
+    : new AdamW(gpu, { weightDecay: cfg.weightDecay, lrMult });
+}
+
+/** runs/<model>[-ocr]-<UTC timestamp>. */
+export function defaultRunDir(cfg: TrainConfig): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
+  return `runs/${cfg.model}${cfg.ocr.enabled ? "-ocr" : ""}-${stamp}`;
+}
+
+/** Keeps the lines of train.jsonl up to `step` (a resumed run regenerates the rest). */
+async function truncateJsonl(path: string, step: number): Promise<void> {
+  const text = await exists(path) ? await Deno.readTextFile(path) : "";
+  const kept = text.split("\n").filter((l) => l.trim() && JSON.parse(l).step <= step);
+  await writeTextAtomic(path, kept.map((l) => l + "\n").join(""));
+}
+
+/** Classification mAP of the model on the validation split (eval mode, no augmentation). */
+export async function validationMap(
+  gpu: GpuContext,
+  model: CamNet,
+  data: TrainingData,
+  cfg: TrainConfig,
+  log: (l: string) => void,
+): Promise<number> {
+  const scores: number[] = [];
+  const labels: number[] = [];
+  for await (const b of data.valBatches()) {
+    const x = Tensor.fromArray(gpu, b.images, [b.batchSize, 3, cfg.size, cfg.size]);
+    const { cam, logits } = model.forward(x, null);
+    x.dispose();
+    cam.dispose();
+    scores.push(...await logits.read());
+    logits.dispose();
+    labels.push(...b.tags);
+  }
+  const { map } = meanAveragePrecision(scores, labels, data.numClasses);
+  log(
+    `validation: ${labels.length / data.numClasses} images, classification mAP ${map.toFixed(4)}`,
+  );
+  return map;
+}
+
+/** Reads the metadata of a checkpoint (step, position, config hash...). */
+export async function checkpointMetadata(path: string): Promise<Record<string, string>> {
+  return (await readSafetensors(path)).metadata;
+}
