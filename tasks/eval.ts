@@ -1,3 +1,44 @@
-/** `deno task eval`: not built yet. */
-console.error("deno task eval: not implemented yet");
-Deno.exit(1);
+/**
+ * `deno task eval`: scores a checkpoint's CAMs (`--ckpt`) or a folder of predicted masks
+ * (`--masks`) on a dataset split; writes metrics.json and report.html (default: the run folder,
+ * or the mask folder). See src/cam/evaluate.ts.
+ */
+import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
+import { ConfigError } from "../src/io/config.ts";
+import {
+  COMMON_FLAGS,
+  COMMON_USAGE,
+  commonFlagInput,
+  evaluate,
+  withProgress,
+} from "../src/cam/mod.ts";
+
+const USAGE = `usage: deno task eval (--ckpt runs/NAME/last.safetensors | --masks DIR) (split: val)
+${COMMON_USAGE}
+  [--bg 0.15 | --sweep 0.05:0.6:0.05] [--tau 0.3] [--examples 6]
+  [--out DIR (default: the checkpoint's run folder, or the mask folder)]`;
+
+await runMain(async () => {
+  const { values: f } = parseFlags(Deno.args, {
+    ...COMMON_FLAGS,
+    masks: { type: "string" },
+    sweep: { type: "string" },
+    tau: { type: "string" },
+    examples: { type: "string" },
+  }, USAGE);
+  if (f.help) {
+    console.log(USAGE);
+    return;
+  }
+  if (!f.ckpt === !f.masks) {
+    throw new ConfigError(`give exactly one of --ckpt and --masks\n${USAGE}`);
+  }
+  const input = {
+    ...commonFlagInput(f),
+    masks: f.masks,
+    sweep: f.sweep,
+    tau: numFlag("tau", f.tau),
+    examples: numFlag("examples", f.examples),
+  };
+  await withProgress("eval", (onProgress) => evaluate(input, { onProgress }));
+});

@@ -1,0 +1,440 @@
+/**
+ * CAM inference from a trained checkpoint (DESIGN §3, §6), the psa/SEAM way:
+ *
+ * 1. {@link loadCamModel} reads `config.json` beside the checkpoint (architecture, output
+ *    stride), takes the number of classes from the checkpoint's `classifier.weight`, and loads
+ *    the weights (optimizer state in the file is ignored).
+ * 2. {@link recordImageCams}, per image, all on the GPU in one recording: the image and (with
+ *    `flip`) its mirror image as a batch of two; per scale s the pair bilinearly resized to
+ *    round(s·H) × round(s·W) (align_corners=false); a forward pass in eval mode (batchnorm
+ *    running statistics); the class maps ReLU'd, bilinearly resized to H × W, the flipped
+ *    image's maps mirrored back, everything summed into one [C, H, W] map per class
+ *    ({@link accumulateCam}). These are the **unrestricted** fused CAMs (all C classes, not
+ *    normalised), what the OC-error rate is measured on.
+ * 3. psa/SEAM convention: the CAMs of the image's tagged classes, each divided by its maximum
+ *    (+1e-5), are the normalised CAMs ({@link normalizeTagged}); the pseudo mask at background
+ *    threshold t is argmax over [t, normalised CAMs] (background first on ties, then the lower
+ *    class), labels 0 = background, c+1 = tagged class c.
+ *
+ * {@link computeCams} runs this over a dataset split and writes, per image (atomically):
+ * - `<out>/cams/<id>.safetensors`: tensor `cams` F32 [T, H, W] (the T tagged classes'
+ *   normalised CAMs, in class order; T may be 0) and tensor `classes` F32 [T] (their 0-based
+ *   class indices), metadata `id`, `classes` (JSON list), `class_names` (JSON list), `scales`,
+ *   `flip`, `height`, `width`. Any safetensors reader opens them (Python:
+ *   `safetensors.numpy.load_file`).
+ * - `<out>/masks/<id>.png`: the pseudo mask as a palette PNG (VOC palette), ready for
+ *   `deno task eval --masks <out>/masks`.
+ * - `<out>/cam.json`: the settings, image count and timing.
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { createGpu, type GpuContext } from "../gpu/context.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import { type CamNet, createModel } from "../nn/models/cam_net.ts";
+import { resizeBilinear } from "../nn/resize.ts";
+import { loadTensors } from "../io/checkpoint.ts";
+import { ConfigError, type TrainConfig, TrainConfigSchema, validate } from "../io/config.ts";
+import { exists, writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
+import { SafetensorsError, serializeSafetensors } from "../io/safetensors.ts";
+import { type Dataset, openDataset, type Sample } from "../data/dataset.ts";
+import { IMAGENET_MEAN, IMAGENET_STD } from "../data/augment.ts";
+import { encodeLabelPng, VOC_PALETTE } from "../data/png.ts";
+import { resolveDataRoot } from "../train/data.ts";
+import { accumulateCam, flipHorizontal, normalizeTagged } from "./fuse.ts";
+import { CamError, type CamRunInput, CamRunSchema, DEFAULT_SCALES } from "./options.ts";
+
+/** A checkpoint's model, ready for inference. */
+export interface LoadedCamModel {
+  model: CamNet;
+  /** The run's training config (from config.json). */
+  config: TrainConfig;
+  /** Number of foreground classes C (from the checkpoint's classifier). */
+  numClasses: number;
+  /** The checkpoint file. */
+  ckpt: string;
+  /** The folder holding it (the run folder). */
+  runDir: string;
+  /** Training step recorded in the checkpoint, or null. */
+  step: number | null;
+}
+
+/** The checkpoint file of `path`: the path itself, or `last.safetensors` in a folder. */
+export async function resolveCheckpoint(path: string): Promise<string> {
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CamError(`checkpoint ${path} not found (expected runs/NAME/last.safetensors)`);
+    }
+    throw e;
+  }
+  if (!st.isDirectory) return path;
+  const file = join(path, "last.safetensors");
+  if (!(await exists(file))) throw new CamError(`no checkpoint last.safetensors in ${path}`);
+  return file;
+}
+
+/**
+ * Reads and validates the training config saved beside a checkpoint (`config.json` in the
+ * same folder); errors say what is missing.
+ */
+export async function readRunConfig(ckpt: string): Promise<TrainConfig> {
+  const path = join(dirname(ckpt), "config.json");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CamError(
+        `no config.json beside checkpoint ${ckpt} (looked for ${path}); it names the model ` +
+          `architecture and data: keep the checkpoint in the run folder written by deno task train`,
+      );
+    }
+    throw new CamError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new CamError(`${path}: not valid JSON: ${(e as Error).message}`);
+  }
+  return validate(TrainConfigSchema, json, path);
+}
+
+/** Shape of one tensor in a safetensors header (read without loading the data). */
+async function headerShape(path: string, name: string): Promise<number[]> {
+  const f = await Deno.open(path, { read: true });
+  try {
+    const len = new Uint8Array(8);
+    if ((await f.read(len)) !== 8) throw new SafetensorsError(`${path}: too short for a header`);
+    const n = Number(new DataView(len.buffer).getBigUint64(0, true));
+    if (n > 100 * 1024 * 1024) throw new SafetensorsError(`${path}: header length ${n} too large`);
+    const buf = new Uint8Array(n);
+    let off = 0;
+    while (off < n) {
+      const r = await f.read(buf.subarray(off));
+      if (r === null) throw new SafetensorsError(`${path}: header runs past the end of the file`);
+      off += r;
+    }
+    let header: Record<string, { shape?: number[] }>;
+    try {
+      header = JSON.parse(new TextDecoder().decode(buf));
+    } catch (e) {
+      throw new SafetensorsError(`${path}: header is not valid JSON: ${(e as Error).message}`);
+    }
+    const shape = header[name]?.shape;
+    if (!Array.isArray(shape)) {
+      throw new SafetensorsError(`${path}: no tensor "${name}" (not a CAM classifier checkpoint)`);
+    }
+    return shape;
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * Loads a checkpoint written by `deno task train` (or a run folder holding one) for
+ * inference. Errors name the missing checkpoint or config.json, or the mismatching tensors.
+ */
+export async function loadCamModel(gpu: GpuContext, ckpt: string): Promise<LoadedCamModel> {
+  const file = await resolveCheckpoint(ckpt);
+  const config = await readRunConfig(file);
+  const shape = await headerShape(file, "classifier.weight");
+  const numClasses = shape[0];
+  if (!(Number.isInteger(numClasses) && numClasses > 0)) {
+    throw new SafetensorsError(`${file}: classifier.weight has bad shape [${shape}]`);
+  }
+  const model = createModel(gpu, {
+    arch: config.model,
+    numClasses,
+    outputStride: config.outputStride,
+    seed: config.seed,
+  });
+  const meta = await loadTensors(file, model.stateTensors(), {
+    ignoreUnexpected: (n) => n.startsWith("optim."),
+  });
+  const step = meta.step !== undefined ? Number(meta.step) : null;
+  return { model, config, numClasses, ckpt: file, runDir: dirname(file), step };
+}
+
+/** ImageNet-normalised CHW f32 values of an HWC RGB image (no resizing). */
+export function rgbToChw(rgb: Uint8Array, width: number, height: number): Float32Array {
+  const n = width * height;
+  if (rgb.length !== 3 * n) {
+    throw new RangeError(`rgbToChw: ${rgb.length} bytes for a ${width}x${height} RGB image`);
+  }
+  const out = new Float32Array(3 * n);
+  for (let k = 0; k < 3; k++) {
+    const m = IMAGENET_MEAN[k], s = 1 / IMAGENET_STD[k];
+    for (let i = 0; i < n; i++) out[k * n + i] = (rgb[3 * i + k] / 255 - m) * s;
+  }
+  return out;
+}
+
+/** Options of {@link recordImageCams}. */
+export interface ImageCamOptions {
+  /** Scales relative to the image size (default 0.5, 1, 1.5, 2). */
+  scales?: readonly number[];
+  /** Also run the horizontally flipped image (default true). */
+  flip?: boolean;
+  /** Size [H, W] of the fused maps (default: the image's). */
+  size?: readonly [number, number];
+}
+
+/** Checks inference scales. */
+function checkScales(scales: readonly number[]): void {
+  if (scales.length === 0) throw new RangeError("at least one CAM scale");
+  for (const s of scales) {
+    if (!(Number.isFinite(s) && s > 0)) throw new RangeError(`bad CAM scale ${s}`);
+  }
+}
+
+/**
+ * Records the multi-scale (+ flip) fused CAMs of one image `x` [1, 3, H, W] (normalised):
+ * returns a new [C, H', W'] tensor (H'×W' = `size`, default H×W) holding, per class, the sum
+ * over scales (and the flipped image) of the ReLU'd class maps resized to H'×W'. Nothing is
+ * submitted; read or evaluate the result after recording.
+ */
+export function recordImageCams(
+  gpu: GpuContext,
+  model: CamNet,
+  x: Tensor,
+  opts: ImageCamOptions = {},
+): Tensor {
+  if (x.shape.length !== 4 || x.shape[0] !== 1 || x.shape[1] !== 3) {
+    throw new RangeError(`recordImageCams: image must be [1, 3, H, W], got [${x.shape}]`);
+  }
+  const scales = opts.scales ?? DEFAULT_SCALES;
+  checkScales(scales);
+  const flip = opts.flip ?? true;
+  const [, , H, W] = x.shape;
+  const [oh, ow] = opts.size ?? [H, W];
+  let pair = x;
+  if (flip) {
+    pair = Tensor.empty(gpu, [2, 3, H, W]);
+    gpu.encoder().copyBufferToBuffer(x.buffer, 0, pair.buffer, 0, x.bytes);
+    flipHorizontal(gpu, x, { out: pair, outOffset: x.size });
+  }
+  const acc = Tensor.empty(gpu, [model.options.numClasses, oh, ow]);
+  scales.forEach((s, i) => {
+    const sh = Math.max(1, Math.round(H * s));
+    const sw = Math.max(1, Math.round(W * s));
+    const xs = sh === H && sw === W ? pair : resizeBilinear(gpu, pair, { size: [sh, sw] });
+    const { cam, logits } = model.forward(xs, null);
+    logits.dispose();
+    if (xs !== pair) xs.dispose();
+    accumulateCam(gpu, cam, acc, { index: 0, add: i > 0 });
+    if (flip) accumulateCam(gpu, cam, acc, { index: 1, add: true, mirror: true });
+    cam.dispose();
+  });
+  if (pair !== x) pair.dispose();
+  return acc;
+}
+
+/** {@link recordImageCams} of a decoded dataset sample (uploads its normalised pixels). */
+export function recordSampleCams(
+  gpu: GpuContext,
+  model: CamNet,
+  s: Pick<Sample, "rgb" | "width" | "height">,
+  opts: ImageCamOptions = {},
+): Tensor {
+  const x = Tensor.fromArray(gpu, rgbToChw(s.rgb, s.width, s.height), [1, 3, s.height, s.width]);
+  try {
+    return recordImageCams(gpu, model, x, opts);
+  } finally {
+    x.dispose();
+  }
+}
+
+/**
+ * psa/SEAM pseudo mask from normalised tagged CAMs `norm` [T, n]: label tags[t]+1 where the
+ * largest normalised score exceeds `bg` (the lower class on ties), else 0.
+ */
+export function pseudoMaskFromNormalized(
+  norm: Float32Array,
+  tags: readonly number[],
+  n: number,
+  bg: number,
+): Uint8Array {
+  if (norm.length !== tags.length * n) {
+    throw new RangeError(`pseudo mask: ${norm.length} CAM values for ${tags.length}x${n}`);
+  }
+  const out = new Uint8Array(n);
+  const t = Math.fround(bg);
+  for (let i = 0; i < n; i++) {
+    let best = t;
+    for (let k = 0; k < tags.length; k++) {
+      const s = norm[k * n + i];
+      if (s > best) {
+        best = s;
+        out[i] = tags[k] + 1;
+      }
+    }
+  }
+  return out;
+}
+
+/** A run's dataset split for CAM work: explicit options first, then the run's config. */
+export async function openRunDataset(
+  o: {
+    data?: string;
+    dataset?: "synthetic" | "voc" | "coco";
+    synthetic?: TrainConfig["synthetic"];
+    split: string;
+  },
+  run: TrainConfig | null,
+  log: (l: string) => void,
+): Promise<Dataset> {
+  const kind = o.dataset ?? (o.data ? (run?.dataset === "coco" ? "coco" : "voc") : undefined) ??
+    run?.dataset ?? "synthetic";
+  if (kind === "synthetic" && o.data) {
+    throw new ConfigError(`--data ${o.data} was given with --dataset synthetic; drop one of them`);
+  }
+  const data = o.data ?? (run?.dataset === kind ? run.data : undefined);
+  const synthetic = o.synthetic ?? run?.synthetic ?? { seed: 0, size: "small" as const };
+  const root = await resolveDataRoot({ dataset: kind, data, synthetic }, log);
+  return await openDataset({ kind: root.kind, root: root.root, split: o.split });
+}
+
+/** Checks that the model's classes match the dataset's. */
+export function checkClasses(m: LoadedCamModel, ds: Dataset): void {
+  if (m.numClasses !== ds.numClasses) {
+    throw new CamError(
+      `${m.ckpt} predicts ${m.numClasses} classes but ${ds.kind} '${ds.split}' has ` +
+        `${ds.numClasses}: evaluate on the data the model was trained for`,
+    );
+  }
+}
+
+/** Hooks of {@link computeCams} and {@link evaluate}. */
+export interface CamHooks {
+  /** Reuse a GPU context (tests, scripts); default: a new one, destroyed at the end. */
+  gpu?: GpuContext;
+  /** Log lines (default console.log). */
+  log?: (line: string) => void;
+  /** Called after each image. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** What {@link computeCams} returns. */
+export interface CamRunResult {
+  /** Output folder. */
+  out: string;
+  /** Images processed. */
+  images: number;
+  /** Wall time in seconds. */
+  seconds: number;
+  /** The dataset split's ids, in processing order. */
+  ids: string[];
+}
+
+/**
+ * Loads dataset samples in order, one ahead of the consumer (decode overlaps GPU work).
+ */
+export async function* prefetchSamples(ds: Dataset, n: number): AsyncGenerator<Sample> {
+  let next = n > 0 ? ds.load(0) : null;
+  for (let i = 0; i < n; i++) {
+    const cur = next!;
+    next = i + 1 < n ? ds.load(i + 1) : null;
+    next?.catch(() => {}); // surfaced when awaited
+    yield await cur;
+  }
+}
+
+/**
+ * `deno task cam`: CAMs of a dataset split from a checkpoint, written per image as tagged
+ * normalised CAM arrays and pseudo-mask palette PNGs (see the module doc for the files).
+ * Options are validated ({@link CamRunSchema}); default output `<run>/cam-<split>`.
+ */
+export async function computeCams(input: CamRunInput, hooks: CamHooks = {}): Promise<CamRunResult> {
+  const o = validate(CamRunSchema, input, "cam options");
+  const log = hooks.log ?? ((l: string) => console.log(l));
+  const gpu = hooks.gpu ?? await createGpu();
+  const t0 = performance.now();
+  try {
+    const m = await loadCamModel(gpu, o.ckpt);
+    const ds = await openRunDataset(o, m.config, log);
+    checkClasses(m, ds);
+    const out = o.out ?? join(m.runDir, `cam-${o.split}`);
+    const n = Math.min(ds.ids.length, o.limit ?? Infinity);
+    log(
+      `CAMs of ${m.ckpt} (${m.config.model}, step ${m.step ?? "?"}) on ${ds.kind} ` +
+        `'${ds.split}' (${n} images), scales ${o.scales.join(",")}${o.flip ? " + flip" : ""}, ` +
+        `bg ${o.bg} → ${out}`,
+    );
+    await Deno.mkdir(join(out, "masks"), { recursive: true });
+    if (o.saveCams) await Deno.mkdir(join(out, "cams"), { recursive: true });
+    const names = ds.classNames;
+    let pending: Promise<void> = Promise.resolve();
+    let done = 0;
+    for await (const s of prefetchSamples(ds, n)) {
+      const acc = recordSampleCams(gpu, m.model, s, o);
+      const hw = s.width * s.height;
+      let norm: Float32Array = new Float32Array(0);
+      if (s.tags.length > 0) {
+        const t = normalizeTagged(gpu, acc, s.tags);
+        acc.dispose();
+        norm = await t.read();
+        t.dispose();
+      } else {
+        acc.dispose();
+      }
+      const mask = pseudoMaskFromNormalized(norm, s.tags, hw, o.bg);
+      await pending;
+      pending = writeImageOutputs(out, s, norm, mask, {
+        saveCams: o.saveCams,
+        meta: {
+          class_names: JSON.stringify(s.tags.map((c) => names[c])),
+          scales: o.scales.join(","),
+          flip: String(o.flip),
+        },
+      });
+      pending.catch(() => {}); // surfaced by the next await
+      done++;
+      hooks.onProgress?.(done, n);
+    }
+    await pending;
+    const seconds = (performance.now() - t0) / 1000;
+    await writeJsonAtomic(join(out, "cam.json"), {
+      ckpt: m.ckpt,
+      step: m.step,
+      dataset: ds.kind,
+      root: ds.root,
+      split: ds.split,
+      images: done,
+      scales: o.scales,
+      flip: o.flip,
+      bg: o.bg,
+      cams: o.saveCams ? "cams/<id>.safetensors: cams F32 [T,H,W], classes F32 [T]" : null,
+      masks: "masks/<id>.png (palette; 0 = background, c+1 = class c)",
+      seconds,
+    });
+    return { out, images: done, seconds, ids: ds.ids.slice(0, n) };
+  } finally {
+    if (!hooks.gpu) gpu.destroy();
+  }
+}
+
+async function writeImageOutputs(
+  out: string,
+  s: Sample,
+  norm: Float32Array,
+  mask: Uint8Array,
+  o: { saveCams: boolean; meta: Record<string, string> },
+): Promise<void> {
+  const png = await encodeLabelPng(mask, s.width, s.height, VOC_PALETTE);
+  await writeFileAtomic(join(out, "masks", `${s.id}.png`), png);
+  if (!o.saveCams) return;
+  const bytes = serializeSafetensors([
+    ["cams", { shape: [s.tags.length, s.height, s.width], data: norm }],
+    ["classes", { shape: [s.tags.length], data: Float32Array.from(s.tags) }],
+  ], {
+    id: s.id,
+    classes: JSON.stringify(s.tags),
+    height: String(s.height),
+    width: String(s.width),
+    ...o.meta,
+  });
+  await writeFileAtomic(join(out, "cams", `${s.id}.safetensors`), bytes);
+}
