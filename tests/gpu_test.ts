@@ -170,3 +170,22 @@ struct Small { a: f32 }
   await gpu.checkErrors();
   gpu.destroy();
 });
+
+Deno.test("profiling times each dispatch by op name", async () => {
+  const gpu = await createGpu({ profile: true });
+  if (!gpu.device.features.has("timestamp-query")) {
+    gpu.destroy();
+    return; // the adapter offers no timestamps: nothing to check
+  }
+  const x = Tensor.fromArray(gpu, randArray(4096, 1), [4096]);
+  pointwise(gpu, "relu", [x]).dispose();
+  pointwise(gpu, "relu", [x]).dispose();
+  pointwise(gpu, "sigmoid", [x]).dispose();
+  const rep = await gpu.profileReport();
+  assertEquals(rep.map((r) => [r.name, r.calls]).sort(), [["pointwise.relu", 2], [
+    "pointwise.sigmoid",
+    1,
+  ]]);
+  assertEquals(rep.every((r) => r.ms >= 0), true);
+  gpu.destroy();
+});

@@ -19,6 +19,11 @@ export interface GpuOptions {
   maxBindingBytes?: number;
   /** Optional features to request when the adapter offers them (e.g. "shader-f16"). */
   optionalFeatures?: GPUFeatureName[];
+  /**
+   * Time every dispatch with timestamp queries (each dispatch in its own pass); see
+   * {@link GpuContext.profileReport}. Needs the adapter's "timestamp-query" feature.
+   */
+  profile?: boolean;
   /** Where to print verbose lines (default console.error). */
   log?: (line: string) => void;
 }
@@ -105,6 +110,7 @@ export class GpuContext {
   #lost: string | null = null;
   #dummy: GPUBuffer | null = null;
   #staging = new Map<number, GPUBuffer[]>();
+  #profiler: Profiler | null = null;
   /** Dispatches recorded since creation (for benchmarks/diagnostics). */
   dispatchCount = 0;
 
@@ -128,6 +134,24 @@ export class GpuContext {
       const e = (ev as GPUUncapturedErrorEvent).error;
       console.error(`uncaptured WebGPU error: ${e.message}`);
     });
+  }
+
+  /** Starts per-dispatch GPU timing (timestamp queries); false if the device lacks them. */
+  startProfile(): boolean {
+    if (!this.device.features.has("timestamp-query")) return false;
+    this.#profiler ??= new Profiler(this);
+    return true;
+  }
+
+  /**
+   * Ends profiling: resolves the timestamps and returns GPU milliseconds per op name, sorted
+   * by total time.
+   */
+  async profileReport(): Promise<{ name: string; calls: number; ms: number }[]> {
+    const p = this.#profiler;
+    this.#profiler = null;
+    if (!p) return [];
+    return await p.report();
   }
 
   /** Adapter description line: vendor, architecture, description, fallback flag. */
@@ -299,7 +323,21 @@ export class GpuContext {
       })),
       label: name,
     });
-    if (x > 0 && y > 0 && z > 0) {
+    if (x > 0 && y > 0 && z > 0 && this.#profiler) {
+      const q = this.#profiler.slot(name);
+      const pass = this.encoder().beginComputePass({
+        timestampWrites: {
+          querySet: q.set,
+          beginningOfPassWriteIndex: q.index,
+          endOfPassWriteIndex: q.index + 1,
+        },
+      });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bg);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+      this.dispatchCount++;
+    } else if (x > 0 && y > 0 && z > 0) {
       const pass = this.#computePass();
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, bg);
@@ -470,6 +508,50 @@ export class GpuContext {
   }
 }
 
+/** Timestamp-query bookkeeping for {@link GpuContext.startProfile}. */
+class Profiler {
+  #sets: GPUQuerySet[] = [];
+  #names: string[] = [];
+  static readonly PER_SET = 4096;
+
+  constructor(readonly gpu: GpuContext) {}
+
+  slot(name: string): { set: GPUQuerySet; index: number } {
+    const i = this.#names.length;
+    const setIndex = Math.floor((2 * i) / Profiler.PER_SET);
+    if (setIndex === this.#sets.length) {
+      this.#sets.push(
+        this.gpu.device.createQuerySet({ type: "timestamp", count: Profiler.PER_SET }),
+      );
+    }
+    this.#names.push(name);
+    return { set: this.#sets[setIndex], index: (2 * i) % Profiler.PER_SET };
+  }
+
+  async report(): Promise<{ name: string; calls: number; ms: number }[]> {
+    const totals = new Map<string, { calls: number; ms: number }>();
+    for (let s = 0; s < this.#sets.length; s++) {
+      const count = Math.min(Profiler.PER_SET, 2 * this.#names.length - s * Profiler.PER_SET);
+      const buf = this.gpu.device.createBuffer({
+        size: count * 8,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
+      this.gpu.encoder().resolveQuerySet(this.#sets[s], 0, count, buf, 0);
+      const ts = new BigUint64Array(await this.gpu.readBytes(buf, 0, count * 8));
+      buf.destroy();
+      this.#sets[s].destroy();
+      for (let k = 0; k < count; k += 2) {
+        const name = this.#names[(s * Profiler.PER_SET + k) / 2];
+        const t = totals.get(name) ?? { calls: 0, ms: 0 };
+        t.calls++;
+        t.ms += Number(ts[k + 1] - ts[k]) / 1e6;
+        totals.set(name, t);
+      }
+    }
+    return [...totals].map(([name, t]) => ({ name, ...t })).sort((a, b) => b.ms - a.ms);
+  }
+}
+
 /** Workgroup counts covering `n` items, split over x and y past the per-dimension limit. */
 export function grid1d(n: number, wgSize: number, limit = 65535): [number, number] {
   const groups = Math.ceil(n / wgSize);
@@ -507,7 +589,11 @@ export async function createGpu(opts: GpuOptions = {}): Promise<GpuContext> {
   if (!adapter) {
     throw new GpuError(`no WebGPU adapter found. ${ADAPTER_HELP}`);
   }
-  const features = (opts.optionalFeatures ?? []).filter((f) => adapter.features.has(f));
+  const wanted = [
+    ...(opts.optionalFeatures ?? []),
+    ...(opts.profile ? ["timestamp-query" as const] : []),
+  ];
+  const features = wanted.filter((f) => adapter.features.has(f));
   const lim = adapter.limits;
   const device = await adapter.requestDevice({
     requiredFeatures: features,
@@ -533,5 +619,6 @@ export async function createGpu(opts: GpuOptions = {}): Promise<GpuContext> {
     );
   }
   await gpu.loadShaders(SHADER_NAMES);
+  if (opts.profile && !gpu.startProfile()) log("profiling: the adapter has no timestamp-query");
   return gpu;
 }
