@@ -18,6 +18,7 @@ const BASE: TrainInput = {
   dataset: "synthetic",
   synthetic: { seed: 0, size: "tiny" },
   model: "tiny",
+  optimizer: "sgd",
   steps: 8,
   batch: 4,
   size: 64,

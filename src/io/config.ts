@@ -43,8 +43,10 @@ export const TrainConfigSchema = z.object({
   batch: z.number().int().positive().default(16),
   size: z.number().int().min(16).default(128),
   seed: z.number().int().default(0),
-  optimizer: z.enum(["sgd", "adamw"]).default("sgd"),
-  lr: z.number().positive().default(0.05),
+  /** AdamW trains the from-scratch `tiny` best on the synthetic data; psa uses SGD. */
+  optimizer: z.enum(["sgd", "adamw"]).default("adamw"),
+  /** Base learning rate; default 1e-3 for AdamW, 0.05 for SGD (see {@link defaultLr}). */
+  lr: z.number().positive().optional(),
   momentum: z.number().min(0).max(1).default(0.9),
   weightDecay: z.number().min(0).default(1e-4),
   headLrMult: z.number().positive().default(10),
@@ -56,6 +58,11 @@ export const TrainConfigSchema = z.object({
   /** Run folder; default runs/<model>[-ocr]-<UTC timestamp>. */
   out: z.string().optional(),
 }).strict();
+
+/** The default base learning rate of an optimizer. */
+export function defaultLr(optimizer: "sgd" | "adamw"): number {
+  return optimizer === "sgd" ? 0.05 : 1e-3;
+}
 
 /** A resolved training config. */
 export type TrainConfig = z.infer<typeof TrainConfigSchema>;

@@ -8,7 +8,13 @@
 import { join } from "node:path";
 import { createGpu, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { type OcrConfig, type TrainConfig, TrainConfigSchema, validate } from "../io/config.ts";
+import {
+  defaultLr,
+  type OcrConfig,
+  type TrainConfig,
+  TrainConfigSchema,
+  validate,
+} from "../io/config.ts";
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import { loadTensors, saveTensors } from "../io/checkpoint.ts";
 import { readSafetensors } from "../io/safetensors.ts";
@@ -79,6 +85,7 @@ export type TrainInput = Partial<TrainConfig> & { resume?: boolean };
 export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<TrainResult> {
   const { resume = false, ...rest } = input;
   const cfg = validate(TrainConfigSchema, rest, "train config");
+  cfg.lr ??= defaultLr(cfg.optimizer);
   const log = hooks.log ?? ((l: string) => console.log(l));
   const out = cfg.out ?? defaultRunDir(cfg);
   cfg.out = out;
@@ -246,6 +253,7 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
     peakPoolBytes: peak,
     checkpoint: ckptPath,
   };
+  if (step >= cfg.steps) await writeJsonAtomic(join(out, "summary.json"), result);
   log(
     `done: ${step} steps in ${fmtDuration(seconds)} (${ips.toFixed(1)} img/s), final loss ` +
       `${result.finalLoss.toFixed(4)}, val mAP ${
