@@ -3,8 +3,8 @@
 // need no copy. Three kernels share the bindings and the parameter block:
 //
 // - `naive`: one invocation per output element (the benchmark reference).
-// - `tiled`: a workgroup computes a TM x TN tile from TK-deep slices staged in workgroup memory;
-//   each invocation owns a 4 x 4 register block (the fast path on real GPUs).
+// - `tiled`: a workgroup computes a 128 x 128 tile from TK-deep slices staged in workgroup
+//   memory; each invocation owns an 8 x 8 register block (meant for real GPUs).
 // - `transpose`: copies B into a dense [batch, K, nPad] buffer (C), so that `rb` can read
 //   transposed or unaligned B operands with vec4 loads along n.
 // - `rb`: register blocking without workgroup memory. Each invocation computes an RM x RN block
@@ -86,14 +86,18 @@ fn naive(@builtin(global_invocation_id) gid: vec3u) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// tiled: a 16 x 16 workgroup computes a 64 x 64 tile of C; each invocation a 4 x 4 block whose
-// rows and columns are strided by 16 so that workgroup-memory reads are conflict-free.
+// tiled: a 16 x 16 workgroup computes a 128 x 128 tile of C from TK-deep slices of A and B
+// staged in workgroup memory; each invocation owns an 8 x 8 block whose rows and columns are
+// strided by 16 (conflict-free reads). Staging reads consecutive addresses with consecutive
+// invocations (along k for k-contiguous operands, along m / n otherwise); the A tile rows are
+// padded by one so that k-fast stores do not collide in one bank.
 
-const TM = 64u;
-const TN = 64u;
-const TK = 16u;
-var<workgroup> As: array<f32, 1024>; // TK * TM, k-major
-var<workgroup> Bs: array<f32, 1024>; // TK * TN, k-major
+const TM = 128u;
+const TN = 128u;
+const TK = 8u;
+const TMP = 129u; // padded row of the A tile
+var<workgroup> As: array<f32, 1032>; // TK * TMP, k-major
+var<workgroup> Bs: array<f32, 1032>; // TK * (TN + 1), k-major
 
 @compute @workgroup_size(16, 16)
 fn tiled(
@@ -106,11 +110,9 @@ fn tiled(
   let nBase = wid.x * TN;
   let aB = p.aOff + b * p.aBatch;
   let bB = p.bOff + b * p.bBatch;
-  var acc: array<array<f32, 4>, 4>;
+  var acc: array<array<f32, 8>, 8>;
   for (var k0 = 0u; k0 < p.K; k0 += TK) {
     // 1024 values per operand tile, 256 invocations: 4 each; out-of-range values are zero.
-    // Consecutive invocations read consecutive addresses: along k when the operand is
-    // k-contiguous, along m / n otherwise.
     for (var r = 0u; r < 4u; r++) {
       let e = li + r * 256u;
       var kk = e / TM;
@@ -124,7 +126,7 @@ fn tiled(
       if (m < p.M && k0 + kk < p.K) {
         av = lda(aB + m * p.aSM + (k0 + kk) * p.aSK);
       }
-      As[kk * TM + mm] = av;
+      As[kk * TMP + mm] = av;
       var kb = e / TN;
       var nn = e % TN;
       if (p.bSK == 1u) {
@@ -136,18 +138,18 @@ fn tiled(
       if (n < p.N && k0 + kb < p.K) {
         bv = ldb(bB + (k0 + kb) * p.bSK + n * p.bSN);
       }
-      Bs[kb * TN + nn] = bv;
+      Bs[kb * TMP + nn] = bv;
     }
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk++) {
-      var av: array<f32, 4>;
-      var bv: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) {
-        av[i] = As[kk * TM + lid.y + 16u * i];
-        bv[i] = Bs[kk * TN + lid.x + 16u * i];
+      var av: array<f32, 8>;
+      var bv: array<f32, 8>;
+      for (var i = 0u; i < 8u; i++) {
+        av[i] = As[kk * TMP + lid.y + 16u * i];
+        bv[i] = Bs[kk * TMP + lid.x + 16u * i];
       }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
+      for (var i = 0u; i < 8u; i++) {
+        for (var j = 0u; j < 8u; j++) {
           acc[i][j] = fma(av[i], bv[j], acc[i][j]);
         }
       }
@@ -155,9 +157,9 @@ fn tiled(
     workgroupBarrier();
   }
   let cB = p.cOff + b * p.cBatch;
-  for (var i = 0u; i < 4u; i++) {
+  for (var i = 0u; i < 8u; i++) {
     let m = mBase + lid.y + 16u * i;
-    for (var j = 0u; j < 4u; j++) {
+    for (var j = 0u; j < 8u; j++) {
       let n = nBase + lid.x + 16u * j;
       if (m < p.M && n < p.N) {
         store(cB + m * p.cSM + n, acc[i][j]);

@@ -20,11 +20,11 @@
  * channels (partial sums accumulated) inside each op.
  * @module
  */
-import { type BufferRange, type GpuContext, grid1d } from "../gpu/context.ts";
+import type { BufferRange, GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import type { Rng } from "../rng.ts";
 import type { Ctx, Layer, Param } from "./layer.ts";
-import { gemm, isCpuAdapter, matmulVariant } from "./matmul.ts";
+import { gemm, isCpuAdapter } from "./matmul.ts";
 
 /** A number for both spatial dimensions, or [y, x]. */
 export type Pair = number | readonly [number, number];
@@ -103,7 +103,13 @@ const pair = (v: Pair | undefined, dflt: number, what: string): [number, number]
 };
 
 /** Output size of a convolution along one dimension (PyTorch's formula). */
-export function convOutSize(size: number, k: number, stride: number, pad: number, dil: number) {
+export function convOutSize(
+  size: number,
+  k: number,
+  stride: number,
+  pad: number,
+  dil: number,
+): number {
   return Math.floor((size + 2 * pad - dil * (k - 1) - 1) / stride) + 1;
 }
 
@@ -147,14 +153,11 @@ export type ConvStyle = "cpu" | "gpu";
 const styleOverride = new WeakMap<GpuContext, ConvStyle>();
 
 /**
- * The block style for this adapter: follows the matmul choice (`rb` → cpu, `tiled` → gpu; see
- * `tuneMatmul`), unless set with {@link setConvStyle}.
+ * The block style for this adapter: `cpu` on CPU adapters (see `isCpuAdapter`), `gpu`
+ * otherwise, unless set with {@link setConvStyle}.
  */
 export function convStyle(gpu: GpuContext): ConvStyle {
-  const o = styleOverride.get(gpu);
-  if (o) return o;
-  const v = matmulVariant(gpu);
-  return v === "tiled" ? "gpu" : v === "rb" ? "cpu" : isCpuAdapter(gpu) ? "cpu" : "gpu";
+  return styleOverride.get(gpu) ?? (isCpuAdapter(gpu) ? "cpu" : "gpu");
 }
 
 /** Forces the block style for this context (`null`: follow the adapter). */
@@ -184,8 +187,6 @@ export function pickConvBlock(
   r: number,
   oh: number,
   ow: number,
-  kh: number,
-  kw: number,
   n = 1,
 ): ConvBlock {
   if (style === "gpu") return { ro: 4, py: 1, px: pickWidth(ow, 2, 4) };
@@ -195,8 +196,6 @@ export function pickConvBlock(
   let py = oh > 1 ? 2 : 1;
   const blocks = (p: number) => Math.ceil(oh / p) * Math.ceil(ow / px) * Math.ceil(r / ro) * n;
   if (py > 1 && blocks(py) < 32) py = 1;
-  void kh;
-  void kw;
   return { ro, py, px };
 }
 
@@ -290,7 +289,7 @@ export function fwdDefines(
       setup.push(Array.from({ length: b.px }, (_, x) => `var a${o}_${y}_${x} = 0.0;`).join(" "));
     }
   }
-  const fmas = (y: number, ky: number, wName: (kx: number, g4: number) => string) => {
+  const fmas = (y: number, wName: (kx: number, g4: number) => string) => {
     for (let kx = 0; kx < g.kw; kx++) {
       for (let x = 0; x < b.px; x++) {
         const l = x * g.sx + kx * g.dx;
@@ -303,7 +302,6 @@ export function fwdDefines(
         body.push("  " + line.join(" "));
       }
     }
-    void ky;
   };
   if (taps > 0 && rowsMode) {
     for (let ky = 0; ky < g.kh; ky++) {
@@ -323,7 +321,7 @@ export function fwdDefines(
       }
       for (let y = 0; y < b.py; y++) {
         for (let ky = 0; ky < g.kh; ky++) {
-          if (y * g.sy + ky * g.dy === r) fmas(y, ky, (kx, q) => `w${ky}_${kx}_${q}`);
+          if (y * g.sy + ky * g.dy === r) fmas(y, (kx, q) => `w${ky}_${kx}_${q}`);
         }
       }
       body.push(`}`);
@@ -347,7 +345,7 @@ export function fwdDefines(
         body.push(`    let x${l} = select(0.0, X[xq + uy + ux${l}], vy && vx${l});`);
       }
       const at = body.length;
-      fmas(y, 0, (kx, q) => `w${kx}_${q}`);
+      fmas(y, (kx, q) => `w${kx}_${q}`);
       for (let i = at; i < body.length; i++) body[i] = "  " + body[i];
       body.push(`  }`);
     }
@@ -906,7 +904,7 @@ export function conv2d(
   }
   const style = convStyle(gpu);
   const block = {
-    ...pickConvBlock(style, g.o, g.oh, g.ow, g.kh, g.kw, g.n),
+    ...pickConvBlock(style, g.o, g.oh, g.ow, g.n),
     ...opts.block,
   };
   const rp = Math.ceil(g.o / block.ro) * block.ro;
@@ -1046,7 +1044,7 @@ export function conv2dGradInput(
     const oh = Math.ceil((g.h - ph.ry) / g.sy);
     const ow = Math.ceil((g.w - ph.rx) / g.sx);
     const block = {
-      ...pickConvBlock(style, g.c, oh, ow, ph.ty.nt, ph.tx.nt, g.n),
+      ...pickConvBlock(style, g.c, oh, ow, g.n),
       ...opts.block,
     };
     const rp = Math.ceil(g.c / block.ro) * block.ro;
@@ -1130,8 +1128,10 @@ export function conv2dGradWeight(
     });
     return out;
   }
-  if (isPointwise(g) && (opts.matmul1x1 ?? true) && !opts.wgradBlock) {
-    // dW (O x C) = sum_n dY[n] (O x HW) · X[n]ᵀ (HW x C).
+  const style = convStyle(gpu);
+  if (isPointwise(g) && (opts.matmul1x1 ?? true) && !opts.wgradBlock && style === "cpu") {
+    // dW (O x C) = sum_n dY[n] (O x HW) · X[n]ᵀ (HW x C): one GEMM per image, accumulated
+    // (on GPUs the split wgrad kernel exposes more parallelism than these small GEMMs).
     const hw = g.h * g.w;
     for (let n = 0; n < g.n; n++) {
       gemm(gpu, {
@@ -1148,7 +1148,6 @@ export function conv2dGradWeight(
     }
     return out;
   }
-  const style = convStyle(gpu);
   const b: WgradBlock = {
     ...pickWgradBlock(style, g.o, g.c, g.kh, g.kw),
     ...opts.wgradBlock,
@@ -1392,7 +1391,38 @@ function naive(
 // ---------------------------------------------------------------------------------------------
 // CPU references (f64).
 
-/** CPU reference of {@link conv2d}. */
+/**
+ * Calls `f(yi, xi, wi)` for every (output element, input element, weight element) triple of
+ * a convolution that contributes a product (zero padding skipped): flat NCHW / OIHW indices.
+ */
+function forEachProduct(g: Geom, f: (yi: number, xi: number, wi: number) => void): void {
+  for (let n = 0; n < g.n; n++) {
+    for (let o = 0; o < g.o; o++) {
+      for (let oy = 0; oy < g.oh; oy++) {
+        for (let ox = 0; ox < g.ow; ox++) {
+          const yi = ((n * g.o + o) * g.oh + oy) * g.ow + ox;
+          for (let c = 0; c < g.c; c++) {
+            for (let ky = 0; ky < g.kh; ky++) {
+              const iy = oy * g.sy - g.py + ky * g.dy;
+              if (iy < 0 || iy >= g.h) continue;
+              for (let kx = 0; kx < g.kw; kx++) {
+                const ix = ox * g.sx - g.px + kx * g.dx;
+                if (ix < 0 || ix >= g.w) continue;
+                f(
+                  yi,
+                  ((n * g.c + c) * g.h + iy) * g.w + ix,
+                  ((o * g.c + c) * g.kh + ky) * g.kw + kx,
+                );
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/** CPU reference of {@link conv2d} (f64). */
 export function conv2dRef(
   x: ArrayLike<number>,
   xShape: readonly number[],
@@ -1403,32 +1433,12 @@ export function conv2dRef(
 ): Float64Array {
   const g = geometry("conv2dRef", xShape, wShape, opts);
   const y = new Float64Array(g.n * g.o * g.oh * g.ow);
-  for (let n = 0; n < g.n; n++) {
-    for (let o = 0; o < g.o; o++) {
-      for (let oy = 0; oy < g.oh; oy++) {
-        for (let ox = 0; ox < g.ow; ox++) {
-          let s = bias ? bias[o] : 0;
-          for (let c = 0; c < g.c; c++) {
-            for (let ky = 0; ky < g.kh; ky++) {
-              const iy = oy * g.sy - g.py + ky * g.dy;
-              if (iy < 0 || iy >= g.h) continue;
-              for (let kx = 0; kx < g.kw; kx++) {
-                const ix = ox * g.sx - g.px + kx * g.dx;
-                if (ix < 0 || ix >= g.w) continue;
-                s += w[((o * g.c + c) * g.kh + ky) * g.kw + kx] *
-                  x[((n * g.c + c) * g.h + iy) * g.w + ix];
-              }
-            }
-          }
-          y[((n * g.o + o) * g.oh + oy) * g.ow + ox] = s;
-        }
-      }
-    }
-  }
+  if (bias) y.forEach((_, i) => y[i] = bias[Math.floor(i / (g.oh * g.ow)) % g.o]);
+  forEachProduct(g, (yi, xi, wi) => y[yi] += w[wi] * x[xi]);
   return y;
 }
 
-/** CPU reference of {@link conv2dGradInput} (the transpose of {@link conv2dRef}). */
+/** CPU reference of {@link conv2dGradInput} (the transpose of {@link conv2dRef}; f64). */
 export function conv2dGradInputRef(
   dy: ArrayLike<number>,
   w: ArrayLike<number>,
@@ -1438,31 +1448,11 @@ export function conv2dGradInputRef(
 ): Float64Array {
   const g = geometry("conv2dGradInputRef", xShape, wShape, opts);
   const dx = new Float64Array(g.n * g.c * g.h * g.w);
-  for (let n = 0; n < g.n; n++) {
-    for (let o = 0; o < g.o; o++) {
-      for (let oy = 0; oy < g.oh; oy++) {
-        for (let ox = 0; ox < g.ow; ox++) {
-          const d = dy[((n * g.o + o) * g.oh + oy) * g.ow + ox];
-          for (let c = 0; c < g.c; c++) {
-            for (let ky = 0; ky < g.kh; ky++) {
-              const iy = oy * g.sy - g.py + ky * g.dy;
-              if (iy < 0 || iy >= g.h) continue;
-              for (let kx = 0; kx < g.kw; kx++) {
-                const ix = ox * g.sx - g.px + kx * g.dx;
-                if (ix < 0 || ix >= g.w) continue;
-                dx[((n * g.c + c) * g.h + iy) * g.w + ix] += d *
-                  w[((o * g.c + c) * g.kh + ky) * g.kw + kx];
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  forEachProduct(g, (yi, xi, wi) => dx[xi] += dy[yi] * w[wi]);
   return dx;
 }
 
-/** CPU reference of {@link conv2dGradWeight}. */
+/** CPU reference of {@link conv2dGradWeight} (f64). */
 export function conv2dGradWeightRef(
   x: ArrayLike<number>,
   dy: ArrayLike<number>,
@@ -1472,27 +1462,7 @@ export function conv2dGradWeightRef(
 ): Float64Array {
   const g = geometry("conv2dGradWeightRef", xShape, wShape, opts);
   const dw = new Float64Array(g.o * g.c * g.kh * g.kw);
-  for (let n = 0; n < g.n; n++) {
-    for (let o = 0; o < g.o; o++) {
-      for (let oy = 0; oy < g.oh; oy++) {
-        for (let ox = 0; ox < g.ow; ox++) {
-          const d = dy[((n * g.o + o) * g.oh + oy) * g.ow + ox];
-          for (let c = 0; c < g.c; c++) {
-            for (let ky = 0; ky < g.kh; ky++) {
-              const iy = oy * g.sy - g.py + ky * g.dy;
-              if (iy < 0 || iy >= g.h) continue;
-              for (let kx = 0; kx < g.kw; kx++) {
-                const ix = ox * g.sx - g.px + kx * g.dx;
-                if (ix < 0 || ix >= g.w) continue;
-                dw[((o * g.c + c) * g.kh + ky) * g.kw + kx] += d *
-                  x[((n * g.c + c) * g.h + iy) * g.w + ix];
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  forEachProduct(g, (yi, xi, wi) => dw[wi] += dy[yi] * x[xi]);
   return dw;
 }
 
@@ -1511,12 +1481,17 @@ export function conv2dGradBiasRef(dy: ArrayLike<number>, shape: readonly number[
 export interface Conv2dLayerOptions {
   /** Name prefix of the parameters, e.g. `layer1.0.conv1` → `layer1.0.conv1.weight`. */
   name: string;
+  /** Input channels. */
   inChannels: number;
+  /** Output channels. */
   outChannels: number;
   /** Kernel size. */
   kernel: Pair;
+  /** Default 1. */
   stride?: Pair;
+  /** Zero padding per side, default 0. */
   padding?: Pair;
+  /** Default 1. */
   dilation?: Pair;
   /** Whether the layer has a bias (default false, as in torchvision's ResNet convs). */
   bias?: boolean;
@@ -1530,11 +1505,14 @@ export interface Conv2dLayerOptions {
  * (PyTorch's default). Weight decay applies to the weight, not to the bias.
  */
 export class Conv2d implements Layer {
+  /** `<name>.weight`, [O, I, KH, KW]. */
   readonly weight: Param;
+  /** `<name>.bias`, [O], or null. */
   readonly bias: Param | null;
   /** Geometry passed to the ops. */
   readonly geometry: Conv2dOptions;
 
+  /** Creates and initialises the parameters from `rng`. */
   constructor(readonly gpu: GpuContext, readonly options: Conv2dLayerOptions, rng: Rng) {
     const { inChannels: ci, outChannels: co, name } = options;
     const [kh, kw] = pair(options.kernel, 1, "kernel");
@@ -1604,6 +1582,7 @@ export class Conv2d implements Layer {
     if (this.bias) conv2dGradBias(this.gpu, dy, { out: this.bias.grad });
   }
 
+  /** The weight, then the bias if any. */
   params(): Param[] {
     return this.bias ? [this.weight, this.bias] : [this.weight];
   }

@@ -26,6 +26,7 @@ export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["naive", "rb", "tiled"
 
 /** One strided operand of {@link gemm}: element (i, j) of batch b is at `off + b·sB + i·s0 + j·s1`. */
 export interface GemmOperand {
+  /** The buffer holding the operand. */
   buffer: GPUBuffer;
   /** Offset in elements. */
   off: number;
@@ -37,9 +38,13 @@ export interface GemmOperand {
 export interface GemmSpec {
   /** Op name for error messages. */
   name?: string;
+  /** Rows of A and C. */
   M: number;
+  /** Columns of B and C. */
   N: number;
+  /** Columns of A, rows of B. */
   K: number;
+  /** Number of products. */
   batch: number;
   /** A (m, k) at `off + b·sB + m·sM + k·sK`. */
   a: GemmOperand & { sM: number; sK: number };
@@ -57,7 +62,9 @@ export interface GemmSpec {
 
 /** A register block of the `rb` kernel: rm rows x rn columns per invocation. */
 export interface RbBlock {
+  /** Rows per invocation (4, 8 or 16). */
   rm: number;
+  /** Columns per invocation (4, 8 or 16). */
   rn: number;
 }
 
@@ -320,15 +327,10 @@ function operandDefines(aVec: boolean, bVec: boolean): Record<string, string> {
   };
 }
 
-const plainDefinesCache = new Map<string, Record<string, string | number>>();
-/** Defines for the naive and tiled kernels (scalar operands, a minimal rb body). */
+let plainDefinesCache: Record<string, string | number> | null = null;
+/** Defines for the naive, tiled and transpose kernels (scalar operands, a minimal rb body). */
 function plainDefines(): Record<string, string | number> {
-  let d = plainDefinesCache.get("plain");
-  if (!d) {
-    d = rbDefines({ rm: 1, rn: 1 }, "s", "s");
-    plainDefinesCache.set("plain", d);
-  }
-  return d;
+  return plainDefinesCache ??= rbDefines({ rm: 1, rn: 1 }, "s", "s");
 }
 
 const rbCache = new Map<string, Record<string, string | number>>();
@@ -576,7 +578,7 @@ function dispatchGemm(gpu: GpuContext, s: GemmSpec, variant: MatmulVariant, p: P
       outputs: [c.range],
       params: gemmParams(p, a, b, c, 0, 0),
       workgroups: tiled
-        ? [Math.ceil(p.N / 64), Math.ceil(p.M / 64), p.batch]
+        ? [Math.ceil(p.N / 128), Math.ceil(p.M / 128), p.batch]
         : [Math.ceil(p.N / 8), Math.ceil(p.M / 8), p.batch],
     });
     return;
