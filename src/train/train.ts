@@ -8,6 +8,7 @@
 import { join } from "node:path";
 import { createGpu, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
+import { tuneMatmul } from "../nn/matmul.ts";
 import {
   defaultLr,
   type OcrConfig,
@@ -102,6 +103,7 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
 
   const data = await openTrainingData(cfg, log);
   const gpu = hooks.gpu ?? await createGpu();
+  await tuneMatmul(gpu); // picks the matmul variant for this adapter (cached per adapter)
   const model = createModel(gpu, {
     arch: cfg.model,
     numClasses: data.numClasses,

@@ -16,7 +16,7 @@ import { type Arch, buildBackbone, type Sequential } from "./resnet.ts";
 export interface ModelOptions {
   arch: Arch;
   numClasses: number;
-  /** Default: 8 for tiny, 16 for the resnets. */
+  /** Default 16 (the dilated last stage); 8 dilates the last two stages. */
   outputStride?: 8 | 16;
   /** Seed of the Kaiming initialisation. Default 0. */
   seed?: number;
@@ -138,7 +138,7 @@ export function createModel(gpu: GpuContext, opts: ModelOptions): CamNet {
   return new CamNet(gpu, {
     arch: opts.arch,
     numClasses: opts.numClasses,
-    outputStride: opts.outputStride ?? (opts.arch === "tiny" ? 8 : 16),
+    outputStride: opts.outputStride ?? 16,
     seed: opts.seed ?? 0,
     frozenBn: opts.frozenBn ?? false,
   });

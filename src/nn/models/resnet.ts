@@ -210,7 +210,9 @@ const DEPTHS: Record<Exclude<Arch, "tiny">, [number, number, number, number]> = 
 
 /**
  * Builds a backbone. `outputStride` 16 dilates the last stage, 8 the last two (resnets);
- * `tiny` is a 4-stage ResNet-style net (16-32-64-128 channels) with output stride 8 or 16.
+ * `tiny` is a 4-stage ResNet-style net (16-32-64-128 channels) with output stride 16 or 8.
+ * Dilated stages dilate every block (DeepLab/psa convention; torchvision's
+ * `replace_stride_with_dilation` keeps the previous dilation in a stage's first block).
  */
 export function buildBackbone(
   gpu: GpuContext,
