@@ -28,14 +28,7 @@ import type { BufferRange, GpuContext } from "../gpu/context.ts";
 import { f32bits } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkLabels, type LabelMap } from "./confusion.ts";
-import {
-  checkNumClasses,
-  GpuCounters,
-  pixelChunks,
-  tagWords,
-  u8Range,
-  writeNow,
-} from "./counters.ts";
+import { checkNumClasses, GpuCounters, pixelChunks, tagWords, u8Range } from "./counters.ts";
 
 /** One image's CAMs for evaluation. */
 export interface CamSample {
@@ -236,14 +229,14 @@ function recordCamState(
   let camBuffer: GPUBuffer;
   if (s.cam instanceof Float32Array) {
     camBuffer = pool.acquire(s.cam.byteLength, "eval-cam");
-    writeNow(gpu, camBuffer, s.cam);
+    gpu.upload(camBuffer, s.cam);
   } else {
     camBuffer = s.cam.buffer;
   }
   let gt: GPUBuffer | null = null;
   if (s.gt) {
     gt = pool.acquire(Math.ceil(n / 4) * 4, "eval-gt");
-    writeNow(gpu, gt, s.gt.data);
+    gpu.upload(gt, s.gt.data);
   }
   const max = pool.acquire(C * 4, "eval-cam-max");
   gpu.clear(max, 0, C * 4);

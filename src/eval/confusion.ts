@@ -14,14 +14,7 @@
  * @module
  */
 import type { BufferRange, GpuContext } from "../gpu/context.ts";
-import {
-  checkNumClasses,
-  GpuCounters,
-  pixelChunks,
-  tagWords,
-  u8Range,
-  writeNow,
-} from "./counters.ts";
+import { checkNumClasses, GpuCounters, pixelChunks, tagWords, u8Range } from "./counters.ts";
 
 /** A u8 label map (the shape `decodeLabelPng` returns). */
 export interface LabelMap {
@@ -216,12 +209,12 @@ export class MaskEvaluator {
     const pred = pool.acquire(bytes, "eval-pred");
     const gt = pool.acquire(bytes, "eval-gt");
     try {
-      writeNow(this.gpu, pred, s.pred.data);
-      writeNow(this.gpu, gt, s.gt.data);
+      this.gpu.upload(pred, s.pred.data);
+      this.gpu.upload(gt, s.gt.data);
       await this.addPacked(s.id, n, { buffer: pred }, { buffer: gt }, s.tags);
     } finally {
-      // Whoever reuses these buffers next flushes before writing (writeNow) or records an
-      // ordered copy (gpu.upload): either way after this dispatch.
+      // Whoever reuses these buffers next records an ordered copy (gpu.upload) or dispatch,
+      // which runs after this one.
       pool.release(pred);
       pool.release(gt);
     }
