@@ -76,5 +76,7 @@ export { decodeLabelPng, encodeLabelPng, VOC_PALETTE } from "./src/data/png.ts";
 export { train, type TrainResult } from "./src/train/train.ts";
 export { type TrainConfig, TrainConfigSchema } from "./src/io/config.ts";
 export * from "./src/eval/mod.ts";
+export { computeCams, evaluate, loadCamModel, recordImageCams } from "./src/cam/mod.ts";
+export { tuneMatmul } from "./src/nn/matmul.ts";
 export { meanAveragePrecision } from "./src/eval/classification.ts";
 export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";

@@ -24,6 +24,8 @@ await runMain(async () => {
     seeds: { type: "string" },
     steps: { type: "string" },
     config: { type: "string" },
+    "ocr-lambda": { type: "string" },
+    "ocr-start": { type: "string" },
     split: { type: "string" },
     sweep: { type: "string" },
     limit: { type: "string" },
@@ -39,7 +41,13 @@ await runMain(async () => {
     "--seeds",
   );
   const jobs = validate(z.number().int().min(1).max(16), numFlag("jobs", f.jobs) ?? 1, "--jobs");
-  const base = await resolveTrainConfig(f.config, { steps: numFlag("steps", f.steps) });
+  const base = await resolveTrainConfig(f.config, {
+    steps: numFlag("steps", f.steps),
+    ocr: {
+      lambda: numFlag("ocr-lambda", f["ocr-lambda"]),
+      start: numFlag("ocr-start", f["ocr-start"]),
+    },
+  });
   const evalOpts = {
     split: f.split ?? "val",
     sweep: f.sweep ?? "0.05:0.6:0.05",

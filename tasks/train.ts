@@ -9,7 +9,7 @@ import { train } from "../src/train/train.ts";
 const USAGE =
   `usage: deno task train [--config cfg.json] [--data DIR] [--dataset voc|coco|synthetic]
   [--model tiny|resnet18|resnet34|resnet50] [--weights FILE.safetensors] [--out runs/NAME]
-  [--steps N] [--batch B] [--size PX] [--lr LR] [--seed S] [--ocr] [--ocr-lambda L] [--resume]`;
+  [--steps N] [--batch B] [--size PX] [--lr LR] [--seed S] [--ocr] [--ocr-lambda L] [--ocr-start F] [--resume]`;
 
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
@@ -27,6 +27,7 @@ await runMain(async () => {
     optimizer: { type: "string" },
     ocr: { type: "boolean" },
     "ocr-lambda": { type: "string" },
+    "ocr-start": { type: "string" },
     "log-every": { type: "string" },
     resume: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -48,8 +49,12 @@ await runMain(async () => {
     seed: numFlag("seed", f.seed),
     optimizer: f.optimizer,
     logEvery: numFlag("log-every", f["log-every"]),
-    ocr: f.ocr !== undefined || f["ocr-lambda"] !== undefined
-      ? { enabled: f.ocr ?? true, lambda: numFlag("ocr-lambda", f["ocr-lambda"]) }
+    ocr: f.ocr !== undefined || f["ocr-lambda"] !== undefined || f["ocr-start"] !== undefined
+      ? {
+        enabled: f.ocr ?? true,
+        lambda: numFlag("ocr-lambda", f["ocr-lambda"]),
+        start: numFlag("ocr-start", f["ocr-start"]),
+      }
       : undefined,
   };
   let cfgPath = f.config;
