@@ -13,9 +13,10 @@ import { benchKernels } from "../src/bench/kernels.ts";
 import { benchData } from "../src/bench/data.ts";
 import { benchEval } from "../src/bench/eval.ts";
 import { benchTrain } from "../src/bench/train.ts";
+import { benchCam } from "../src/bench/cam.ts";
 import { type BenchRow, formatTable } from "../src/bench/table.ts";
 
-const SECTIONS = ["runtime", "kernels", "data", "eval", "train"] as const;
+const SECTIONS = ["runtime", "kernels", "data", "eval", "cam", "train"] as const;
 const USAGE = `usage: deno task bench [--quick] [--only ${SECTIONS.join(",")}] [--out bench.json]`;
 
 await runMain(async () => {
@@ -51,6 +52,10 @@ await runMain(async () => {
   await run("kernels", () => benchKernels(gpu, { quick, log }));
   await run("data", () => benchData({ log, size: quick ? "tiny" : "small" }));
   await run("eval", () => benchEval(gpu));
+  await run(
+    "cam",
+    () => benchCam(gpu, quick ? { cases: [{ arch: "tiny", size: 128, images: 4 }], reps: 1 } : {}),
+  );
   await run("train", () => benchTrain(gpu, { quick }));
   console.log(`\nall sections (${adapter}):\n${formatTable(rows)}`);
   const out = f.out ?? "bench.json";
