@@ -49,6 +49,27 @@ Deno.test("safetensors reads F16 and BF16 as f32", () => {
   assertEquals(Math.abs(b[1] - 3.140625) < 1e-6, true);
 });
 
+Deno.test("safetensors reads integer and F64 tensors as f32 (torchvision's num_batches_tracked)", () => {
+  const bytes = withHeader({
+    n: { dtype: "I64", shape: [], data_offsets: [0, 8] },
+    d: { dtype: "F64", shape: [1], data_offsets: [8, 16] },
+    i: { dtype: "I32", shape: [2], data_offsets: [16, 24] },
+    b: { dtype: "BOOL", shape: [1], data_offsets: [24, 25] },
+  }, 25);
+  const dv = new DataView(bytes.buffer, bytes.length - 25);
+  dv.setBigInt64(0, 12345n, true);
+  dv.setFloat64(8, -0.5, true);
+  dv.setInt32(16, -7, true);
+  dv.setInt32(20, 9, true);
+  dv.setUint8(24, 1);
+  const st = parseSafetensors(bytes);
+  assertEquals(Array.from(st.tensors.get("n")!.data), [12345]);
+  assertEquals(st.tensors.get("n")!.shape, []);
+  assertEquals(Array.from(st.tensors.get("d")!.data), [-0.5]);
+  assertEquals(Array.from(st.tensors.get("i")!.data), [-7, 9]);
+  assertEquals(Array.from(st.tensors.get("b")!.data), [1]);
+});
+
 Deno.test("malformed safetensors files give errors naming the file and problem", async () => {
   const cases: [Uint8Array, string][] = [
     [new Uint8Array(4), "too short"],
@@ -61,7 +82,7 @@ Deno.test("malformed safetensors files give errors naming the file and problem",
       "runs past the end",
     ],
     [withHeader("x").map((v, i) => i === 8 ? 0x7b : v), "not valid JSON"],
-    [withHeader({ t: { dtype: "I64", shape: [1], data_offsets: [0, 8] } }, 8), "unsupported dtype"],
+    [withHeader({ t: { dtype: "C64", shape: [1], data_offsets: [0, 8] } }, 8), "unsupported dtype"],
     [withHeader({ t: { dtype: "F32", shape: [2], data_offsets: [0, 4] } }, 4), "needs 8 bytes"],
     [withHeader({ t: { dtype: "F32", shape: [1], data_offsets: [0, 8] } }, 4), "outside"],
     [

@@ -1,7 +1,8 @@
 /**
  * safetensors reader/writer: 8-byte little-endian header length, a JSON header mapping names
  * to `{dtype, shape, data_offsets}` (plus an optional `__metadata__` of string → string), then
- * raw little-endian data. Reads F32, F16 and BF16 (converted to f32); writes F32.
+ * raw little-endian data. Reads F64, F32, F16, BF16 and the integer/bool dtypes (all converted
+ * to f32, so a raw torchvision state_dict with its I64 `num_batches_tracked` loads); writes F32.
  * @module
  */
 import { writeFileAtomic } from "./atomic.ts";
@@ -23,7 +24,18 @@ export class SafetensorsError extends Error {
   override name = "SafetensorsError";
 }
 
-const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
+const DTYPE_BYTES: Record<string, number> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
 const MAX_HEADER = 100 * 1024 * 1024;
 
 function f16ToF32(h: number): number {
@@ -71,7 +83,10 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
     if (typeof e !== "object" || e === null) fail(`tensor "${name}": entry is not an object`);
     const dtype = e.dtype as string;
     if (!(dtype in DTYPE_BYTES)) {
-      fail(`tensor "${name}": unsupported dtype ${JSON.stringify(e.dtype)} (F32, F16, BF16)`);
+      fail(
+        `tensor "${name}": unsupported dtype ${JSON.stringify(e.dtype)} ` +
+          `(${Object.keys(DTYPE_BYTES).join(", ")})`,
+      );
     }
     const shape = e.shape as number[];
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
@@ -99,6 +114,18 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
       for (let i = 0; i < count; i++) out[i] = tv.getFloat32(i * 4, true);
     } else if (dtype === "F16") {
       for (let i = 0; i < count; i++) out[i] = f16ToF32(tv.getUint16(i * 2, true));
+    } else if (dtype === "F64") {
+      for (let i = 0; i < count; i++) out[i] = tv.getFloat64(i * 8, true);
+    } else if (dtype === "I64") {
+      for (let i = 0; i < count; i++) out[i] = Number(tv.getBigInt64(i * 8, true));
+    } else if (dtype === "I32") {
+      for (let i = 0; i < count; i++) out[i] = tv.getInt32(i * 4, true);
+    } else if (dtype === "I16") {
+      for (let i = 0; i < count; i++) out[i] = tv.getInt16(i * 2, true);
+    } else if (dtype === "I8") {
+      for (let i = 0; i < count; i++) out[i] = tv.getInt8(i);
+    } else if (dtype === "U8" || dtype === "BOOL") {
+      for (let i = 0; i < count; i++) out[i] = tv.getUint8(i);
     } else {
       const u = new Uint32Array(1);
       const f = new Float32Array(u.buffer);
