@@ -47,17 +47,24 @@ export async function timeTrainStep(
   const tags = Tensor.fromArray(gpu, tagArr, [c.batch, C]);
   const prior = c.ocr ? Tensor.fromArray(gpu, cooccurrence(tagLists, C), [C, C]) : null;
   const ocr = OcrConfigSchema.parse({ enabled: c.ocr });
-  let ocPixels = 0;
+  let last: ReturnType<typeof recordTrainStep> | null = null;
   const step = async () => {
-    const r = recordTrainStep(gpu, model, opt, params, { x, tags, lr: 1e-4, prior, ocr });
-    const l = await r.lossCls.read();
-    if (r.ocPixels) ocPixels = (await r.ocPixels.read())[0];
+    if (last) {
+      last.lossCls.dispose();
+      last.lossOcr?.dispose();
+      last.ocPixels?.dispose();
+    }
+    // One readback per step, as in training with logEvery 1 (the OC count is read at the end).
+    last = recordTrainStep(gpu, model, opt, params, { x, tags, lr: 1e-4, prior, ocr });
+    const l = await last.lossCls.read();
     if (!Number.isFinite(l[0])) throw new Error(`bench step gave loss ${l[0]}`);
-    r.lossCls.dispose();
-    r.lossOcr?.dispose();
-    r.ocPixels?.dispose();
   };
   const ms = await timeMedian(step, reps, warmup);
+  const r = last as ReturnType<typeof recordTrainStep> | null;
+  const ocPixels = r?.ocPixels ? (await r.ocPixels.read())[0] : 0;
+  r?.lossCls.dispose();
+  r?.lossOcr?.dispose();
+  r?.ocPixels?.dispose();
   [x, tags].forEach((t) => t.dispose());
   prior?.dispose();
   opt.dispose();
@@ -66,8 +73,8 @@ export async function timeTrainStep(
 }
 
 /**
- * Training images/s for `tiny` at 128/224/320 px (batch 16) and `resnet50` at 224 px (batch 8),
- * and the OCR overhead of a `tiny` step at 128 px. `quick` keeps only the small cases.
+ * Training images/s for `tiny` at 128/224/320 px (batch 16) and `resnet50` at 224 px (batch 8).
+ * `quick` keeps only the small case.
  */
 export async function benchTrain(
   gpu: GpuContext,
@@ -90,7 +97,18 @@ export async function benchTrain(
       note: `${ms.toFixed(0)} ms/step`,
     });
   }
-  // OCR overhead: the same step with and without OCR, interleaved to share machine noise.
+  return rows;
+}
+
+/**
+ * OCR overhead: a `tiny` 128 px batch-16 step with and without OCR, interleaved rounds so both
+ * share the machine's noise; the median of each.
+ */
+export async function benchOcr(
+  gpu: GpuContext,
+  opts: { quick?: boolean } = {},
+): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
   const base: StepCase = { arch: "tiny", size: 128, batch: 16, ocr: false };
   const without: number[] = [];
   const withOcr: number[] = [];
