@@ -15,6 +15,12 @@ import { Rng } from "../rng.ts";
 import { recordTrainStep } from "../train/train.ts";
 import { type BenchRow, timeMedian } from "./table.ts";
 
+/** Figures DESIGN §2 reports for PyTorch on this project's 2-core CPU (not measured here). */
+const PYTORCH_CPU: Record<string, string> = {
+  "tiny@128": "; PyTorch CPU ≈ 400 img/s (DESIGN §2, not this run)",
+  "resnet50@224": "; PyTorch CPU ≈ 10 img/s (DESIGN §2, not this run)",
+};
+
 /** One training-step configuration. */
 export interface StepCase {
   arch: Arch;
@@ -94,7 +100,7 @@ export async function benchTrain(
       name: `${c.arch} ${c.size}px batch ${c.batch}`,
       value: (c.batch * 1000) / ms,
       unit: "img/s",
-      note: `${ms.toFixed(0)} ms/step`,
+      note: `${ms.toFixed(0)} ms/step${PYTORCH_CPU[`${c.arch}@${c.size}`] ?? ""}`,
     });
   }
   return rows;
