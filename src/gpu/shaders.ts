@@ -18,6 +18,7 @@ export const SHADER_NAMES = [
   "optim",
   "ocr",
   "cam",
+  "affinity",
 ] as const;
 
 /** The URL of a shader file. */
