@@ -80,3 +80,39 @@ export { computeCams, evaluate, loadCamModel, recordImageCams } from "./src/cam/
 export { tuneMatmul } from "./src/nn/matmul.ts";
 export { meanAveragePrecision } from "./src/eval/classification.ts";
 export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";
+
+// Option and result types referenced by the exports above.
+export type { BaseOptimizer, LrMultipliers } from "./src/optim/sgd.ts";
+export type { AugmentOptions, ColorJitter } from "./src/data/augment.ts";
+export type { BatchOptions } from "./src/data/stream.ts";
+export type { EnsureSyntheticOptions, SynthOptions, SynthSize } from "./src/data/synthetic.ts";
+export type { OpenDatasetOptions } from "./src/data/dataset.ts";
+export type { SkippedItem } from "./src/data/base.ts";
+export type { LabelImage } from "./src/data/png.ts";
+export type {
+  Conv2dLayerOptions,
+  Conv2dOptions,
+  ConvBlock,
+  ConvOutOptions,
+  ConvVariant,
+  GradWeightOptions,
+  Pair,
+  WgradBlock,
+} from "./src/nn/conv.ts";
+export type { MatmulOptions, MatmulTuning, MatmulVariant } from "./src/nn/matmul.ts";
+export type { MaxPoolOptions, MaxPoolResult, Size2 } from "./src/nn/pool.ts";
+export type { ResizeOptions } from "./src/nn/resize.ts";
+export type { PointwiseOptions } from "./src/nn/pointwise.ts";
+export type { Buffer } from "./src/nn/layer.ts";
+export type { Sequential } from "./src/nn/models/resnet.ts";
+export type { OcrCallOptions, OcrGradMode, OcrNorm, OcrReferenceResult } from "./src/losses/ocr.ts";
+export type { HostTensor, SafeTensors } from "./src/io/safetensors.ts";
+export type { NamedTensor } from "./src/io/checkpoint.ts";
+export type { TrainHooks, TrainInput } from "./src/train/train.ts";
+export type { CamHooks, CamRunResult, ImageCamOptions, LoadedCamModel } from "./src/cam/extract.ts";
+export {
+  type CamRunInput,
+  CamRunSchema,
+  type EvaluateInput,
+  EvaluateSchema,
+} from "./src/cam/options.ts";
