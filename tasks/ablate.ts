@@ -1,13 +1,15 @@
 /**
  * `deno task ablate`: trains `tiny` with and without OCR for 3 seeds on the built-in synthetic
  * data, evaluates the CAM pseudo masks of each run with the shared eval code and prints the
- * table (mean ± std). Resumable; `--jobs N` runs N trainings as parallel processes.
+ * table (mean ± std). Without --config it trains with ABLATION_DEFAULTS (the README table's
+ * setting). Resumable; `--jobs N` runs N trainings as parallel processes.
  */
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import { resolveTrainConfig, validate } from "../src/io/config.ts";
 import {
+  ABLATION_DEFAULTS,
   ablationRuns,
   type AblationScore,
   runAblation,
@@ -16,7 +18,8 @@ import {
 
 const USAGE =
   `usage: deno task ablate [--out runs/ablate] [--seeds 0,1,2] [--steps N] [--config cfg.json]
-  [--split val] [--sweep 0.05:0.6:0.05] [--limit N] [--jobs N] [--only SETTING-sSEED]`;
+  [--ocr-lambda L] [--ocr-start F] [--split val] [--sweep 0.05:0.6:0.05] [--limit N] [--jobs N]
+  [--only SETTING-sSEED]`;
 
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
@@ -42,6 +45,7 @@ await runMain(async () => {
   );
   const jobs = validate(z.number().int().min(1).max(16), numFlag("jobs", f.jobs) ?? 1, "--jobs");
   const base = await resolveTrainConfig(f.config, {
+    ...(f.config ? {} : ABLATION_DEFAULTS),
     steps: numFlag("steps", f.steps),
     ocr: {
       lambda: numFlag("ocr-lambda", f["ocr-lambda"]),

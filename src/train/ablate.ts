@@ -12,6 +12,16 @@ import type { TrainConfig } from "../io/config.ts";
 import { evaluate } from "../cam/evaluate.ts";
 import { checkpointMetadata, train } from "./train.ts";
 
+/**
+ * Training settings of the published ablation table (README), applied under a config file
+ * and flags: batch 16 with scale 0.9–1.1 and colour jitter 0.2. Pinned here so that a change
+ * of the main job's defaults does not silently change what `deno task ablate` reproduces.
+ */
+export const ABLATION_DEFAULTS = {
+  batch: 16,
+  augment: { scaleRange: [0.9, 1.1], flip: true, colorJitter: 0.2 },
+} as const;
+
 /** One ablation run. */
 export interface AblationRun {
   setting: "baseline" | "ocr";
