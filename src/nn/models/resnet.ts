@@ -114,18 +114,10 @@ class Residual implements Layer {
     const { cm, cd, ca } = ctx.meta as { cm: Ctx; cd: Ctx | null; ca: Ctx };
     const g = this.add.backward(ca, dy);
     const dxm = this.main.backward(cm, g);
-    if (this.down && cd) {
-      const dxs = this.down.backward(cd, g);
-      g.dispose();
-      const out = pointwise(this.gpu, "add", [dxm, dxs]);
-      dxm.dispose();
-      dxs.dispose();
-      ctx.release();
-      return out;
-    }
-    const out = pointwise(this.gpu, "add", [dxm, g]);
-    dxm.dispose();
-    g.dispose();
+    // The shortcut's gradient: through the downsample path, or g itself (identity).
+    const dxs = this.down && cd ? this.down.backward(cd, g) : g.retain();
+    const out = pointwise(this.gpu, "add", [dxm, dxs]);
+    for (const t of [g, dxm, dxs]) t.dispose();
     ctx.release();
     return out;
   }
@@ -137,6 +129,22 @@ class Residual implements Layer {
   buffers(): Buffer[] {
     return [...this.main.buffers(), ...(this.down?.buffers() ?? [])];
   }
+}
+
+/** torchvision's shortcut: 1x1 conv + batchnorm when the shape changes, else identity (null). */
+function downsample(
+  b: Builder,
+  p: string,
+  inC: number,
+  outC: number,
+  stride: number,
+): Sequential | null {
+  return stride !== 1 || inC !== outC
+    ? new Sequential([
+      conv(b, `${p}.downsample.0`, inC, outC, 1, stride),
+      bn(b, `${p}.downsample.1`, outC),
+    ])
+    : null;
 }
 
 function basicBlock(
@@ -154,13 +162,7 @@ function basicBlock(
     conv(b, `${p}.conv2`, outC, outC, 3, 1, dilation),
     bn(b, `${p}.bn2`, outC),
   ]);
-  const down = stride !== 1 || inC !== outC
-    ? new Sequential([
-      conv(b, `${p}.downsample.0`, inC, outC, 1, stride),
-      bn(b, `${p}.downsample.1`, outC),
-    ])
-    : null;
-  return new Residual(b.gpu, main, down);
+  return new Residual(b.gpu, main, downsample(b, p, inC, outC, stride));
 }
 
 function bottleneck(
@@ -182,13 +184,7 @@ function bottleneck(
     conv(b, `${p}.conv3`, planes, outC, 1),
     bn(b, `${p}.bn3`, outC),
   ]);
-  const down = stride !== 1 || inC !== outC
-    ? new Sequential([
-      conv(b, `${p}.downsample.0`, inC, outC, 1, stride),
-      bn(b, `${p}.downsample.1`, outC),
-    ])
-    : null;
-  return new Residual(b.gpu, main, down);
+  return new Residual(b.gpu, main, downsample(b, p, inC, outC, stride));
 }
 
 /** Backbone architectures. */
