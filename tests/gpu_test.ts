@@ -189,3 +189,15 @@ Deno.test("profiling times each dispatch by op name", async () => {
   assertEquals(rep.every((r) => r.ms >= 0), true);
   gpu.destroy();
 });
+
+Deno.test("readRanges reads several ranges in one readback", async () => {
+  const gpu = await testGpu();
+  const a = Tensor.fromArray(gpu, [1, 2, 3], [3]);
+  const b = Tensor.fromArray(gpu, [4.5], [1]);
+  const [ra, rb, rs] = await gpu.readRanges([a.binding(), b.binding(), a.slice(1, 2)]);
+  assertEquals(Array.from(new Float32Array(ra)), [1, 2, 3]);
+  assertEquals(Array.from(new Float32Array(rb)), [4.5]);
+  assertEquals(Array.from(new Float32Array(rs)), [2, 3]);
+  a.dispose();
+  b.dispose();
+});

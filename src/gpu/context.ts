@@ -436,17 +436,38 @@ export class GpuContext {
     offset = 0,
     size = buffer.size - offset,
   ): Promise<ArrayBuffer> {
-    const padded = Math.ceil(size / 4) * 4;
+    return (await this.readRanges([{ buffer, offset, size }]))[0];
+  }
+
+  /**
+   * Reads several byte ranges back with one staging buffer and one await (each await of the
+   * queue costs ~11 ms on CPU adapters). Flushes first.
+   */
+  async readRanges(ranges: BufferRange[]): Promise<ArrayBuffer[]> {
+    const spans = ranges.map((r) => {
+      const size = r.size ?? r.buffer.size - (r.offset ?? 0);
+      return { ...r, size, padded: Math.ceil(size / 4) * 4 };
+    });
+    const starts: number[] = [];
+    let total = 0;
+    for (const s of spans) {
+      starts.push(total);
+      total += s.padded;
+    }
     const staging = this.device.createBuffer({
-      size: padded,
+      size: Math.max(4, total),
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       label: "readback",
     });
-    this.encoder().copyBufferToBuffer(buffer, offset, staging, 0, padded);
+    const enc = this.encoder();
+    spans.forEach((s, i) => {
+      if (s.padded) enc.copyBufferToBuffer(s.buffer, s.offset ?? 0, staging, starts[i], s.padded);
+    });
     this.flush();
     try {
       await staging.mapAsync(GPUMapMode.READ);
-      const out = staging.getMappedRange().slice(0, size);
+      const mapped = staging.getMappedRange();
+      const out = spans.map((s, i) => mapped.slice(starts[i], starts[i] + s.size));
       staging.unmap();
       await this.checkErrors();
       return out;

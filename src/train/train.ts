@@ -192,9 +192,11 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
     const isLog = step % cfg.logEvery === 0 || step === cfg.steps;
     const isCkpt = step % cfg.ckptEvery === 0 || step === cfg.steps;
     if (isLog || isCkpt) {
-      const lc = (await lossCls.read())[0];
-      const lo = lossOcr ? (await lossOcr.read())[0] : 0;
-      const oc = ocPixels ? (await ocPixels.read())[0] : 0;
+      // One readback for all logged scalars.
+      const scalars = [lossCls, lossOcr, ocPixels].filter((t) => t !== null);
+      const values = (await gpu.readRanges(scalars.map((t) => t.binding())))
+        .map((b) => new Float32Array(b)[0]);
+      const [lc, lo = 0, oc = 0] = values;
       const total = lc + lo;
       const el = (performance.now() - t0) / 1000;
       if (!Number.isFinite(total)) {
