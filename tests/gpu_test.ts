@@ -51,6 +51,26 @@ Deno.test("pointwise ops match their TypeScript references", async (t) => {
   }
 });
 
+Deno.test("pointwise backward entries match finite differences of their forward", () => {
+  // Each `X_bwd` entry takes (forward output y, dy) and must equal dy · dX/dx.
+  const xs = [-2.5, -1, -0.3, -1e-3, 1e-3, 0.4, 1.7];
+  const checked: string[] = [];
+  for (const [name, op] of Object.entries(POINTWISE)) {
+    if (!name.endsWith("_bwd")) continue;
+    checked.push(name);
+    const fwd = POINTWISE[name.slice(0, -4) as PointwiseName];
+    const f = (x: number) => fwd.ref(x, 0, 0, 0, 0);
+    for (const x of xs) {
+      const fd = (f(x + 1e-6) - f(x - 1e-6)) / 2e-6;
+      const got = op.ref(f(x), 0.8, 0, 0, 0);
+      if (Math.abs(got - 0.8 * fd) > 1e-5) {
+        throw new Error(`${name} at x=${x}: ${got} vs finite difference ${0.8 * fd}`);
+      }
+    }
+  }
+  assertEquals(checked.sort(), ["elu_bwd", "relu_bwd", "sigmoid_bwd"]);
+});
+
 Deno.test("in-place pointwise and splitting past an artificial binding limit", async () => {
   const gpu = await createGpu({ maxBindingBytes: 1024, debug: true });
   const n = 1000; // 4000 bytes: four chunks of 256 floats

@@ -1,6 +1,6 @@
 /**
- * ReLU layer and the residual add(+ReLU) of ResNet blocks, on the pointwise op table
- * (`relu`, `relu_bwd`, `add`, `add_relu`).
+ * ReLU and ELU layers and the residual add(+ReLU) of ResNet blocks, on the pointwise op table
+ * (`relu`, `relu_bwd`, `elu`, `elu_bwd`, `add`, `add_relu`).
  *
  * Backward uses the forward's output y, not its input: relu'(x) = [x > 0] = [y > 0], so an
  * in-place forward (y written over x) loses nothing backward needs.
@@ -21,34 +21,56 @@ export interface ActivationOptions {
   inplace?: boolean;
 }
 
-/** `ReLU` layer: y = max(x, 0); backward dx = dy·[y > 0] from the saved output. */
-export class ReLU implements Layer {
+/**
+ * A pointwise activation layer on the op table: `fwd` forward, `bwd` backward from the saved
+ * output (both ReLU and ELU have derivatives expressible through their output).
+ */
+export class Activation implements Layer {
   readonly inplace: boolean;
 
-  constructor(readonly gpu: GpuContext, opts: ActivationOptions = {}) {
+  constructor(
+    readonly gpu: GpuContext,
+    readonly fwd: "relu" | "elu",
+    readonly bwd: "relu_bwd" | "elu_bwd",
+    opts: ActivationOptions = {},
+  ) {
     this.inplace = opts.inplace ?? false;
   }
 
-  /** Applies ReLU (in place when configured); saves the output in ctx. */
+  /** Applies the activation (in place when configured); saves the output in ctx. */
   forward(x: Tensor, ctx: Ctx | null): Tensor {
     const y = this.inplace
-      ? pointwise(this.gpu, "relu", [x], { out: x }).retain()
-      : pointwise(this.gpu, "relu", [x]);
+      ? pointwise(this.gpu, this.fwd, [x], { out: x }).retain()
+      : pointwise(this.gpu, this.fwd, [x]);
     ctx?.save(y);
     return y;
   }
 
-  /** dx = dy where the output was positive, else 0; releases ctx. */
+  /** dx from the saved output and dy; releases ctx. */
   backward(ctx: Ctx, dy: Tensor): Tensor {
     const [y] = ctx.saved;
-    const dx = pointwise(this.gpu, "relu_bwd", [y, dy]);
+    const dx = pointwise(this.gpu, this.bwd, [y, dy]);
     ctx.release();
     return dx;
   }
 
-  /** ReLU has no parameters. */
+  /** No parameters. */
   params(): Param[] {
     return [];
+  }
+}
+
+/** `ReLU` layer: y = max(x, 0); backward dx = dy·[y > 0] from the saved output. */
+export class ReLU extends Activation {
+  constructor(gpu: GpuContext, opts: ActivationOptions = {}) {
+    super(gpu, "relu", "relu_bwd", opts);
+  }
+}
+
+/** `ELU` layer (alpha 1, psa's AffinityNet heads); backward dx = dy·(y > 0 ? 1 : y + 1). */
+export class ELU extends Activation {
+  constructor(gpu: GpuContext, opts: ActivationOptions = {}) {
+    super(gpu, "elu", "elu_bwd", opts);
   }
 }
 

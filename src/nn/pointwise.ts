@@ -36,6 +36,18 @@ export const POINTWISE = {
   sigmoid: { arity: 1, wgsl: "1.0 / (1.0 + exp(-a))", ref: (a) => 1 / (1 + Math.exp(-a)) },
   /** a = forward output y, b = dy. */
   sigmoid_bwd: { arity: 2, wgsl: "b * a * (1.0 - a)", ref: (a, b) => b * a * (1 - a) },
+  /** ELU (alpha 1): a for a > 0, else exp(a) - 1. */
+  elu: {
+    arity: 1,
+    wgsl: "select(exp(a) - 1.0, a, a > 0.0)",
+    ref: (a) => (a > 0 ? a : Math.expm1(a)),
+  },
+  /** a = forward output y (elu'(x) = y + 1 where x <= 0), b = dy. */
+  elu_bwd: {
+    arity: 2,
+    wgsl: "select(b * (a + 1.0), b, a > 0.0)",
+    ref: (a, b) => (a > 0 ? b : b * (a + 1)),
+  },
   /** Residual add with ReLU: relu(a + b). */
   add_relu: { arity: 2, wgsl: "max(a + b, 0.0)", ref: (a, b) => Math.max(a + b, 0) },
 } as const satisfies Record<string, PointwiseOp>;
