@@ -196,6 +196,11 @@ export interface Backbone {
   channels: number;
   /** Total stride of the features. */
   stride: number;
+  /**
+   * The four residual stages (layer1..layer4): `end` is the index in `net.layers` one past
+   * the stage's last block, with the stage's output channels and total stride.
+   */
+  stages: { end: number; channels: number; stride: number }[];
 }
 
 const DEPTHS: Record<Exclude<Arch, "tiny">, [number, number, number, number]> = {
@@ -228,11 +233,15 @@ export function buildBackbone(
     const strides = [1, 2, 2, os === 16 ? 2 : 1];
     const dil = [1, 1, 1, os === 16 ? 1 : 2];
     let inC = widths[0];
+    let stride = 2;
+    const stages: Backbone["stages"] = [];
     widths.forEach((w, i) => {
       layers.push(basicBlock(b, `layer${i + 1}.0`, inC, w, strides[i], dil[i]));
       inC = w;
+      stride *= strides[i];
+      stages.push({ end: layers.length, channels: w, stride });
     });
-    return { net: new Sequential(layers), channels: inC, stride: os };
+    return { net: new Sequential(layers), channels: inC, stride: os, stages };
   }
   const depth = DEPTHS[arch];
   const isBottleneck = arch === "resnet50";
@@ -246,6 +255,8 @@ export function buildBackbone(
   const stageStride = [1, 2, os === 8 ? 1 : 2, 1];
   const stageDil = [1, 1, os === 8 ? 2 : 1, os === 8 ? 4 : 2];
   let inC = 64;
+  let stride = 4;
+  const stages: Backbone["stages"] = [];
   for (let s = 0; s < 4; s++) {
     for (let i = 0; i < depth[s]; i++) {
       const p = `layer${s + 1}.${i}`;
@@ -258,6 +269,8 @@ export function buildBackbone(
         inC = planes[s];
       }
     }
+    stride *= stageStride[s];
+    stages.push({ end: layers.length, channels: inC, stride });
   }
-  return { net: new Sequential(layers), channels: inC, stride: os };
+  return { net: new Sequential(layers), channels: inC, stride: os, stages };
 }

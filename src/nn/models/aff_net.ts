@@ -1,0 +1,246 @@
+/**
+ * AffinityNet (psa, Ahn & Kwak, CVPR 2018): a backbone at output stride 8 whose last three
+ * stages each feed a 1x1 conv + ELU branch (psa's f8_3, f8_4, f8_5), concatenated and fused by
+ * a 1x1 conv + ELU (psa's f9) into the affinity features. Pairwise affinities of these
+ * features ({@link pairwiseAffinity}) are trained with psa's affinity loss.
+ *
+ * Differences from psa, all small: the backbone is one of ours (`tiny` by default, whose
+ * second-last-but-one stage is at stride 4 and is bilinearly resized to the stride-8 grid);
+ * the fuse conv over the concatenation is stored as one weight block per branch
+ * (`f9.K.weight`, [D, C_K, 1, 1]), which is the same linear map without a concat op. Branch
+ * and fuse layers are the `head` learning-rate group (psa: 10x). f9 is Xavier-uniform
+ * initialised with gain 4, as in psa.
+ * @module
+ */
+import type { GpuContext } from "../../gpu/context.ts";
+import type { Tensor } from "../../gpu/tensor.ts";
+import { loadTensors, type NamedTensor } from "../../io/checkpoint.ts";
+import { Rng } from "../../rng.ts";
+import { ELU } from "../activation.ts";
+import { Conv2d } from "../conv.ts";
+import { type Buffer, Ctx, type Param } from "../layer.ts";
+import { pointwise } from "../pointwise.ts";
+import { resizeBilinear, resizeBilinearBackward } from "../resize.ts";
+import { type Arch, buildBackbone, Sequential } from "./resnet.ts";
+
+/** Options of {@link createAffinityNet}. */
+export interface AffinityNetOptions {
+  arch: Arch;
+  /** Seed of the initialisation. Default 0. */
+  seed?: number;
+  /** psa-style frozen batchnorm. Default false. */
+  frozenBn?: boolean;
+  /** Branch widths for the last three stages (default: psa's 64/128/256, or 32/64/128 for tiny). */
+  branchWidths?: [number, number, number];
+}
+
+/** One branch: a backbone segment, its 1x1 conv + ELU, and its block of the fuse conv. */
+interface Branch {
+  segment: Sequential;
+  conv: Conv2d;
+  elu: ELU;
+  fuse: Conv2d;
+}
+
+/** psa's AffinityNet: features for pairwise affinities (see the module doc). */
+export class AffinityNet {
+  readonly branches: Branch[];
+  /** Everything of the backbone before the first branch's stage. */
+  readonly stem: Sequential;
+  readonly fuseElu: ELU;
+  /** Feature channels D. */
+  readonly featureChannels: number;
+  /** Output stride of the features (8). */
+  readonly stride = 8;
+
+  constructor(readonly gpu: GpuContext, readonly options: Required<AffinityNetOptions>) {
+    const rng = new Rng(options.seed);
+    const bb = buildBackbone(gpu, options.arch, {
+      outputStride: 8,
+      rng,
+      frozenBn: options.frozenBn,
+    });
+    const stages = bb.stages.slice(1); // layer2, layer3, layer4
+    const layers = bb.net.layers;
+    this.stem = new Sequential(layers.slice(0, bb.stages[0].end));
+    const widths = options.branchWidths;
+    const D = widths.reduce((a, b) => a + b, 0);
+    this.featureChannels = D;
+    const head = (name: string, inC: number, outC: number) =>
+      new Conv2d(gpu, {
+        name,
+        inChannels: inC,
+        outChannels: outC,
+        kernel: 1,
+        bias: false,
+        group: "head",
+      }, rng);
+    let start = bb.stages[0].end;
+    this.branches = stages.map((st, k) => {
+      const segment = new Sequential(layers.slice(start, st.end));
+      start = st.end;
+      return {
+        segment,
+        conv: head(`f8.${k}`, st.channels, widths[k]),
+        elu: new ELU(gpu),
+        fuse: head(`f9.${k}`, widths[k], D),
+      };
+    });
+    // psa: xavier_uniform_(f9.weight, gain=4) over the whole [D, D] weight.
+    const bound = 4 * Math.sqrt(6 / (D + D));
+    for (const b of this.branches) {
+      const w = b.fuse.weight.value;
+      const data = new Float32Array(w.size);
+      for (let i = 0; i < data.length; i++) data[i] = rng.uniform(-bound, bound);
+      w.write(data);
+    }
+    this.fuseElu = new ELU(gpu);
+  }
+
+  /**
+   * Affinity features [B, D, ceil(H/8), ceil(W/8)] of images `x` [B, 3, H, W]; with a ctx
+   * (training) saves what backward needs.
+   */
+  forward(x: Tensor, ctx: Ctx | null): Tensor {
+    const cs = ctx ? new Ctx() : null;
+    let h = this.stem.forward(x, cs);
+    const outs: Tensor[] = [];
+    const subs: Ctx[][] = [];
+    for (const b of this.branches) {
+      const c = ctx ? [new Ctx(), new Ctx(), new Ctx(), new Ctx()] : null;
+      const next = b.segment.forward(h, c?.[0] ?? null);
+      h.dispose();
+      h = next;
+      outs.push(h.retain());
+      if (c) subs.push(c);
+    }
+    h.dispose();
+    const [, , fh, fw] = outs[outs.length - 1].shape;
+    let sum: Tensor | null = null;
+    const inShapes: number[][] = [];
+    this.branches.forEach((b, k) => {
+      const c = ctx ? subs[k] : null;
+      let s = outs[k];
+      inShapes.push([...s.shape]);
+      if (s.shape[2] !== fh || s.shape[3] !== fw) {
+        const r = resizeBilinear(this.gpu, s, { size: [fh, fw] });
+        s.dispose();
+        s = r;
+      }
+      const f = b.conv.forward(s, c?.[1] ?? null);
+      s.dispose();
+      const e = b.elu.forward(f, c?.[2] ?? null);
+      f.dispose();
+      const z = b.fuse.forward(e, c?.[3] ?? null);
+      e.dispose();
+      if (sum) {
+        pointwise(this.gpu, "add", [sum, z], { out: sum });
+        z.dispose();
+      } else sum = z;
+    });
+    const cf = ctx ? new Ctx() : null;
+    const feat = this.fuseElu.forward(sum!, cf);
+    sum!.dispose();
+    if (ctx) Object.assign(ctx.meta, { cs, subs, cf, inShapes, size: [fh, fw] });
+    return feat;
+  }
+
+  /** Backward from the feature gradient; writes every parameter's gradient; releases ctx. */
+  backward(ctx: Ctx, dFeat: Tensor): void {
+    const { cs, subs, cf, inShapes, size } = ctx.meta as {
+      cs: Ctx;
+      subs: Ctx[][];
+      cf: Ctx;
+      inShapes: number[][];
+      size: [number, number];
+    };
+    const dSum = this.fuseElu.backward(cf, dFeat);
+    // Gradient into each stage's output from its branch.
+    const dStage = this.branches.map((b, k) => {
+      const c = subs[k];
+      const de = b.fuse.backward(c[3], dSum);
+      const df = b.elu.backward(c[2], de);
+      de.dispose();
+      let ds = b.conv.backward(c[1], df);
+      df.dispose();
+      const shape = inShapes[k];
+      if (shape[2] !== size[0] || shape[3] !== size[1]) {
+        const r = resizeBilinearBackward(this.gpu, ds, shape, { size });
+        ds.dispose();
+        ds = r;
+      }
+      return ds;
+    });
+    dSum.dispose();
+    // Back through the segments, last to first, adding each stage's branch gradient.
+    let g: Tensor | null = null;
+    for (let k = this.branches.length - 1; k >= 0; k--) {
+      if (g) {
+        pointwise(this.gpu, "add", [g, dStage[k]], { out: g });
+        dStage[k].dispose();
+      } else g = dStage[k];
+      const dx = this.branches[k].segment.backward(subs[k][0], g);
+      g.dispose();
+      g = dx;
+    }
+    const dx = this.stem.backward(cs, g!);
+    g!.dispose();
+    dx.dispose();
+    ctx.release();
+  }
+
+  /** Trainable parameters: backbone (stem, stages) then branch and fuse convs. */
+  params(): Param[] {
+    return [
+      ...this.stem.params(),
+      ...this.branches.flatMap((b) => b.segment.params()),
+      ...this.branches.flatMap((b) => [...b.conv.params(), ...b.fuse.params()]),
+    ];
+  }
+
+  /** Batchnorm running statistics. */
+  buffers(): Buffer[] {
+    return [...this.stem.buffers(), ...this.branches.flatMap((b) => b.segment.buffers())];
+  }
+
+  /** Every tensor of the model's state by name (params then buffers). */
+  stateTensors(): NamedTensor[] {
+    return [
+      ...this.params().map((p) => ({ name: p.name, value: p.value })),
+      ...this.buffers().map((b) => ({ name: b.name, value: b.value })),
+    ];
+  }
+
+  /**
+   * Loads the backbone (torchvision names) from a CAM classifier checkpoint or converted
+   * ImageNet weights; the classifier, optimizer state and torchvision's `fc.*` are ignored,
+   * the branch and fuse convs keep their initialisation.
+   */
+  async loadBackbone(path: string): Promise<void> {
+    await loadTensors(path, this.stateTensors(), {
+      allowMissing: (n) => n.startsWith("f8.") || n.startsWith("f9."),
+      ignoreUnexpected: (n) =>
+        n.startsWith("classifier.") || n.startsWith("optim.") || n.startsWith("fc.") ||
+        n.endsWith(".num_batches_tracked"),
+    });
+  }
+
+  /** Frees every parameter, gradient and buffer. */
+  dispose(): void {
+    for (const p of this.params()) {
+      p.value.dispose();
+      p.grad.dispose();
+    }
+    for (const b of this.buffers()) b.value.dispose();
+  }
+}
+
+/** Builds an AffinityNet (see the module doc). */
+export function createAffinityNet(gpu: GpuContext, opts: AffinityNetOptions): AffinityNet {
+  return new AffinityNet(gpu, {
+    arch: opts.arch,
+    seed: opts.seed ?? 0,
+    frozenBn: opts.frozenBn ?? false,
+    branchWidths: opts.branchWidths ?? (opts.arch === "tiny" ? [32, 64, 128] : [64, 128, 256]),
+  });
+}
