@@ -59,6 +59,44 @@ export const TrainConfigSchema = z.object({
   out: z.string().optional(),
 }).strict();
 
+/** AffinityNet training (psa's second stage; `deno task affinity`). */
+export const AffinityConfigSchema = z.object({
+  /** CAM folder written by `deno task cam` (holds cam.json and cams/<id>.safetensors). */
+  cams: z.string().min(1),
+  /** Backbone initialisation (a CAM or ImageNet checkpoint); default: the CAMs' checkpoint. */
+  init: z.string().min(1).optional(),
+  /** Start from random weights instead of `init`. */
+  scratch: z.boolean().default(false),
+  /** Backbone; default: the CAM run's. */
+  model: z.enum(["tiny", "resnet18", "resnet34", "resnet50"]).optional(),
+  steps: z.number().int().positive().default(300),
+  batch: z.number().int().positive().default(8),
+  /** Crop side; default: the CAM run's training size. */
+  size: z.number().int().min(16).optional(),
+  seed: z.number().int().min(0).default(0),
+  optimizer: z.enum(["sgd", "adamw"]).default("adamw"),
+  /** Base learning rate; default 1e-3 for AdamW, 0.05 for SGD. */
+  lr: z.number().positive().optional(),
+  momentum: z.number().min(0).max(1).default(0.9),
+  weightDecay: z.number().min(0).default(1e-4),
+  headLrMult: z.number().positive().default(10),
+  /** psa's low background exponent: its confident foreground. */
+  loAlpha: z.number().positive().default(4),
+  /** psa's high background exponent: its confident background. */
+  hiAlpha: z.number().positive().default(24),
+  /** Pair radius on the stride-8 feature grid (psa: 5). */
+  radius: z.number().int().min(2).max(16).default(5),
+  logEvery: z.number().int().positive().default(10),
+  ckptEvery: z.number().int().positive().default(100),
+  prefetch: z.number().int().positive().default(4),
+  augment: AugmentSchema.default({ scaleRange: [0.9, 1.1], flip: true, colorJitter: 0.2 }),
+  /** Run folder; default <cams>/../affinity. */
+  out: z.string().optional(),
+}).strict();
+
+/** A resolved AffinityNet training config. */
+export type AffinityConfig = z.infer<typeof AffinityConfigSchema>;
+
 /** The default base learning rate of an optimizer. */
 export function defaultLr(optimizer: "sgd" | "adamw"): number {
   return optimizer === "sgd" ? 0.05 : 1e-3;

@@ -92,14 +92,7 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
   cfg.out = out;
   const ckptPath = join(out, CKPT);
   const jsonlPath = join(out, "train.jsonl");
-  if (!resume && await exists(ckptPath)) {
-    throw new TrainError(
-      `${out} already holds a run (${CKPT}); pass --resume to continue it or choose another --out`,
-    );
-  }
-  if (resume && !await exists(ckptPath)) {
-    throw new TrainError(`--resume: no checkpoint ${ckptPath} to resume from`);
-  }
+  await checkRunFolder(out, ckptPath, resume);
 
   const data = await openTrainingData(cfg, log);
   const gpu = hooks.gpu ?? await createGpu();
@@ -324,8 +317,27 @@ export function recordTrainStep(
   return { lossCls, lossOcr, ocPixels, camShape };
 }
 
+/**
+ * Checks a run folder before training: a fresh run must not overwrite a checkpoint, a resumed
+ * one needs it. Errors say which flag to use.
+ */
+export async function checkRunFolder(out: string, ckptPath: string, resume: boolean) {
+  if (!resume && await exists(ckptPath)) {
+    throw new TrainError(
+      `${out} already holds a run (${ckptPath}); pass --resume to continue it or choose ` +
+        `another --out`,
+    );
+  }
+  if (resume && !await exists(ckptPath)) {
+    throw new TrainError(`--resume: no checkpoint ${ckptPath} to resume from`);
+  }
+}
+
 /** The configured optimizer: SGD with momentum (psa) or AdamW; head group at headLrMult. */
-export function createOptimizer(gpu: GpuContext, cfg: TrainConfig): Optimizer {
+export function createOptimizer(
+  gpu: GpuContext,
+  cfg: Pick<TrainConfig, "optimizer" | "momentum" | "weightDecay" | "headLrMult">,
+): Optimizer {
   const lrMult = { head: cfg.headLrMult };
   return cfg.optimizer === "sgd"
     ? new SGD(gpu, { momentum: cfg.momentum, weightDecay: cfg.weightDecay, lrMult })
@@ -339,7 +351,7 @@ export function defaultRunDir(cfg: TrainConfig): string {
 }
 
 /** Keeps the lines of train.jsonl up to `step` (a resumed run regenerates the rest). */
-async function truncateJsonl(path: string, step: number): Promise<void> {
+export async function truncateJsonl(path: string, step: number): Promise<void> {
   const text = await exists(path) ? await Deno.readTextFile(path) : "";
   const kept = text.split("\n").filter((l) => l.trim() && JSON.parse(l).step <= step);
   await writeTextAtomic(path, kept.map((l) => l + "\n").join(""));

@@ -1,0 +1,107 @@
+/**
+ * Reading a CAM folder written by `deno task cam` (src/cam/extract.ts): its `cam.json` (which
+ * checkpoint and dataset split the CAMs come from) and the per-image normalised tagged CAMs
+ * `cams/<id>.safetensors`, with errors naming the file and the fix.
+ * @module
+ */
+import { join } from "node:path";
+import { z } from "npm:zod@4.6.7";
+import { validate } from "../io/config.ts";
+import { readSafetensors, SafetensorsError } from "../io/safetensors.ts";
+import { CamError } from "./options.ts";
+
+const CamJsonSchema = z.object({
+  ckpt: z.string().nullable().optional(),
+  dataset: z.enum(["voc", "coco"]),
+  root: z.string().min(1),
+  split: z.string().min(1),
+  cams: z.string().nullable().optional(),
+  images: z.number().int().min(0),
+}).loose();
+
+/** What a CAM folder's cam.json says. */
+export interface CamFolder {
+  /** The folder. */
+  dir: string;
+  /** The CAM classifier checkpoint the CAMs came from, if recorded. */
+  ckpt: string | null;
+  kind: "voc" | "coco";
+  root: string;
+  split: string;
+  /** Images with CAMs: the first `images` ids of the split (deno task cam --limit). */
+  images: number;
+}
+
+/** Reads and checks a CAM folder's cam.json; errors name the file and the fix. */
+export async function readCamFolder(dir: string): Promise<CamFolder> {
+  const path = join(dir, "cam.json");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CamError(
+        `${dir} is not a CAM folder: no ${path} (write one with deno task cam --ckpt ...)`,
+      );
+    }
+    throw new CamError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new CamError(`${path}: not valid JSON: ${(e as Error).message}`);
+  }
+  const c = validate(CamJsonSchema, json, path);
+  if (c.cams === null) {
+    throw new CamError(`${path}: the CAMs were written with --no-cams; rerun deno task cam`);
+  }
+  return {
+    dir,
+    ckpt: c.ckpt ?? null,
+    kind: c.dataset,
+    root: c.root,
+    split: c.split,
+    images: c.images,
+  };
+}
+
+/** One image's normalised tagged CAMs from a CAM folder. */
+export interface ImageCams {
+  /** [T, height, width], values in [0, 1]. */
+  cams: Float32Array;
+  /** The T classes (0-based). */
+  classes: number[];
+  height: number;
+  width: number;
+}
+
+/** Reads `<dir>/cams/<id>.safetensors` (see src/cam/extract.ts); errors name the file. */
+export async function readImageCams(dir: string, id: string): Promise<ImageCams> {
+  const path = join(dir, "cams", `${id}.safetensors`);
+  let st;
+  try {
+    st = await readSafetensors(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CamError(`no CAMs for image ${id}: ${path} is missing (rerun deno task cam)`);
+    }
+    if (e instanceof SafetensorsError) throw new CamError(e.message);
+    throw e;
+  }
+  const cams = st.tensors.get("cams");
+  const classes = st.tensors.get("classes");
+  if (!cams || !classes || cams.shape.length !== 3 || classes.shape.length !== 1) {
+    throw new CamError(`${path}: expected tensors cams [T, H, W] and classes [T]`);
+  }
+  const [T, height, width] = cams.shape;
+  if (classes.shape[0] !== T) {
+    throw new CamError(`${path}: ${T} CAMs but ${classes.shape[0]} classes`);
+  }
+  return {
+    cams: Float32Array.from(cams.data),
+    classes: Array.from(classes.data, Math.round),
+    height,
+    width,
+  };
+}

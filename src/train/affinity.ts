@@ -1,0 +1,416 @@
+/**
+ * AffinityNet training (psa's second stage, `deno task affinity`): images with psa's confident
+ * label maps from a CAM folder written by `deno task cam`, pairwise affinities of the
+ * AffinityNet features within a radius on the stride-8 grid, psa's affinity loss, one submit
+ * per step, atomic checkpoints and bit-exact `--resume` (as the CAM trainer).
+ *
+ * Labels: per image, the normalised tagged CAMs (`cams/<id>.safetensors`) give psa's CRF-free
+ * two-alpha label map at image resolution ({@link affinityLabelMap}: low alpha 4 → confident
+ * foreground, high alpha 24 → confident background, the rest ignored). The map goes through the
+ * same augmentation as the image (nearest-neighbour for labels, 255 in padding), then each
+ * stride-8 feature cell takes the label at its centre ({@link featureLabels}) and pairs within
+ * the radius become bg-positive, fg-positive or negative ({@link affinityPairLabels}).
+ *
+ * The backbone starts from the CAM classifier's checkpoint (named in cam.json) by default:
+ * psa starts from ImageNet weights, which `tiny` does not have. `--scratch` starts from random
+ * weights, `--init FILE` from any checkpoint with torchvision names.
+ * @module
+ */
+import { dirname, join, resolve } from "node:path";
+import type { z } from "npm:zod@4.6.7";
+import { createGpu, type GpuContext } from "../gpu/context.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import { tuneMatmul } from "../nn/matmul.ts";
+import { Ctx, type Param } from "../nn/layer.ts";
+import { type AffinityNet, createAffinityNet } from "../nn/models/aff_net.ts";
+import {
+  type AffinityConfig,
+  AffinityConfigSchema,
+  ConfigError,
+  defaultLr,
+  hashJson,
+  validate,
+} from "../io/config.ts";
+import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
+import { loadTensors, type NamedTensor, saveTensors } from "../io/checkpoint.ts";
+import { type Dataset, openDataset, type Sample } from "../data/dataset.ts";
+import { batches } from "../data/stream.ts";
+import type { Optimizer } from "../optim/mod.ts";
+import { polyLr } from "../optim/mod.ts";
+import {
+  affinityLabelMap,
+  affinityLoss,
+  affinityPairLabels,
+  pairCounts,
+  pairGrid,
+  pairwiseAffinity,
+  pairwiseAffinityBackward,
+  uploadPairCodes,
+} from "../cam/affinity.ts";
+import { readRunConfig } from "../cam/extract.ts";
+import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
+import { CamError } from "../cam/options.ts";
+import { fmtDuration, Progress } from "./progress.ts";
+import { checkRunFolder, createOptimizer, TrainError, truncateJsonl } from "./train.ts";
+
+/** Options of psa's label maps. */
+export interface LabelAlphas {
+  loAlpha: number;
+  hiAlpha: number;
+}
+
+/**
+ * A view of the first `images` samples of `ds` (those with CAMs) whose samples carry psa's
+ * confident label maps (from the CAM folder `camDir`) as their masks; a CAM file whose size
+ * differs from its image is an error naming both.
+ */
+export function withAffinityLabels(
+  ds: Dataset,
+  camDir: string,
+  alphas: LabelAlphas,
+  images = ds.ids.length,
+): Dataset {
+  const load = async (i: number): Promise<Sample> => {
+    const s = await ds.load(i);
+    const c = await readImageCams(camDir, s.id);
+    if (c.height !== s.height || c.width !== s.width) {
+      throw new CamError(
+        `${join(camDir, "cams", `${s.id}.safetensors`)}: CAMs are ${c.width}x${c.height} but ` +
+          `image ${s.id} is ${s.width}x${s.height}`,
+      );
+    }
+    const mask = affinityLabelMap(c.cams, c.classes, c.height, c.width, alphas);
+    return { ...s, mask };
+  };
+  return {
+    kind: ds.kind,
+    root: ds.root,
+    split: ds.split,
+    ids: ds.ids.slice(0, images),
+    numClasses: ds.numClasses,
+    classNames: ds.classNames,
+    hasMasks: true,
+    tagsOf: (i) => ds.tagsOf(i),
+    presentOf: (i) => ds.presentOf(i),
+    load,
+    tryLoad: load,
+    skipBad: false,
+    get skipped() {
+      return ds.skipped;
+    },
+    get skippedItems() {
+      return ds.skippedItems;
+    },
+    listHash: ds.listHash,
+  };
+}
+
+/**
+ * The label of each cell of an h x w grid of stride `stride` over an S x S label map: the
+ * label at the cell's centre pixel (clamped to the map).
+ */
+export function featureLabels(
+  mask: Uint8Array,
+  S: number,
+  h: number,
+  w: number,
+  stride = 8,
+  offset = 0,
+): Uint8Array {
+  const out = new Uint8Array(h * w);
+  const c = stride >> 1;
+  for (let i = 0; i < h; i++) {
+    const y = Math.min(S - 1, i * stride + c);
+    for (let j = 0; j < w; j++) {
+      out[i * w + j] = mask[offset + y * S + Math.min(S - 1, j * stride + c)];
+    }
+  }
+  return out;
+}
+
+/** Inputs of one AffinityNet training step. */
+export interface AffinityStepInputs {
+  /** Images [B, 3, S, S]. */
+  x: Tensor;
+  /** Label maps [B, S, S] (0 bg, c+1 class, 255 ignored). */
+  masks: Uint8Array;
+  lr: number;
+  radius: number;
+}
+
+/** What a recorded step leaves to read: the loss [8] (see affinityLoss) and the pair counts. */
+export interface AffinityStepOutputs {
+  loss: Tensor;
+  counts: { bg: number; fg: number; neg: number };
+}
+
+/**
+ * Records one AffinityNet step: features, pairwise affinities, psa's affinity loss and its
+ * gradient back through the affinities and the network, optimizer update. Nothing is
+ * submitted or read back.
+ */
+export function recordAffinityStep(
+  gpu: GpuContext,
+  model: AffinityNet,
+  opt: Optimizer,
+  params: Param[],
+  s: AffinityStepInputs,
+): AffinityStepOutputs {
+  const [B, , S] = s.x.shape;
+  const ctx = new Ctx();
+  const feat = model.forward(s.x, ctx);
+  const [, , h, w] = feat.shape;
+  const labels = Array.from(
+    { length: B },
+    (_, b) =>
+      affinityPairLabels(featureLabels(s.masks, S, h, w, model.stride, b * S * S), h, w, s.radius),
+  );
+  const codes = uploadPairCodes(gpu, labels);
+  const counts = pairCounts(labels);
+  const aff = pairwiseAffinity(gpu, feat, s.radius);
+  const { loss, grad } = affinityLoss(gpu, aff, codes, counts);
+  codes.dispose();
+  const dFeat = pairwiseAffinityBackward(gpu, feat, aff, grad, s.radius);
+  for (const t of [aff, grad, feat]) t.dispose();
+  model.backward(ctx, dFeat);
+  dFeat.dispose();
+  opt.step(params, s.lr);
+  return { loss, counts };
+}
+
+/** One line of the AffinityNet train.jsonl. */
+export interface AffinityStepLog {
+  step: number;
+  lr: number;
+  /** psa's total: bg/4 + fg/4 + neg/2. */
+  loss: number;
+  loss_bg: number;
+  loss_fg: number;
+  loss_neg: number;
+  /** Pair counts of the logged batch. */
+  pairs_bg: number;
+  pairs_fg: number;
+  pairs_neg: number;
+  images_per_s: number;
+  elapsed_s: number;
+}
+
+/** What {@link trainAffinity} returns. */
+export interface AffinityTrainResult {
+  out: string;
+  steps: number;
+  seconds: number;
+  imagesPerSecond: number;
+  finalLoss: number;
+  peakPoolBytes: number;
+  checkpoint: string;
+}
+
+/** Hooks of {@link trainAffinity}. */
+export interface AffinityHooks {
+  gpu?: GpuContext;
+  log?: (line: string) => void;
+  /** Stop after this many steps of this call (tests simulate an interruption). */
+  stopAfter?: number;
+  tty?: boolean;
+}
+
+/** Input of {@link trainAffinity}: a config (defaults filled in) plus `resume`. */
+export type AffinityInput = z.input<typeof AffinityConfigSchema> & { resume?: boolean };
+
+/** Trains AffinityNet on a CAM folder's labels; see the module doc. */
+export async function trainAffinity(
+  input: AffinityInput,
+  hooks: AffinityHooks = {},
+): Promise<AffinityTrainResult> {
+  const { resume = false, ...rest } = input;
+  const cfg: AffinityConfig = validate(AffinityConfigSchema, rest, "affinity config");
+  const log = hooks.log ?? ((l: string) => console.log(l));
+  const cf = await readCamFolder(cfg.cams);
+  const run = cf.ckpt && await exists(join(dirname(cf.ckpt), "config.json"))
+    ? await readRunConfig(cf.ckpt)
+    : null;
+  cfg.model ??= run?.model ?? "tiny";
+  cfg.size ??= run?.size ?? 128;
+  cfg.lr ??= defaultLr(cfg.optimizer);
+  const init = cfg.scratch ? null : cfg.init ?? cf.ckpt;
+  if (!cfg.scratch && !init) {
+    throw new ConfigError(
+      `${join(cfg.cams, "cam.json")} names no checkpoint: pass --init FILE or --scratch`,
+    );
+  }
+  const out = cfg.out ?? join(dirname(resolve(cfg.cams)), "affinity");
+  cfg.out = out;
+  const S = cfg.size;
+  const grid = Math.ceil(S / 8);
+  try {
+    pairGrid(grid, grid, cfg.radius);
+  } catch {
+    throw new ConfigError(
+      `--size ${S} gives a ${grid}x${grid} feature grid, too small for radius ${cfg.radius} ` +
+        `(need size >= ${8 * (2 * cfg.radius - 1)})`,
+    );
+  }
+  const ckptPath = join(out, "last.safetensors");
+  const jsonlPath = join(out, "train.jsonl");
+  await checkRunFolder(out, ckptPath, resume);
+  const ds = withAffinityLabels(
+    await openDataset({ kind: cf.kind, root: cf.root, split: cf.split }),
+    cf.dir,
+    cfg,
+    cf.images,
+  );
+
+  const gpu = hooks.gpu ?? await createGpu();
+  await tuneMatmul(gpu);
+  const model = createAffinityNet(gpu, { arch: cfg.model, seed: cfg.seed });
+  const params = model.params();
+  const opt = createOptimizer(gpu, cfg);
+  const optState = (): NamedTensor[] =>
+    opt.state(params).map((b) => ({ name: `optim.${b.name}`, value: b.value }));
+  const { out: _o, logEvery: _l, ckptEvery: _c, prefetch: _p, ...hashed } = cfg;
+  const configHash = await hashJson({ ...hashed, init });
+  let step = 0, position = 0, elapsedBefore = 0;
+  if (resume) {
+    const meta = await loadTensors(ckptPath, [...model.stateTensors(), ...optState()]);
+    if (meta.config_hash !== configHash) {
+      throw new TrainError(
+        `--resume: ${ckptPath} was written with a different config (hash ${meta.config_hash}, ` +
+          `now ${configHash}); resume with the saved ${join(out, "config.json")}`,
+      );
+    }
+    step = Number(meta.step);
+    position = Number(meta.position);
+    elapsedBefore = Number(meta.elapsed_s ?? 0);
+    opt.stepCount = Number(meta.optim_steps);
+    await truncateJsonl(jsonlPath, step);
+    log(`resuming ${out} at step ${step}/${cfg.steps}`);
+  } else {
+    if (init) await model.loadBackbone(init);
+    await Deno.mkdir(out, { recursive: true });
+    await writeTextAtomic(jsonlPath, "");
+  }
+  await writeJsonAtomic(join(out, "config.json"), { ...cfg, init, camFolder: cf });
+  log(
+    `training AffinityNet (${cfg.model}, ${model.featureChannels} feature channels, radius ` +
+      `${cfg.radius}) on ${ds.ids.length} images of ${cf.kind} '${cf.split}' with labels from ` +
+      `${cf.dir}, backbone from ${init ?? "scratch"}, on ${gpu.describe()}`,
+  );
+
+  const stream = batches(ds, {
+    batchSize: cfg.batch,
+    cropSize: S,
+    seed: cfg.seed,
+    position,
+    epochs: Infinity,
+    shuffle: true,
+    prefetch: cfg.prefetch,
+    dropLast: true,
+    withMasks: true,
+    augment: {
+      scaleRange: [
+        Math.round(cfg.augment.scaleRange[0] * S),
+        Math.round(cfg.augment.scaleRange[1] * S),
+      ],
+      flip: cfg.augment.flip,
+      colorJitter: cfg.augment.colorJitter,
+    },
+  })[Symbol.asyncIterator]();
+  const progress = new Progress("affinity", cfg.steps, { write: log, tty: hooks.tty });
+  const t0 = performance.now();
+  let imagesSeen = 0, stepsThisCall = 0, lastGood = resume ? step : 0;
+  let last: AffinityStepLog | null = null;
+  gpu.pool.resetPeak();
+  try {
+    while (step < cfg.steps) {
+      if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
+      const next = await stream.next();
+      if (next.done) throw new TrainError("the data stream ended early");
+      const b = next.value;
+      const lr = polyLr(cfg.lr, step, cfg.steps);
+      const x = Tensor.fromArray(gpu, b.images, [b.size, 3, S, S]);
+      const { loss, counts } = recordAffinityStep(gpu, model, opt, params, {
+        x,
+        masks: b.masks!,
+        lr,
+        radius: cfg.radius,
+      });
+      x.dispose();
+      gpu.flush();
+      step++;
+      stepsThisCall++;
+      imagesSeen += b.size;
+      position = b.position;
+      const isLog = step % cfg.logEvery === 0 || step === cfg.steps;
+      const isCkpt = step % cfg.ckptEvery === 0 || step === cfg.steps;
+      if (isLog || isCkpt) {
+        const [total, lb, lf, ln] = await loss.read();
+        const el = (performance.now() - t0) / 1000;
+        if (!Number.isFinite(total)) {
+          throw new TrainError(
+            `affinity loss became ${total} at step ${step}; stopped. ` +
+              (lastGood > 0
+                ? `The last good checkpoint (step ${lastGood}) is kept in ${ckptPath}`
+                : "No checkpoint had been written yet") +
+              "; lower --lr.",
+          );
+        }
+        last = {
+          step,
+          lr,
+          loss: total,
+          loss_bg: lb,
+          loss_fg: lf,
+          loss_neg: ln,
+          pairs_bg: counts.bg,
+          pairs_fg: counts.fg,
+          pairs_neg: counts.neg,
+          images_per_s: imagesSeen / el,
+          elapsed_s: elapsedBefore + el,
+        };
+        if (isLog) {
+          await Deno.writeTextFile(jsonlPath, JSON.stringify(last) + "\n", { append: true });
+          progress.update(step, {
+            loss: total.toFixed(4),
+            "bg/fg/neg": `${lb.toFixed(3)}/${lf.toFixed(3)}/${ln.toFixed(3)}`,
+            "img/s": last.images_per_s.toFixed(1),
+          });
+        }
+        if (isCkpt) {
+          await saveTensors(ckptPath, [...model.stateTensors(), ...optState()], {
+            kind: "affinitynet",
+            arch: cfg.model,
+            step: String(step),
+            position: String(position),
+            config_hash: configHash,
+            elapsed_s: String(elapsedBefore + el),
+            optim_steps: String(opt.stepCount),
+          });
+          lastGood = step;
+        }
+      }
+      loss.dispose();
+    }
+  } finally {
+    progress.done();
+    await stream.return?.(undefined);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const result: AffinityTrainResult = {
+    out,
+    steps: step,
+    seconds,
+    imagesPerSecond: imagesSeen / Math.max(seconds, 1e-9),
+    finalLoss: last?.loss ?? NaN,
+    peakPoolBytes: gpu.pool.stats().peakInUse,
+    checkpoint: ckptPath,
+  };
+  if (step >= cfg.steps) await writeJsonAtomic(join(out, "summary.json"), result);
+  log(
+    `done: ${step} steps in ${fmtDuration(seconds)} (${result.imagesPerSecond.toFixed(1)} ` +
+      `img/s), final loss ${result.finalLoss.toFixed(4)} → ${ckptPath}`,
+  );
+  model.dispose();
+  if (!hooks.gpu) gpu.destroy();
+  return result;
+}
