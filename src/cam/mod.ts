@@ -7,3 +7,5 @@ export * from "./fuse.ts";
 export * from "./extract.ts";
 export * from "./evaluate.ts";
 export * from "./options.ts";
+export * from "./cam_folder.ts";
+export * from "./rw.ts";

@@ -1,0 +1,207 @@
+/**
+ * `deno task rw`: psa's random-walk pseudo masks from a trained AffinityNet and a CAM folder.
+ *
+ * Per image (psa's `infer_aff.py`, on the GPU but for the small CAM pooling):
+ * 1. the CAM folder's normalised tagged CAMs [T, H, W] get a background channel
+ *    `(1 - max_t cam)^alpha` in front, are zero-padded to multiples of 8 and average-pooled
+ *    8x8 to the feature grid ({@link camsWithBackground});
+ * 2. AffinityNet (eval mode) gives the features of the whole image, {@link pairwiseAffinity}
+ *    their affinities within the radius, {@link randomWalk} the walked CAMs
+ *    (`A^beta`, column-normalised, 2^logt steps);
+ * 3. the walked CAMs are bilinearly resized to the padded image size, argmax'd, cropped:
+ *    label 0 = background, tags[k]+1 for channel k+1.
+ *
+ * Writes `<out>/masks/<id>.png` (VOC palette, atomically; score them with
+ * `deno task eval --masks <out>/masks`) and `<out>/rw.json`.
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { z } from "npm:zod@4.6.7";
+import { createGpu } from "../gpu/context.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import { argmaxChannels } from "../nn/channel.ts";
+import { resizeBilinear } from "../nn/resize.ts";
+import { type AffinityNet, createAffinityNet } from "../nn/models/aff_net.ts";
+import { loadTensors } from "../io/checkpoint.ts";
+import { readSafetensors } from "../io/safetensors.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
+import { validate } from "../io/config.ts";
+import { openDataset } from "../data/dataset.ts";
+import { encodeLabelPng, VOC_PALETTE } from "../data/png.ts";
+import { readCamFolder, readImageCams } from "./cam_folder.ts";
+import { pairwiseAffinity } from "./affinity.ts";
+import { randomWalk } from "./random_walk.ts";
+import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "./extract.ts";
+import { CamError } from "./options.ts";
+
+/** Options of {@link computeRandomWalk} (`deno task rw`). */
+export const RwSchema = z.object({
+  /** AffinityNet checkpoint, or its run folder. */
+  ckpt: z.string().min(1),
+  /** CAM folder written by `deno task cam` (the split to refine). */
+  cams: z.string().min(1),
+  /** Output folder; default `<affinity run>/rw-<split>`. */
+  out: z.string().min(1).optional(),
+  /** Affinity exponent (psa: 8). */
+  beta: z.number().positive().default(8),
+  /** log2 of the walk length (psa: 8). */
+  logt: z.number().int().min(0).max(12).default(8),
+  /** Background exponent: bg = (1 - max cam)^alpha. */
+  alpha: z.number().positive().default(8),
+  /** Only the first `limit` images of the split. */
+  limit: z.number().int().positive().optional(),
+}).strict();
+
+/** Input of {@link computeRandomWalk}. */
+export type RwInput = z.input<typeof RwSchema>;
+
+/** What {@link computeRandomWalk} returns. */
+export interface RwResult {
+  out: string;
+  images: number;
+  seconds: number;
+}
+
+/**
+ * psa's CAM input of the walk: channel 0 = `(1 - max_t cams)^alpha` (1 without tags), then the
+ * T CAMs; zero-padded to [8h, 8w] (h = ceil(H/8)) and average-pooled 8x8: returns [T+1, h, w].
+ */
+export function camsWithBackground(
+  cams: Float32Array,
+  T: number,
+  H: number,
+  W: number,
+  alpha: number,
+  stride = 8,
+): { data: Float32Array; h: number; w: number } {
+  const h = Math.ceil(H / stride), w = Math.ceil(W / stride);
+  const n = H * W;
+  if (cams.length !== T * n) {
+    throw new RangeError(`rw: ${cams.length} CAM values for ${T}x${H}x${W}`);
+  }
+  const out = new Float32Array((T + 1) * h * w);
+  const inv = 1 / (stride * stride);
+  for (let p = 0; p < n; p++) {
+    const y = Math.floor(p / W), x = p % W;
+    const cell = Math.floor(y / stride) * w + Math.floor(x / stride);
+    let m = 0;
+    for (let t = 0; t < T; t++) {
+      const v = cams[t * n + p];
+      if (v > m) m = v;
+      out[(t + 1) * h * w + cell] += v * inv;
+    }
+    out[cell] += Math.max(0, 1 - m) ** alpha * inv;
+  }
+  return { data: out, h, w };
+}
+
+/** Loads an AffinityNet checkpoint written by `deno task affinity`. */
+export async function loadAffinityNet(
+  gpu: Parameters<typeof createAffinityNet>[0],
+  ckpt: string,
+): Promise<{ model: AffinityNet; ckpt: string; runDir: string }> {
+  const file = await resolveCheckpoint(ckpt);
+  const st = await readSafetensors(file);
+  if (st.metadata.kind !== "affinitynet") {
+    throw new CamError(
+      `${file} is not an AffinityNet checkpoint (train one with deno task affinity)`,
+    );
+  }
+  const arch = st.metadata.arch as "tiny" | "resnet18" | "resnet34" | "resnet50";
+  const model = createAffinityNet(gpu, { arch });
+  await loadTensors(file, model.stateTensors(), {
+    ignoreUnexpected: (n) => n.startsWith("optim."),
+  });
+  return { model, ckpt: file, runDir: dirname(file) };
+}
+
+/** `deno task rw`: random-walk pseudo masks of a CAM folder's images (see the module doc). */
+export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): Promise<RwResult> {
+  const o = validate(RwSchema, input, "rw options");
+  const log = hooks.log ?? ((l: string) => console.log(l));
+  const cf = await readCamFolder(o.cams);
+  const gpu = hooks.gpu ?? await createGpu();
+  const t0 = performance.now();
+  try {
+    const { model, ckpt, runDir } = await loadAffinityNet(gpu, o.ckpt);
+    const ds = await openDataset({ kind: cf.kind, root: cf.root, split: cf.split });
+    const out = o.out ?? join(runDir, `rw-${cf.split}`);
+    const n = Math.min(ds.ids.length, cf.images, o.limit ?? Infinity);
+    log(
+      `random walk (beta ${o.beta}, logt ${o.logt}, alpha ${o.alpha}) of ${n} images of ` +
+        `${cf.kind} '${cf.split}' with ${ckpt}, CAMs from ${cf.dir} → ${out}`,
+    );
+    await Deno.mkdir(join(out, "masks"), { recursive: true });
+    let done = 0;
+    let pending: Promise<void> = Promise.resolve();
+    for await (const s of prefetchSamples(ds, n)) {
+      const c = await readImageCams(cf.dir, s.id);
+      if (c.height !== s.height || c.width !== s.width) {
+        throw new CamError(
+          `${join(cf.dir, "cams", `${s.id}.safetensors`)}: CAMs are ${c.width}x${c.height} but ` +
+            `image ${s.id} is ${s.width}x${s.height}`,
+        );
+      }
+      const T = c.classes.length;
+      const pooled = camsWithBackground(c.cams, T, s.height, s.width, o.alpha);
+      const x = Tensor.fromArray(gpu, rgbToChw(s.rgb, s.width, s.height), [
+        1,
+        3,
+        s.height,
+        s.width,
+      ]);
+      const feat = model.forward(x, null);
+      x.dispose();
+      const [, , fh, fw] = feat.shape;
+      if (fh !== pooled.h || fw !== pooled.w) {
+        throw new Error(`rw: features ${fh}x${fw} vs CAM grid ${pooled.h}x${pooled.w}`);
+      }
+      const aff = pairwiseAffinity(gpu, feat);
+      feat.dispose();
+      const camT = Tensor.fromArray(gpu, pooled.data, [T + 1, fh, fw]);
+      const walked = randomWalk(gpu, aff, camT, { beta: o.beta, logt: o.logt });
+      aff.dispose();
+      camT.dispose();
+      walked.labels.dispose();
+      const up = resizeBilinear(gpu, walked.cams.reshape([1, T + 1, fh, fw]), {
+        size: [8 * fh, 8 * fw],
+      });
+      walked.cams.dispose();
+      const arg = argmaxChannels(gpu, up);
+      up.dispose();
+      const idx = await arg.read();
+      arg.dispose();
+      const mask = new Uint8Array(s.width * s.height);
+      const lut = [0, ...c.classes.map((k) => k + 1)];
+      for (let y = 0; y < s.height; y++) {
+        for (let xx = 0; xx < s.width; xx++) mask[y * s.width + xx] = lut[idx[y * 8 * fw + xx]];
+      }
+      await pending;
+      pending = encodeLabelPng(mask, s.width, s.height, VOC_PALETTE).then((png) =>
+        writeFileAtomic(join(out, "masks", `${s.id}.png`), png)
+      );
+      pending.catch(() => {});
+      done++;
+      hooks.onProgress?.(done, n);
+    }
+    await pending;
+    model.dispose();
+    const seconds = (performance.now() - t0) / 1000;
+    await writeJsonAtomic(join(out, "rw.json"), {
+      ckpt,
+      cams: cf.dir,
+      dataset: cf.kind,
+      root: cf.root,
+      split: cf.split,
+      images: done,
+      beta: o.beta,
+      logt: o.logt,
+      alpha: o.alpha,
+      masks: "masks/<id>.png (palette; 0 = background, c+1 = class c)",
+      seconds,
+    });
+    return { out, images: done, seconds };
+  } finally {
+    if (!hooks.gpu) gpu.destroy();
+  }
+}

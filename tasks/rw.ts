@@ -1,0 +1,40 @@
+/**
+ * `deno task rw`: psa's random-walk pseudo masks from an AffinityNet checkpoint and a CAM
+ * folder (see src/cam/rw.ts); score them with `deno task eval --masks OUT/masks --split S`.
+ */
+import { ConfigError } from "../src/io/config.ts";
+import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
+import { computeRandomWalk, withProgress } from "../src/cam/mod.ts";
+
+const USAGE = `usage: deno task rw --ckpt runs/NAME/affinity --cams runs/NAME/cam-val
+  [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt 8] [--alpha 8] [--limit N]`;
+
+await runMain(async () => {
+  const { values: f } = parseFlags(Deno.args, {
+    ckpt: { type: "string" },
+    cams: { type: "string" },
+    out: { type: "string" },
+    beta: { type: "string" },
+    logt: { type: "string" },
+    alpha: { type: "string" },
+    limit: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  }, USAGE);
+  if (f.help) return console.log(USAGE);
+  if (!f.ckpt || !f.cams) throw new ConfigError(`--ckpt and --cams are required\n${USAGE}`);
+  const r = await withProgress("rw", (onProgress) =>
+    computeRandomWalk({
+      ckpt: f.ckpt!,
+      cams: f.cams!,
+      out: f.out,
+      beta: numFlag("beta", f.beta),
+      logt: numFlag("logt", f.logt),
+      alpha: numFlag("alpha", f.alpha),
+      limit: numFlag("limit", f.limit),
+    }, { onProgress }));
+  console.log(
+    `wrote ${r.images} random-walk pseudo masks to ${r.out}/masks in ${r.seconds.toFixed(1)}s ` +
+      `(${(r.images / r.seconds).toFixed(2)} img/s); score them with ` +
+      `deno task eval --masks ${r.out}/masks --split SPLIT`,
+  );
+});
