@@ -1,0 +1,274 @@
+/**
+ * AffinityNet stage: the model's gradients (directional finite differences through the GPU
+ * forward), loading a CAM classifier's backbone, the label helpers, the random walk's CAM
+ * pooling, AffinityNet training (loss falls, resume is bit-exact), clear errors for bad CAM
+ * folders, and the resumable pipeline end to end on the tiny synthetic data.
+ */
+import { join } from "node:path";
+import { Tensor } from "../src/gpu/tensor.ts";
+import { Ctx } from "../src/nn/layer.ts";
+import { createAffinityNet } from "../src/nn/models/aff_net.ts";
+import { createModel } from "../src/nn/models/cam_net.ts";
+import { saveTensors } from "../src/io/checkpoint.ts";
+import { featureLabels, trainAffinity } from "../src/train/affinity.ts";
+import { readCamFolder } from "../src/cam/cam_folder.ts";
+import { camsWithBackground, computeRandomWalk } from "../src/cam/rw.ts";
+import { CamError } from "../src/cam/options.ts";
+import { computeCams } from "../src/cam/extract.ts";
+import { runPipeline } from "../src/train/pipeline.ts";
+import { train } from "../src/train/train.ts";
+import { decodeLabelPng } from "../src/data/png.ts";
+import { Rng } from "../src/rng.ts";
+import { assertEquals, assertRejects, randArray, testGpu } from "./util.ts";
+
+Deno.test("AffinityNet: backward matches directional finite differences of the GPU forward", async () => {
+  const gpu = await testGpu();
+  const net = createAffinityNet(gpu, { arch: "tiny", seed: 1 });
+  const [B, S] = [2, 40];
+  const x = Tensor.fromArray(gpu, randArray(B * 3 * S * S, 2), [B, 3, S, S]);
+  const params = net.params();
+  const base = await Promise.all(params.map((p) => p.value.read()));
+  // L = Σ r ⊙ features (train mode: batch statistics), a smooth function of every parameter.
+  const probe = createAffinityNet(gpu, { arch: "tiny", seed: 1 }).forward(x, null);
+  const [, D, h, w] = probe.shape;
+  probe.dispose();
+  assertEquals([D, h, w], [224, 5, 5]);
+  const r = randArray(B * D * h * w, 3);
+  const loss = async (): Promise<number> => {
+    const f = net.forward(x, new Ctx());
+    const v = await f.read();
+    f.dispose();
+    let s = 0;
+    for (let i = 0; i < v.length; i++) s += r[i] * v[i];
+    return s;
+  };
+  const ctx = new Ctx();
+  const feat = net.forward(x, ctx);
+  const dFeat = Tensor.fromArray(gpu, r, feat.shape);
+  net.backward(ctx, dFeat);
+  const grads = await Promise.all(params.map((p) => p.grad.read()));
+  feat.dispose();
+  dFeat.dispose();
+  // Directions over a few coordinates of one tensor per part: stem, every stage (incl. the
+  // stride-4 stage's resize path), branch and fuse convs. A few coordinates and a small step
+  // keep the ReLUs from switching between the two evaluations.
+  const rng = new Rng(5);
+  const names = [
+    "conv1.weight",
+    "bn1.weight",
+    "layer1.0.conv2.weight",
+    "layer2.0.conv1.weight",
+    "layer2.0.downsample.0.weight",
+    "layer3.0.bn2.bias",
+    "layer4.0.conv2.weight",
+    "f8.0.weight",
+    "f8.2.weight",
+    "f9.1.weight",
+  ];
+  const eps = 1e-4;
+  for (const name of names) {
+    const k = params.findIndex((p) => p.name === name);
+    if (k < 0) throw new Error(`no parameter ${name}`);
+    const d = new Float32Array(params[k].value.size);
+    for (let j = 0; j < 3; j++) d[rng.int(d.length)] = rng.uniform(0.5, 1);
+    let analytic = 0;
+    for (let i = 0; i < d.length; i++) analytic += d[i] * grads[k][i];
+    const at = async (t: number) => {
+      params[k].value.write(base[k].map((v, i) => v + t * d[i]));
+      return await loss();
+    };
+    const numeric = ((await at(eps)) - (await at(-eps))) / (2 * eps);
+    await at(0);
+    const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(analytic), 1);
+    if (!(rel < 0.03)) {
+      throw new Error(`${name}: directional derivative ${numeric} vs analytic ${analytic}`);
+    }
+  }
+  x.dispose();
+  net.dispose();
+});
+
+Deno.test("AffinityNet: loads a CAM classifier's backbone by name", async () => {
+  const gpu = await testGpu();
+  const dir = await Deno.makeTempDir();
+  try {
+    const cam = createModel(gpu, { arch: "tiny", numClasses: 20, seed: 7 });
+    const path = join(dir, "cam.safetensors");
+    await saveTensors(path, cam.stateTensors(), {});
+    const net = createAffinityNet(gpu, { arch: "tiny", seed: 0 });
+    const before = await net.params().find((p) => p.name === "f9.0.weight")!.value.read();
+    await net.loadBackbone(path);
+    const want = await cam.params().find((p) => p.name === "layer3.0.conv1.weight")!.value.read();
+    const got = await net.params().find((p) => p.name === "layer3.0.conv1.weight")!.value.read();
+    assertEquals(Array.from(got), Array.from(want));
+    const after = await net.params().find((p) => p.name === "f9.0.weight")!.value.read();
+    assertEquals(Array.from(after), Array.from(before), "the affinity head keeps its init");
+    cam.dispose();
+    net.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("featureLabels and camsWithBackground on hand-built maps", () => {
+  // A 16x16 label map: left half 1, right half 0, one ignored square at the bottom right.
+  const S = 16;
+  const mask = new Uint8Array(S * S);
+  for (let y = 0; y < S; y++) for (let x = 0; x < S; x++) mask[y * S + x] = x < 8 ? 1 : 0;
+  for (let y = 8; y < 16; y++) for (let x = 8; x < 16; x++) mask[y * S + x] = 255;
+  assertEquals(Array.from(featureLabels(mask, S, 2, 2, 8)), [1, 0, 1, 255]);
+  // Cell centres of a 4x4 grid at stride 4 read pixels 2, 6, 10, 14.
+  assertEquals(Array.from(featureLabels(mask, S, 4, 4, 4)).slice(0, 4), [1, 1, 0, 0]);
+
+  // One class on a 10x12 image: ceil → a 2x2 grid with zero padding beyond the image.
+  const H = 10, W = 12;
+  const cams = new Float32Array(H * W);
+  cams.fill(0.5);
+  const { data, h, w } = camsWithBackground(cams, 1, H, W, 2);
+  assertEquals([h, w], [2, 2]);
+  // Cell (0,0): 64 pixels of bg 0.25 and CAM 0.5. Cell (1,1): rows 8-9, cols 8-11 (8 pixels).
+  const near = (a: number, b: number) => Math.abs(a - b) < 1e-6;
+  const want = [0.25, 0.25 * 32 / 64, 0.25 * 16 / 64, 0.25 * 8 / 64];
+  want.forEach((v, i) => {
+    if (!near(data[i], v)) throw new Error(`bg cell ${i}: ${data[i]} vs ${v}`);
+    if (!near(data[4 + i], 2 * v)) throw new Error(`cam cell ${i}: ${data[4 + i]} vs ${2 * v}`);
+  });
+  // No tags: the background is 1 everywhere.
+  assertEquals(camsWithBackground(new Float32Array(0), 0, 8, 8, 4).data[0], 1);
+});
+
+const SYNTH = { seed: 0, size: "tiny" as const };
+
+Deno.test("AffinityNet training: loss falls, resume is bit-exact, random walk writes masks", async () => {
+  const gpu = await testGpu();
+  const root = await Deno.makeTempDir();
+  const quiet = { gpu, log: () => {}, tty: false };
+  try {
+    const camRun = join(root, "cam");
+    await train({
+      dataset: "synthetic",
+      synthetic: SYNTH,
+      steps: 6,
+      batch: 4,
+      size: 72,
+      out: camRun,
+      logEvery: 6,
+    }, { ...quiet, skipEval: true });
+    const camDir = join(root, "cam-train");
+    await computeCams({ ckpt: camRun, split: "train", out: camDir, scales: [1], limit: 12 }, quiet);
+    const base = {
+      cams: camDir,
+      steps: 8,
+      batch: 4,
+      logEvery: 1,
+      ckptEvery: 4,
+      lr: 3e-3,
+      prefetch: 1,
+    };
+    const a = join(root, "aff-a");
+    const c = join(root, "aff-c");
+    await trainAffinity({ ...base, out: a }, quiet);
+    const read = async (d: string) =>
+      (await Deno.readTextFile(join(d, "train.jsonl"))).trim().split("\n").map((l) => {
+        const { images_per_s: _i, elapsed_s: _e, ...rest } = JSON.parse(l);
+        return rest;
+      });
+    const la = await read(a);
+    assertEquals(la.length, 8);
+    const mean = (xs: { loss: number }[]) => xs.reduce((s, l) => s + l.loss, 0) / xs.length;
+    if (!(mean(la.slice(-3)) < mean(la.slice(0, 3)))) {
+      throw new Error(`affinity loss did not fall: ${la.map((l) => l.loss.toFixed(3))}`);
+    }
+    await trainAffinity({ ...base, out: c }, { ...quiet, stopAfter: 6 });
+    await trainAffinity({ ...base, out: c, resume: true }, quiet);
+    assertEquals(await read(c), la, "resumed run equals the uninterrupted one");
+
+    // Random walk over the same CAMs: one palette mask per image, labels within tags + bg.
+    const rw = await computeRandomWalk({ ckpt: a, cams: camDir, out: join(root, "rw") }, quiet);
+    assertEquals(rw.images, 12);
+    const info = await readCamFolder(camDir);
+    assertEquals(info.images, 12);
+    for (const f of [...Deno.readDirSync(join(camDir, "cams"))].slice(0, 4)) {
+      const id = f.name.replace(".safetensors", "");
+      const png = await Deno.readFile(join(root, "rw", "masks", `${id}.png`));
+      const { data: labels } = await decodeLabelPng(png, id);
+      const meta = JSON.parse(
+        new TextDecoder().decode(await Deno.readFile(join(camDir, "cams", f.name))).match(
+          /"classes":"(\[[^"]*\])"/,
+        )![1],
+      ) as number[];
+      const allowed = new Set([0, ...meta.map((k) => k + 1)]);
+      for (const v of new Set(labels)) {
+        if (!allowed.has(v)) throw new Error(`${id}: label ${v} outside tags ${meta}`);
+      }
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("AffinityNet: bad CAM folders and checkpoints are clear errors", async () => {
+  const gpu = await testGpu();
+  const root = await Deno.makeTempDir();
+  try {
+    await assertRejects(() => readCamFolder(root), CamError, "no");
+    await Deno.writeTextFile(join(root, "cam.json"), "{not json");
+    await assertRejects(() => readCamFolder(root), CamError, "not valid JSON");
+    await Deno.writeTextFile(
+      join(root, "cam.json"),
+      JSON.stringify({ dataset: "voc", root: "/nowhere", split: "train", images: 1, cams: null }),
+    );
+    await assertRejects(() => readCamFolder(root), CamError, "--no-cams");
+    await Deno.writeTextFile(
+      join(root, "cam.json"),
+      JSON.stringify({ dataset: "voc", root: "/nowhere", split: "train", images: 1, cams: "x" }),
+    );
+    const ckpt = join(root, "notaff.safetensors");
+    await saveTensors(ckpt, [], { kind: "cam" });
+    await assertRejects(
+      () => computeRandomWalk({ ckpt, cams: root }, { gpu, log: () => {} }),
+      CamError,
+      "not an AffinityNet checkpoint",
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("pipeline: stages run in order, a rerun skips finished stages", async () => {
+  const gpu = await testGpu();
+  const root = await Deno.makeTempDir();
+  try {
+    const opts = {
+      synthetic: SYNTH,
+      camSteps: 4,
+      affinitySteps: 3,
+      scales: [1],
+      trainLimit: 8,
+      evalLimit: 6,
+      out: root,
+    };
+    const lines: string[] = [];
+    const hooks = { gpu, log: (l: string) => lines.push(l), tty: false };
+    const none = await runPipeline(opts, { ...hooks, stopAfter: "eval-cam" });
+    assertEquals(none, null);
+    const stages = JSON.parse(await Deno.readTextFile(join(root, "stages.json")));
+    assertEquals(Object.keys(stages), ["cam-train", "cams-train", "cams-val", "eval-cam"]);
+    lines.length = 0;
+    const r = await runPipeline(opts, hooks);
+    for (const s of ["cam-train", "cams-train", "cams-val", "eval-cam"]) {
+      if (!lines.includes(`[${s}] done earlier (${join(root, "stages.json")}), skipped`)) {
+        throw new Error(`stage ${s} was not skipped:\n${lines.join("\n")}`);
+      }
+    }
+    if (!r) throw new Error("no result");
+    for (const k of ["camMiou", "rwMiou", "ocRate"] as const) {
+      if (!(r[k] >= 0 && r[k] <= 1)) throw new Error(`${k} = ${r[k]}`);
+    }
+    assertEquals((await readCamFolder(join(root, "cam-train"))).images, 8);
+    const saved = JSON.parse(await Deno.readTextFile(join(root, "results.json")));
+    assertEquals(saved.rwMiou, r.rwMiou);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
