@@ -35,7 +35,7 @@ export { POINTWISE, pointwise, type PointwiseName } from "./src/nn/pointwise.ts"
 export { Conv2d, conv2d, conv2dGradInput, conv2dGradWeight } from "./src/nn/conv.ts";
 export { matmul } from "./src/nn/matmul.ts";
 export { BatchNorm2d } from "./src/nn/batchnorm.ts";
-export { ReLU, ResidualAdd } from "./src/nn/activation.ts";
+export { Activation, ELU, ReLU, ResidualAdd } from "./src/nn/activation.ts";
 export { globalAvgPool, MaxPool2d, maxPool2d } from "./src/nn/pool.ts";
 export { resizeBilinear, resizeBilinearBackward } from "./src/nn/resize.ts";
 export { argmaxChannels, softmaxChannels } from "./src/nn/channel.ts";
@@ -48,6 +48,12 @@ export {
   type ModelOptions,
 } from "./src/nn/models/cam_net.ts";
 export type { Arch } from "./src/nn/models/resnet.ts";
+export {
+  type AffinityBranch,
+  AffinityNet,
+  type AffinityNetOptions,
+  createAffinityNet,
+} from "./src/nn/models/aff_net.ts";
 
 // Losses and optimizers.
 export {
@@ -78,6 +84,39 @@ export { type TrainConfig, TrainConfigSchema } from "./src/io/config.ts";
 export * from "./src/eval/mod.ts";
 export { computeCams, evaluate, loadCamModel, recordImageCams } from "./src/cam/mod.ts";
 export { tuneMatmul } from "./src/nn/matmul.ts";
+
+// AffinityNet stage (psa): labels, pairwise affinity, loss, random walk, training, pipeline.
+export {
+  AFFINITY_RADIUS,
+  affinityLabelMap,
+  affinityLoss,
+  affinityPairLabels,
+  pairwiseAffinity,
+  pairwiseAffinityBackward,
+} from "./src/cam/affinity.ts";
+export { randomWalk, type RandomWalkOptions, transitionMatrix } from "./src/cam/random_walk.ts";
+export { type CamFolder, readCamFolder, readImageCams } from "./src/cam/cam_folder.ts";
+export {
+  camsWithBackground,
+  computeRandomWalk,
+  type RwInput,
+  type RwResult,
+  RwSchema,
+} from "./src/cam/rw.ts";
+export {
+  type AffinityInput,
+  type AffinityTrainResult,
+  trainAffinity,
+} from "./src/train/affinity.ts";
+export { type AffinityConfig, AffinityConfigSchema } from "./src/io/config.ts";
+export {
+  PIPELINE_STAGES,
+  type PipelineInput,
+  type PipelineResult,
+  PipelineSchema,
+  runComparison,
+  runPipeline,
+} from "./src/train/pipeline.ts";
 export { meanAveragePrecision } from "./src/eval/classification.ts";
 export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";
 

@@ -1,7 +1,7 @@
 /**
  * `deno task bench`: prints the benchmark table (every figure beside a reference measured in
  * the same run) and writes bench.json. `--quick` runs the small cases only; `--only` picks
- * sections (runtime,kernels,data,eval,cam,train,ocr).
+ * sections (runtime,kernels,data,eval,cam,train,ocr,affinity).
  */
 import { z } from "npm:zod@4.6.7";
 import { createGpu } from "../src/gpu/context.ts";
@@ -14,9 +14,19 @@ import { benchData } from "../src/bench/data.ts";
 import { benchEval } from "../src/bench/eval.ts";
 import { benchOcr, benchTrain } from "../src/bench/train.ts";
 import { benchCam } from "../src/bench/cam.ts";
+import { benchAffinity } from "../src/bench/affinity.ts";
 import { type BenchRow, formatTable } from "../src/bench/table.ts";
 
-const SECTIONS = ["runtime", "kernels", "data", "eval", "cam", "train", "ocr"] as const;
+const SECTIONS = [
+  "runtime",
+  "kernels",
+  "data",
+  "eval",
+  "cam",
+  "train",
+  "ocr",
+  "affinity",
+] as const;
 const USAGE = `usage: deno task bench [--quick] [--only ${SECTIONS.join(",")}] [--out bench.json]`;
 
 await runMain(async () => {
@@ -58,6 +68,7 @@ await runMain(async () => {
   );
   await run("train", () => benchTrain(gpu, { quick }));
   await run("ocr", () => benchOcr(gpu, { quick }));
+  await run("affinity", () => benchAffinity(gpu, { quick }));
   console.log(`\nall sections (${adapter}):\n${formatTable(rows)}`);
   const out = f.out ?? "bench.json";
   await writeJsonAtomic(out, {

@@ -31,9 +31,19 @@ export interface RandomWalkOptions {
   /**
    * How `cam · M^(2^logt)` is formed: `"square"` (psa: logt squarings of the n x n matrix,
    * ~2·logt·n³ flops), `"iterate"` (2^logt products of the K x n CAMs with M,
-   * ~2^(logt+1)·K·n² flops) or `"auto"` (default: the one with fewer flops).
+   * ~2^(logt+1)·K·n² flops) or `"auto"` (default: the cheaper one, counting flops plus a
+   * fixed cost per dispatch).
    */
   method?: "square" | "iterate" | "auto";
+}
+
+/**
+ * Cost of `dispatches` matmuls of `flops` each, with a fixed per-dispatch cost in
+ * flop-equivalents (about 40 µs at 25 GFLOP/s on llvmpipe), so that many tiny products lose to
+ * a few large ones.
+ */
+function walkCost(dispatches: number, flops: number): number {
+  return dispatches * (flops + 1e6);
 }
 
 /** Output of {@link randomWalk}. */
@@ -125,7 +135,7 @@ export function randomWalk(
     throw new RangeError(`${op}: unknown method "${method}" (square, iterate, auto)`);
   }
   const iterate = method === "iterate" ||
-    (method === "auto" && 2 ** o.logt * K * n * n < o.logt * n * n * n);
+    (method === "auto" && walkCost(2 ** o.logt, 2 * K * n * n) < walkCost(o.logt, 2 * n * n * n));
   const m = transitionMatrix(gpu, aff, h, w, o);
   const out = Tensor.empty(gpu, [K, h, w]);
   if (iterate) {

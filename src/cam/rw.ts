@@ -57,8 +57,11 @@ export type RwInput = z.input<typeof RwSchema>;
 
 /** What {@link computeRandomWalk} returns. */
 export interface RwResult {
+  /** Output folder (masks/ and rw.json). */
   out: string;
+  /** Images processed. */
   images: number;
+  /** Wall time in seconds. */
   seconds: number;
 }
 

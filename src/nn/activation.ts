@@ -26,8 +26,10 @@ export interface ActivationOptions {
  * output (both ReLU and ELU have derivatives expressible through their output).
  */
 export class Activation implements Layer {
+  /** Whether the forward writes over its input. */
   readonly inplace: boolean;
 
+  /** An activation from its forward and backward table entries. */
   constructor(
     readonly gpu: GpuContext,
     readonly fwd: "relu" | "elu",
@@ -62,6 +64,7 @@ export class Activation implements Layer {
 
 /** `ReLU` layer: y = max(x, 0); backward dx = dy·[y > 0] from the saved output. */
 export class ReLU extends Activation {
+  /** A ReLU layer (in place when `opts.inplace`). */
   constructor(gpu: GpuContext, opts: ActivationOptions = {}) {
     super(gpu, "relu", "relu_bwd", opts);
   }
@@ -69,6 +72,7 @@ export class ReLU extends Activation {
 
 /** `ELU` layer (alpha 1, psa's AffinityNet heads); backward dx = dy·(y > 0 ? 1 : y + 1). */
 export class ELU extends Activation {
+  /** An ELU layer (in place when `opts.inplace`). */
   constructor(gpu: GpuContext, opts: ActivationOptions = {}) {
     super(gpu, "elu", "elu_bwd", opts);
   }

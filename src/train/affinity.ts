@@ -197,21 +197,31 @@ export interface AffinityStepLog {
 
 /** What {@link trainAffinity} returns. */
 export interface AffinityTrainResult {
+  /** Run folder. */
   out: string;
+  /** Steps done. */
   steps: number;
+  /** Wall time of this call in seconds. */
   seconds: number;
+  /** Training images per second of this call. */
   imagesPerSecond: number;
+  /** psa's total affinity loss at the last logged step. */
   finalLoss: number;
+  /** Peak bytes the GPU buffer pool held. */
   peakPoolBytes: number;
+  /** The checkpoint file. */
   checkpoint: string;
 }
 
 /** Hooks of {@link trainAffinity}. */
 export interface AffinityHooks {
+  /** Reuse a GPU context (tests, scripts). */
   gpu?: GpuContext;
+  /** Where progress lines go (default console.log). */
   log?: (line: string) => void;
   /** Stop after this many steps of this call (tests simulate an interruption). */
   stopAfter?: number;
+  /** Force the progress mode (default: bar on a TTY). */
   tty?: boolean;
 }
 

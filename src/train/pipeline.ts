@@ -64,12 +64,17 @@ export type PipelineOptions = z.infer<typeof PipelineSchema>;
 
 /** The scores of one pipeline run. */
 export interface PipelineResult {
+  /** The second-stage method ("affinitynet"). */
   method: string;
+  /** Whether the CAM classifier trained with OCR. */
   ocr: boolean;
+  /** The run's seed (CAM and AffinityNet training). */
   seed: number;
+  /** Run folder. */
   out: string;
   /** CAM pseudo-mask mIoU at the best swept background threshold (val). */
   camMiou: number;
+  /** The background threshold of `camMiou`. */
   camBg: number;
   /** Unrestricted-CAM OC-error rate (val). */
   ocRate: number;
@@ -99,10 +104,13 @@ type StageRecord = { seconds: number; result: Record<string, number | string | n
 
 /** Hooks of {@link runPipeline}. */
 export interface PipelineHooks {
+  /** Reuse a GPU context (tests, scripts). */
   gpu?: GpuContext;
+  /** Where progress lines go (default console.log). */
   log?: (line: string) => void;
   /** Stop after this stage (tests simulate an interruption). */
   stopAfter?: PipelineStage;
+  /** Force the progress mode of the training stages (default: bar on a TTY). */
   tty?: boolean;
 }
 

@@ -25,6 +25,7 @@ import { type Arch, buildBackbone, Sequential } from "./resnet.ts";
 
 /** Options of {@link createAffinityNet}. */
 export interface AffinityNetOptions {
+  /** Backbone architecture (torchvision names for the resnets). */
   arch: Arch;
   /** Seed of the initialisation. Default 0. */
   seed?: number;
@@ -35,24 +36,31 @@ export interface AffinityNetOptions {
 }
 
 /** One branch: a backbone segment, its 1x1 conv + ELU, and its block of the fuse conv. */
-interface Branch {
+export interface AffinityBranch {
+  /** The backbone blocks of this stage. */
   segment: Sequential;
+  /** psa's f8_K: 1x1 conv from the stage's channels to the branch width. */
   conv: Conv2d;
+  /** Its ELU. */
   elu: ELU;
+  /** This branch's block of psa's f9 (1x1 conv to the D feature channels). */
   fuse: Conv2d;
 }
 
 /** psa's AffinityNet: features for pairwise affinities (see the module doc). */
 export class AffinityNet {
-  readonly branches: Branch[];
+  /** The three stage branches, in stage order. */
+  readonly branches: AffinityBranch[];
   /** Everything of the backbone before the first branch's stage. */
   readonly stem: Sequential;
+  /** The ELU after the fuse conv. */
   readonly fuseElu: ELU;
   /** Feature channels D. */
   readonly featureChannels: number;
   /** Output stride of the features (8). */
   readonly stride = 8;
 
+  /** Builds and initialises the network (use {@link createAffinityNet} for defaults). */
   constructor(readonly gpu: GpuContext, readonly options: Required<AffinityNetOptions>) {
     const rng = new Rng(options.seed);
     const bb = buildBackbone(gpu, options.arch, {
@@ -76,7 +84,7 @@ export class AffinityNet {
         group: "head",
       }, rng);
     let start = bb.stages[0].end;
-    this.branches = stages.map((st, k) => {
+    this.branches = stages.map((st, k): AffinityBranch => {
       const segment = new Sequential(layers.slice(start, st.end));
       start = st.end;
       return {
