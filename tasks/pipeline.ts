@@ -9,13 +9,15 @@ import { z } from "npm:zod@4.6.7";
 import { ConfigError, validate } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import { asUserError, parseScales, syntheticFlags } from "../src/cam/options.ts";
-import { runComparison, runPipeline } from "../src/train/pipeline.ts";
+import { type PipelineStage, runComparison, runPipeline } from "../src/train/pipeline.ts";
 
 const USAGE = `usage: deno task pipeline [--method affinitynet] [--ocr | --compare] [--seed S]
   [--seeds 0,1,2 (with --compare)] [--out DIR] [--ocr-lambda L] [--ocr-start F]
   [--cam-steps N] [--affinity-steps N] [--train-limit N] [--eval-limit N]
   [--sweep 0.05:0.6:0.05] [--alpha A] [--scales 0.5,1,1.5,2]
-  [--synthetic-size tiny|small|medium] [--synthetic-seed S]
+  [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--from STAGE]
+  stages: cam-train, cams-train, cams-val, eval-cam, affinity, rw, eval-rw; --from STAGE redoes
+  that stage and the later ones (once: rerun without it to resume);
   default --out: runs/pipeline/<method>[-ocr]-s<seed>, or runs/pipeline with --compare;
   rerunning the same command skips finished stages and resumes an interrupted one`;
 
@@ -38,6 +40,7 @@ await runMain(async () => {
     scales: { type: "string" },
     "synthetic-size": { type: "string" },
     "synthetic-seed": { type: "string" },
+    from: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (f.help) return console.log(USAGE);
@@ -59,6 +62,7 @@ await runMain(async () => {
     alpha: numFlag("alpha", f.alpha),
     scales: f.scales === undefined ? undefined : parseScales(f.scales),
     synthetic: syntheticFlags(f["synthetic-size"], f["synthetic-seed"]),
+    from: f.from as PipelineStage | undefined,
   };
   try {
     if (f.compare) {

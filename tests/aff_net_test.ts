@@ -235,7 +235,7 @@ Deno.test("AffinityNet: bad CAM folders and checkpoints are clear errors", async
   }
 });
 
-Deno.test("pipeline: stages run in order, a rerun skips finished stages", async () => {
+Deno.test("pipeline: stages run in order, a rerun skips finished stages, --from redoes later ones", async () => {
   const gpu = await testGpu();
   const root = await Deno.makeTempDir();
   try {
@@ -268,6 +268,14 @@ Deno.test("pipeline: stages run in order, a rerun skips finished stages", async 
     assertEquals((await readCamFolder(join(root, "cam-train"))).images, 8);
     const saved = JSON.parse(await Deno.readTextFile(join(root, "results.json")));
     assertEquals(saved.rwMiou, r.rwMiou);
+
+    // --from rw redoes the walk and its evaluation only (same inputs, same masks).
+    lines.length = 0;
+    const again = await runPipeline({ ...opts, from: "rw" }, hooks);
+    for (const want of ["[affinity] done earlier", "[rw] starting", "[eval-rw] starting"]) {
+      if (!lines.some((l) => l.startsWith(want))) throw new Error(`missing "${want}"`);
+    }
+    assertEquals(again?.rwMiou, r.rwMiou);
   } finally {
     await Deno.remove(root, { recursive: true });
   }

@@ -171,16 +171,18 @@ export function commonFlagInput(f: Record<string, string | boolean | undefined>)
 }
 
 /**
- * Runs a task body with a progress bar (created at the first report) and turns input errors
- * into one-line errors ({@link asUserError}).
+ * Runs a task body with a progress bar (created at the first report; `opts` as
+ * {@link Progress}'s: line sink and TTY mode) and turns input errors into one-line errors
+ * ({@link asUserError}).
  */
 export async function withProgress<T>(
   label: string,
   body: (onProgress: (done: number, total: number) => void) => Promise<T>,
+  opts: { write?: (s: string) => void; tty?: boolean } = {},
 ): Promise<T> {
   let bar: Progress | null = null;
   const onProgress = (done: number, total: number) => {
-    bar ??= new Progress(label, total);
+    bar ??= new Progress(label, total, opts);
     bar.update(done, { "img/s": (done / Math.max(bar.elapsed, 1e-3)).toFixed(2) });
   };
   try {

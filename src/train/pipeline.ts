@@ -19,11 +19,23 @@ import type { GpuContext } from "../gpu/context.ts";
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import { type TrainConfig, validate } from "../io/config.ts";
 import { computeCams } from "../cam/extract.ts";
+import { withProgress } from "../cam/options.ts";
 import { evaluate } from "../cam/evaluate.ts";
 import { computeRandomWalk } from "../cam/rw.ts";
 import { trainAffinity } from "./affinity.ts";
 import { meanStd } from "./ablate.ts";
 import { checkpointMetadata, train } from "./train.ts";
+
+/** The stage names, in order. */
+export const PIPELINE_STAGES = [
+  "cam-train",
+  "cams-train",
+  "cams-val",
+  "eval-cam",
+  "affinity",
+  "rw",
+  "eval-rw",
+] as const;
 
 /** Options of {@link runPipeline}. */
 export const PipelineSchema = z.object({
@@ -34,6 +46,11 @@ export const PipelineSchema = z.object({
   ocrLambda: z.number().min(0).optional(),
   ocrStart: z.number().min(0).max(1).optional(),
   seed: z.number().int().min(0).default(0),
+  /**
+   * Redo this stage and every later one (e.g. "rw" after changing `alpha`); a one-off: rerun
+   * without it to resume an interrupted redo.
+   */
+  from: z.enum(PIPELINE_STAGES).optional(),
   /** Run folder; default runs/pipeline/<method>[-ocr]-s<seed>. */
   out: z.string().min(1).optional(),
   /** Synthetic data set (default seed 0, "small"). */
@@ -85,17 +102,6 @@ export interface PipelineResult {
   /** Seconds per stage (of the call that ran it). */
   seconds: Record<string, number>;
 }
-
-/** The stage names, in order. */
-export const PIPELINE_STAGES = [
-  "cam-train",
-  "cams-train",
-  "cams-val",
-  "eval-cam",
-  "affinity",
-  "rw",
-  "eval-rw",
-] as const;
 
 /** A pipeline stage name. */
 export type PipelineStage = typeof PIPELINE_STAGES[number];
@@ -161,34 +167,37 @@ export async function runPipeline(
       return { map: r.valMap };
     },
     "cams-train": async (log) => {
-      const r = await computeCams({
-        ckpt: camCkpt,
-        split: "train",
-        out: join(out, "cam-train"),
-        limit: o.trainLimit,
-        ...(o.scales ? { scales: o.scales } : {}),
-      }, { gpu: hooks.gpu, log });
+      const r = await withProgress("cam", (onProgress) =>
+        computeCams({
+          ckpt: camCkpt,
+          split: "train",
+          out: join(out, "cam-train"),
+          limit: o.trainLimit,
+          ...(o.scales ? { scales: o.scales } : {}),
+        }, { gpu: hooks.gpu, log, onProgress }), { write: log, tty: hooks.tty });
       return { images: r.images };
     },
     "cams-val": async (log) => {
-      const r = await computeCams({
-        ckpt: camCkpt,
-        split: "val",
-        out: join(out, "cam-val"),
-        limit: o.evalLimit,
-        ...(o.scales ? { scales: o.scales } : {}),
-      }, { gpu: hooks.gpu, log });
+      const r = await withProgress("cam", (onProgress) =>
+        computeCams({
+          ckpt: camCkpt,
+          split: "val",
+          out: join(out, "cam-val"),
+          limit: o.evalLimit,
+          ...(o.scales ? { scales: o.scales } : {}),
+        }, { gpu: hooks.gpu, log, onProgress }), { write: log, tty: hooks.tty });
       return { images: r.images };
     },
     "eval-cam": async (log) => {
-      const m = await evaluate({
-        ckpt: camCkpt,
-        split: "val",
-        sweep: o.sweep,
-        limit: o.evalLimit,
-        out: join(out, "eval-cam"),
-        ...(o.scales ? { scales: o.scales } : {}),
-      }, { gpu: hooks.gpu, log });
+      const m = await withProgress("eval", (onProgress) =>
+        evaluate({
+          ckpt: camCkpt,
+          split: "val",
+          sweep: o.sweep,
+          limit: o.evalLimit,
+          out: join(out, "eval-cam"),
+          ...(o.scales ? { scales: o.scales } : {}),
+        }, { gpu: hooks.gpu, log, onProgress }), { write: log, tty: hooks.tty });
       return { miou: m.miou, oc_rate: m.oc_rate, bg: m.bg_threshold };
     },
     affinity: async (log) => {
@@ -209,27 +218,39 @@ export async function runPipeline(
       return { loss: r.finalLoss };
     },
     rw: async (log) => {
-      const r = await computeRandomWalk({
-        ckpt: affRun,
-        cams: join(out, "cam-val"),
-        out: join(out, "rw-val"),
-        ...(o.alpha !== undefined ? { alpha: o.alpha } : {}),
-      }, { gpu: hooks.gpu, log });
+      const r = await withProgress("rw", (onProgress) =>
+        computeRandomWalk({
+          ckpt: affRun,
+          cams: join(out, "cam-val"),
+          out: join(out, "rw-val"),
+          ...(o.alpha !== undefined ? { alpha: o.alpha } : {}),
+        }, { gpu: hooks.gpu, log, onProgress }), { write: log, tty: hooks.tty });
       return { images: r.images };
     },
     "eval-rw": async (log) => {
-      const m = await evaluate({
-        masks: join(out, "rw-val", "masks"),
-        dataset: "synthetic",
-        synthetic,
-        split: "val",
-        limit: o.evalLimit,
-        out: join(out, "eval-rw"),
-      }, { gpu: hooks.gpu, log });
+      const m = await withProgress("eval", (onProgress) =>
+        evaluate({
+          masks: join(out, "rw-val", "masks"),
+          dataset: "synthetic",
+          synthetic,
+          split: "val",
+          limit: o.evalLimit,
+          out: join(out, "eval-rw"),
+        }, { gpu: hooks.gpu, log, onProgress }), { write: log, tty: hooks.tty });
       return { miou: m.miou };
     },
   };
 
+  if (o.from) {
+    // Forget the records of the stage and every later one; training stages start over.
+    for (const name of PIPELINE_STAGES.slice(PIPELINE_STAGES.indexOf(o.from))) {
+      if (!stages[name]) continue;
+      delete stages[name];
+      if (name === "cam-train") await removeRun(camRun);
+      if (name === "affinity") await removeRun(affRun);
+    }
+    await writeJsonAtomic(stagesPath, stages);
+  }
   for (const name of PIPELINE_STAGES) {
     if (stages[name]) {
       log(`[${name}] done earlier (${stagesPath}), skipped`);
@@ -263,6 +284,13 @@ export async function runPipeline(
       `mAP ${fmt(result.map)} → ${join(out, "results.json")}`,
   );
   return result;
+}
+
+/** Removes a training run's folder so that its stage trains from scratch. */
+async function removeRun(dir: string): Promise<void> {
+  await Deno.remove(dir, { recursive: true }).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  });
 }
 
 /** Whether a training run reached its last step (summary.json written). */
