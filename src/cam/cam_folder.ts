@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { validate } from "../io/config.ts";
 import { readSafetensors, SafetensorsError } from "../io/safetensors.ts";
-import { CamError } from "./options.ts";
+import { CamError, readCamJson } from "./options.ts";
 
 const CamJsonSchema = z.object({
   ckpt: z.string().nullable().optional(),
@@ -35,23 +35,10 @@ export interface CamFolder {
 /** Reads and checks a CAM folder's cam.json; errors name the file and the fix. */
 export async function readCamFolder(dir: string): Promise<CamFolder> {
   const path = join(dir, "cam.json");
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new CamError(
-        `${dir} is not a CAM folder: no ${path} (write one with deno task cam --ckpt ...)`,
-      );
-    }
-    throw new CamError(`${path}: cannot read: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new CamError(`${path}: not valid JSON: ${(e as Error).message}`);
-  }
+  const json = await readCamJson(
+    path,
+    `${dir} is not a CAM folder: no ${path} (write one with deno task cam --ckpt ...)`,
+  );
   const c = validate(CamJsonSchema, json, path);
   if (c.cams === null) {
     throw new CamError(`${path}: the CAMs were written with --no-cams; rerun deno task cam`);

@@ -41,7 +41,13 @@ import { IMAGENET_MEAN, IMAGENET_STD } from "../data/augment.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../data/png.ts";
 import { resolveDataRoot } from "../train/data.ts";
 import { accumulateCam, flipHorizontal, normalizeTagged } from "./fuse.ts";
-import { CamError, type CamRunInput, CamRunSchema, DEFAULT_SCALES } from "./options.ts";
+import {
+  CamError,
+  type CamRunInput,
+  CamRunSchema,
+  DEFAULT_SCALES,
+  readCamJson,
+} from "./options.ts";
 
 /** A checkpoint's model, ready for inference. */
 export interface LoadedCamModel {
@@ -81,24 +87,11 @@ export async function resolveCheckpoint(path: string): Promise<string> {
  */
 export async function readRunConfig(ckpt: string): Promise<TrainConfig> {
   const path = join(dirname(ckpt), "config.json");
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new CamError(
-        `no config.json beside checkpoint ${ckpt} (looked for ${path}); it names the model ` +
-          `architecture and data: keep the checkpoint in the run folder written by deno task train`,
-      );
-    }
-    throw new CamError(`${path}: cannot read: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new CamError(`${path}: not valid JSON: ${(e as Error).message}`);
-  }
+  const json = await readCamJson(
+    path,
+    `no config.json beside checkpoint ${ckpt} (looked for ${path}); it names the model ` +
+      `architecture and data: keep the checkpoint in the run folder written by deno task train`,
+  );
   return validate(TrainConfigSchema, json, path);
 }
 

@@ -26,6 +26,25 @@ export function asUserError(e: unknown): unknown {
   return e;
 }
 
+/**
+ * Reads and parses a JSON file of a run or CAM folder; a missing file is a CamError with the
+ * message `missing`, an unreadable or malformed one a CamError naming the file.
+ */
+export async function readCamJson(path: string, missing: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CamError(missing);
+    throw new CamError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new CamError(`${path}: not valid JSON: ${(e as Error).message}`);
+  }
+}
+
 /** The default CAM inference scales (psa/SEAM). */
 export const DEFAULT_SCALES: readonly number[] = [0.5, 1, 1.5, 2];
 

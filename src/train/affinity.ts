@@ -32,9 +32,9 @@ import {
   validate,
 } from "../io/config.ts";
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
-import { loadTensors, type NamedTensor, saveTensors } from "../io/checkpoint.ts";
+import type { NamedTensor } from "../io/checkpoint.ts";
 import { type Dataset, openDataset, type Sample } from "../data/dataset.ts";
-import { batches } from "../data/stream.ts";
+import { trainingStream } from "./data.ts";
 import type { Optimizer } from "../optim/mod.ts";
 import { polyLr } from "../optim/mod.ts";
 import {
@@ -51,7 +51,13 @@ import { readRunConfig } from "../cam/extract.ts";
 import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
 import { CamError } from "../cam/options.ts";
 import { fmtDuration, Progress } from "./progress.ts";
-import { checkRunFolder, createOptimizer, TrainError, truncateJsonl } from "./train.ts";
+import {
+  checkRunFolder,
+  createOptimizer,
+  resumeRun,
+  saveRunCheckpoint,
+  TrainError,
+} from "./train.ts";
 
 /** Options of psa's label maps. */
 export interface LabelAlphas {
@@ -282,18 +288,12 @@ export async function trainAffinity(
   const configHash = await hashJson({ ...hashed, init });
   let step = 0, position = 0, elapsedBefore = 0;
   if (resume) {
-    const meta = await loadTensors(ckptPath, [...model.stateTensors(), ...optState()]);
-    if (meta.config_hash !== configHash) {
-      throw new TrainError(
-        `--resume: ${ckptPath} was written with a different config (hash ${meta.config_hash}, ` +
-          `now ${configHash}); resume with the saved ${join(out, "config.json")}`,
-      );
-    }
-    step = Number(meta.step);
-    position = Number(meta.position);
-    elapsedBefore = Number(meta.elapsed_s ?? 0);
-    opt.stepCount = Number(meta.optim_steps);
-    await truncateJsonl(jsonlPath, step);
+    ({ step, position, elapsedBefore } = await resumeRun(
+      out,
+      [...model.stateTensors(), ...optState()],
+      opt,
+      configHash,
+    ));
     log(`resuming ${out} at step ${step}/${cfg.steps}`);
   } else {
     if (init) await model.loadBackbone(init);
@@ -307,25 +307,7 @@ export async function trainAffinity(
       `${cf.dir}, backbone from ${init ?? "scratch"}, on ${gpu.describe()}`,
   );
 
-  const stream = batches(ds, {
-    batchSize: cfg.batch,
-    cropSize: S,
-    seed: cfg.seed,
-    position,
-    epochs: Infinity,
-    shuffle: true,
-    prefetch: cfg.prefetch,
-    dropLast: true,
-    withMasks: true,
-    augment: {
-      scaleRange: [
-        Math.round(cfg.augment.scaleRange[0] * S),
-        Math.round(cfg.augment.scaleRange[1] * S),
-      ],
-      flip: cfg.augment.flip,
-      colorJitter: cfg.augment.colorJitter,
-    },
-  })[Symbol.asyncIterator]();
+  const stream = trainingStream(ds, { ...cfg, size: S }, position, true)[Symbol.asyncIterator]();
   const progress = new Progress("affinity", cfg.steps, { write: log, tty: hooks.tty });
   const t0 = performance.now();
   let imagesSeen = 0, stepsThisCall = 0, lastGood = resume ? step : 0;
@@ -387,15 +369,14 @@ export async function trainAffinity(
           });
         }
         if (isCkpt) {
-          await saveTensors(ckptPath, [...model.stateTensors(), ...optState()], {
-            kind: "affinitynet",
-            arch: cfg.model,
-            step: String(step),
-            position: String(position),
-            config_hash: configHash,
-            elapsed_s: String(elapsedBefore + el),
-            optim_steps: String(opt.stepCount),
-          });
+          await saveRunCheckpoint(
+            out,
+            [...model.stateTensors(), ...optState()],
+            opt,
+            configHash,
+            { step, position, elapsedBefore: elapsedBefore + el },
+            { kind: "affinitynet", arch: cfg.model },
+          );
           lastGood = step;
         }
       }

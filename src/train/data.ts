@@ -60,6 +60,50 @@ export async function resolveDataRoot(
   return { kind: cfg.dataset, root: cfg.data, describe: `${cfg.dataset} at ${cfg.data}` };
 }
 
+/** The stream settings a training config carries. */
+export interface StreamConfig {
+  batch: number;
+  /** Crop side S. */
+  size: number;
+  seed: number;
+  prefetch: number;
+  /** Scale factors relative to S, flip, colour jitter. */
+  augment: { scaleRange: [number, number]; flip: boolean; colorJitter: number };
+}
+
+/**
+ * The endless, shuffled, augmented training stream of a config from a sample position (full
+ * batches only; masks when asked for).
+ */
+export function trainingStream(
+  ds: Dataset,
+  cfg: StreamConfig,
+  position: number,
+  withMasks: boolean,
+): AsyncGenerator<Batch> {
+  const aug = cfg.augment;
+  return batches(ds, {
+    batchSize: cfg.batch,
+    cropSize: cfg.size,
+    seed: cfg.seed,
+    position,
+    epochs: Infinity,
+    shuffle: true,
+    prefetch: cfg.prefetch,
+    dropLast: true,
+    withMasks,
+    augment: {
+      // Config scale factors are relative to the crop size; the stream takes long-side pixels.
+      scaleRange: [
+        Math.round(aug.scaleRange[0] * cfg.size),
+        Math.round(aug.scaleRange[1] * cfg.size),
+      ],
+      flip: aug.flip,
+      colorJitter: aug.colorJitter,
+    },
+  });
+}
+
 /** Opens the train and validation splits of a config. */
 export async function openTrainingData(
   cfg: TrainConfig,
@@ -68,17 +112,11 @@ export async function openTrainingData(
   const { kind, root, describe } = await resolveDataRoot(cfg, log);
   const train = await openDataset({ kind, root, split: cfg.split });
   const val = await openDataset({ kind, root, split: cfg.valSplit });
-  const aug = cfg.augment;
   const wrap = async function* (it: AsyncIterable<Batch>): AsyncGenerator<TrainBatch> {
     for await (const b of it) {
       yield { images: b.images, tags: b.tags, batchSize: b.size, position: b.position };
     }
   };
-  // Config scale factors are relative to the crop size; the stream takes long-side pixels.
-  const scaleRange: [number, number] = [
-    Math.round(aug.scaleRange[0] * cfg.size),
-    Math.round(aug.scaleRange[1] * cfg.size),
-  ];
   return {
     train,
     val,
@@ -88,21 +126,7 @@ export async function openTrainingData(
     root,
     kind,
     batches: (position) =>
-      wrap(batches(train, {
-        batchSize: cfg.batch,
-        cropSize: cfg.size,
-        seed: cfg.seed,
-        position,
-        epochs: Infinity,
-        shuffle: true,
-        prefetch: cfg.prefetch,
-        dropLast: true,
-        augment: {
-          scaleRange,
-          flip: aug.flip,
-          colorJitter: aug.colorJitter,
-        },
-      }))[Symbol.asyncIterator](),
+      wrap(trainingStream(train, cfg, position, false))[Symbol.asyncIterator](),
     valBatches: () =>
       wrap(batches(val, {
         batchSize: cfg.batch,

@@ -117,18 +117,12 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
   let elapsedBefore = 0;
   const configHash = await data.configHash(cfg);
   if (resume) {
-    const meta = await loadTensors(ckptPath, [...model.stateTensors(), ...optState()]);
-    if (meta.config_hash !== configHash) {
-      throw new TrainError(
-        `--resume: ${ckptPath} was written with a different config (hash ${meta.config_hash}, ` +
-          `now ${configHash}); resume with the saved ${join(out, "config.json")}`,
-      );
-    }
-    step = Number(meta.step);
-    position = Number(meta.position);
-    elapsedBefore = Number(meta.elapsed_s ?? 0);
-    opt.stepCount = Number(meta.optim_steps);
-    await truncateJsonl(jsonlPath, step);
+    ({ step, position, elapsedBefore } = await resumeRun(
+      out,
+      [...model.stateTensors(), ...optState()],
+      opt,
+      configHash,
+    ));
     log(`resuming ${out} at step ${step}/${cfg.steps}`);
   } else {
     await Deno.mkdir(out, { recursive: true });
@@ -140,15 +134,12 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
       `${cfg.ocr.enabled ? ` with OCR (lambda ${cfg.ocr.lambda})` : ""} on ${gpu.describe()}`,
   );
 
-  const saveCheckpoint = async (s: number, pos: number, elapsed: number) => {
-    await saveTensors(ckptPath, [...model.stateTensors(), ...optState()], {
-      step: String(s),
-      position: String(pos),
-      config_hash: configHash,
-      elapsed_s: String(elapsed),
-      optim_steps: String(opt.stepCount),
+  const saveCheckpoint = (s: number, pos: number, elapsed: number) =>
+    saveRunCheckpoint(out, [...model.stateTensors(), ...optState()], opt, configHash, {
+      step: s,
+      position: pos,
+      elapsedBefore: elapsed,
     });
-  };
 
   const progress = new Progress("train", cfg.steps, { write: log, tty: hooks.tty });
   const batches = data.batches(position);
@@ -315,6 +306,67 @@ export function recordTrainStep(
   dCam.dispose();
   opt.step(params, s.lr);
   return { lossCls, lossOcr, ocPixels, camShape };
+}
+
+/** Where a resumed run continues. */
+export interface ResumePoint {
+  step: number;
+  /** Data stream position (samples consumed). */
+  position: number;
+  /** Training seconds before this call. */
+  elapsedBefore: number;
+}
+
+/**
+ * Writes a run folder's `last.safetensors` (atomically): `tensors` (model + optimizer state)
+ * and the metadata {@link resumeRun} reads back (`point.elapsedBefore`: total training seconds
+ * so far), plus `extra` metadata.
+ */
+export async function saveRunCheckpoint(
+  out: string,
+  tensors: NamedTensor[],
+  opt: Optimizer,
+  configHash: string,
+  point: ResumePoint,
+  extra: Record<string, string> = {},
+): Promise<void> {
+  await saveTensors(join(out, CKPT), tensors, {
+    ...extra,
+    step: String(point.step),
+    position: String(point.position),
+    config_hash: configHash,
+    elapsed_s: String(point.elapsedBefore),
+    optim_steps: String(opt.stepCount),
+  });
+}
+
+/**
+ * Resumes a run folder's `last.safetensors` into `tensors` (model + optimizer state): checks
+ * that it was written with the same config hash, restores the optimizer's step count and cuts
+ * `train.jsonl` back to the checkpoint's step.
+ */
+export async function resumeRun(
+  out: string,
+  tensors: NamedTensor[],
+  opt: Optimizer,
+  configHash: string,
+): Promise<ResumePoint> {
+  const ckptPath = join(out, CKPT);
+  const meta = await loadTensors(ckptPath, tensors);
+  if (meta.config_hash !== configHash) {
+    throw new TrainError(
+      `--resume: ${ckptPath} was written with a different config (hash ${meta.config_hash}, ` +
+        `now ${configHash}); resume with the saved ${join(out, "config.json")}`,
+    );
+  }
+  const step = Number(meta.step);
+  opt.stepCount = Number(meta.optim_steps);
+  await truncateJsonl(join(out, "train.jsonl"), step);
+  return {
+    step,
+    position: Number(meta.position),
+    elapsedBefore: Number(meta.elapsed_s ?? 0),
+  };
 }
 
 /**
