@@ -14,7 +14,7 @@ import { type PipelineStage, runComparison, runPipeline } from "../src/train/pip
 const USAGE = `usage: deno task pipeline [--method affinitynet] [--ocr | --compare] [--seed S]
   [--seeds 0,1,2 (with --compare)] [--out DIR] [--ocr-lambda L] [--ocr-start F]
   [--cam-steps N] [--affinity-steps N] [--train-limit N] [--eval-limit N]
-  [--sweep 0.05:0.6:0.05] [--alpha A] [--scales 0.5,1,1.5,2]
+  [--sweep 0.05:0.6:0.05] [--alpha 1,2,4,8,16] [--scales 0.5,1,1.5,2]
   [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--from STAGE]
   stages: cam-train, cams-train, cams-val, eval-cam, affinity, rw, eval-rw; --from STAGE redoes
   that stage and the later ones (once: rerun without it to resume);
@@ -59,7 +59,7 @@ await runMain(async () => {
     trainLimit: numFlag("train-limit", f["train-limit"]),
     evalLimit: numFlag("eval-limit", f["eval-limit"]),
     sweep: f.sweep,
-    alpha: numFlag("alpha", f.alpha),
+    alpha: f.alpha === undefined ? undefined : parseScales(f.alpha, "--alpha"),
     scales: f.scales === undefined ? undefined : parseScales(f.scales),
     synthetic: syntheticFlags(f["synthetic-size"], f["synthetic-seed"]),
     from: f.from as PipelineStage | undefined,

@@ -4,10 +4,10 @@
  */
 import { ConfigError } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
-import { computeRandomWalk, withProgress } from "../src/cam/mod.ts";
+import { computeRandomWalk, parseScales, withProgress } from "../src/cam/mod.ts";
 
 const USAGE = `usage: deno task rw --ckpt runs/NAME/affinity --cams runs/NAME/cam-val
-  [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt 8] [--alpha 8] [--limit N]`;
+  [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt 8] [--alpha 8 | --alpha 1,2,4,8,16] [--limit N]`;
 
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
@@ -29,12 +29,12 @@ await runMain(async () => {
       out: f.out,
       beta: numFlag("beta", f.beta),
       logt: numFlag("logt", f.logt),
-      alpha: numFlag("alpha", f.alpha),
+      alpha: f.alpha === undefined ? undefined : parseScales(f.alpha, "--alpha"),
       limit: numFlag("limit", f.limit),
     }, { onProgress }));
   console.log(
-    `wrote ${r.images} random-walk pseudo masks to ${r.out}/masks in ${r.seconds.toFixed(1)}s ` +
-      `(${(r.images / r.seconds).toFixed(2)} img/s); score them with ` +
-      `deno task eval --masks ${r.out}/masks --split SPLIT`,
+    `wrote ${r.images} random-walk pseudo masks per alpha in ${r.seconds.toFixed(1)}s ` +
+      `(${(r.images / r.seconds).toFixed(2)} img/s) to ${r.masks.map((m) => m.dir).join(", ")}; ` +
+      `score them with deno task eval --masks DIR --split SPLIT`,
   );
 });

@@ -12,7 +12,7 @@ import { createModel } from "../src/nn/models/cam_net.ts";
 import { saveTensors } from "../src/io/checkpoint.ts";
 import { featureLabels, trainAffinity } from "../src/train/affinity.ts";
 import { readCamFolder } from "../src/cam/cam_folder.ts";
-import { camsWithBackground, computeRandomWalk } from "../src/cam/rw.ts";
+import { camsWithBackground, computeRandomWalk, walkedMasks } from "../src/cam/rw.ts";
 import { CamError } from "../src/cam/options.ts";
 import { computeCams } from "../src/cam/extract.ts";
 import { runPipeline } from "../src/train/pipeline.ts";
@@ -124,7 +124,7 @@ Deno.test("featureLabels and camsWithBackground on hand-built maps", () => {
   const H = 10, W = 12;
   const cams = new Float32Array(H * W);
   cams.fill(0.5);
-  const { data, h, w } = camsWithBackground(cams, 1, H, W, 2);
+  const { data, h, w } = camsWithBackground(cams, 1, H, W, [2]);
   assertEquals([h, w], [2, 2]);
   // Cell (0,0): 64 pixels of bg 0.25 and CAM 0.5. Cell (1,1): rows 8-9, cols 8-11 (8 pixels).
   const near = (a: number, b: number) => Math.abs(a - b) < 1e-6;
@@ -133,8 +133,26 @@ Deno.test("featureLabels and camsWithBackground on hand-built maps", () => {
     if (!near(data[i], v)) throw new Error(`bg cell ${i}: ${data[i]} vs ${v}`);
     if (!near(data[4 + i], 2 * v)) throw new Error(`cam cell ${i}: ${data[4 + i]} vs ${2 * v}`);
   });
+  // Two alphas give two background channels in front of the class channel.
+  const two = camsWithBackground(cams, 1, H, W, [1, 2]);
+  assertEquals(two.data.length, 3 * 4);
+  if (!near(two.data[0], 0.5) || !near(two.data[4], 0.25) || !near(two.data[8], 0.5)) {
+    throw new Error(`two alphas: ${Array.from(two.data)}`);
+  }
   // No tags: the background is 1 everywhere.
-  assertEquals(camsWithBackground(new Float32Array(0), 0, 8, 8, 4).data[0], 1);
+  assertEquals(camsWithBackground(new Float32Array(0), 0, 8, 8, [4]).data[0], 1);
+});
+
+Deno.test("walkedMasks: per-alpha argmax over its background and the classes, cropped", () => {
+  // A = 2 background channels, classes 3 and 7, padded 2x3, cropped to 2x2.
+  const bg0 = [0.5, 0.5, 9, 0.5, 0.1, 9];
+  const bg1 = [0.05, 0.05, 9, 0.05, 0.05, 9];
+  const c3 = [0.4, 0.2, 0, 0.2, 0.3, 0];
+  const c7 = [0.1, 0.3, 0, 0.2, 0.3, 0];
+  const up = Float32Array.from([...bg0, ...bg1, ...c3, ...c7]);
+  const [m0, m1] = walkedMasks(up, 2, [3, 7], 2, 3, 2, 2);
+  assertEquals(Array.from(m0), [0, 0, 0, 4]); // ties: background first, then the lower class
+  assertEquals(Array.from(m1), [4, 8, 4, 4]);
 });
 
 const SYNTH = { seed: 0, size: "tiny" as const };
@@ -262,6 +280,7 @@ Deno.test("pipeline: stages run in order, a rerun skips finished stages, --from 
       }
     }
     if (!r) throw new Error("no result");
+    if (![1, 2, 4, 8, 16].includes(r.rwAlpha)) throw new Error(`rwAlpha ${r.rwAlpha}`);
     for (const k of ["camMiou", "rwMiou", "ocRate"] as const) {
       if (!(r[k] >= 0 && r[k] <= 1)) throw new Error(`${k} = ${r[k]}`);
     }

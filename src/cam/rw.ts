@@ -2,24 +2,27 @@
  * `deno task rw`: psa's random-walk pseudo masks from a trained AffinityNet and a CAM folder.
  *
  * Per image (psa's `infer_aff.py`, on the GPU but for the small CAM pooling):
- * 1. the CAM folder's normalised tagged CAMs [T, H, W] get a background channel
- *    `(1 - max_t cam)^alpha` in front, are zero-padded to multiples of 8 and average-pooled
- *    8x8 to the feature grid ({@link camsWithBackground});
+ * 1. the CAM folder's normalised tagged CAMs [T, H, W] get background channels
+ *    `(1 - max_t cam)^alpha`, one per swept alpha, in front, are zero-padded to multiples of 8
+ *    and average-pooled 8x8 to the feature grid ({@link camsWithBackground});
  * 2. AffinityNet (eval mode) gives the features of the whole image, {@link pairwiseAffinity}
  *    their affinities within the radius, {@link randomWalk} the walked CAMs
  *    (`A^beta`, column-normalised, 2^logt steps);
- * 3. the walked CAMs are bilinearly resized to the padded image size, argmax'd, cropped:
- *    label 0 = background, tags[k]+1 for channel k+1.
+ * 3. the walked CAMs are bilinearly resized to the padded image size and read back; per alpha
+ *    the mask is the argmax over [its background channel, the T class channels] (background
+ *    first on ties), cropped: label 0 = background, tags[t]+1 for class channel t
+ *    ({@link walkedMasks}). The walk is linear in its input, so every alpha of a sweep comes
+ *    from one walk.
  *
- * Writes `<out>/masks/<id>.png` (VOC palette, atomically; score them with
- * `deno task eval --masks <out>/masks`) and `<out>/rw.json`.
+ * Writes `<out>/masks/<id>.png` for one alpha, or `<out>/alpha-<a>/masks/<id>.png` per alpha of
+ * a sweep (VOC palette, atomically; score them with `deno task eval --masks DIR`), and
+ * `<out>/rw.json`.
  * @module
  */
 import { dirname, join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { createGpu } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { argmaxChannels } from "../nn/channel.ts";
 import { resizeBilinear } from "../nn/resize.ts";
 import { type AffinityNet, createAffinityNet } from "../nn/models/aff_net.ts";
 import { loadTensors } from "../io/checkpoint.ts";
@@ -46,8 +49,11 @@ export const RwSchema = z.object({
   beta: z.number().positive().default(8),
   /** log2 of the walk length (psa: 8). */
   logt: z.number().int().min(0).max(12).default(8),
-  /** Background exponent: bg = (1 - max cam)^alpha. */
-  alpha: z.number().positive().default(8),
+  /** Background exponent(s): bg = (1 - max cam)^alpha; several give one mask folder each. */
+  alpha: z.union([z.number().positive(), z.array(z.number().positive()).min(1).max(16)])
+    .default(8)
+    .transform((a) => (Array.isArray(a) ? a : [a]))
+    .refine((a) => new Set(a).size === a.length, "alphas must not repeat"),
   /** Only the first `limit` images of the split. */
   limit: z.number().int().positive().optional(),
 }).strict();
@@ -63,18 +69,21 @@ export interface RwResult {
   images: number;
   /** Wall time in seconds. */
   seconds: number;
+  /** The mask folder of each alpha. */
+  masks: { alpha: number; dir: string }[];
 }
 
 /**
- * psa's CAM input of the walk: channel 0 = `(1 - max_t cams)^alpha` (1 without tags), then the
- * T CAMs; zero-padded to [8h, 8w] (h = ceil(H/8)) and average-pooled 8x8: returns [T+1, h, w].
+ * psa's CAM input of the walk: channels `0..A-1` = `(1 - max_t cams)^alphas[a]` (1 without
+ * tags), then the T CAMs; zero-padded to [8h, 8w] (h = ceil(H/8)) and average-pooled 8x8:
+ * returns [A+T, h, w].
  */
 export function camsWithBackground(
   cams: Float32Array,
   T: number,
   H: number,
   W: number,
-  alpha: number,
+  alphas: readonly number[],
   stride = 8,
 ): { data: Float32Array; h: number; w: number } {
   const h = Math.ceil(H / stride), w = Math.ceil(W / stride);
@@ -82,7 +91,9 @@ export function camsWithBackground(
   if (cams.length !== T * n) {
     throw new RangeError(`rw: ${cams.length} CAM values for ${T}x${H}x${W}`);
   }
-  const out = new Float32Array((T + 1) * h * w);
+  const A = alphas.length;
+  const hw = h * w;
+  const out = new Float32Array((A + T) * hw);
   const inv = 1 / (stride * stride);
   for (let p = 0; p < n; p++) {
     const y = Math.floor(p / W), x = p % W;
@@ -91,11 +102,53 @@ export function camsWithBackground(
     for (let t = 0; t < T; t++) {
       const v = cams[t * n + p];
       if (v > m) m = v;
-      out[(t + 1) * h * w + cell] += v * inv;
+      out[(A + t) * hw + cell] += v * inv;
     }
-    out[cell] += Math.max(0, 1 - m) ** alpha * inv;
+    const r = Math.max(0, 1 - m);
+    for (let a = 0; a < A; a++) out[a * hw + cell] += r ** alphas[a] * inv;
   }
   return { data: out, h, w };
+}
+
+/**
+ * The masks of walked CAMs `up` [A+T, Hp, Wp] (A background channels, then T classes; Hp x Wp
+ * the padded size): per background channel a, the H x W crop of the argmax over
+ * [bg_a, class channels] (background first, then the lower channel, on ties), labelled 0 or
+ * `classes[t] + 1`.
+ */
+export function walkedMasks(
+  up: Float32Array,
+  A: number,
+  classes: readonly number[],
+  Hp: number,
+  Wp: number,
+  H: number,
+  W: number,
+): Uint8Array[] {
+  const T = classes.length;
+  const n = Hp * Wp;
+  if (up.length !== (A + T) * n) {
+    throw new RangeError(`rw masks: ${up.length} values for ${A + T}x${Hp}x${Wp}`);
+  }
+  return Array.from({ length: A }, (_, a) => {
+    const mask = new Uint8Array(H * W);
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        const p = y * Wp + x;
+        let best = up[a * n + p];
+        let label = 0;
+        for (let t = 0; t < T; t++) {
+          const v = up[(A + t) * n + p];
+          if (v > best) {
+            best = v;
+            label = classes[t] + 1;
+          }
+        }
+        mask[y * W + x] = label;
+      }
+    }
+    return mask;
+  });
 }
 
 /** Loads an AffinityNet checkpoint written by `deno task affinity`. */
@@ -131,10 +184,15 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
     const out = o.out ?? join(runDir, `rw-${cf.split}`);
     const n = Math.min(ds.ids.length, cf.images, o.limit ?? Infinity);
     log(
-      `random walk (beta ${o.beta}, logt ${o.logt}, alpha ${o.alpha}) of ${n} images of ` +
-        `${cf.kind} '${cf.split}' with ${ckpt}, CAMs from ${cf.dir} → ${out}`,
+      `random walk (beta ${o.beta}, logt ${o.logt}, alpha ${o.alpha.join(",")}) of ${n} images ` +
+        `of ${cf.kind} '${cf.split}' with ${ckpt}, CAMs from ${cf.dir} → ${out}`,
     );
-    await Deno.mkdir(join(out, "masks"), { recursive: true });
+    const A = o.alpha.length;
+    const masks = o.alpha.map((alpha) => ({
+      alpha,
+      dir: A === 1 ? join(out, "masks") : join(out, `alpha-${alpha}`, "masks"),
+    }));
+    for (const m of masks) await Deno.mkdir(m.dir, { recursive: true });
     let done = 0;
     let pending: Promise<void> = Promise.resolve();
     for await (const s of prefetchSamples(ds, n)) {
@@ -147,6 +205,7 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       }
       const T = c.classes.length;
       const pooled = camsWithBackground(c.cams, T, s.height, s.width, o.alpha);
+      const K = A + T;
       const x = Tensor.fromArray(gpu, rgbToChw(s.rgb, s.width, s.height), [
         1,
         3,
@@ -161,28 +220,23 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       }
       const aff = pairwiseAffinity(gpu, feat);
       feat.dispose();
-      const camT = Tensor.fromArray(gpu, pooled.data, [T + 1, fh, fw]);
+      const camT = Tensor.fromArray(gpu, pooled.data, [K, fh, fw]);
       const walked = randomWalk(gpu, aff, camT, { beta: o.beta, logt: o.logt });
       aff.dispose();
       camT.dispose();
       walked.labels.dispose();
-      const up = resizeBilinear(gpu, walked.cams.reshape([1, T + 1, fh, fw]), {
+      const up = resizeBilinear(gpu, walked.cams.reshape([1, K, fh, fw]), {
         size: [8 * fh, 8 * fw],
       });
       walked.cams.dispose();
-      const arg = argmaxChannels(gpu, up);
+      const values = await up.read();
       up.dispose();
-      const idx = await arg.read();
-      arg.dispose();
-      const mask = new Uint8Array(s.width * s.height);
-      const lut = [0, ...c.classes.map((k) => k + 1)];
-      for (let y = 0; y < s.height; y++) {
-        for (let xx = 0; xx < s.width; xx++) mask[y * s.width + xx] = lut[idx[y * 8 * fw + xx]];
-      }
+      const perAlpha = walkedMasks(values, A, c.classes, 8 * fh, 8 * fw, s.height, s.width);
       await pending;
-      pending = encodeLabelPng(mask, s.width, s.height, VOC_PALETTE).then((png) =>
-        writeFileAtomic(join(out, "masks", `${s.id}.png`), png)
-      );
+      pending = Promise.all(perAlpha.map(async (mask, a) => {
+        const png = await encodeLabelPng(mask, s.width, s.height, VOC_PALETTE);
+        await writeFileAtomic(join(masks[a].dir, `${s.id}.png`), png);
+      })).then(() => {});
       pending.catch(() => {});
       done++;
       hooks.onProgress?.(done, n);
@@ -200,10 +254,11 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       beta: o.beta,
       logt: o.logt,
       alpha: o.alpha,
-      masks: "masks/<id>.png (palette; 0 = background, c+1 = class c)",
+      masks: masks.map((m) => ({ alpha: m.alpha, dir: m.dir })),
+      format: "<dir>/<id>.png (palette; 0 = background, c+1 = class c)",
       seconds,
     });
-    return { out, images: done, seconds };
+    return { out, images: done, seconds, masks };
   } finally {
     if (!hooks.gpu) gpu.destroy();
   }
