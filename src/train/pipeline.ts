@@ -24,7 +24,7 @@ import { evaluate } from "../cam/evaluate.ts";
 import { computeRandomWalk } from "../cam/rw.ts";
 import { trainAffinity } from "./affinity.ts";
 import { meanStd } from "./ablate.ts";
-import { checkpointMetadata, train } from "./train.ts";
+import { checkpointMetadata, train, TrainError } from "./train.ts";
 
 /** The stage names, in order. */
 export const PIPELINE_STAGES = [
@@ -236,7 +236,10 @@ export async function runPipeline(
       return { images: r.images, masks: r.masks };
     },
     "eval-rw": async (log) => {
-      const dirs = stages.rw.result.masks as { alpha: number; dir: string }[];
+      const dirs = stages.rw.result.masks as { alpha: number; dir: string }[] | undefined;
+      if (!Array.isArray(dirs)) {
+        throw new TrainError(`${stagesPath}: the rw stage lists no mask folders; rerun --from rw`);
+      }
       const sweep: { alpha: number; miou: number | null }[] = [];
       for (const { alpha, dir } of dirs) {
         const m = await withProgress("eval", (onProgress) =>
