@@ -11,7 +11,7 @@ import { createAffinityNet } from "../src/nn/models/aff_net.ts";
 import { createModel } from "../src/nn/models/cam_net.ts";
 import { saveTensors } from "../src/io/checkpoint.ts";
 import { featureLabels, trainAffinity } from "../src/train/affinity.ts";
-import { readCamFolder } from "../src/cam/cam_folder.ts";
+import { readCamFolder, readImageCams } from "../src/cam/cam_folder.ts";
 import { camsWithBackground, computeRandomWalk, walkedMasks } from "../src/cam/rw.ts";
 import { CamError } from "../src/cam/options.ts";
 import { computeCams } from "../src/cam/extract.ts";
@@ -237,6 +237,14 @@ Deno.test("AffinityNet: bad CAM folders and checkpoints are clear errors", async
       JSON.stringify({ dataset: "voc", root: "/nowhere", split: "train", images: 1, cams: null }),
     );
     await assertRejects(() => readCamFolder(root), CamError, "--no-cams");
+    await assertRejects(
+      () => readImageCams(root, "x"),
+      CamError,
+      "is missing (rerun deno task cam)",
+    );
+    await Deno.mkdir(join(root, "cams"));
+    await saveTensors(join(root, "cams", "y.safetensors"), [], {});
+    await assertRejects(() => readImageCams(root, "y"), CamError, "expected tensors cams");
     await Deno.writeTextFile(
       join(root, "cam.json"),
       JSON.stringify({ dataset: "voc", root: "/nowhere", split: "train", images: 1, cams: "x" }),

@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { validate } from "../io/config.ts";
-import { readSafetensors, SafetensorsError } from "../io/safetensors.ts";
+import { parseSafetensors, SafetensorsError } from "../io/safetensors.ts";
 import { CamError, readCamJson } from "./options.ts";
 
 const CamJsonSchema = z.object({
@@ -63,18 +63,25 @@ export interface ImageCams {
   width: number;
 }
 
-/** Reads `<dir>/cams/<id>.safetensors` (see src/cam/extract.ts); errors name the file. */
-export async function readImageCams(dir: string, id: string): Promise<ImageCams> {
+/**
+ * Reads `<dir>/cams/<id>.safetensors` (see src/cam/extract.ts); with `image`, CAMs of another
+ * size are an error. Errors name the file.
+ */
+export async function readImageCams(
+  dir: string,
+  id: string,
+  image?: { width: number; height: number },
+): Promise<ImageCams> {
   const path = join(dir, "cams", `${id}.safetensors`);
   let st;
   try {
-    st = await readSafetensors(path);
+    st = parseSafetensors(await Deno.readFile(path), path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new CamError(`no CAMs for image ${id}: ${path} is missing (rerun deno task cam)`);
     }
     if (e instanceof SafetensorsError) throw new CamError(e.message);
-    throw e;
+    throw new CamError(`${path}: cannot read: ${(e as Error).message}`);
   }
   const cams = st.tensors.get("cams");
   const classes = st.tensors.get("classes");
@@ -85,8 +92,13 @@ export async function readImageCams(dir: string, id: string): Promise<ImageCams>
   if (classes.shape[0] !== T) {
     throw new CamError(`${path}: ${T} CAMs but ${classes.shape[0]} classes`);
   }
+  if (image && (image.height !== height || image.width !== width)) {
+    throw new CamError(
+      `${path}: CAMs are ${width}x${height} but image ${id} is ${image.width}x${image.height}`,
+    );
+  }
   return {
-    cams: Float32Array.from(cams.data),
+    cams: cams.data,
     classes: Array.from(classes.data, Math.round),
     height,
     width,

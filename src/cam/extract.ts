@@ -35,7 +35,11 @@ import { resizeBilinear } from "../nn/resize.ts";
 import { loadTensors } from "../io/checkpoint.ts";
 import { ConfigError, type TrainConfig, TrainConfigSchema, validate } from "../io/config.ts";
 import { exists, writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
-import { SafetensorsError, serializeSafetensors } from "../io/safetensors.ts";
+import {
+  readSafetensorsHeader,
+  SafetensorsError,
+  serializeSafetensors,
+} from "../io/safetensors.ts";
 import { type Dataset, openDataset, type Sample } from "../data/dataset.ts";
 import { IMAGENET_MEAN, IMAGENET_STD } from "../data/augment.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../data/png.ts";
@@ -95,37 +99,6 @@ export async function readRunConfig(ckpt: string): Promise<TrainConfig> {
   return validate(TrainConfigSchema, json, path);
 }
 
-/** Shape of one tensor in a safetensors header (read without loading the data). */
-async function headerShape(path: string, name: string): Promise<number[]> {
-  const f = await Deno.open(path, { read: true });
-  try {
-    const len = new Uint8Array(8);
-    if ((await f.read(len)) !== 8) throw new SafetensorsError(`${path}: too short for a header`);
-    const n = Number(new DataView(len.buffer).getBigUint64(0, true));
-    if (n > 100 * 1024 * 1024) throw new SafetensorsError(`${path}: header length ${n} too large`);
-    const buf = new Uint8Array(n);
-    let off = 0;
-    while (off < n) {
-      const r = await f.read(buf.subarray(off));
-      if (r === null) throw new SafetensorsError(`${path}: header runs past the end of the file`);
-      off += r;
-    }
-    let header: Record<string, { shape?: number[] }>;
-    try {
-      header = JSON.parse(new TextDecoder().decode(buf));
-    } catch (e) {
-      throw new SafetensorsError(`${path}: header is not valid JSON: ${(e as Error).message}`);
-    }
-    const shape = header[name]?.shape;
-    if (!Array.isArray(shape)) {
-      throw new SafetensorsError(`${path}: no tensor "${name}" (not a CAM classifier checkpoint)`);
-    }
-    return shape;
-  } finally {
-    f.close();
-  }
-}
-
 /**
  * Loads a checkpoint written by `deno task train` (or a run folder holding one) for
  * inference. Errors name the missing checkpoint or config.json, or the mismatching tensors.
@@ -133,7 +106,12 @@ async function headerShape(path: string, name: string): Promise<number[]> {
 export async function loadCamModel(gpu: GpuContext, ckpt: string): Promise<LoadedCamModel> {
   const file = await resolveCheckpoint(ckpt);
   const config = await readRunConfig(file);
-  const shape = await headerShape(file, "classifier.weight");
+  const shape = (await readSafetensorsHeader(file)).shapes.get("classifier.weight");
+  if (!shape) {
+    throw new SafetensorsError(
+      `${file}: no tensor "classifier.weight" (not a CAM classifier checkpoint)`,
+    );
+  }
   const numClasses = shape[0];
   if (!(Number.isInteger(numClasses) && numClasses > 0)) {
     throw new SafetensorsError(`${file}: classifier.weight has bad shape [${shape}]`);

@@ -26,7 +26,7 @@ import { Tensor } from "../gpu/tensor.ts";
 import { resizeBilinear } from "../nn/resize.ts";
 import { type AffinityNet, createAffinityNet } from "../nn/models/aff_net.ts";
 import { loadTensors } from "../io/checkpoint.ts";
-import { readSafetensors } from "../io/safetensors.ts";
+import { readSafetensorsHeader } from "../io/safetensors.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
 import { validate } from "../io/config.ts";
 import { openDataset } from "../data/dataset.ts";
@@ -157,13 +157,13 @@ export async function loadAffinityNet(
   ckpt: string,
 ): Promise<{ model: AffinityNet; ckpt: string; runDir: string }> {
   const file = await resolveCheckpoint(ckpt);
-  const st = await readSafetensors(file);
-  if (st.metadata.kind !== "affinitynet") {
+  const { metadata } = await readSafetensorsHeader(file);
+  if (metadata.kind !== "affinitynet") {
     throw new CamError(
       `${file} is not an AffinityNet checkpoint (train one with deno task affinity)`,
     );
   }
-  const arch = st.metadata.arch as "tiny" | "resnet18" | "resnet34" | "resnet50";
+  const arch = metadata.arch as "tiny" | "resnet18" | "resnet34" | "resnet50";
   const model = createAffinityNet(gpu, { arch });
   await loadTensors(file, model.stateTensors(), {
     ignoreUnexpected: (n) => n.startsWith("optim."),
@@ -196,13 +196,7 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
     let done = 0;
     let pending: Promise<void> = Promise.resolve();
     for await (const s of prefetchSamples(ds, n)) {
-      const c = await readImageCams(cf.dir, s.id);
-      if (c.height !== s.height || c.width !== s.width) {
-        throw new CamError(
-          `${join(cf.dir, "cams", `${s.id}.safetensors`)}: CAMs are ${c.width}x${c.height} but ` +
-            `image ${s.id} is ${s.width}x${s.height}`,
-        );
-      }
+      const c = await readImageCams(cf.dir, s.id, s);
       const T = c.classes.length;
       const pooled = camsWithBackground(c.cams, T, s.height, s.width, o.alpha);
       const K = A + T;

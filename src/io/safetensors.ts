@@ -156,6 +156,59 @@ export async function readSafetensors(path: string): Promise<SafeTensors> {
   return parseSafetensors(bytes, path);
 }
 
+/** The header of a safetensors file: tensor shapes by name and the `__metadata__` strings. */
+export interface SafetensorsHeader {
+  shapes: Map<string, number[]>;
+  metadata: Record<string, string>;
+}
+
+/**
+ * Reads only the header of a safetensors file (shapes and metadata, no tensor data): for a
+ * checkpoint's step or a classifier's class count without loading the weights.
+ */
+export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(path, { read: true });
+  } catch (e) {
+    throw new SafetensorsError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  try {
+    const len = new Uint8Array(8);
+    if ((await f.read(len)) !== 8) throw new SafetensorsError(`${path}: too short for a header`);
+    const n = Number(new DataView(len.buffer).getBigUint64(0, true));
+    if (n > MAX_HEADER) {
+      throw new SafetensorsError(
+        `${path}: header length ${n} exceeds the ${MAX_HEADER}-byte limit`,
+      );
+    }
+    const buf = new Uint8Array(n);
+    let off = 0;
+    while (off < n) {
+      const r = await f.read(buf.subarray(off));
+      if (r === null) throw new SafetensorsError(`${path}: header runs past the end of the file`);
+      off += r;
+    }
+    let header: Record<string, unknown>;
+    try {
+      header = JSON.parse(new TextDecoder().decode(buf));
+    } catch (e) {
+      throw new SafetensorsError(`${path}: header is not valid JSON: ${(e as Error).message}`);
+    }
+    const shapes = new Map<string, number[]>();
+    let metadata: Record<string, string> = {};
+    for (const [name, v] of Object.entries(header)) {
+      if (name === "__metadata__") metadata = (v ?? {}) as Record<string, string>;
+      else if (Array.isArray((v as { shape?: unknown })?.shape)) {
+        shapes.set(name, (v as { shape: number[] }).shape);
+      }
+    }
+    return { shapes, metadata };
+  } finally {
+    f.close();
+  }
+}
+
 /** Serialises tensors (as F32, in the given order) and metadata. */
 export function serializeSafetensors(
   tensors: Iterable<[string, HostTensor]>,

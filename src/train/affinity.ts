@@ -49,7 +49,6 @@ import {
 } from "../cam/affinity.ts";
 import { readRunConfig } from "../cam/extract.ts";
 import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
-import { CamError } from "../cam/options.ts";
 import { fmtDuration, Progress } from "./progress.ts";
 import {
   checkRunFolder,
@@ -78,13 +77,7 @@ export function withAffinityLabels(
 ): Dataset {
   const load = async (i: number): Promise<Sample> => {
     const s = await ds.load(i);
-    const c = await readImageCams(camDir, s.id);
-    if (c.height !== s.height || c.width !== s.width) {
-      throw new CamError(
-        `${join(camDir, "cams", `${s.id}.safetensors`)}: CAMs are ${c.width}x${c.height} but ` +
-          `image ${s.id} is ${s.width}x${s.height}`,
-      );
-    }
+    const c = await readImageCams(camDir, s.id, s);
     const mask = affinityLabelMap(c.cams, c.classes, c.height, c.width, alphas);
     return { ...s, mask };
   };

@@ -18,7 +18,7 @@ import {
 } from "../io/config.ts";
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import { loadTensors, saveTensors } from "../io/checkpoint.ts";
-import { readSafetensors } from "../io/safetensors.ts";
+import { readSafetensorsHeader } from "../io/safetensors.ts";
 import { Ctx } from "../nn/layer.ts";
 import { type CamNet, createModel } from "../nn/models/cam_net.ts";
 import {
@@ -437,5 +437,5 @@ export async function validationMap(
 
 /** Reads the metadata of a checkpoint (step, position, config hash...). */
 export async function checkpointMetadata(path: string): Promise<Record<string, string>> {
-  return (await readSafetensors(path)).metadata;
+  return (await readSafetensorsHeader(path)).metadata;
 }
