@@ -30,30 +30,25 @@ export { numel, Tensor } from "./src/gpu/tensor.ts";
 export { BufferPool, type PoolStats } from "./src/gpu/pool.ts";
 
 // Layers and ops.
-export { Ctx, type Layer, type Param } from "./src/nn/layer.ts";
-export { POINTWISE, pointwise, type PointwiseName } from "./src/nn/pointwise.ts";
-export { Conv2d, conv2d, conv2dGradInput, conv2dGradWeight } from "./src/nn/conv.ts";
-export { matmul } from "./src/nn/matmul.ts";
-export { BatchNorm2d } from "./src/nn/batchnorm.ts";
-export { Activation, ELU, ReLU, ResidualAdd } from "./src/nn/activation.ts";
-export { globalAvgPool, MaxPool2d, maxPool2d } from "./src/nn/pool.ts";
-export { resizeBilinear, resizeBilinearBackward } from "./src/nn/resize.ts";
-export { argmaxChannels, softmaxChannels } from "./src/nn/channel.ts";
+export { Ctx, type Layer, type Param } from "./src/models/layer.ts";
+export { POINTWISE, pointwise, type PointwiseName } from "./src/ops/pointwise.ts";
+export { Conv2d, conv2d, conv2dGradInput, conv2dGradWeight } from "./src/ops/conv.ts";
+export { matmul } from "./src/ops/matmul.ts";
+export { BatchNorm2d } from "./src/ops/batchnorm.ts";
+export { Activation, ELU, ReLU, ResidualAdd } from "./src/ops/activation.ts";
+export { globalAvgPool, MaxPool2d, maxPool2d } from "./src/ops/pool.ts";
+export { resizeBilinear, resizeBilinearBackward } from "./src/ops/resize.ts";
+export { argmaxChannels, softmaxChannels } from "./src/ops/channel.ts";
 
 // Models.
-export {
-  CamNet,
-  type CamOutputs,
-  createModel,
-  type ModelOptions,
-} from "./src/nn/models/cam_net.ts";
-export type { Arch } from "./src/nn/models/resnet.ts";
+export { CamNet, type CamOutputs, createModel, type ModelOptions } from "./src/models/cam_net.ts";
+export type { Arch } from "./src/models/resnet.ts";
 export {
   type AffinityBranch,
   AffinityNet,
   type AffinityNetOptions,
   createAffinityNet,
-} from "./src/nn/models/aff_net.ts";
+} from "./src/methods/affinitynet/model.ts";
 
 // Losses and optimizers.
 export {
@@ -83,7 +78,7 @@ export { train, type TrainResult } from "./src/train/train.ts";
 export { type TrainConfig, TrainConfigSchema } from "./src/io/config.ts";
 export * from "./src/eval/mod.ts";
 export { computeCams, evaluate, loadCamModel, recordImageCams } from "./src/cam/mod.ts";
-export { tuneMatmul } from "./src/nn/matmul.ts";
+export { tuneMatmul } from "./src/ops/matmul.ts";
 
 // AffinityNet stage (psa): labels, pairwise affinity, loss, random walk, training, pipeline.
 export {
@@ -93,8 +88,12 @@ export {
   affinityPairLabels,
   pairwiseAffinity,
   pairwiseAffinityBackward,
-} from "./src/cam/affinity.ts";
-export { randomWalk, type RandomWalkOptions, transitionMatrix } from "./src/cam/random_walk.ts";
+} from "./src/methods/affinitynet/affinity.ts";
+export {
+  randomWalk,
+  type RandomWalkOptions,
+  transitionMatrix,
+} from "./src/methods/affinitynet/random_walk.ts";
 export { type CamFolder, readCamFolder, readImageCams } from "./src/cam/cam_folder.ts";
 export {
   camsWithBackground,
@@ -102,12 +101,12 @@ export {
   type RwInput,
   type RwResult,
   RwSchema,
-} from "./src/cam/rw.ts";
+} from "./src/methods/affinitynet/rw.ts";
 export {
   type AffinityInput,
   type AffinityTrainResult,
   trainAffinity,
-} from "./src/train/affinity.ts";
+} from "./src/methods/affinitynet/train.ts";
 export { type AffinityConfig, AffinityConfigSchema } from "./src/io/config.ts";
 export {
   PIPELINE_STAGES,
@@ -116,7 +115,7 @@ export {
   PipelineSchema,
   runComparison,
   runPipeline,
-} from "./src/train/pipeline.ts";
+} from "./src/workflows/pipeline.ts";
 export { meanAveragePrecision } from "./src/eval/classification.ts";
 export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";
 
@@ -137,13 +136,13 @@ export type {
   GradWeightOptions,
   Pair,
   WgradBlock,
-} from "./src/nn/conv.ts";
-export type { MatmulOptions, MatmulTuning, MatmulVariant } from "./src/nn/matmul.ts";
-export type { MaxPoolOptions, MaxPoolResult, Size2 } from "./src/nn/pool.ts";
-export type { ResizeOptions } from "./src/nn/resize.ts";
-export type { PointwiseOptions } from "./src/nn/pointwise.ts";
-export type { Buffer } from "./src/nn/layer.ts";
-export type { Sequential } from "./src/nn/models/resnet.ts";
+} from "./src/ops/conv.ts";
+export type { MatmulOptions, MatmulTuning, MatmulVariant } from "./src/ops/matmul.ts";
+export type { MaxPoolOptions, MaxPoolResult, Size2 } from "./src/ops/pool.ts";
+export type { ResizeOptions } from "./src/ops/resize.ts";
+export type { PointwiseOptions } from "./src/ops/pointwise.ts";
+export type { Buffer } from "./src/models/layer.ts";
+export type { Sequential } from "./src/models/resnet.ts";
 export type { OcrCallOptions, OcrGradMode, OcrNorm, OcrReferenceResult } from "./src/losses/ocr.ts";
 export type { HostTensor, SafeTensors } from "./src/io/safetensors.ts";
 export type { NamedTensor } from "./src/io/checkpoint.ts";

@@ -14,7 +14,7 @@ import {
   type AblationScore,
   runAblation,
   writeAblation,
-} from "../src/train/ablate.ts";
+} from "../src/workflows/ablate.ts";
 
 const USAGE =
   `usage: deno task ablate [--out runs/ablate] [--seeds 0,1,2] [--steps N] [--config cfg.json]

@@ -1,12 +1,12 @@
 /**
  * `deno task affinity`: trains psa's AffinityNet on the confident labels of a CAM folder
- * written by `deno task cam` (see src/train/affinity.ts). Flags override the config file's
+ * written by `deno task cam` (see src/methods/affinitynet/train.ts). Flags override the config file's
  * fields; the resolved config is saved in the run folder.
  */
 import { ConfigError, deepMerge, readJsonFile } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import { asUserError } from "../src/cam/options.ts";
-import { trainAffinity } from "../src/train/affinity.ts";
+import { trainAffinity } from "../src/methods/affinitynet/train.ts";
 
 const USAGE = `usage: deno task affinity --cams runs/NAME/cam-train [--config cfg.json]
   [--init CKPT | --scratch] [--model tiny|resnet18|resnet34|resnet50] [--out DIR]

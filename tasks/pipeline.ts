@@ -1,7 +1,7 @@
 /**
  * `deno task pipeline --method affinitynet [--ocr]`: CAM training → CAMs → AffinityNet →
  * random walk → evaluation on the built-in synthetic data, as a resumable stage list (see
- * src/train/pipeline.ts). `--compare --seeds 0,1,2` runs it with and without OCR per seed and
+ * src/workflows/pipeline.ts). `--compare --seeds 0,1,2` runs it with and without OCR per seed and
  * prints the comparison table.
  */
 import { join } from "node:path";
@@ -9,7 +9,7 @@ import { z } from "npm:zod@4.6.7";
 import { ConfigError, validate } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import { asUserError, parseScales, syntheticFlags } from "../src/cam/options.ts";
-import { type PipelineStage, runComparison, runPipeline } from "../src/train/pipeline.ts";
+import { type PipelineStage, runComparison, runPipeline } from "../src/workflows/pipeline.ts";
 
 const USAGE = `usage: deno task pipeline [--method affinitynet] [--ocr | --compare] [--seed S]
   [--seeds 0,1,2 (with --compare)] [--out DIR] [--ocr-lambda L] [--ocr-start F]

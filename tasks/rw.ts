@@ -1,6 +1,6 @@
 /**
  * `deno task rw`: psa's random-walk pseudo masks from an AffinityNet checkpoint and a CAM
- * folder (see src/cam/rw.ts); score them with `deno task eval --masks OUT/masks --split S`.
+ * folder (see src/methods/affinitynet/rw.ts); score them with `deno task eval --masks OUT/masks --split S`.
  */
 import { ConfigError } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";

@@ -6,16 +6,20 @@
  */
 import { join } from "node:path";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { Ctx } from "../src/nn/layer.ts";
-import { createAffinityNet } from "../src/nn/models/aff_net.ts";
-import { createModel } from "../src/nn/models/cam_net.ts";
+import { Ctx } from "../src/models/layer.ts";
+import { createAffinityNet } from "../src/methods/affinitynet/model.ts";
+import { createModel } from "../src/models/cam_net.ts";
 import { saveTensors } from "../src/io/checkpoint.ts";
-import { featureLabels, trainAffinity } from "../src/train/affinity.ts";
+import { featureLabels, trainAffinity } from "../src/methods/affinitynet/train.ts";
 import { readCamFolder, readImageCams } from "../src/cam/cam_folder.ts";
-import { camsWithBackground, computeRandomWalk, walkedMasks } from "../src/cam/rw.ts";
+import {
+  camsWithBackground,
+  computeRandomWalk,
+  walkedMasks,
+} from "../src/methods/affinitynet/rw.ts";
 import { CamError } from "../src/cam/options.ts";
 import { computeCams } from "../src/cam/extract.ts";
-import { runPipeline } from "../src/train/pipeline.ts";
+import { runPipeline } from "../src/workflows/pipeline.ts";
 import { train } from "../src/train/train.ts";
 import { decodeLabelPng } from "../src/data/png.ts";
 import { Rng } from "../src/rng.ts";

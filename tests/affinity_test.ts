@@ -17,13 +17,13 @@ import {
   pairwiseAffinityBackwardRef,
   pairwiseAffinityRef,
   uploadPairCodes,
-} from "../src/cam/affinity.ts";
+} from "../src/methods/affinitynet/affinity.ts";
 import {
   randomWalk,
   randomWalkRef,
   transitionMatrix,
   transitionMatrixRef,
-} from "../src/cam/random_walk.ts";
+} from "../src/methods/affinitynet/random_walk.ts";
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { Rng } from "../src/rng.ts";

@@ -5,9 +5,9 @@ import {
   batchNormBackward,
   batchNormForward,
   type BatchNormTensors,
-} from "../src/nn/batchnorm.ts";
-import { ReLU, ResidualAdd } from "../src/nn/activation.ts";
-import { Ctx } from "../src/nn/layer.ts";
+} from "../src/ops/batchnorm.ts";
+import { ReLU, ResidualAdd } from "../src/ops/activation.ts";
+import { Ctx } from "../src/models/layer.ts";
 import {
   assertClose,
   assertEquals,

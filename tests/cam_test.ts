@@ -6,7 +6,7 @@
  */
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { createModel } from "../src/nn/models/cam_net.ts";
+import { createModel } from "../src/models/cam_net.ts";
 import {
   accumulateCam,
   accumulateCamRef,

@@ -1,6 +1,6 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { argmaxChannels, softmaxChannels, softmaxChannelsBackward } from "../src/nn/channel.ts";
+import { argmaxChannels, softmaxChannels, softmaxChannelsBackward } from "../src/ops/channel.ts";
 import {
   assertClose,
   assertEquals,

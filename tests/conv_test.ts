@@ -1,6 +1,6 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { Ctx } from "../src/nn/layer.ts";
+import { Ctx } from "../src/models/layer.ts";
 import {
   Conv2d,
   conv2d,
@@ -15,7 +15,7 @@ import {
   convOutSize,
   type ConvStyle,
   setConvStyle,
-} from "../src/nn/conv.ts";
+} from "../src/ops/conv.ts";
 import { Rng } from "../src/rng.ts";
 import {
   assertClose,

@@ -58,7 +58,7 @@ import {
   upsampleBilinearRef,
 } from "../src/eval/cam.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { resizeBilinear } from "../src/nn/resize.ts";
+import { resizeBilinear } from "../src/ops/resize.ts";
 
 /** Random CAM sample; `quant` rounds values to multiples of 1/8 (exact f32 arithmetic). */
 function randomCam(

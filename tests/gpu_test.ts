@@ -2,7 +2,7 @@ import { createGpu, f32bits, GpuError, grid1d } from "../src/gpu/context.ts";
 import { sizeClass } from "../src/gpu/pool.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { expandTemplate } from "../src/gpu/shaders.ts";
-import { POINTWISE, pointwise, type PointwiseName } from "../src/nn/pointwise.ts";
+import { POINTWISE, pointwise, type PointwiseName } from "../src/ops/pointwise.ts";
 import {
   assertClose,
   assertEquals,

@@ -9,7 +9,7 @@ import {
   pickRbBlock,
   setMatmulVariant,
   tuneMatmul,
-} from "../src/nn/matmul.ts";
+} from "../src/ops/matmul.ts";
 import {
   assertClose,
   assertEquals,

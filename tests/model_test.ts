@@ -1,6 +1,6 @@
 /**
  * Model-level correctness of the CAM classifier (issue 5): the GPU model against the f64 CPU
- * reference of src/nn/models/reference.ts (forward in eval and training mode, gradients of
+ * reference of src/models/reference.ts (forward in eval and training mode, gradients of
  * every parameter, running statistics), finite differences on the reference itself, and one
  * resnet50 training step at 224 px.
  */
@@ -10,17 +10,17 @@ import {
   multilabelSoftMarginLoss,
   multilabelSoftMarginLossBackward,
 } from "../src/losses/multilabel.ts";
-import { convOutSize } from "../src/nn/conv.ts";
-import { Ctx } from "../src/nn/layer.ts";
-import { pointwise } from "../src/nn/pointwise.ts";
-import { type CamNet, createModel, type ModelOptions } from "../src/nn/models/cam_net.ts";
+import { convOutSize } from "../src/ops/conv.ts";
+import { Ctx } from "../src/models/layer.ts";
+import { pointwise } from "../src/ops/pointwise.ts";
+import { type CamNet, createModel, type ModelOptions } from "../src/models/cam_net.ts";
 import {
   CamNetRef,
   gapBackwardRef,
   multilabelSoftMarginRef,
   readModelState,
   type RefForward,
-} from "../src/nn/models/reference.ts";
+} from "../src/models/reference.ts";
 import {
   assertClose,
   assertEquals,

@@ -8,7 +8,7 @@ import {
   type OcrOptions,
   resolveOcrOptions,
 } from "../src/losses/ocr.ts";
-import { pointwise } from "../src/nn/pointwise.ts";
+import { pointwise } from "../src/ops/pointwise.ts";
 import { Rng } from "../src/rng.ts";
 import { assertClose, assertEquals, assertThrows, finiteDiff, randArray, testGpu } from "./util.ts";
 

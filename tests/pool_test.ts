@@ -1,6 +1,6 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { Ctx } from "../src/nn/layer.ts";
+import { Ctx } from "../src/models/layer.ts";
 import {
   GlobalAvgPool,
   globalAvgPool,
@@ -10,7 +10,7 @@ import {
   maxPool2dBackward,
   type MaxPoolOptions,
   poolOutSize,
-} from "../src/nn/pool.ts";
+} from "../src/ops/pool.ts";
 import {
   assertClose,
   assertEquals,

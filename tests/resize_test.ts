@@ -1,12 +1,12 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { Ctx } from "../src/nn/layer.ts";
+import { Ctx } from "../src/models/layer.ts";
 import {
   BilinearResize,
   resizeBilinear,
   resizeBilinearBackward,
   type ResizeOptions,
-} from "../src/nn/resize.ts";
+} from "../src/ops/resize.ts";
 import {
   assertClose,
   assertEquals,

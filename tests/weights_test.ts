@@ -8,8 +8,8 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { type HostTensor, SafetensorsError, writeSafetensors } from "../src/io/safetensors.ts";
-import { type CamNet, createModel } from "../src/nn/models/cam_net.ts";
-import { CamNetRef, type RefState } from "../src/nn/models/reference.ts";
+import { type CamNet, createModel } from "../src/models/cam_net.ts";
+import { CamNetRef, type RefState } from "../src/models/reference.ts";
 import { assertEquals, assertRejects, maxRelError, randArray } from "./util.ts";
 
 type ResNet = "resnet18" | "resnet34" | "resnet50";

@@ -7,14 +7,14 @@
  */
 import type { GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { argmaxChannels } from "../nn/channel.ts";
-import { resizeBilinear } from "../nn/resize.ts";
-import { createAffinityNet } from "../nn/models/aff_net.ts";
+import { argmaxChannels } from "../ops/channel.ts";
+import { resizeBilinear } from "../ops/resize.ts";
+import { createAffinityNet } from "../methods/affinitynet/model.ts";
 import { AdamW } from "../optim/mod.ts";
 import { Rng } from "../rng.ts";
-import { pairwiseAffinity } from "../cam/affinity.ts";
-import { randomWalk, randomWalkRef } from "../cam/random_walk.ts";
-import { recordAffinityStep } from "../train/affinity.ts";
+import { pairwiseAffinity } from "../methods/affinitynet/affinity.ts";
+import { randomWalk, randomWalkRef } from "../methods/affinitynet/random_walk.ts";
+import { recordAffinityStep } from "../methods/affinitynet/train.ts";
 import { timeTrainStep } from "./train.ts";
 import { type BenchRow, timeMedian } from "./table.ts";
 

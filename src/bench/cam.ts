@@ -9,8 +9,8 @@
  */
 import type { GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { createModel } from "../nn/models/cam_net.ts";
-import type { Arch } from "../nn/models/resnet.ts";
+import { createModel } from "../models/cam_net.ts";
+import type { Arch } from "../models/resnet.ts";
 import { Rng } from "../rng.ts";
 import { recordImageCams } from "../cam/extract.ts";
 import { normalizeTagged } from "../cam/fuse.ts";

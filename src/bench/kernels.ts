@@ -17,14 +17,14 @@ import {
   conv2dGradWeight,
   type Conv2dOptions,
   convOutSize,
-} from "../nn/conv.ts";
+} from "../ops/conv.ts";
 import {
   isCpuAdapter,
   matmul,
   type MatmulVariant,
   timeDispatchesDetailed,
   tuneMatmul,
-} from "../nn/matmul.ts";
+} from "../ops/matmul.ts";
 import type { BenchRow } from "./table.ts";
 
 /** Options of {@link benchKernels}. */

@@ -30,8 +30,8 @@
 import { dirname, join } from "node:path";
 import { createGpu, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { type CamNet, createModel } from "../nn/models/cam_net.ts";
-import { resizeBilinear } from "../nn/resize.ts";
+import { type CamNet, createModel } from "../models/cam_net.ts";
+import { resizeBilinear } from "../ops/resize.ts";
 import { loadTensors } from "../io/checkpoint.ts";
 import { ConfigError, type TrainConfig, TrainConfigSchema, validate } from "../io/config.ts";
 import { exists, writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
@@ -43,7 +43,7 @@ import {
 import { type Dataset, openDataset, type Sample } from "../data/dataset.ts";
 import { IMAGENET_MEAN, IMAGENET_STD } from "../data/augment.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../data/png.ts";
-import { resolveDataRoot } from "../train/data.ts";
+import { resolveDataRoot } from "../data/root.ts";
 import { accumulateCam, flipHorizontal, normalizeTagged } from "./fuse.ts";
 import {
   CamError,

@@ -15,8 +15,8 @@
  */
 import { type BufferRange, f32bits, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { resizeGeometry } from "../nn/resize.ts";
-import { nchw, planeWg } from "../nn/planes.ts";
+import { resizeGeometry } from "../ops/resize.ts";
+import { nchw, planeWg } from "../ops/planes.ts";
 
 /** A run of equally sized planes in a tensor, starting at element `base`. */
 interface PlaneRun {

@@ -8,4 +8,4 @@ export * from "./extract.ts";
 export * from "./evaluate.ts";
 export * from "./options.ts";
 export * from "./cam_folder.ts";
-export * from "./rw.ts";
+export * from "../methods/affinitynet/rw.ts";

@@ -8,7 +8,7 @@
 import { z } from "npm:zod@4.6.7";
 import { ConfigError } from "../io/config.ts";
 import { numFlag } from "../io/cli.ts";
-import { Progress } from "../train/progress.ts";
+import { Progress } from "../io/progress.ts";
 
 /** Errors of CAM extraction/evaluation inputs; the message names the file or image. */
 export class CamError extends Error {

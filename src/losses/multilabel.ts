@@ -6,7 +6,7 @@
  */
 import { f32bits, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { checkShape, elementChunks, planeChunks } from "../nn/planes.ts";
+import { checkShape, elementChunks, planeChunks } from "../ops/planes.ts";
 
 function check(op: string, logits: Tensor, targets: Tensor): [number, number] {
   if (logits.shape.length !== 2) {

@@ -7,8 +7,8 @@
  */
 import { f32bits, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import type { Buffer, Param } from "../nn/layer.ts";
-import { elementChunks } from "../nn/planes.ts";
+import type { Buffer, Param } from "../models/layer.ts";
+import { elementChunks } from "../ops/planes.ts";
 
 /**
  * Learning-rate multipliers: a parameter's lr = base lr · group multiplier, times `bias` for

@@ -7,8 +7,9 @@
 import { join } from "node:path";
 import { type Dataset, openDataset } from "../data/dataset.ts";
 import { type Batch, batches } from "../data/stream.ts";
-import { defaultCacheDir, ensureSynthetic } from "../data/synthetic.ts";
-import { ConfigError, hashJson, type TrainConfig } from "../io/config.ts";
+import { defaultCacheDir } from "../data/synthetic.ts";
+import { resolveDataRoot } from "../data/root.ts";
+import { hashJson, type TrainConfig } from "../io/config.ts";
 import { loadOrComputeCooccurrence } from "../losses/cooccurrence.ts";
 
 /** A batch as the trainer consumes it. */
@@ -33,31 +34,6 @@ export interface TrainingData {
   valBatches(): AsyncIterable<TrainBatch>;
   prior(): Promise<Float32Array>;
   configHash(cfg: TrainConfig): Promise<string>;
-}
-
-/** Resolves the dataset root of a config (generating the synthetic data on first use). */
-export async function resolveDataRoot(
-  cfg: Pick<TrainConfig, "dataset" | "data" | "synthetic">,
-  log: (l: string) => void = console.log,
-): Promise<{ kind: "voc" | "coco"; root: string; describe: string }> {
-  if (cfg.dataset === "synthetic") {
-    const t0 = performance.now();
-    const { vocRoot } = await ensureSynthetic({
-      seed: cfg.synthetic.seed,
-      size: cfg.synthetic.size,
-    });
-    const dt = (performance.now() - t0) / 1000;
-    if (dt > 1) log(`synthetic data ready in ${dt.toFixed(1)}s: ${vocRoot}`);
-    return {
-      kind: "voc",
-      root: vocRoot,
-      describe: `synthetic VOC-format data (seed ${cfg.synthetic.seed}, ${cfg.synthetic.size})`,
-    };
-  }
-  if (!cfg.data) {
-    throw new ConfigError(`--dataset ${cfg.dataset} needs --data DIR (the dataset root)`);
-  }
-  return { kind: cfg.dataset, root: cfg.data, describe: `${cfg.dataset} at ${cfg.data}` };
 }
 
 /** The stream settings a training config carries. */

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { createGpu, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { tuneMatmul } from "../nn/matmul.ts";
+import { tuneMatmul } from "../ops/matmul.ts";
 import {
   defaultLr,
   type OcrConfig,
@@ -19,8 +19,8 @@ import {
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import { loadTensors, saveTensors } from "../io/checkpoint.ts";
 import { readSafetensorsHeader } from "../io/safetensors.ts";
-import { Ctx } from "../nn/layer.ts";
-import { type CamNet, createModel } from "../nn/models/cam_net.ts";
+import { Ctx } from "../models/layer.ts";
+import { type CamNet, createModel } from "../models/cam_net.ts";
 import {
   multilabelSoftMarginLoss,
   multilabelSoftMarginLossBackward,
@@ -28,9 +28,9 @@ import {
 import { ocrLoss } from "../losses/ocr.ts";
 import { AdamW, type Optimizer, polyLr, SGD } from "../optim/mod.ts";
 import type { NamedTensor } from "../io/checkpoint.ts";
-import type { Param } from "../nn/layer.ts";
+import type { Param } from "../models/layer.ts";
 import { meanAveragePrecision } from "../eval/classification.ts";
-import { fmtDuration, Progress } from "./progress.ts";
+import { fmtDuration, Progress } from "../io/progress.ts";
 import { openTrainingData, type TrainingData } from "./data.ts";
 
 /** Raised for training failures (NaN loss, bad run folder); the message says what to do. */

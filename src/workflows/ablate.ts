@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import type { TrainConfig } from "../io/config.ts";
 import { evaluate } from "../cam/evaluate.ts";
-import { checkpointMetadata, train } from "./train.ts";
+import { checkpointMetadata, train } from "../train/train.ts";
 
 /**
  * Training settings of the published ablation table (README), applied under a config file

@@ -7,7 +7,7 @@
  */
 import { f32bits, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import type { Ctx, Layer, Param } from "./layer.ts";
+import type { Ctx, Layer, Param } from "../models/layer.ts";
 import { checkShape, dispatchPlanes, nchw, shape4 } from "./planes.ts";
 
 /** Options of {@link resizeBilinear}: give exactly one of `size` and `scaleFactor`. */

@@ -23,7 +23,7 @@
 import type { BufferRange, GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import type { Rng } from "../rng.ts";
-import type { Ctx, Layer, Param } from "./layer.ts";
+import type { Ctx, Layer, Param } from "../models/layer.ts";
 import { gemm, isCpuAdapter } from "./matmul.ts";
 
 /** A number for both spatial dimensions, or [y, x]. */

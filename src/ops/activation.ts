@@ -8,7 +8,7 @@
  */
 import type { GpuContext } from "../gpu/context.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import type { Ctx, Layer, Param } from "./layer.ts";
+import type { Ctx, Layer, Param } from "../models/layer.ts";
 import { pointwise } from "./pointwise.ts";
 
 /** Options of {@link ReLU} and {@link ResidualAdd}. */

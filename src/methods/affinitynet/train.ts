@@ -18,11 +18,11 @@
  */
 import { dirname, join, resolve } from "node:path";
 import type { z } from "npm:zod@4.6.7";
-import { createGpu, type GpuContext } from "../gpu/context.ts";
-import { Tensor } from "../gpu/tensor.ts";
-import { tuneMatmul } from "../nn/matmul.ts";
-import { Ctx, type Param } from "../nn/layer.ts";
-import { type AffinityNet, createAffinityNet } from "../nn/models/aff_net.ts";
+import { createGpu, type GpuContext } from "../../gpu/context.ts";
+import { Tensor } from "../../gpu/tensor.ts";
+import { tuneMatmul } from "../../ops/matmul.ts";
+import { Ctx, type Param } from "../../models/layer.ts";
+import { type AffinityNet, createAffinityNet } from "./model.ts";
 import {
   type AffinityConfig,
   AffinityConfigSchema,
@@ -30,13 +30,13 @@ import {
   defaultLr,
   hashJson,
   validate,
-} from "../io/config.ts";
-import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
-import type { NamedTensor } from "../io/checkpoint.ts";
-import { type Dataset, openDataset, type Sample } from "../data/dataset.ts";
-import { trainingStream } from "./data.ts";
-import type { Optimizer } from "../optim/mod.ts";
-import { polyLr } from "../optim/mod.ts";
+} from "../../io/config.ts";
+import { exists, writeJsonAtomic, writeTextAtomic } from "../../io/atomic.ts";
+import type { NamedTensor } from "../../io/checkpoint.ts";
+import { type Dataset, openDataset, type Sample } from "../../data/dataset.ts";
+import { trainingStream } from "../../train/data.ts";
+import type { Optimizer } from "../../optim/mod.ts";
+import { polyLr } from "../../optim/mod.ts";
 import {
   affinityLabelMap,
   affinityLoss,
@@ -46,17 +46,17 @@ import {
   pairwiseAffinity,
   pairwiseAffinityBackward,
   uploadPairCodes,
-} from "../cam/affinity.ts";
-import { readRunConfig } from "../cam/extract.ts";
-import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
-import { fmtDuration, Progress } from "./progress.ts";
+} from "./affinity.ts";
+import { readRunConfig } from "../../cam/extract.ts";
+import { readCamFolder, readImageCams } from "../../cam/cam_folder.ts";
+import { fmtDuration, Progress } from "../../io/progress.ts";
 import {
   checkRunFolder,
   createOptimizer,
   resumeRun,
   saveRunCheckpoint,
   TrainError,
-} from "./train.ts";
+} from "../../train/train.ts";
 
 /** Options of psa's label maps. */
 export interface LabelAlphas {

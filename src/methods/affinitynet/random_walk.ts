@@ -13,11 +13,11 @@
  * corners) have only their self-affinity and keep their own CAM values.
  * @module
  */
-import type { GpuContext } from "../gpu/context.ts";
-import { Tensor } from "../gpu/tensor.ts";
-import { argmaxChannels } from "../nn/channel.ts";
-import { matmul } from "../nn/matmul.ts";
-import { checkShape, dispatchPlanes } from "../nn/planes.ts";
+import type { GpuContext } from "../../gpu/context.ts";
+import { Tensor } from "../../gpu/tensor.ts";
+import { argmaxChannels } from "../../ops/channel.ts";
+import { matmul } from "../../ops/matmul.ts";
+import { checkShape, dispatchPlanes } from "../../ops/planes.ts";
 import { AFFINITY_RADIUS, forEachPair, pairGrid, pairParams } from "./affinity.ts";
 
 /** Options of {@link randomWalk}. */

@@ -21,10 +21,10 @@ import { type TrainConfig, validate } from "../io/config.ts";
 import { computeCams } from "../cam/extract.ts";
 import { withProgress } from "../cam/options.ts";
 import { evaluate } from "../cam/evaluate.ts";
-import { computeRandomWalk } from "../cam/rw.ts";
-import { trainAffinity } from "./affinity.ts";
+import { computeRandomWalk } from "../methods/affinitynet/rw.ts";
+import { trainAffinity } from "../methods/affinitynet/train.ts";
 import { meanStd } from "./ablate.ts";
-import { checkpointMetadata, train, TrainError } from "./train.ts";
+import { checkpointMetadata, train, TrainError } from "../train/train.ts";
 
 /** The stage names, in order. */
 export const PIPELINE_STAGES = [

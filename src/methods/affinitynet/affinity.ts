@@ -8,9 +8,9 @@
  * laid out `[P, nFrom]`: index `k·nFrom + i` for offset k and crop pixel i (row-major).
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
-import { Tensor } from "../gpu/tensor.ts";
-import { checkShape, dispatchPlanes, elementChunks } from "../nn/planes.ts";
+import { f32bits, type GpuContext } from "../../gpu/context.ts";
+import { Tensor } from "../../gpu/tensor.ts";
+import { checkShape, dispatchPlanes, elementChunks } from "../../ops/planes.ts";
 
 /** psa's pair radius on the feature grid. */
 export const AFFINITY_RADIUS = 5;

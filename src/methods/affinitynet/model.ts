@@ -16,12 +16,12 @@ import type { GpuContext } from "../../gpu/context.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
 import { loadTensors, type NamedTensor } from "../../io/checkpoint.ts";
 import { Rng } from "../../rng.ts";
-import { ELU } from "../activation.ts";
-import { Conv2d } from "../conv.ts";
-import { type Buffer, Ctx, type Param } from "../layer.ts";
-import { pointwise } from "../pointwise.ts";
-import { resizeBilinear, resizeBilinearBackward } from "../resize.ts";
-import { type Arch, buildBackbone, Sequential } from "./resnet.ts";
+import { ELU } from "../../ops/activation.ts";
+import { Conv2d } from "../../ops/conv.ts";
+import { type Buffer, Ctx, type Param } from "../../models/layer.ts";
+import { pointwise } from "../../ops/pointwise.ts";
+import { resizeBilinear, resizeBilinearBackward } from "../../ops/resize.ts";
+import { type Arch, buildBackbone, Sequential } from "../../models/resnet.ts";
 
 /** Options of {@link createAffinityNet}. */
 export interface AffinityNetOptions {

@@ -19,7 +19,7 @@
  * {@link readModelState}, so the reference checks the GPU model's wiring and kernels at once.
  * @module
  */
-import { conv2dGradInputRef, conv2dGradWeightRef, conv2dRef, convOutSize } from "../conv.ts";
+import { conv2dGradInputRef, conv2dGradWeightRef, conv2dRef, convOutSize } from "../ops/conv.ts";
 import type { CamNet } from "./cam_net.ts";
 import type { Arch } from "./resnet.ts";
 

@@ -6,7 +6,7 @@
  */
 import type { GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import type { Ctx, Layer, Param } from "./layer.ts";
+import type { Ctx, Layer, Param } from "../models/layer.ts";
 import { checkShape, dispatchPlanes, nchw, shape4 } from "./planes.ts";
 
 /** A size given for both axes or as [height, width]. */

@@ -14,7 +14,7 @@
  */
 import { f32bits, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import type { Buffer, Ctx, Layer, Param } from "./layer.ts";
+import type { Buffer, Ctx, Layer, Param } from "../models/layer.ts";
 import { checkShape, dispatchPlanes, nchw, planeChunks } from "./planes.ts";
 
 /** The four per-channel tensors of a batchnorm ([C] each). */

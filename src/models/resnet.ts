@@ -4,15 +4,15 @@
  * by replacing the stride of the last stages with dilation (as DeepLab/psa do).
  * @module
  */
-import type { GpuContext } from "../../gpu/context.ts";
-import type { Tensor } from "../../gpu/tensor.ts";
-import type { Rng } from "../../rng.ts";
-import { ReLU, ResidualAdd } from "../activation.ts";
-import { BatchNorm2d } from "../batchnorm.ts";
-import { Conv2d } from "../conv.ts";
-import { type Buffer, Ctx, type Layer, type Param } from "../layer.ts";
-import { MaxPool2d } from "../pool.ts";
-import { pointwise } from "../pointwise.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import type { Rng } from "../rng.ts";
+import { ReLU, ResidualAdd } from "../ops/activation.ts";
+import { BatchNorm2d } from "../ops/batchnorm.ts";
+import { Conv2d } from "../ops/conv.ts";
+import { type Buffer, Ctx, type Layer, type Param } from "./layer.ts";
+import { MaxPool2d } from "../ops/pool.ts";
+import { pointwise } from "../ops/pointwise.ts";
 
 /** Runs layers in order; each gets its own sub-context. */
 export class Sequential implements Layer {

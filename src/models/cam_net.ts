@@ -3,13 +3,13 @@
  * → global average pool → image logits. The class maps are the CAMs (pre-ReLU).
  * @module
  */
-import type { GpuContext } from "../../gpu/context.ts";
-import type { Tensor } from "../../gpu/tensor.ts";
-import { Rng } from "../../rng.ts";
-import { loadTensors, type NamedTensor } from "../../io/checkpoint.ts";
-import { Conv2d } from "../conv.ts";
-import { type Buffer, Ctx, type Param } from "../layer.ts";
-import { globalAvgPool, globalAvgPoolBackward } from "../pool.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { Rng } from "../rng.ts";
+import { loadTensors, type NamedTensor } from "../io/checkpoint.ts";
+import { Conv2d } from "../ops/conv.ts";
+import { type Buffer, Ctx, type Param } from "./layer.ts";
+import { globalAvgPool, globalAvgPoolBackward } from "../ops/pool.ts";
 import { type Arch, buildBackbone, type Sequential } from "./resnet.ts";
 
 /** Options of {@link createModel}. */

@@ -21,21 +21,21 @@
  */
 import { dirname, join } from "node:path";
 import { z } from "npm:zod@4.6.7";
-import { createGpu } from "../gpu/context.ts";
-import { Tensor } from "../gpu/tensor.ts";
-import { resizeBilinear } from "../nn/resize.ts";
-import { type AffinityNet, createAffinityNet } from "../nn/models/aff_net.ts";
-import { loadTensors } from "../io/checkpoint.ts";
-import { readSafetensorsHeader } from "../io/safetensors.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
-import { validate } from "../io/config.ts";
-import { openDataset } from "../data/dataset.ts";
-import { encodeLabelPng, VOC_PALETTE } from "../data/png.ts";
-import { readCamFolder, readImageCams } from "./cam_folder.ts";
+import { createGpu } from "../../gpu/context.ts";
+import { Tensor } from "../../gpu/tensor.ts";
+import { resizeBilinear } from "../../ops/resize.ts";
+import { type AffinityNet, createAffinityNet } from "./model.ts";
+import { loadTensors } from "../../io/checkpoint.ts";
+import { readSafetensorsHeader } from "../../io/safetensors.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
+import { validate } from "../../io/config.ts";
+import { openDataset } from "../../data/dataset.ts";
+import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
+import { readCamFolder, readImageCams } from "../../cam/cam_folder.ts";
 import { pairwiseAffinity } from "./affinity.ts";
 import { randomWalk } from "./random_walk.ts";
-import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "./extract.ts";
-import { CamError } from "./options.ts";
+import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "../../cam/extract.ts";
+import { CamError } from "../../cam/options.ts";
 
 /** Options of {@link computeRandomWalk} (`deno task rw`). */
 export const RwSchema = z.object({
