@@ -81,14 +81,9 @@ export { computeCams, evaluate, loadCamModel, recordImageCams } from "./src/cam/
 export { tuneMatmul } from "./src/ops/matmul.ts";
 
 // AffinityNet stage (psa): labels, pairwise affinity, loss, random walk, training, pipeline.
-export {
-  AFFINITY_RADIUS,
-  affinityLabelMap,
-  affinityLoss,
-  affinityPairLabels,
-  pairwiseAffinity,
-  pairwiseAffinityBackward,
-} from "./src/methods/affinitynet/affinity.ts";
+export { AFFINITY_RADIUS, pairwiseAffinity, pairwiseAffinityBackward } from "./src/ops/affinity.ts";
+export { affinityLabelMap, affinityPairLabels } from "./src/methods/affinitynet/labels.ts";
+export { affinityLoss } from "./src/losses/affinity.ts";
 export {
   randomWalk,
   type RandomWalkOptions,

@@ -1,23 +1,24 @@
 import {
   AFFINITY_IGNORE,
-  affinityLabelMap,
-  affinityLoss,
-  affinityLossRef,
   affinityOffsets,
-  affinityPairLabels,
   forEachPair,
-  PAIR_BG,
-  PAIR_FG,
-  PAIR_IGNORE,
-  PAIR_NEG,
-  pairCounts,
   pairGrid,
   pairwiseAffinity,
   pairwiseAffinityBackward,
   pairwiseAffinityBackwardRef,
   pairwiseAffinityRef,
+} from "../src/ops/affinity.ts";
+import { affinityLabelMap, affinityPairLabels } from "../src/methods/affinitynet/labels.ts";
+import {
+  affinityLoss,
+  affinityLossRef,
+  PAIR_BG,
+  PAIR_FG,
+  PAIR_IGNORE,
+  PAIR_NEG,
+  pairCounts,
   uploadPairCodes,
-} from "../src/methods/affinitynet/affinity.ts";
+} from "../src/losses/affinity.ts";
 import {
   randomWalk,
   randomWalkRef,

@@ -12,7 +12,7 @@ import { resizeBilinear } from "../ops/resize.ts";
 import { createAffinityNet } from "../methods/affinitynet/model.ts";
 import { AdamW } from "../optim/mod.ts";
 import { Rng } from "../rng.ts";
-import { pairwiseAffinity } from "../methods/affinitynet/affinity.ts";
+import { pairwiseAffinity } from "../ops/affinity.ts";
 import { randomWalk, randomWalkRef } from "../methods/affinitynet/random_walk.ts";
 import { recordAffinityStep } from "../methods/affinitynet/train.ts";
 import { timeTrainStep } from "./train.ts";

@@ -18,7 +18,7 @@ import { Tensor } from "../../gpu/tensor.ts";
 import { argmaxChannels } from "../../ops/channel.ts";
 import { matmul } from "../../ops/matmul.ts";
 import { checkShape, dispatchPlanes } from "../../ops/planes.ts";
-import { AFFINITY_RADIUS, forEachPair, pairGrid, pairParams } from "./affinity.ts";
+import { AFFINITY_RADIUS, forEachPair, pairGrid, pairParams } from "../../ops/affinity.ts";
 
 /** Options of {@link randomWalk}. */
 export interface RandomWalkOptions {

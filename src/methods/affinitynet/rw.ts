@@ -32,7 +32,7 @@ import { validate } from "../../io/config.ts";
 import { openDataset } from "../../data/dataset.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
 import { readCamFolder, readImageCams } from "../../cam/cam_folder.ts";
-import { pairwiseAffinity } from "./affinity.ts";
+import { pairwiseAffinity } from "../../ops/affinity.ts";
 import { randomWalk } from "./random_walk.ts";
 import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "../../cam/extract.ts";
 import { CamError } from "../../cam/options.ts";

@@ -37,16 +37,9 @@ import { type Dataset, openDataset, type Sample } from "../../data/dataset.ts";
 import { trainingStream } from "../../train/data.ts";
 import type { Optimizer } from "../../optim/mod.ts";
 import { polyLr } from "../../optim/mod.ts";
-import {
-  affinityLabelMap,
-  affinityLoss,
-  affinityPairLabels,
-  pairCounts,
-  pairGrid,
-  pairwiseAffinity,
-  pairwiseAffinityBackward,
-  uploadPairCodes,
-} from "./affinity.ts";
+import { affinityLabelMap, affinityPairLabels } from "./labels.ts";
+import { affinityLoss, pairCounts, uploadPairCodes } from "../../losses/affinity.ts";
+import { pairGrid, pairwiseAffinity, pairwiseAffinityBackward } from "../../ops/affinity.ts";
 import { readRunConfig } from "../../cam/extract.ts";
 import { readCamFolder, readImageCams } from "../../cam/cam_folder.ts";
 import { fmtDuration, Progress } from "../../io/progress.ts";

@@ -1,0 +1,105 @@
+/**
+ * psa's affinity labels: the confident label map from CAMs (CRF-free variant of its two-alpha
+ * scheme) and the pair codes of a label map.
+ * @module
+ */
+import { AFFINITY_IGNORE, AFFINITY_RADIUS, forEachPair, pairGrid } from "../../ops/affinity.ts";
+import { PAIR_BG, PAIR_FG, PAIR_NEG, type PairLabels } from "../../losses/affinity.ts";
+
+/** The two background exponents of psa's label scheme. */
+export interface AffinityLabelOptions {
+  /** Low alpha (default 4): larger background score, so its foreground is confident. */
+  loAlpha?: number;
+  /** High alpha (default 24): smaller background score, so its background is confident. */
+  hiAlpha?: number;
+}
+
+/**
+ * psa's confident label map (the CRF-free variant of its la/ha scheme) from normalised
+ * tagged-class CAMs `cams` [T, h, w] (values in [0, 1]) of the classes `classes` (0-based).
+ *
+ * With m(p) = max_t cams[t, p] and t*(p) its first argmax:
+ * - the high-alpha map says background where `(1 - m)^hiAlpha >= m` (bg first on ties): label 0;
+ * - else the low-alpha map says foreground where `m > (1 - m)^loAlpha`: label classes[t*] + 1;
+ * - otherwise the maps disagree (low alpha: background, high alpha: foreground): 255, ignored.
+ *
+ * This is psa's `label = la; label[la == 0] = 255; label[ha == 0] = 0` without the CRF (the
+ * foreground class is the same in both maps since they share the CAMs). An image without tags
+ * is all background. Returns a Uint8Array of h·w labels.
+ */
+export function affinityLabelMap(
+  cams: ArrayLike<number>,
+  classes: readonly number[],
+  h: number,
+  w: number,
+  opts: AffinityLabelOptions = {},
+): Uint8Array {
+  const lo = opts.loAlpha ?? 4;
+  const hi = opts.hiAlpha ?? 24;
+  if (!(lo > 0 && hi > 0)) throw new RangeError(`affinity labels: bad alphas ${lo}, ${hi}`);
+  const n = h * w;
+  if (cams.length !== classes.length * n) {
+    throw new RangeError(
+      `affinity labels: ${cams.length} CAM values for ${classes.length} classes of ${h}x${w}`,
+    );
+  }
+  for (const c of classes) {
+    if (!Number.isInteger(c) || c < 0 || c > 253) {
+      throw new RangeError(`affinity labels: bad class index ${c}`);
+    }
+  }
+  const out = new Uint8Array(n);
+  for (let p = 0; p < n; p++) {
+    let m = -Infinity;
+    let best = -1;
+    for (let t = 0; t < classes.length; t++) {
+      const v = cams[t * n + p];
+      if (Number.isNaN(v)) throw new RangeError(`affinity labels: NaN CAM at class ${t}, ${p}`);
+      if (v > m) {
+        m = v;
+        best = t;
+      }
+    }
+    if (best < 0) continue;
+    const r = Math.max(0, 1 - m);
+    if (r ** hi >= m) out[p] = 0;
+    else if (m > r ** lo) out[p] = classes[best] + 1;
+    else out[p] = AFFINITY_IGNORE;
+  }
+  return out;
+}
+
+/**
+ * psa's `ExtractAffinityLabelInRadius` on a label map (0 bg, 1.. classes, 255 ignored) of an
+ * h x w grid: pairs with an ignored end are dropped, equal labels are bg- or fg-positive,
+ * different labels negative.
+ */
+export function affinityPairLabels(
+  labels: ArrayLike<number>,
+  h: number,
+  w: number,
+  radius = AFFINITY_RADIUS,
+): PairLabels {
+  const grid = pairGrid(h, w, radius);
+  if (labels.length !== h * w) {
+    throw new RangeError(`affinity pairs: ${labels.length} labels for a ${h}x${w} grid`);
+  }
+  const codes = new Uint8Array(grid.offsets.length * grid.nFrom);
+  let bg = 0, fg = 0, neg = 0;
+  forEachPair(grid, (j, p, q) => {
+    const a = labels[p];
+    const b = labels[q];
+    if (a === AFFINITY_IGNORE || b === AFFINITY_IGNORE) return;
+    if (a !== b) {
+      codes[j] = PAIR_NEG;
+      neg++;
+    } else if (a === 0) {
+      codes[j] = PAIR_BG;
+      bg++;
+    } else {
+      codes[j] = PAIR_FG;
+      fg++;
+    }
+  });
+  return { grid, codes, bg, fg, neg };
+}
