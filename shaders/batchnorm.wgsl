@@ -21,6 +21,8 @@
 const RWG: u32 = 64u;
 override WG: u32 = 64u;
 override EVAL: bool = false;
+// bwd_final adds dgamma/dbeta into the gradients instead of writing them (shared parameters).
+override ACC: bool = false;
 
 var<workgroup> red_a: array<f32, 64>;
 var<workgroup> red_b: array<f32, 64>;
@@ -261,8 +263,13 @@ fn bwd_final(@builtin(global_invocation_id) gid: vec3u) {
     inv = 1.0 / sqrt(inv + bf_p.eps);
   }
   let dgamma = sdx * inv;
-  bf_dgamma[c] = dgamma;
-  bf_dbeta[c] = sdy;
+  if (ACC) {
+    bf_dgamma[c] += dgamma;
+    bf_dbeta[c] += sdy;
+  } else {
+    bf_dgamma[c] = dgamma;
+    bf_dbeta[c] = sdy;
+  }
   let a = bf_gamma[c] * inv;
   if (EVAL) {
     bf_coef[c] = vec4f(a, 0.0, 0.0, bf_mean[c]);

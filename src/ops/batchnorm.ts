@@ -131,6 +131,8 @@ export interface BatchNormBackwardOptions {
    * are frozen (then, with running statistics, no reduction runs at all).
    */
   grads?: { weight: Tensor; bias: Tensor };
+  /** Add into `grads` instead of overwriting them (a parameter with several consumers). */
+  accumulate?: boolean;
 }
 
 /**
@@ -182,7 +184,7 @@ export function batchNormBackward(
     name: `${op}.final`,
     shader: "batchnorm",
     entry: "bwd_final",
-    constants: evalConst,
+    constants: opts.accumulate ? { ...evalConst, ACC: 1 } : evalConst,
     inputs: [part ?? gpu.dummy, stats.mean, stats.stat, p.weight],
     outputs: [grads.weight, grads.bias, coef],
     params: [C, k, f32bits(n * HW), f32bits(eps)],
