@@ -30,13 +30,24 @@ export { numel, Tensor } from "./src/gpu/tensor.ts";
 export { BufferPool, type PoolStats } from "./src/gpu/pool.ts";
 
 // Layers and ops.
-export { Ctx, type Layer, type Param } from "./src/models/layer.ts";
+export { claimGrad, type Param, zeroGrads } from "./src/autograd/param.ts";
+export { type BackwardRule, type GradContext, type GradSink, Tape } from "./src/autograd/tape.ts";
+export * as F from "./src/autograd/functions.ts";
+export {
+  Activation,
+  BatchNorm2d,
+  BilinearResize,
+  Conv2d,
+  ELU,
+  MaxPool2d,
+  type Module,
+  ReLU,
+  Sequential,
+} from "./src/models/modules.ts";
 export { POINTWISE, pointwise, type PointwiseName } from "./src/ops/pointwise.ts";
-export { Conv2d, conv2d, conv2dGradInput, conv2dGradWeight } from "./src/ops/conv.ts";
+export { conv2d, conv2dGradInput, conv2dGradWeight } from "./src/ops/conv.ts";
 export { matmul } from "./src/ops/matmul.ts";
-export { BatchNorm2d } from "./src/ops/batchnorm.ts";
-export { Activation, ELU, ReLU, ResidualAdd } from "./src/ops/activation.ts";
-export { globalAvgPool, MaxPool2d, maxPool2d } from "./src/ops/pool.ts";
+export { globalAvgPool, maxPool2d } from "./src/ops/pool.ts";
 export { resizeBilinear, resizeBilinearBackward } from "./src/ops/resize.ts";
 export { argmaxChannels, softmaxChannels } from "./src/ops/channel.ts";
 
@@ -123,7 +134,11 @@ export type { OpenDatasetOptions } from "./src/data/dataset.ts";
 export type { SkippedItem } from "./src/data/base.ts";
 export type { LabelImage } from "./src/data/png.ts";
 export type {
+  ActivationOptions,
+  BatchNorm2dOptions,
   Conv2dLayerOptions,
+} from "./src/models/modules.ts";
+export type {
   Conv2dOptions,
   ConvBlock,
   ConvOutOptions,
@@ -136,8 +151,7 @@ export type { MatmulOptions, MatmulTuning, MatmulVariant } from "./src/ops/matmu
 export type { MaxPoolOptions, MaxPoolResult, Size2 } from "./src/ops/pool.ts";
 export type { ResizeOptions } from "./src/ops/resize.ts";
 export type { PointwiseOptions } from "./src/ops/pointwise.ts";
-export type { Buffer } from "./src/models/layer.ts";
-export type { Sequential } from "./src/models/resnet.ts";
+export type { Buffer } from "./src/autograd/param.ts";
 export type { OcrCallOptions, OcrGradMode, OcrNorm, OcrReferenceResult } from "./src/losses/ocr.ts";
 export type { HostTensor, SafeTensors } from "./src/io/safetensors.ts";
 export type { NamedTensor } from "./src/io/checkpoint.ts";

@@ -9,9 +9,11 @@
 //             pixel and whose saved index is that pixel (deterministic, no atomics).
 //   gap_fwd   invocation per plane (1-D grid over n planes): mean over the plane (4 register
 //             accumulators).
-//   gap_bwd   invocation per input element: dx = dy[plane] / (H·W).
+//   gap_bwd   invocation per input element: dx = dy[plane] / (H·W) (ACC: dx += ...).
 
 override WG: u32 = 64u;
+// gap_bwd adds into dx instead of writing it (dx already holds another consumer's gradient).
+override ACC: bool = false;
 
 struct PoolParams {
   H: u32,
@@ -141,5 +143,11 @@ fn gap_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
 fn gap_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let hw = gb_p.H * gb_p.W;
   if (gid.x >= hw) { return; }
-  gb_dx[gb_p.off1 + wid.y * hw + gid.x] = gb_dy[gb_p.off0 + wid.y] / f32(hw);
+  let i = gb_p.off1 + wid.y * hw + gid.x;
+  let v = gb_dy[gb_p.off0 + wid.y] / f32(hw);
+  if (ACC) {
+    gb_dx[i] = gb_dx[i] + v;
+  } else {
+    gb_dx[i] = v;
+  }
 }

@@ -6,7 +6,8 @@
  */
 import { join } from "node:path";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { Ctx } from "../src/models/layer.ts";
+import { zeroGrads } from "../src/autograd/param.ts";
+import { Tape } from "../src/autograd/tape.ts";
 import { createAffinityNet } from "../src/methods/affinitynet/model.ts";
 import { createModel } from "../src/models/cam_net.ts";
 import { saveTensors } from "../src/io/checkpoint.ts";
@@ -39,20 +40,20 @@ Deno.test("AffinityNet: backward matches directional finite differences of the G
   assertEquals([D, h, w], [224, 5, 5]);
   const r = randArray(B * D * h * w, 3);
   const loss = async (): Promise<number> => {
-    const f = net.forward(x, new Ctx());
+    // Training mode (batch statistics) without recording: a tape with nothing to watch.
+    const f = net.forward(x, new Tape(gpu));
     const v = await f.read();
     f.dispose();
     let s = 0;
     for (let i = 0; i < v.length; i++) s += r[i] * v[i];
     return s;
   };
-  const ctx = new Ctx();
-  const feat = net.forward(x, ctx);
-  const dFeat = Tensor.fromArray(gpu, r, feat.shape);
-  net.backward(ctx, dFeat);
+  zeroGrads(params);
+  const tape = new Tape(gpu, params);
+  const feat = net.forward(x, tape);
+  tape.backward([[feat, Tensor.fromArray(gpu, r, feat.shape)]]);
   const grads = await Promise.all(params.map((p) => p.grad.read()));
   feat.dispose();
-  dFeat.dispose();
   // Directions over a few coordinates of one tensor per part: stem, every stage (incl. the
   // stride-4 stage's resize path), branch and fuse convs. A few coordinates and a small step
   // keep the ReLUs from switching between the two evaluations.

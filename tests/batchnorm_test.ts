@@ -1,13 +1,14 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import {
-  BatchNorm2d,
   batchNormBackward,
   batchNormForward,
   type BatchNormTensors,
 } from "../src/ops/batchnorm.ts";
-import { ReLU, ResidualAdd } from "../src/ops/activation.ts";
-import { Ctx } from "../src/models/layer.ts";
+import { BatchNorm2d, ReLU } from "../src/models/modules.ts";
+import { zeroGrads } from "../src/autograd/param.ts";
+import { Tape } from "../src/autograd/tape.ts";
+import { add } from "../src/autograd/functions.ts";
 import {
   assertClose,
   assertEquals,
@@ -296,18 +297,19 @@ Deno.test("BatchNorm2d layer: names, modes, running stats over steps, frozen mod
   for (let step = 0; step < 3; step++) {
     const xs = input(s, 70 + step);
     const x = Tensor.fromArray(gpu, xs, s);
-    const ctx = new Ctx();
-    const y = bn.forward(x, ctx);
+    zeroGrads(bn.params());
+    const tape = new Tape(gpu, bn.params());
+    const y = bn.forward(x, tape);
     const { mean, vr } = refStats(xs, s);
     rm = rm.map((r, k) => 0.9 * r + 0.1 * mean[k]);
     rv = rv.map((r, k) => 0.9 * r + 0.1 * vr[k] * m / (m - 1));
     const dy = Tensor.fromArray(gpu, randArray(xs.length, 80 + step), s);
-    const dx = bn.backward(ctx, dy);
-    assertEquals(ctx.saved.length, 0, "backward releases ctx");
+    tape.backward([[y, dy.retain()]]);
+    assertEquals(tape.length, 0, "backward releases the tape");
     const ref = refBackward(xs, await dy.read(), s, new Float64Array(6).fill(1), true);
     const e = maxRelError(await bn.weight.grad.read(), ref.dg);
     if (!(e < 1e-4)) throw new Error(`layer dweight rel error ${e}`);
-    [x, y, dy, dx].forEach((t) => t.dispose());
+    [x, y, dy].forEach((t) => t.dispose());
   }
   assertClose(await bn.runningMean.value.read(), rm, { rtol: 1e-5, atol: 1e-6 }, "running mean");
   assertClose(await bn.runningVar.value.read(), rv, { rtol: 1e-4, atol: 1e-6 }, "running var");
@@ -325,20 +327,21 @@ Deno.test("BatchNorm2d layer: names, modes, running stats over steps, frozen mod
   fz.runningVar.value.write(Float32Array.from(rv));
   const xs = input(s, 90);
   const x = Tensor.fromArray(gpu, xs, s);
-  const ctx = new Ctx();
-  const y = fz.forward(x, ctx);
+  const tape = new Tape(gpu, fz.params());
+  tape.watch(x);
+  const y = fz.forward(x, tape);
   const ones = new Float64Array(6).fill(1);
   assertClose(await y.read(), refApply(xs, s, rm, rv, ones, new Float64Array(6)), {
     rtol: 1e-5,
     atol: 1e-4,
   }, "frozen y");
   const dy = Tensor.fromArray(gpu, randArray(xs.length, 91), s);
-  const dx = fz.backward(ctx, dy);
+  const [dx] = tape.backward([[y, dy.retain()]], [x]);
   const ref = refBackward(xs, await dy.read(), s, ones, false, rm, rv);
-  const e = maxRelError(await dx.read(), ref.dx);
+  const e = maxRelError(await dx!.read(), ref.dx);
   if (!(e < 1e-5)) throw new Error(`frozen dx rel error ${e}`);
   assertClose(await fz.runningMean.value.read(), rm, { rtol: 1e-6, atol: 1e-7 }, "frozen rm");
-  [x, y, dy, dx].forEach((t) => t.dispose());
+  [x, y, dy, dx!].forEach((t) => t.dispose());
 
   assertThrows(
     () => bn.forward(Tensor.zeros(gpu, [2, 5, 3, 3]), null),
@@ -346,7 +349,7 @@ Deno.test("BatchNorm2d layer: names, modes, running stats over steps, frozen mod
     "weight has shape [6], expected [5]",
   );
   assertThrows(
-    () => bn.forward(Tensor.zeros(gpu, [1, 6, 1, 1]), new Ctx()),
+    () => bn.forward(Tensor.zeros(gpu, [1, 6, 1, 1]), new Tape(gpu)),
     RangeError,
     "more than 1 value per channel",
   );
@@ -360,15 +363,16 @@ Deno.test("BatchNorm2d → in-place ReLU → residual add: forward and backward"
   const skip = randArray(n, 301);
   const dys = randArray(n, 302);
   const bn = new BatchNorm2d(gpu, 3, "bn");
-  const relu = new ReLU(gpu, { inplace: true });
-  const add = new ResidualAdd(gpu, true);
+  const relu = new ReLU({ inplace: true });
   const x = Tensor.fromArray(gpu, xs, s);
   const sk = Tensor.fromArray(gpu, skip, s);
-  const [c1, c2, c3] = [new Ctx(), new Ctx(), new Ctx()];
-  const h = bn.forward(x, c1);
-  const r = relu.forward(h, c2);
+  const tape = new Tape(gpu);
+  tape.watch(x);
+  tape.watch(sk);
+  const h = bn.forward(x, tape);
+  const r = relu.forward(h, tape);
   assertEquals(r.buffer, h.buffer, "in-place ReLU writes over its input");
-  const y = add.forward(r, sk, c3);
+  const y = add(tape, r, sk, { relu: true });
   // Reference: f64 chain and its gradient through add_relu, relu and batchnorm.
   const ones = new Float64Array(3).fill(1);
   const hv = refTrain(xs, s, ones, new Float64Array(3));
@@ -376,21 +380,22 @@ Deno.test("BatchNorm2d → in-place ReLU → residual add: forward and backward"
   const yv = rv.map((v, i) => Math.max(v + skip[i], 0));
   assertClose(await y.read(), yv, { rtol: 1e-4, atol: 1e-4 }, "chain y");
   const dy = Tensor.fromArray(gpu, dys, s);
-  const dz = add.backward(c3, dy);
+  // sk's gradient is add_relu's; h's (kept before the in-place ReLU) is the ReLU's input grad.
+  const [dz, dr, dx] = tape.backward([[y, dy.retain()]], [sk, h, x]);
   const dzv = Float64Array.from(dys, (g, i) => (yv[i] > 0 ? g : 0));
-  assertClose(await dz.read(), dzv, { rtol: 0, atol: 0 }, "add_relu grad (both branches)");
-  const dr = relu.backward(c2, dz);
+  assertClose(await dz!.read(), dzv, { rtol: 0, atol: 0 }, "add_relu grad (both branches)");
   const drv = dzv.map((g, i) => (rv[i] > 0 ? g : 0));
-  assertClose(await dr.read(), drv, { rtol: 0, atol: 0 }, "relu grad from the saved output");
-  const dx = bn.backward(c1, dr);
-  const e = maxRelError(await dx.read(), refBackward(xs, drv, s, ones, true).dx);
+  assertClose(await dr!.read(), drv, { rtol: 0, atol: 0 }, "relu grad from the saved output");
+  const e = maxRelError(await dx!.read(), refBackward(xs, drv, s, ones, true).dx);
   if (!(e < 1e-4)) throw new Error(`chain dx rel error ${e}`);
-  const plain = new ResidualAdd(gpu, false);
-  const c4 = new Ctx();
-  const y2 = plain.forward(x, sk, c4);
+  const t2 = new Tape(gpu);
+  t2.watch(x);
+  t2.watch(sk);
+  const y2 = add(t2, x, sk);
   assertClose(await y2.read(), xs.map((v, i) => v + skip[i]), { rtol: 1e-6, atol: 1e-6 }, "add");
-  const d2 = plain.backward(c4, dy);
-  assertClose(await d2.read(), dys, { rtol: 0, atol: 0 }, "add grad");
-  [x, sk, h, r, y, dy, dz, dr, dx, y2, d2].forEach((t) => t.dispose());
+  const [d2a, d2b] = t2.backward([[y2, dy.retain()]], [x, sk]);
+  assertClose(await d2a!.read(), dys, { rtol: 0, atol: 0 }, "add grad (a)");
+  assertClose(await d2b!.read(), dys, { rtol: 0, atol: 0 }, "add grad (b)");
+  [x, sk, h, r, y, dy, dz!, dr!, dx!, y2, d2a!, d2b!].forEach((t) => t.dispose());
   assertEquals(relu.params().length, 0);
 });

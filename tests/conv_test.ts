@@ -1,8 +1,9 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { Ctx } from "../src/models/layer.ts";
+import { zeroGrads } from "../src/autograd/param.ts";
+import { Tape } from "../src/autograd/tape.ts";
+import { Conv2d } from "../src/models/modules.ts";
 import {
-  Conv2d,
   conv2d,
   conv2dGradBias,
   conv2dGradBiasRef,
@@ -215,8 +216,9 @@ Deno.test("Conv2d layer: torchvision names, Kaiming init, forward/backward", asy
   const xs = [2, 6, 9, 7];
   const x = randArray(size(xs), 9);
   const tx = Tensor.fromArray(gpu, x, xs);
-  const ctx = new Ctx();
-  const y = layer.forward(tx, ctx);
+  const tape0 = new Tape(gpu, layer.params());
+  const y = layer.forward(tx, tape0);
+  tape0.dispose();
   const o = { stride: 2, padding: 1 };
   assertEquals(y.shape, [2, 40, 5, 4]);
   assertClose(await y.read(), conv2dRef(x, xs, wv, [40, 6, 3, 3], bv, o), {
@@ -225,30 +227,50 @@ Deno.test("Conv2d layer: torchvision names, Kaiming init, forward/backward", asy
   });
   const g = randArray(y.size, 10);
   const dy = Tensor.fromArray(gpu, g, y.shape);
-  for (let rep = 0; rep < 2; rep++) {
-    // Backward overwrites the gradients: the second pass gives the same values, not twice.
-    const c2 = rep === 0 ? ctx : new Ctx();
-    if (rep === 1) layer.forward(tx, c2).dispose();
-    const dx = layer.backward(c2, dy);
-    assertEquals(c2.saved.length, 0, "ctx released");
-    assertClose(await dx.read(), conv2dGradInputRef(g, wv, xs, [40, 6, 3, 3], o), {
-      rtol: 1e-4,
-      atol: 1e-5,
-    }, "dx");
-    assertClose(await layer.weight.grad.read(), conv2dGradWeightRef(x, g, xs, [40, 6, 3, 3], o), {
+  const dxRef = conv2dGradInputRef(g, wv, xs, [40, 6, 3, 3], o);
+  const dwRef = conv2dGradWeightRef(x, g, xs, [40, 6, 3, 3], o);
+  const dbRef = conv2dGradBiasRef(g, y.shape);
+  // Gradients accumulate across backward passes until zeroGrads: 1x, 2x, then 1x again.
+  for (const [rep, zero, k] of [[0, true, 1], [1, false, 2], [2, true, 1]] as const) {
+    if (zero) zeroGrads(layer.params());
+    const tape = new Tape(gpu, layer.params());
+    tape.watch(tx);
+    const yr = layer.forward(tx, tape);
+    const [dx] = tape.backward([[yr, dy.retain()]], [tx]);
+    yr.dispose();
+    assertEquals(tape.length, 0, "tape released");
+    assertClose(await dx!.read(), dxRef, { rtol: 1e-4, atol: 1e-5 }, `dx (pass ${rep})`);
+    assertClose(await layer.weight.grad.read(), dwRef.map((v) => k * v), {
       rtol: 1e-4,
       atol: 1e-4,
-    }, "dw");
-    assertClose(await layer.bias!.grad.read(), conv2dGradBiasRef(g, y.shape), {
+    }, `dw (pass ${rep})`);
+    assertClose(await layer.bias!.grad.read(), dbRef.map((v) => k * v), {
       rtol: 1e-4,
       atol: 1e-5,
-    }, "db");
-    dx.dispose();
+    }, `db (pass ${rep})`);
+    dx!.dispose();
   }
-  const c3 = new Ctx();
-  layer.forward(tx, c3).dispose();
-  layer.backwardParams(c3, dy);
-  assertEquals(c3.saved.length, 0);
+  // An input that needs no gradient (the image) gets none: only the parameter gradients run.
+  zeroGrads(layer.params());
+  const t3 = new Tape(gpu, layer.params());
+  const y3 = layer.forward(tx, t3);
+  const before = gpu.dispatchCount;
+  const [none] = t3.backward([[y3, dy.retain()]], [tx]);
+  assertEquals(none, null, "no input gradient for an input that needs none");
+  const paramOnly = gpu.dispatchCount - before;
+  const t4 = new Tape(gpu, layer.params());
+  t4.watch(tx);
+  const y4 = layer.forward(tx, t4);
+  const before4 = gpu.dispatchCount;
+  t4.backward([[y4, dy.retain()]], [tx])[0]!.dispose();
+  if (!(gpu.dispatchCount - before4 > paramOnly)) {
+    throw new Error("the input gradient should cost dispatches of its own");
+  }
+  assertClose(await layer.weight.grad.read(), dwRef.map((v) => 2 * v), {
+    rtol: 1e-4,
+    atol: 1e-4,
+  }, "dw after a params-only pass and a full pass");
+  [y, y3, y4].forEach((t) => t.dispose());
   assertEquals(tx.disposed, false, "the caller's input survives ctx release");
 });
 

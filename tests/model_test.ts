@@ -11,8 +11,8 @@ import {
   multilabelSoftMarginLossBackward,
 } from "../src/losses/multilabel.ts";
 import { convOutSize } from "../src/ops/conv.ts";
-import { Ctx } from "../src/models/layer.ts";
-import { pointwise } from "../src/ops/pointwise.ts";
+import { zeroGrads } from "../src/autograd/param.ts";
+import { Tape } from "../src/autograd/tape.ts";
 import { type CamNet, createModel, type ModelOptions } from "../src/models/cam_net.ts";
 import {
   CamNetRef,
@@ -114,22 +114,23 @@ async function gpuStep(
   targets: Float32Array,
   rSeed: number,
 ): Promise<StepResult> {
-  const ctx = new Ctx();
-  const { cam, logits } = model.forward(x, ctx);
+  const params = model.params();
+  zeroGrads(params);
+  const tape = new Tape(gpu, params);
+  const { cam, logits } = model.forward(x, tape);
   const tg = Tensor.fromArray(gpu, targets, logits.shape);
   const loss = multilabelSoftMarginLoss(gpu, logits, tg);
   const dLogits = multilabelSoftMarginLossBackward(gpu, logits, tg);
-  const dGap = model.logitGradToCam(dLogits, cam.shape);
   const r = Tensor.fromArray(gpu, randArray(cam.size, rSeed, -0.05, 0.05), cam.shape);
-  const dCam = pointwise(gpu, "add", [dGap, r]);
-  model.backward(ctx, dCam);
+  // Both seeds: the tape sums the map gradient R with the GAP backward of dLogits.
+  tape.backward([[logits, dLogits], [cam, r]]);
   const out = {
     cam: await cam.read(),
     camShape: [...cam.shape],
     logits: await logits.read(),
     loss: (await loss.read())[0],
   };
-  for (const t of [cam, logits, tg, loss, dLogits, dGap, r, dCam]) t.dispose();
+  for (const t of [cam, logits, tg, loss]) t.dispose();
   return out;
 }
 

@@ -1,6 +1,6 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import type { Param } from "../src/models/layer.ts";
+import type { Param } from "../src/autograd/param.ts";
 import {
   AdamW,
   cosineLr,

@@ -1,11 +1,11 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { Ctx } from "../src/models/layer.ts";
+import { Tape } from "../src/autograd/tape.ts";
+import { globalAvgPool as gapOp } from "../src/autograd/functions.ts";
+import { MaxPool2d } from "../src/models/modules.ts";
 import {
-  GlobalAvgPool,
   globalAvgPool,
   globalAvgPoolBackward,
-  MaxPool2d,
   maxPool2d,
   maxPool2dBackward,
   type MaxPoolOptions,
@@ -197,22 +197,28 @@ Deno.test("pool layers and bad input", async () => {
   const s: Shape = [2, 3, 9, 9];
   const xs = randArray(486, 50);
   const x = Tensor.fromArray(gpu, xs, s);
-  const mp = new MaxPool2d(gpu);
-  const ctx = new Ctx();
-  const y = mp.forward(x, ctx);
+  const mp = new MaxPool2d();
+  const tape = new Tape(gpu);
+  tape.watch(x);
+  const y = mp.forward(x, tape);
   const ref = refMaxPool(xs, s, toGeom({}));
   assertClose(await y.read(), ref.y, { rtol: 0, atol: 0 }, "layer y");
-  const dy = Tensor.fromArray(gpu, randArray(y.size, 51), y.shape);
-  const dx = mp.backward(ctx, dy);
-  assertEquals(ctx.saved.length, 0);
-  assertClose(await dx.read(), refMaxPoolBwd(await dy.read(), ref.idx, s), {}, "layer dx");
-  const gap = new GlobalAvgPool(gpu);
-  const c2 = new Ctx();
-  const g = gap.forward(x, c2);
-  const gdx = gap.backward(c2, g);
-  assertEquals(gdx.shape, s);
-  [x, y, dy, dx, g, gdx].forEach((t) => t.dispose());
-  assertThrows(() => new MaxPool2d(gpu, { kernel: 3, padding: 2 }), RangeError, "at most half");
+  const dys = randArray(y.size, 51);
+  const dy = Tensor.fromArray(gpu, dys, y.shape);
+  const [dx] = tape.backward([[y, dy.retain()]], [x]);
+  assertEquals(tape.length, 0);
+  assertClose(await dx!.read(), refMaxPoolBwd(dys, ref.idx, s), {}, "layer dx");
+  // GAP on the tape; its rule writes into the input's gradient (here a fresh one).
+  const t2 = new Tape(gpu);
+  t2.watch(x);
+  const g = gapOp(t2, x);
+  const gv = await g.read();
+  const [gdx] = t2.backward([[g, g.retain()]], [x]);
+  assertEquals(gdx!.shape, s);
+  const gdxRef = Float64Array.from({ length: xs.length }, (_, i) => gv[Math.floor(i / 81)] / 81);
+  assertClose(await gdx!.read(), gdxRef, { rtol: 1e-6, atol: 0 }, "gap dx");
+  [x, y, dy, dx!, g, gdx!].forEach((t) => t.dispose());
+  assertThrows(() => new MaxPool2d({ kernel: 3, padding: 2 }), RangeError, "at most half");
   assertThrows(() => maxPool2d(gpu, Tensor.zeros(gpu, [2, 3, 4]), {}), RangeError, "NCHW");
   assertThrows(
     () => maxPool2d(gpu, Tensor.zeros(gpu, [1, 1, 1, 1]), { kernel: 3, padding: 0 }),

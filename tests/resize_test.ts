@@ -1,12 +1,8 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
-import { Ctx } from "../src/models/layer.ts";
-import {
-  BilinearResize,
-  resizeBilinear,
-  resizeBilinearBackward,
-  type ResizeOptions,
-} from "../src/ops/resize.ts";
+import { Tape } from "../src/autograd/tape.ts";
+import { BilinearResize } from "../src/models/modules.ts";
+import { resizeBilinear, resizeBilinearBackward, type ResizeOptions } from "../src/ops/resize.ts";
 import {
   assertClose,
   assertEquals,
@@ -244,15 +240,18 @@ Deno.test("bilinear resize splits past a small binding limit; layer; bad options
     big.destroy();
   }
   const gpu = await testGpu();
-  const layer = new BilinearResize(gpu, { scaleFactor: 2, alignCorners: true });
+  const layer = new BilinearResize({ scaleFactor: 2, alignCorners: true });
   const x = Tensor.fromArray(gpu, randArray(2 * 3 * 5 * 5, 9), [2, 3, 5, 5]);
-  const ctx = new Ctx();
-  const y = layer.forward(x, ctx);
+  const tape = new Tape(gpu);
+  tape.watch(x);
+  const y = layer.forward(x, tape);
   assertEquals(y.shape, [2, 3, 10, 10]);
-  const dx = layer.backward(ctx, y);
-  assertEquals(dx.shape, [2, 3, 5, 5]);
-  [x, y, dx].forEach((t) => t.dispose());
-  assertThrows(() => new BilinearResize(gpu, {}), RangeError, "exactly one of size");
+  const [dx] = tape.backward([[y, y.retain()]], [x]);
+  assertEquals(dx!.shape, [2, 3, 5, 5]);
+  const direct = resizeBilinearBackward(gpu, y, x.shape, { scaleFactor: 2, alignCorners: true });
+  assertClose(await dx!.read(), await direct.read(), { rtol: 0, atol: 0 }, "layer dx");
+  [x, y, dx!, direct].forEach((t) => t.dispose());
+  assertThrows(() => new BilinearResize({}), RangeError, "exactly one of size");
   assertThrows(
     () => resizeBilinear(gpu, Tensor.zeros(gpu, [1, 1, 2, 2]), { scaleFactor: 0.1 }),
     RangeError,

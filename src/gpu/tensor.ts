@@ -126,6 +126,11 @@ export class Tensor {
     if (!this.#view) this.gpu.pool.release(this.buffer);
   }
 
+  /** Whether more than one reference is held (a holder must not write into it in place). */
+  get shared(): boolean {
+    return this.#refs > 1;
+  }
+
   /** Whether dispose() was called. */
   get disposed(): boolean {
     return this.#disposed;

@@ -7,10 +7,11 @@ import type { GpuContext } from "../gpu/context.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { Rng } from "../rng.ts";
 import { loadTensors, type NamedTensor } from "../io/checkpoint.ts";
-import { Conv2d } from "../ops/conv.ts";
-import { type Buffer, Ctx, type Param } from "./layer.ts";
-import { globalAvgPool, globalAvgPoolBackward } from "../ops/pool.ts";
-import { type Arch, buildBackbone, type Sequential } from "./resnet.ts";
+import type { Buffer, Param } from "../autograd/param.ts";
+import type { Tape } from "../autograd/tape.ts";
+import { globalAvgPool } from "../autograd/functions.ts";
+import { Conv2d, type Sequential } from "./modules.ts";
+import { type Arch, buildBackbone } from "./resnet.ts";
 
 /** Options of {@link createModel}. */
 export interface ModelOptions {
@@ -62,34 +63,13 @@ export class CamNet {
     }, rng);
   }
 
-  /** Forward pass; with a ctx (training) it saves what backward needs. */
-  forward(x: Tensor, ctx: Ctx | null): CamOutputs {
-    const cb = ctx ? new Ctx() : null;
-    const cc = ctx ? new Ctx() : null;
-    const feats = this.backbone.forward(x, cb);
-    const cam = this.classifier.forward(feats, cc);
+  /** Forward pass; with a tape (training) it records the backward there. */
+  forward(x: Tensor, tape: Tape | null): CamOutputs {
+    const feats = this.backbone.forward(x, tape);
+    const cam = this.classifier.forward(feats, tape);
     feats.dispose();
-    const logits = globalAvgPool(this.gpu, cam);
-    if (ctx) Object.assign(ctx.meta, { cb, cc, camShape: cam.shape });
+    const logits = globalAvgPool(tape, cam);
     return { cam, logits };
-  }
-
-  /**
-   * Backward from the gradient of the class maps (`dCam`, [B,C,h,w]: the GAP backward of the
-   * logit gradient plus any loss on the maps such as OCR). Writes parameter gradients.
-   */
-  backward(ctx: Ctx, dCam: Tensor): void {
-    const { cb, cc } = ctx.meta as { cb: Ctx; cc: Ctx };
-    const dFeat = this.classifier.backward(cc, dCam);
-    const dx = this.backbone.backward(cb, dFeat);
-    dFeat.dispose();
-    dx.dispose();
-    ctx.release();
-  }
-
-  /** dCam of a logit gradient (the GAP backward), a new tensor. */
-  logitGradToCam(dLogits: Tensor, camShape: readonly number[]): Tensor {
-    return globalAvgPoolBackward(this.gpu, dLogits, camShape);
   }
 
   /** Trainable parameters (backbone then classifier). */

@@ -7,51 +7,10 @@
 import type { GpuContext } from "../gpu/context.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { Rng } from "../rng.ts";
-import { ReLU, ResidualAdd } from "../ops/activation.ts";
-import { BatchNorm2d } from "../ops/batchnorm.ts";
-import { Conv2d } from "../ops/conv.ts";
-import { type Buffer, Ctx, type Layer, type Param } from "./layer.ts";
-import { MaxPool2d } from "../ops/pool.ts";
-import { pointwise } from "../ops/pointwise.ts";
-
-/** Runs layers in order; each gets its own sub-context. */
-export class Sequential implements Layer {
-  constructor(readonly layers: Layer[]) {}
-
-  forward(x: Tensor, ctx: Ctx | null): Tensor {
-    const subs: Ctx[] = [];
-    let h = x;
-    for (const l of this.layers) {
-      const c = ctx ? new Ctx() : null;
-      const y = l.forward(h, c);
-      if (h !== x) h.dispose();
-      h = y;
-      if (c) subs.push(c);
-    }
-    if (ctx) ctx.meta.subs = subs;
-    return h === x ? h.retain() : h;
-  }
-
-  backward(ctx: Ctx, dy: Tensor): Tensor {
-    const subs = ctx.meta.subs as Ctx[];
-    let g = dy;
-    for (let i = this.layers.length - 1; i >= 0; i--) {
-      const dx = this.layers[i].backward(subs[i], g);
-      if (g !== dy) g.dispose();
-      g = dx;
-    }
-    ctx.release();
-    return g === dy ? g.retain() : g;
-  }
-
-  params(): Param[] {
-    return this.layers.flatMap((l) => l.params());
-  }
-
-  buffers(): Buffer[] {
-    return this.layers.flatMap((l) => l.buffers?.() ?? []);
-  }
-}
+import type { Buffer, Param } from "../autograd/param.ts";
+import type { Tape } from "../autograd/tape.ts";
+import { add } from "../autograd/functions.ts";
+import { BatchNorm2d, Conv2d, MaxPool2d, type Module, ReLU, Sequential } from "./modules.ts";
 
 /** Shared construction context of a backbone. */
 interface Builder {
@@ -86,40 +45,17 @@ function bn(b: Builder, name: string, c: number): BatchNorm2d {
   return new BatchNorm2d(b.gpu, c, name, { frozen: b.frozenBn });
 }
 
-/** A residual block: main path layers, optional downsample path, add + ReLU. */
-class Residual implements Layer {
-  readonly add: ResidualAdd;
-  constructor(
-    readonly gpu: GpuContext,
-    readonly main: Sequential,
-    readonly down: Sequential | null,
-  ) {
-    this.add = new ResidualAdd(gpu, true);
-  }
+/** A residual block: main path, optional downsample path, add + ReLU. */
+class Residual implements Module {
+  constructor(readonly main: Sequential, readonly down: Sequential | null) {}
 
-  forward(x: Tensor, ctx: Ctx | null): Tensor {
-    const cm = ctx ? new Ctx() : null;
-    const cd = ctx && this.down ? new Ctx() : null;
-    const ca = ctx ? new Ctx() : null;
-    const m = this.main.forward(x, cm);
-    const s = this.down ? this.down.forward(x, cd) : x.retain();
-    const y = this.add.forward(m, s, ca);
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    const m = this.main.forward(x, tape);
+    const s = this.down ? this.down.forward(x, tape) : x.retain();
+    const y = add(tape, m, s, { relu: true });
     m.dispose();
     s.dispose();
-    if (ctx) Object.assign(ctx.meta, { cm, cd, ca });
     return y;
-  }
-
-  backward(ctx: Ctx, dy: Tensor): Tensor {
-    const { cm, cd, ca } = ctx.meta as { cm: Ctx; cd: Ctx | null; ca: Ctx };
-    const g = this.add.backward(ca, dy);
-    const dxm = this.main.backward(cm, g);
-    // The shortcut's gradient: through the downsample path, or g itself (identity).
-    const dxs = this.down && cd ? this.down.backward(cd, g) : g.retain();
-    const out = pointwise(this.gpu, "add", [dxm, dxs]);
-    for (const t of [g, dxm, dxs]) t.dispose();
-    ctx.release();
-    return out;
   }
 
   params(): Param[] {
@@ -158,11 +94,11 @@ function basicBlock(
   const main = new Sequential([
     conv(b, `${p}.conv1`, inC, outC, 3, stride, dilation),
     bn(b, `${p}.bn1`, outC),
-    new ReLU(b.gpu, { inplace: true }),
+    new ReLU({ inplace: true }),
     conv(b, `${p}.conv2`, outC, outC, 3, 1, dilation),
     bn(b, `${p}.bn2`, outC),
   ]);
-  return new Residual(b.gpu, main, downsample(b, p, inC, outC, stride));
+  return new Residual(main, downsample(b, p, inC, outC, stride));
 }
 
 function bottleneck(
@@ -177,14 +113,14 @@ function bottleneck(
   const main = new Sequential([
     conv(b, `${p}.conv1`, inC, planes, 1),
     bn(b, `${p}.bn1`, planes),
-    new ReLU(b.gpu, { inplace: true }),
+    new ReLU({ inplace: true }),
     conv(b, `${p}.conv2`, planes, planes, 3, stride, dilation),
     bn(b, `${p}.bn2`, planes),
-    new ReLU(b.gpu, { inplace: true }),
+    new ReLU({ inplace: true }),
     conv(b, `${p}.conv3`, planes, outC, 1),
     bn(b, `${p}.bn3`, outC),
   ]);
-  return new Residual(b.gpu, main, downsample(b, p, inC, outC, stride));
+  return new Residual(main, downsample(b, p, inC, outC, stride));
 }
 
 /** Backbone architectures. */
@@ -224,10 +160,10 @@ export function buildBackbone(
   const os = opts.outputStride;
   if (arch === "tiny") {
     const widths = [16, 32, 64, 128];
-    const layers: Layer[] = [
+    const layers: Module[] = [
       conv(b, "conv1", 3, widths[0], 3, 2),
       bn(b, "bn1", widths[0]),
-      new ReLU(gpu, { inplace: true }),
+      new ReLU({ inplace: true }),
     ];
     // strides after the stem (s2): 2, 2 → 8; last stage stride 2 for OS 16, dilation for OS 8.
     const strides = [1, 2, 2, os === 16 ? 2 : 1];
@@ -245,11 +181,11 @@ export function buildBackbone(
   }
   const depth = DEPTHS[arch];
   const isBottleneck = arch === "resnet50";
-  const layers: Layer[] = [
+  const layers: Module[] = [
     conv(b, "conv1", 3, 64, 7, 2),
     bn(b, "bn1", 64),
-    new ReLU(gpu, { inplace: true }),
-    new MaxPool2d(gpu, { kernel: 3, stride: 2, padding: 1 }),
+    new ReLU({ inplace: true }),
+    new MaxPool2d({ kernel: 3, stride: 2, padding: 1 }),
   ];
   const planes = [64, 128, 256, 512];
   const stageStride = [1, 2, os === 8 ? 1 : 2, 1];

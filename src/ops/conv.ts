@@ -1,6 +1,6 @@
 /**
  * 2-D convolution (groups = 1) as implicit GEMM: forward, input gradient, weight gradient and
- * bias gradient, plus the {@link Conv2d} layer. Layout NCHW, weights [O, I, KH, KW] (PyTorch).
+ * bias gradient (the Conv2d module is in src/models/modules.ts). Layout NCHW, weights [O, I, KH, KW] (PyTorch).
  *
  * Kernels (shaders/conv2d.wgsl):
  * - forward: register blocks of RO output channels x PY rows x PX columns per invocation; the
@@ -22,8 +22,6 @@
  */
 import type { BufferRange, GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import type { Rng } from "../rng.ts";
-import type { Ctx, Layer, Param } from "../models/layer.ts";
 import { gemm, isCpuAdapter } from "./matmul.ts";
 
 /** A number for both spatial dimensions, or [y, x]. */
@@ -88,7 +86,8 @@ interface Geom {
   ow: number;
 }
 
-const pair = (v: Pair | undefined, dflt: number, what: string): [number, number] => {
+/** A kernel/stride/padding/dilation argument as [y, x], validated (padding may be 0). */
+export const convPair = (v: Pair | undefined, dflt: number, what: string): [number, number] => {
   const p: [number, number] = v === undefined
     ? [dflt, dflt]
     : typeof v === "number"
@@ -130,9 +129,9 @@ function geometry(
       `${op}: input has ${c} channels but the weight expects ${ic} ([${wShape}])`,
     );
   }
-  const [sy, sx] = pair(o.stride, 1, "stride");
-  const [py, px] = pair(o.padding, 0, "padding");
-  const [dy, dx] = pair(o.dilation, 1, "dilation");
+  const [sy, sx] = convPair(o.stride, 1, "stride");
+  const [py, px] = convPair(o.padding, 0, "padding");
+  const [dy, dx] = convPair(o.dilation, 1, "dilation");
   const oh = convOutSize(h, kh, sy, py, dy);
   const ow = convOutSize(w, kw, sx, px, dx);
   if (oh < 1 || ow < 1 || kh < 1 || kw < 1) {
@@ -1476,114 +1475,3 @@ export function conv2dGradBiasRef(dy: ArrayLike<number>, shape: readonly number[
 
 // ---------------------------------------------------------------------------------------------
 // Layer.
-
-/** Constructor options of {@link Conv2d} (PyTorch's Conv2d arguments, groups = 1). */
-export interface Conv2dLayerOptions {
-  /** Name prefix of the parameters, e.g. `layer1.0.conv1` → `layer1.0.conv1.weight`. */
-  name: string;
-  /** Input channels. */
-  inChannels: number;
-  /** Output channels. */
-  outChannels: number;
-  /** Kernel size. */
-  kernel: Pair;
-  /** Default 1. */
-  stride?: Pair;
-  /** Zero padding per side, default 0. */
-  padding?: Pair;
-  /** Default 1. */
-  dilation?: Pair;
-  /** Whether the layer has a bias (default false, as in torchvision's ResNet convs). */
-  bias?: boolean;
-  /** Learning-rate group (default `backbone`). */
-  group?: "backbone" | "head";
-}
-
-/**
- * A 2-D convolution layer. Weights are Kaiming-normal initialised (fan_out, ReLU gain: std
- * sqrt(2 / (O·KH·KW)), as torchvision's ResNet); a bias, if any, is uniform in ±1/sqrt(fan_in)
- * (PyTorch's default). Weight decay applies to the weight, not to the bias.
- */
-export class Conv2d implements Layer {
-  /** `<name>.weight`, [O, I, KH, KW]. */
-  readonly weight: Param;
-  /** `<name>.bias`, [O], or null. */
-  readonly bias: Param | null;
-  /** Geometry passed to the ops. */
-  readonly geometry: Conv2dOptions;
-
-  /** Creates and initialises the parameters from `rng`. */
-  constructor(readonly gpu: GpuContext, readonly options: Conv2dLayerOptions, rng: Rng) {
-    const { inChannels: ci, outChannels: co, name } = options;
-    const [kh, kw] = pair(options.kernel, 1, "kernel");
-    for (const [k, v] of [["inChannels", ci], ["outChannels", co]] as const) {
-      if (!Number.isInteger(v) || v < 1) throw new RangeError(`Conv2d ${name}: bad ${k} ${v}`);
-    }
-    this.geometry = {
-      stride: pair(options.stride, 1, "stride"),
-      padding: pair(options.padding, 0, "padding"),
-      dilation: pair(options.dilation, 1, "dilation"),
-    };
-    const group = options.group ?? "backbone";
-    const shape = [co, ci, kh, kw];
-    const std = Math.sqrt(2 / (co * kh * kw));
-    this.weight = {
-      name: `${name}.weight`,
-      value: Tensor.fromArray(gpu, rng.normals(co * ci * kh * kw, std), shape),
-      grad: Tensor.zeros(gpu, shape),
-      group,
-      decay: true,
-    };
-    if (options.bias) {
-      const bound = 1 / Math.sqrt(ci * kh * kw);
-      const b = new Float32Array(co);
-      for (let i = 0; i < co; i++) b[i] = rng.uniform(-bound, bound);
-      this.bias = {
-        name: `${name}.bias`,
-        value: Tensor.fromArray(gpu, b, [co]),
-        grad: Tensor.zeros(gpu, [co]),
-        group,
-        decay: false,
-      };
-    } else this.bias = null;
-  }
-
-  /** y = conv(x); with a ctx, saves x for backward. */
-  forward(x: Tensor, ctx: Ctx | null): Tensor {
-    const y = conv2d(this.gpu, x, this.weight.value, this.bias?.value ?? null, this.geometry);
-    if (ctx) ctx.save(x);
-    return y;
-  }
-
-  /** Returns dx; overwrites the weight (and bias) gradients; releases ctx. */
-  backward(ctx: Ctx, dy: Tensor): Tensor {
-    const [x] = ctx.saved;
-    this.#paramGrads(x, dy);
-    const dx = conv2dGradInput(this.gpu, dy, this.weight.value, x.shape, this.geometry);
-    ctx.release();
-    return dx;
-  }
-
-  /**
-   * Like {@link backward} but without the input gradient (for a first layer, whose input is
-   * the image): overwrites the parameter gradients and releases ctx.
-   */
-  backwardParams(ctx: Ctx, dy: Tensor): void {
-    const [x] = ctx.saved;
-    this.#paramGrads(x, dy);
-    ctx.release();
-  }
-
-  #paramGrads(x: Tensor, dy: Tensor): void {
-    conv2dGradWeight(this.gpu, x, dy, this.weight.value.shape, {
-      ...this.geometry,
-      out: this.weight.grad,
-    });
-    if (this.bias) conv2dGradBias(this.gpu, dy, { out: this.bias.grad });
-  }
-
-  /** The weight, then the bias if any. */
-  params(): Param[] {
-    return this.bias ? [this.weight, this.bias] : [this.weight];
-  }
-}

@@ -6,7 +6,6 @@
  */
 import type { GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import type { Ctx, Layer, Param } from "../models/layer.ts";
 import { checkShape, dispatchPlanes, nchw, shape4 } from "./planes.ts";
 
 /** A size given for both axes or as [height, width]. */
@@ -24,7 +23,7 @@ export interface MaxPoolOptions {
 }
 
 /** Validated geometry and output size of a max pool over an H x W input. */
-interface PoolGeom {
+export interface PoolGeom {
   k: [number, number];
   s: [number, number];
   p: [number, number];
@@ -32,7 +31,8 @@ interface PoolGeom {
   OW: number;
 }
 
-function geometry(op: string, opts: MaxPoolOptions, H = 1, W = 1): PoolGeom {
+/** Validates max-pool options (and computes the output size of an H x W input). */
+export function poolGeometry(op: string, opts: MaxPoolOptions, H = 1, W = 1): PoolGeom {
   const k = pair(opts.kernel ?? 3);
   const s = pair(opts.stride ?? 2);
   const p = pair(opts.padding ?? 1);
@@ -75,7 +75,7 @@ export interface MaxPoolResult {
 export function maxPool2d(gpu: GpuContext, x: Tensor, opts: MaxPoolOptions = {}): MaxPoolResult {
   const name = "maxpool.forward";
   const [n, c, H, W] = nchw(name, x);
-  const g = geometry(name, opts, H, W);
+  const g = poolGeometry(name, opts, H, W);
   if (g.OH < 1 || g.OW < 1) {
     throw new RangeError(`${name}: input [${x.shape}] is too small for kernel ${g.k}`);
   }
@@ -107,7 +107,7 @@ export function maxPool2dBackward(
 ): Tensor {
   const name = "maxpool.backward";
   const [n, c, H, W] = shape4(name, inputShape);
-  const g = geometry(name, opts, H, W);
+  const g = poolGeometry(name, opts, H, W);
   checkShape(name, "dy", dy, [n, c, g.OH, g.OW]);
   checkShape(name, "indices", indices, [n, c, g.OH, g.OW]);
   const dx = Tensor.empty(gpu, inputShape);
@@ -122,42 +122,6 @@ export function maxPool2dBackward(
     params: (ch, items) => words(H, W, g, items, ch.offsets),
   });
   return dx;
-}
-
-/** `MaxPool2d` layer (default 3x3, stride 2, padding 1: the ResNet stem pool). */
-export class MaxPool2d implements Layer {
-  constructor(readonly gpu: GpuContext, readonly opts: MaxPoolOptions = {}) {
-    geometry("MaxPool2d", opts);
-  }
-
-  /** Pools; with a ctx saves the indices and the input shape. */
-  forward(x: Tensor, ctx: Ctx | null): Tensor {
-    const { y, indices } = maxPool2d(this.gpu, x, this.opts);
-    if (ctx) {
-      ctx.save(indices);
-      ctx.meta.inputShape = x.shape;
-    }
-    indices.dispose();
-    return y;
-  }
-
-  /** Scatters dy to the argmax positions (as a gather per input pixel); releases ctx. */
-  backward(ctx: Ctx, dy: Tensor): Tensor {
-    const dx = maxPool2dBackward(
-      this.gpu,
-      dy,
-      ctx.saved[0],
-      ctx.meta.inputShape as number[],
-      this.opts,
-    );
-    ctx.release();
-    return dx;
-  }
-
-  /** No parameters. */
-  params(): Param[] {
-    return [];
-  }
 }
 
 const UNIT: PoolGeom = { k: [1, 1], s: [1, 1], p: [0, 0], OH: 1, OW: 1 };
@@ -186,42 +150,22 @@ export function globalAvgPoolBackward(
   gpu: GpuContext,
   dy: Tensor,
   inputShape: readonly number[],
+  opts: { out?: Tensor; accumulate?: boolean } = {},
 ): Tensor {
   const name = "gap.backward";
   const [n, c, H, W] = shape4(name, inputShape);
   checkShape(name, "dy", dy, [n, c]);
-  const dx = Tensor.empty(gpu, inputShape);
+  const dx = opts.out ?? Tensor.empty(gpu, inputShape);
+  checkShape(name, "out", dx, inputShape);
   dispatchPlanes(gpu, n * c, {
     name,
     shader: "pool",
     entry: "gap_bwd",
+    constants: opts.accumulate ? { ACC: 1 } : undefined,
     inputs: [{ tensor: dy, planeSize: 1 }],
     outputs: [{ tensor: dx, planeSize: H * W }],
     itemsPerPlane: H * W,
     params: (ch, items) => words(H, W, UNIT, items, ch.offsets),
   });
   return dx;
-}
-
-/** Global average pooling layer: [N, C, H, W] → [N, C]. */
-export class GlobalAvgPool implements Layer {
-  constructor(readonly gpu: GpuContext) {}
-
-  /** Averages each plane; with a ctx remembers the input shape. */
-  forward(x: Tensor, ctx: Ctx | null): Tensor {
-    if (ctx) ctx.meta.inputShape = x.shape;
-    return globalAvgPool(this.gpu, x);
-  }
-
-  /** Spreads dy evenly over each plane; releases ctx. */
-  backward(ctx: Ctx, dy: Tensor): Tensor {
-    const dx = globalAvgPoolBackward(this.gpu, dy, ctx.meta.inputShape as number[]);
-    ctx.release();
-    return dx;
-  }
-
-  /** No parameters. */
-  params(): Param[] {
-    return [];
-  }
 }

@@ -7,7 +7,6 @@
  */
 import { f32bits, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import type { Ctx, Layer, Param } from "../models/layer.ts";
 import { checkShape, dispatchPlanes, nchw, shape4 } from "./planes.ts";
 
 /** Options of {@link resizeBilinear}: give exactly one of `size` and `scaleFactor`. */
@@ -40,7 +39,7 @@ export interface ResizeGeometry {
 export function resizeGeometry(inH: number, inW: number, opts: ResizeOptions): ResizeGeometry {
   const op = "resize";
   const ac = opts.alignCorners ?? false;
-  checkOptions(opts);
+  checkResizeOptions(opts);
   let factors: [number, number] | null = null;
   let out: [number, number];
   if (opts.size) {
@@ -67,7 +66,8 @@ export function resizeGeometry(inH: number, inW: number, opts: ResizeOptions): R
   };
 }
 
-function checkOptions(opts: ResizeOptions): void {
+/** Validates resize options (exactly one of size and scale, positive values). */
+export function checkResizeOptions(opts: ResizeOptions): void {
   if ((opts.size === undefined) === (opts.scaleFactor === undefined)) {
     throw new RangeError(`resize: give exactly one of size and scaleFactor`);
   }
@@ -139,29 +139,4 @@ export function resizeBilinearBackward(
     params: (ch, items) => resizeParams(H, W, g, items, ch.offsets),
   });
   return dx;
-}
-
-/** A bilinear resize as a layer (e.g. upsampling class maps). */
-export class BilinearResize implements Layer {
-  constructor(readonly gpu: GpuContext, readonly opts: ResizeOptions) {
-    checkOptions(opts);
-  }
-
-  /** Resizes; with a ctx remembers the input shape. */
-  forward(x: Tensor, ctx: Ctx | null): Tensor {
-    if (ctx) ctx.meta.inputShape = x.shape;
-    return resizeBilinear(this.gpu, x, this.opts);
-  }
-
-  /** Gathers dy back to the input grid; releases ctx. */
-  backward(ctx: Ctx, dy: Tensor): Tensor {
-    const dx = resizeBilinearBackward(this.gpu, dy, ctx.meta.inputShape as number[], this.opts);
-    ctx.release();
-    return dx;
-  }
-
-  /** No parameters. */
-  params(): Param[] {
-    return [];
-  }
 }

@@ -4,7 +4,7 @@
  * @module
  */
 import { f32bits, type GpuContext } from "../gpu/context.ts";
-import type { Param } from "../models/layer.ts";
+import type { Param } from "../autograd/param.ts";
 import { BaseOptimizer, type LrMultipliers, paramLr } from "./sgd.ts";
 
 /** Options of {@link AdamW}. */

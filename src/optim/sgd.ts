@@ -7,7 +7,7 @@
  */
 import { f32bits, type GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import type { Buffer, Param } from "../models/layer.ts";
+import type { Buffer, Param } from "../autograd/param.ts";
 import { elementChunks } from "../ops/planes.ts";
 
 /**

@@ -19,7 +19,7 @@ import {
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import { loadTensors, saveTensors } from "../io/checkpoint.ts";
 import { readSafetensorsHeader } from "../io/safetensors.ts";
-import { Ctx } from "../models/layer.ts";
+import { Tape } from "../autograd/tape.ts";
 import { type CamNet, createModel } from "../models/cam_net.ts";
 import {
   multilabelSoftMarginLoss,
@@ -28,7 +28,7 @@ import {
 import { ocrLoss } from "../losses/ocr.ts";
 import { AdamW, type Optimizer, polyLr, SGD } from "../optim/mod.ts";
 import type { NamedTensor } from "../io/checkpoint.ts";
-import type { Param } from "../models/layer.ts";
+import { type Param, zeroGrads } from "../autograd/param.ts";
 import { meanAveragePrecision } from "../eval/classification.ts";
 import { fmtDuration, Progress } from "../io/progress.ts";
 import { openTrainingData, type TrainingData } from "./data.ts";
@@ -286,24 +286,26 @@ export function recordTrainStep(
   params: Param[],
   s: StepInputs,
 ): StepOutputs {
-  const ctx = new Ctx();
-  const { cam, logits } = model.forward(s.x, ctx);
+  const tape = new Tape(gpu, params);
+  zeroGrads(params);
+  const { cam, logits } = model.forward(s.x, tape);
   const lossCls = multilabelSoftMarginLoss(gpu, logits, s.tags);
   const dLogits = multilabelSoftMarginLossBackward(gpu, logits, s.tags);
-  logits.dispose();
-  const dCam = model.logitGradToCam(dLogits, cam.shape);
-  dLogits.dispose();
+  const seeds: [Tensor, Tensor][] = [[logits, dLogits]];
   let lossOcr: Tensor | null = null;
   let ocPixels: Tensor | null = null;
   if (s.prior) {
-    const r = ocrLoss(gpu, cam, s.tags, s.prior, { ...s.ocr, gradInto: dCam });
+    // The OCR kernel computes its gradient with its loss: a seed of the class maps, to which
+    // the GAP backward then adds the classification gradient in place.
+    const r = ocrLoss(gpu, cam, s.tags, s.prior, s.ocr);
     lossOcr = r.loss;
     ocPixels = r.ocPixels;
+    seeds.push([cam, r.grad]);
   }
   const camShape = cam.shape;
+  tape.backward(seeds);
+  logits.dispose();
   cam.dispose();
-  model.backward(ctx, dCam);
-  dCam.dispose();
   opt.step(params, s.lr);
   return { lossCls, lossOcr, ocPixels, camShape };
 }

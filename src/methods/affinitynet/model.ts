@@ -16,12 +16,11 @@ import type { GpuContext } from "../../gpu/context.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
 import { loadTensors, type NamedTensor } from "../../io/checkpoint.ts";
 import { Rng } from "../../rng.ts";
-import { ELU } from "../../ops/activation.ts";
-import { Conv2d } from "../../ops/conv.ts";
-import { type Buffer, Ctx, type Param } from "../../models/layer.ts";
-import { pointwise } from "../../ops/pointwise.ts";
-import { resizeBilinear, resizeBilinearBackward } from "../../ops/resize.ts";
-import { type Arch, buildBackbone, Sequential } from "../../models/resnet.ts";
+import type { Buffer, Param } from "../../autograd/param.ts";
+import type { Tape } from "../../autograd/tape.ts";
+import { add, resizeBilinear } from "../../autograd/functions.ts";
+import { Conv2d, ELU, Sequential } from "../../models/modules.ts";
+import { type Arch, buildBackbone } from "../../models/resnet.ts";
 
 /** Options of {@link createAffinityNet}. */
 export interface AffinityNetOptions {
@@ -90,7 +89,7 @@ export class AffinityNet {
       return {
         segment,
         conv: head(`f8.${k}`, st.channels, widths[k]),
-        elu: new ELU(gpu),
+        elu: new ELU(),
         fuse: head(`f9.${k}`, widths[k], D),
       };
     });
@@ -102,99 +101,48 @@ export class AffinityNet {
       for (let i = 0; i < data.length; i++) data[i] = rng.uniform(-bound, bound);
       w.write(data);
     }
-    this.fuseElu = new ELU(gpu);
+    this.fuseElu = new ELU();
   }
 
   /**
-   * Affinity features [B, D, ceil(H/8), ceil(W/8)] of images `x` [B, 3, H, W]; with a ctx
-   * (training) saves what backward needs.
+   * Affinity features [B, D, ceil(H/8), ceil(W/8)] of images `x` [B, 3, H, W]; with a tape
+   * (training) records the backward there.
    */
-  forward(x: Tensor, ctx: Ctx | null): Tensor {
-    const cs = ctx ? new Ctx() : null;
-    let h = this.stem.forward(x, cs);
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    let h = this.stem.forward(x, tape);
     const outs: Tensor[] = [];
-    const subs: Ctx[][] = [];
     for (const b of this.branches) {
-      const c = ctx ? [new Ctx(), new Ctx(), new Ctx(), new Ctx()] : null;
-      const next = b.segment.forward(h, c?.[0] ?? null);
+      const next = b.segment.forward(h, tape);
       h.dispose();
       h = next;
       outs.push(h.retain());
-      if (c) subs.push(c);
     }
     h.dispose();
     const [, , fh, fw] = outs[outs.length - 1].shape;
     let sum: Tensor | null = null;
-    const inShapes: number[][] = [];
     this.branches.forEach((b, k) => {
-      const c = ctx ? subs[k] : null;
       let s = outs[k];
-      inShapes.push([...s.shape]);
       if (s.shape[2] !== fh || s.shape[3] !== fw) {
-        const r = resizeBilinear(this.gpu, s, { size: [fh, fw] });
+        const r = resizeBilinear(tape, s, { size: [fh, fw] });
         s.dispose();
         s = r;
       }
-      const f = b.conv.forward(s, c?.[1] ?? null);
+      const f = b.conv.forward(s, tape);
       s.dispose();
-      const e = b.elu.forward(f, c?.[2] ?? null);
+      const e = b.elu.forward(f, tape);
       f.dispose();
-      const z = b.fuse.forward(e, c?.[3] ?? null);
+      const z = b.fuse.forward(e, tape);
       e.dispose();
       if (sum) {
-        pointwise(this.gpu, "add", [sum, z], { out: sum });
+        const t: Tensor = add(tape, sum, z, { inplace: true });
+        sum.dispose();
         z.dispose();
+        sum = t;
       } else sum = z;
     });
-    const cf = ctx ? new Ctx() : null;
-    const feat = this.fuseElu.forward(sum!, cf);
+    const feat = this.fuseElu.forward(sum!, tape);
     sum!.dispose();
-    if (ctx) Object.assign(ctx.meta, { cs, subs, cf, inShapes, size: [fh, fw] });
     return feat;
-  }
-
-  /** Backward from the feature gradient; writes every parameter's gradient; releases ctx. */
-  backward(ctx: Ctx, dFeat: Tensor): void {
-    const { cs, subs, cf, inShapes, size } = ctx.meta as {
-      cs: Ctx;
-      subs: Ctx[][];
-      cf: Ctx;
-      inShapes: number[][];
-      size: [number, number];
-    };
-    const dSum = this.fuseElu.backward(cf, dFeat);
-    // Gradient into each stage's output from its branch.
-    const dStage = this.branches.map((b, k) => {
-      const c = subs[k];
-      const de = b.fuse.backward(c[3], dSum);
-      const df = b.elu.backward(c[2], de);
-      de.dispose();
-      let ds = b.conv.backward(c[1], df);
-      df.dispose();
-      const shape = inShapes[k];
-      if (shape[2] !== size[0] || shape[3] !== size[1]) {
-        const r = resizeBilinearBackward(this.gpu, ds, shape, { size });
-        ds.dispose();
-        ds = r;
-      }
-      return ds;
-    });
-    dSum.dispose();
-    // Back through the segments, last to first, adding each stage's branch gradient.
-    let g: Tensor | null = null;
-    for (let k = this.branches.length - 1; k >= 0; k--) {
-      if (g) {
-        pointwise(this.gpu, "add", [g, dStage[k]], { out: g });
-        dStage[k].dispose();
-      } else g = dStage[k];
-      const dx = this.branches[k].segment.backward(subs[k][0], g);
-      g.dispose();
-      g = dx;
-    }
-    const dx = this.stem.backward(cs, g!);
-    g!.dispose();
-    dx.dispose();
-    ctx.release();
   }
 
   /** Trainable parameters: backbone (stem, stages) then branch and fuse convs. */

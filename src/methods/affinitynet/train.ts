@@ -21,7 +21,9 @@ import type { z } from "npm:zod@4.6.7";
 import { createGpu, type GpuContext } from "../../gpu/context.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import { tuneMatmul } from "../../ops/matmul.ts";
-import { Ctx, type Param } from "../../models/layer.ts";
+import { type Param, zeroGrads } from "../../autograd/param.ts";
+import { Tape } from "../../autograd/tape.ts";
+import { pairwiseAffinity } from "../../autograd/functions.ts";
 import { type AffinityNet, createAffinityNet } from "./model.ts";
 import {
   type AffinityConfig,
@@ -39,7 +41,7 @@ import type { Optimizer } from "../../optim/mod.ts";
 import { polyLr } from "../../optim/mod.ts";
 import { affinityLabelMap, affinityPairLabels } from "./labels.ts";
 import { affinityLoss, pairCounts, uploadPairCodes } from "../../losses/affinity.ts";
-import { pairGrid, pairwiseAffinity, pairwiseAffinityBackward } from "../../ops/affinity.ts";
+import { pairGrid } from "../../ops/affinity.ts";
 import { readRunConfig } from "../../cam/extract.ts";
 import { readCamFolder, readImageCams } from "../../cam/cam_folder.ts";
 import { fmtDuration, Progress } from "../../io/progress.ts";
@@ -149,8 +151,9 @@ export function recordAffinityStep(
   s: AffinityStepInputs,
 ): AffinityStepOutputs {
   const [B, , S] = s.x.shape;
-  const ctx = new Ctx();
-  const feat = model.forward(s.x, ctx);
+  const tape = new Tape(gpu, params);
+  zeroGrads(params);
+  const feat = model.forward(s.x, tape);
   const [, , h, w] = feat.shape;
   const labels = Array.from(
     { length: B },
@@ -159,13 +162,12 @@ export function recordAffinityStep(
   );
   const codes = uploadPairCodes(gpu, labels);
   const counts = pairCounts(labels);
-  const aff = pairwiseAffinity(gpu, feat, s.radius);
+  const aff = pairwiseAffinity(tape, feat, s.radius);
   const { loss, grad } = affinityLoss(gpu, aff, codes, counts);
   codes.dispose();
-  const dFeat = pairwiseAffinityBackward(gpu, feat, aff, grad, s.radius);
-  for (const t of [aff, grad, feat]) t.dispose();
-  model.backward(ctx, dFeat);
-  dFeat.dispose();
+  tape.backward([[aff, grad]]);
+  aff.dispose();
+  feat.dispose();
   opt.step(params, s.lr);
   return { loss, counts };
 }

@@ -1,0 +1,204 @@
+/**
+ * The differentiable ops: each runs its op family's forward kernel (src/ops) and, when a tape
+ * is given and an input needs a gradient, records its backward rule there. All derivative
+ * rules live in this file (in the spirit of tinygrad's gradient.py); the kernels they call,
+ * with their f64 references and tests, live in the op family's file.
+ *
+ * Conventions: `tape` null means inference (nothing is recorded, batchnorm uses its running
+ * statistics); a result is a new tensor owned by the caller, except for in-place variants,
+ * which return their input with one more reference (dispose both as usual). Rules give
+ * gradients to the inputs that need them, in the order the hand-written layers used to
+ * compute them, and write parameter gradients in place through the tape's sinks.
+ * @module
+ */
+import type { Tensor } from "../gpu/tensor.ts";
+import {
+  batchNormBackward,
+  batchNormForward,
+  type BatchNormForwardOptions,
+  type BatchNormTensors,
+} from "../ops/batchnorm.ts";
+import {
+  conv2d as conv2dKernel,
+  conv2dGradBias,
+  conv2dGradInput,
+  conv2dGradWeight,
+  type Conv2dOptions,
+} from "../ops/conv.ts";
+import { pointwise } from "../ops/pointwise.ts";
+import {
+  globalAvgPool as gapKernel,
+  globalAvgPoolBackward,
+  maxPool2d as maxPoolKernel,
+  maxPool2dBackward,
+  type MaxPoolOptions,
+} from "../ops/pool.ts";
+import {
+  resizeBilinear as resizeKernel,
+  resizeBilinearBackward,
+  type ResizeOptions,
+} from "../ops/resize.ts";
+import {
+  AFFINITY_RADIUS,
+  pairwiseAffinity as affinityKernel,
+  pairwiseAffinityBackward,
+} from "../ops/affinity.ts";
+import type { Tape } from "./tape.ts";
+
+/** Convolution y = conv(x, w) + b (PyTorch's conv2d, groups 1). Saves x. */
+export function conv2d(
+  tape: Tape | null,
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  geom: Conv2dOptions,
+): Tensor {
+  const gpu = x.gpu;
+  const y = conv2dKernel(gpu, x, w, b, geom);
+  tape?.record("conv2d", [x, w, b], [y], (g) => {
+    const dy = g.dy()!;
+    if (g.needs(1)) {
+      const s = g.sink(1);
+      conv2dGradWeight(gpu, x, dy, w.shape, { ...geom, out: s.out, accumulate: s.accumulate });
+    }
+    if (b && g.needs(2)) {
+      const s = g.sink(2);
+      conv2dGradBias(gpu, dy, { out: s.out, accumulate: s.accumulate });
+    }
+    if (g.needs(0)) g.give(0, conv2dGradInput(gpu, dy, w, x.shape, geom));
+  }, [x]);
+  return y;
+}
+
+/**
+ * 2-D batch normalisation of x [N, C, H, W]. With `opts.training`, batch statistics (and a
+ * running-statistics update); else the running statistics, as constants. Gradients flow to x
+ * and to weight/bias when the tape has them as parameters. Saves x and the statistics.
+ */
+export function batchNorm2d(
+  tape: Tape | null,
+  x: Tensor,
+  p: BatchNormTensors,
+  opts: BatchNormForwardOptions,
+): Tensor {
+  const gpu = x.gpu;
+  const eps = opts.eps ?? 1e-5;
+  const { y, stats } = batchNormForward(gpu, x, p, opts);
+  tape?.record("batchnorm", [x, p.weight, p.bias], [y], (g) => {
+    const affine = g.needs(1) || g.needs(2);
+    if (affine && !(g.needs(1) && g.needs(2))) {
+      throw new Error("batchnorm: weight and bias must both be trainable or both frozen");
+    }
+    const sw = affine ? g.sink(1) : null;
+    const sb = affine ? g.sink(2) : null;
+    if (sw && sb && sw.accumulate !== sb.accumulate) {
+      throw new Error("batchnorm: weight and bias gradients are in different states");
+    }
+    const dx = batchNormBackward(gpu, x, g.dy()!, p, stats, {
+      eps,
+      grads: sw && sb ? { weight: sw.out, bias: sb.out } : undefined,
+      accumulate: sw?.accumulate ?? false,
+    });
+    if (g.needs(0)) g.give(0, dx);
+    else dx.dispose();
+  }, [x, stats.mean, stats.stat]);
+  stats.mean.dispose();
+  stats.stat.dispose();
+  return y;
+}
+
+/** The pointwise activations whose derivative is a function of their output. */
+export type ActivationName = "relu" | "elu";
+
+/**
+ * y = relu(x) or elu(x) (alpha 1), written over x when `inplace` (only safe when no recorded
+ * op saved x itself). Backward from the saved output: relu' = [y > 0], elu' = y + 1 where
+ * y <= 0, so an in-place forward loses nothing the rule needs.
+ */
+export function activation(
+  tape: Tape | null,
+  name: ActivationName,
+  x: Tensor,
+  inplace = false,
+): Tensor {
+  const gpu = x.gpu;
+  const y = inplace ? pointwise(gpu, name, [x], { out: x }).retain() : pointwise(gpu, name, [x]);
+  tape?.record(name, [x], [y], (g) => {
+    g.give(0, pointwise(gpu, name === "relu" ? "relu_bwd" : "elu_bwd", [y, g.dy()!]));
+  }, [y]);
+  return y;
+}
+
+/**
+ * y = a + b, or relu(a + b) with `relu` (a ResNet block's residual add), written over `a`
+ * when `inplace`. Both inputs receive the same gradient.
+ */
+export function add(
+  tape: Tape | null,
+  a: Tensor,
+  b: Tensor,
+  opts: { relu?: boolean; inplace?: boolean } = {},
+): Tensor {
+  const gpu = a.gpu;
+  const op = opts.relu ? "add_relu" : "add";
+  const y = opts.inplace
+    ? pointwise(gpu, op, [a, b], { out: a }).retain()
+    : pointwise(gpu, op, [a, b]);
+  tape?.record(op, [a, b], [y], (g) => {
+    const dy = g.dy()!;
+    const d = opts.relu ? pointwise(gpu, "relu_bwd", [y, dy]) : dy.retain();
+    if (g.needs(1)) g.give(1, d.retain());
+    if (g.needs(0)) g.give(0, d);
+    else d.dispose();
+  }, opts.relu ? [y] : []);
+  return y;
+}
+
+/** Max pooling (PyTorch's MaxPool2d); saves the argmax indices. */
+export function maxPool2d(tape: Tape | null, x: Tensor, opts: MaxPoolOptions = {}): Tensor {
+  const gpu = x.gpu;
+  const { y, indices } = maxPoolKernel(gpu, x, opts);
+  const shape = x.shape;
+  tape?.record("maxpool", [x], [y], (g) => {
+    g.give(0, maxPool2dBackward(gpu, g.dy()!, indices, shape, opts));
+  }, [indices]);
+  indices.dispose();
+  return y;
+}
+
+/** Global average pooling [N, C, H, W] → [N, C]; the rule adds into x's gradient in place. */
+export function globalAvgPool(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const y = gapKernel(gpu, x);
+  const shape = x.shape;
+  tape?.record("gap", [x], [y], (g) => {
+    const s = g.sink(0);
+    globalAvgPoolBackward(gpu, g.dy()!, shape, s);
+  });
+  return y;
+}
+
+/** Bilinear resize (PyTorch's interpolate, bilinear); the rule gathers dy back. */
+export function resizeBilinear(tape: Tape | null, x: Tensor, opts: ResizeOptions): Tensor {
+  const gpu = x.gpu;
+  const y = resizeKernel(gpu, x, opts);
+  const shape = x.shape;
+  tape?.record("resize", [x], [y], (g) => {
+    g.give(0, resizeBilinearBackward(gpu, g.dy()!, shape, opts));
+  });
+  return y;
+}
+
+/** psa's pairwise affinities of features (see src/ops/affinity.ts); saves feat and the result. */
+export function pairwiseAffinity(
+  tape: Tape | null,
+  feat: Tensor,
+  radius = AFFINITY_RADIUS,
+): Tensor {
+  const gpu = feat.gpu;
+  const aff = affinityKernel(gpu, feat, radius);
+  tape?.record("affinity", [feat], [aff], (g) => {
+    g.give(0, pairwiseAffinityBackward(gpu, feat, aff, g.dy()!, radius));
+  }, [feat, aff]);
+  return aff;
+}

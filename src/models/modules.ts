@@ -1,0 +1,332 @@
+/**
+ * Modules: objects that own parameters (torchvision names, learning-rate groups) and write
+ * only their forward pass. Each forward takes the step's {@link Tape} (null for inference);
+ * the differentiable ops of src/autograd/functions.ts record the backward on it, so no
+ * module has a backward method.
+ * @module
+ */
+import type { GpuContext } from "../gpu/context.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import type { Rng } from "../rng.ts";
+import type { Buffer, Param } from "../autograd/param.ts";
+import type { Tape } from "../autograd/tape.ts";
+import * as F from "../autograd/functions.ts";
+import { type Conv2dOptions, convPair, type Pair } from "../ops/conv.ts";
+import type { BatchNormTensors } from "../ops/batchnorm.ts";
+import { type MaxPoolOptions, poolGeometry } from "../ops/pool.ts";
+import { checkResizeOptions, type ResizeOptions } from "../ops/resize.ts";
+
+/** A module: forward on a tape, its parameters and its non-trainable state. */
+export interface Module {
+  /** y = f(x); records on `tape` when given (training), else inference. */
+  forward(x: Tensor, tape: Tape | null): Tensor;
+  /** Trainable parameters. */
+  params(): Param[];
+  /** Non-trainable state saved in checkpoints (e.g. batchnorm running statistics). */
+  buffers?(): Buffer[];
+}
+
+/** Constructor options of {@link Conv2d} (PyTorch's Conv2d arguments, groups = 1). */
+export interface Conv2dLayerOptions {
+  /** Name prefix of the parameters, e.g. `layer1.0.conv1` → `layer1.0.conv1.weight`. */
+  name: string;
+  /** Input channels. */
+  inChannels: number;
+  /** Output channels. */
+  outChannels: number;
+  /** Kernel size. */
+  kernel: Pair;
+  /** Default 1. */
+  stride?: Pair;
+  /** Zero padding per side, default 0. */
+  padding?: Pair;
+  /** Default 1. */
+  dilation?: Pair;
+  /** Whether the layer has a bias (default false, as in torchvision's ResNet convs). */
+  bias?: boolean;
+  /** Learning-rate group (default `backbone`). */
+  group?: "backbone" | "head";
+}
+
+/** A parameter with a zero gradient buffer. */
+function param(
+  gpu: GpuContext,
+  name: string,
+  value: Float32Array,
+  shape: number[],
+  group: Param["group"],
+  decay: boolean,
+): Param {
+  return {
+    name,
+    value: Tensor.fromArray(gpu, value, shape),
+    grad: Tensor.zeros(gpu, shape),
+    group,
+    decay,
+  };
+}
+
+/**
+ * A 2-D convolution. Weights are Kaiming-normal initialised (fan_out, ReLU gain: std
+ * sqrt(2 / (O·KH·KW)), as torchvision's ResNet); a bias, if any, is uniform in ±1/sqrt(fan_in)
+ * (PyTorch's default). Weight decay applies to the weight, not to the bias.
+ */
+export class Conv2d implements Module {
+  /** `<name>.weight`, [O, I, KH, KW]. */
+  readonly weight: Param;
+  /** `<name>.bias`, [O], or null. */
+  readonly bias: Param | null;
+  /** Geometry passed to the ops. */
+  readonly geometry: Conv2dOptions;
+
+  /** Creates and initialises the parameters from `rng`. */
+  constructor(readonly gpu: GpuContext, readonly options: Conv2dLayerOptions, rng: Rng) {
+    const { inChannels: ci, outChannels: co, name } = options;
+    const [kh, kw] = convPair(options.kernel, 1, "kernel");
+    for (const [k, v] of [["inChannels", ci], ["outChannels", co]] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`Conv2d ${name}: bad ${k} ${v}`);
+    }
+    this.geometry = {
+      stride: convPair(options.stride, 1, "stride"),
+      padding: convPair(options.padding, 0, "padding"),
+      dilation: convPair(options.dilation, 1, "dilation"),
+    };
+    const group = options.group ?? "backbone";
+    const std = Math.sqrt(2 / (co * kh * kw));
+    this.weight = param(
+      gpu,
+      `${name}.weight`,
+      rng.normals(co * ci * kh * kw, std),
+      [co, ci, kh, kw],
+      group,
+      true,
+    );
+    if (options.bias) {
+      const bound = 1 / Math.sqrt(ci * kh * kw);
+      const b = new Float32Array(co);
+      for (let i = 0; i < co; i++) b[i] = rng.uniform(-bound, bound);
+      this.bias = param(gpu, `${name}.bias`, b, [co], group, false);
+    } else this.bias = null;
+  }
+
+  /** y = conv(x) (+ bias). */
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    return F.conv2d(tape, x, this.weight.value, this.bias?.value ?? null, this.geometry);
+  }
+
+  /** The weight, then the bias if any. */
+  params(): Param[] {
+    return this.bias ? [this.weight, this.bias] : [this.weight];
+  }
+}
+
+/** Options of {@link BatchNorm2d}. */
+export interface BatchNorm2dOptions {
+  /** Default 1e-5. */
+  eps?: number;
+  /** Default 0.1. */
+  momentum?: number;
+  /** Use running statistics even when training (psa's frozen BN). Default false. */
+  frozen?: boolean;
+  /** Whether weight/bias are trained. Default true. */
+  affineTrainable?: boolean;
+  /** Learning-rate group of weight/bias. Default "backbone". */
+  group?: "backbone" | "head";
+  /** Whether weight decay applies to weight/bias. Default false. */
+  decay?: boolean;
+}
+
+/**
+ * `BatchNorm2d`. Names: `<prefix>.weight`, `<prefix>.bias` (params, or buffers when
+ * `affineTrainable` is false), `<prefix>.running_mean`, `<prefix>.running_var` (buffers).
+ * Initialised as PyTorch: weight 1, bias 0, running mean 0, running var 1.
+ *
+ * With a tape and not `frozen`: batch statistics and a running-stat update (PyTorch's train
+ * mode); with a tape and `frozen`: running statistics, gradients flow to x (and to weight/bias
+ * when they are trainable); without a tape: running statistics (eval mode).
+ */
+export class BatchNorm2d implements Module {
+  readonly weight: Param;
+  readonly bias: Param;
+  readonly runningMean: Buffer;
+  readonly runningVar: Buffer;
+  eps: number;
+  momentum: number;
+  frozen: boolean;
+  affineTrainable: boolean;
+
+  constructor(
+    readonly gpu: GpuContext,
+    readonly channels: number,
+    readonly prefix: string,
+    opts: BatchNorm2dOptions = {},
+  ) {
+    if (!Number.isInteger(channels) || channels < 1) {
+      throw new RangeError(`BatchNorm2d ${prefix}: bad channel count ${channels}`);
+    }
+    this.eps = opts.eps ?? 1e-5;
+    this.momentum = opts.momentum ?? 0.1;
+    this.frozen = opts.frozen ?? false;
+    this.affineTrainable = opts.affineTrainable ?? true;
+    const full = (v: number) => new Float32Array(channels).fill(v);
+    const p = (name: string, v: number) =>
+      param(
+        gpu,
+        `${prefix}.${name}`,
+        full(v),
+        [channels],
+        opts.group ?? "backbone",
+        opts.decay ?? false,
+      );
+    this.weight = p("weight", 1);
+    this.bias = p("bias", 0);
+    this.runningMean = {
+      name: `${prefix}.running_mean`,
+      value: Tensor.fromArray(gpu, full(0), [channels]),
+    };
+    this.runningVar = {
+      name: `${prefix}.running_var`,
+      value: Tensor.fromArray(gpu, full(1), [channels]),
+    };
+  }
+
+  /** The tensors the batchnorm ops take. */
+  tensors(): BatchNormTensors {
+    return {
+      weight: this.weight.value,
+      bias: this.bias.value,
+      runningMean: this.runningMean.value,
+      runningVar: this.runningVar.value,
+    };
+  }
+
+  /** Normalises `x` ([N, C, H, W]); see the class doc for the modes. */
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    return F.batchNorm2d(tape, x, this.tensors(), {
+      training: tape !== null && !this.frozen,
+      eps: this.eps,
+      momentum: this.momentum,
+    });
+  }
+
+  /** weight and bias when trainable, else none. */
+  params(): Param[] {
+    return this.affineTrainable ? [this.weight, this.bias] : [];
+  }
+
+  /** Running stats, plus weight and bias when they are frozen (so checkpoints keep them). */
+  buffers(): Buffer[] {
+    const b: Buffer[] = [this.runningMean, this.runningVar];
+    if (!this.affineTrainable) {
+      b.unshift({ name: this.weight.name, value: this.weight.value }, {
+        name: this.bias.name,
+        value: this.bias.value,
+      });
+    }
+    return b;
+  }
+}
+
+/** Options of the activation modules. */
+export interface ActivationOptions {
+  /**
+   * Write the result over the input. The returned tensor is then the input itself with one
+   * more reference (dispose both as usual). Only safe when no recorded op saved that input
+   * (true after batchnorm, which saves its own input, not its output).
+   */
+  inplace?: boolean;
+}
+
+/** A pointwise activation module (ReLU or ELU); see {@link F.activation}. */
+export class Activation implements Module {
+  /** Whether the forward writes over its input. */
+  readonly inplace: boolean;
+
+  constructor(readonly fn: F.ActivationName, opts: ActivationOptions = {}) {
+    this.inplace = opts.inplace ?? false;
+  }
+
+  /** Applies the activation (in place when configured). */
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    return F.activation(tape, this.fn, x, this.inplace);
+  }
+
+  /** No parameters. */
+  params(): Param[] {
+    return [];
+  }
+}
+
+/** `ReLU`: y = max(x, 0). */
+export class ReLU extends Activation {
+  constructor(opts: ActivationOptions = {}) {
+    super("relu", opts);
+  }
+}
+
+/** `ELU` (alpha 1, psa's AffinityNet heads). */
+export class ELU extends Activation {
+  constructor(opts: ActivationOptions = {}) {
+    super("elu", opts);
+  }
+}
+
+/** `MaxPool2d` (default 3x3, stride 2, padding 1: the ResNet stem pool). */
+export class MaxPool2d implements Module {
+  constructor(readonly opts: MaxPoolOptions = {}) {
+    poolGeometry("MaxPool2d", opts);
+  }
+
+  /** Pools. */
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    return F.maxPool2d(tape, x, this.opts);
+  }
+
+  /** No parameters. */
+  params(): Param[] {
+    return [];
+  }
+}
+
+/** A bilinear resize as a module (e.g. upsampling class maps). */
+export class BilinearResize implements Module {
+  constructor(readonly opts: ResizeOptions) {
+    checkResizeOptions(opts);
+  }
+
+  /** Resizes. */
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    return F.resizeBilinear(tape, x, this.opts);
+  }
+
+  /** No parameters. */
+  params(): Param[] {
+    return [];
+  }
+}
+
+/** Runs modules in order. */
+export class Sequential implements Module {
+  constructor(readonly layers: Module[]) {}
+
+  /** The layers' forwards in order (intermediate results are released as they are used). */
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    let h = x;
+    for (const l of this.layers) {
+      const y = l.forward(h, tape);
+      if (h !== x) h.dispose();
+      h = y;
+    }
+    return h === x ? h.retain() : h;
+  }
+
+  /** Every layer's parameters, in order. */
+  params(): Param[] {
+    return this.layers.flatMap((l) => l.params());
+  }
+
+  /** Every layer's buffers, in order. */
+  buffers(): Buffer[] {
+    return this.layers.flatMap((l) => l.buffers?.() ?? []);
+  }
+}
