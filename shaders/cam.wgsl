@@ -14,12 +14,7 @@ override WG: u32 = 64u;
 
 // ---- flip_w ----
 
-struct FlipParams {
-  H: u32,
-  W: u32,
-  ioff: u32,
-  ooff: u32,
-}
+{{struct:FlipParams}}
 
 @group(0) @binding(0) var<storage, read> fl_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> fl_y: array<f32>;
@@ -39,20 +34,7 @@ fn flip_w(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid:
 
 // ---- accum ----
 
-struct AccParams {
-  h: u32,
-  w: u32,
-  H: u32,
-  W: u32,
-  sh: f32,
-  sw: f32,
-  flags: u32, // bit 0: add to y (else overwrite); bit 1: mirror (read column W-1-x)
-  ioff: u32,
-  ooff: u32,
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-}
+{{struct:AccParams}}
 
 @group(0) @binding(0) var<storage, read> ac_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> ac_y: array<f32>;
@@ -102,12 +84,7 @@ fn accum(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: 
 
 // ---- tag_norm ----
 
-struct NormParams {
-  n: u32,
-  ioff: u32,
-  ooff: u32,
-  _p0: u32,
-}
+{{struct:NormParams}}
 
 @group(0) @binding(0) var<storage, read> tn_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> tn_y: array<f32>;

@@ -9,16 +9,7 @@
 
 override WG: u32 = 64u;
 
-struct ChannelParams {
-  C: u32,
-  HW: u32,
-  _items: u32,
-  ioff: u32,
-  ioff2: u32,
-  ooff: u32,
-  inv_t: f32,
-  _p0: u32,
-}
+{{struct:ChannelParams}}
 
 // Index of channel 0 of pixel gid.x of sample wid.y, relative to the chunk.
 fn pixel_base(gid: vec3u, wid: vec3u, C: u32, HW: u32) -> u32 {

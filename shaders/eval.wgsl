@@ -43,14 +43,9 @@ fn unord_f32(u: u32) -> f32 {
 // counts layout (u32): [0, (K+1)K): matrix, row = ground truth (row K = ignore), col = pred;
 // [(K+1)K, 2(K+1)K): the same cells for OC pixels only (pred foreground, not tagged).
 
-struct MaskParams {
-  n: u32,        // pixels in this chunk
-  k: u32,        // K = C + 1
-  per: u32,      // pixels per invocation (multiple of 4)
-  _pad: u32,
-  tag_lo: vec4u,
-  tag_hi: vec4u,
-}
+// Declared in src/eval/counters.ts: n pixels in this chunk, k = C + 1, per = pixels per
+// invocation (multiple of 4), the tag bit set.
+{{struct:MaskParams}}
 
 @group(0) @binding(0) var<storage, read> m_pred: array<u32>;
 @group(0) @binding(1) var<storage, read> m_gt: array<u32>;
@@ -127,27 +122,8 @@ fn confusion(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 // best tag-restricted normalised score relu(v)/(relu(max_c)+1e-5) (f32 bits, -1 = none),
 // its class (C = none). Ties keep the lowest class index.
 
-struct CamParams {
-  h: u32,
-  w: u32,
-  hh: u32,
-  ww: u32,
-  c0: u32,
-  cc: u32,
-  base: u32,
-  ncls: u32,
-  p0: u32,
-  np: u32,
-  per: u32,
-  flags: u32, // bit 0: first class chunk (initialise state); bit 1: ground truth bound;
-              // bit 2: ReLU the CAM values before interpolating
-  sy: f32,
-  sx: f32,
-  thr: f32,   // tau (cam_oc) or background threshold (cam_pseudo)
-  nt: u32,    // number of sweep thresholds
-  tag_lo: vec4u,
-  tag_hi: vec4u,
-}
+// Declared in src/eval/counters.ts (field meanings there).
+{{struct:CamParams}}
 
 @group(0) @binding(0) var<storage, read> c_cam: array<f32>;
 @group(0) @binding(1) var<storage, read_write> c_max: array<atomic<u32>>;

@@ -15,16 +15,7 @@ fn flat(gid: vec3u, nwg: vec3u) -> u32 {
 
 // ---- sgd ----
 
-struct SgdParams {
-  n: u32,
-  lr: f32,
-  momentum: f32,
-  wd: f32,
-  nesterov: u32,
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-}
+{{struct:SgdParams}}
 
 @group(0) @binding(0) var<storage, read> sg_g: array<f32>;
 @group(0) @binding(1) var<storage, read_write> sg_p: array<f32>;
@@ -47,16 +38,7 @@ fn sgd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: 
 
 // ---- adamw ----
 
-struct AdamParams {
-  n: u32,
-  lr: f32,
-  beta1: f32,
-  beta2: f32,
-  eps: f32,
-  wd: f32,
-  bc1: f32,
-  bc2_sqrt: f32,
-}
+{{struct:AdamParams}}
 
 @group(0) @binding(0) var<storage, read> ad_g: array<f32>;
 @group(0) @binding(1) var<storage, read_write> ad_p: array<f32>;

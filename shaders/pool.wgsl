@@ -13,24 +13,7 @@
 
 override WG: u32 = 64u;
 
-struct PoolParams {
-  H: u32,
-  W: u32,
-  OH: u32,
-  OW: u32,
-  kh: u32,
-  kw: u32,
-  sh: u32,
-  sw: u32,
-  ph: u32,
-  pw: u32,
-  n: u32,
-  off0: u32,
-  off1: u32,
-  off2: u32,
-  _p0: u32,
-  _p1: u32,
-}
+{{struct:PoolParams}}
 
 // Bit test: `v != v` may be folded away by fast-math compilers (llvmpipe does).
 fn is_nan(v: f32) -> bool {

@@ -15,20 +15,7 @@
 
 override WG: u32 = 64u;
 
-struct ResizeParams {
-  IH: u32,
-  IW: u32,
-  OH: u32,
-  OW: u32,
-  sh: f32,
-  sw: f32,
-  align: u32,
-  _items: u32,
-  ioff: u32,
-  ooff: u32,
-  _p0: u32,
-  _p1: u32,
-}
+{{struct:ResizeParams}}
 
 fn src_coord(s: f32, d: u32, align: bool) -> f32 {
   if (align) {

@@ -13,10 +13,32 @@
  * Work past the storage-binding limit is split over whole planes (a plane must fit one binding).
  * @module
  */
-import { type BufferRange, f32bits, type GpuContext } from "../gpu/context.ts";
+import type { BufferRange, GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { resizeGeometry } from "../ops/resize.ts";
 import { nchw, planeWg } from "../ops/planes.ts";
+
+/**
+ * The uniform blocks of shaders/cam.wgsl; `ioff` / `ooff` are the element offsets of the
+ * chunk's first plane in the input / output binding.
+ */
+const P = declareParams("cam", {
+  FlipParams: { H: "u32", W: "u32", ioff: "u32", ooff: "u32" },
+  AccParams: {
+    h: "u32",
+    w: "u32",
+    H: "u32",
+    W: "u32",
+    sh: "f32",
+    sw: "f32",
+    /** bit 0: add to y (else overwrite); bit 1: mirror (read column W-1-x). */
+    flags: "u32",
+    ioff: "u32",
+    ooff: "u32",
+  },
+  NormParams: { n: "u32", ioff: "u32", ooff: "u32" },
+});
 
 /** A run of equally sized planes in a tensor, starting at element `base`. */
 interface PlaneRun {
@@ -88,7 +110,7 @@ function dispatchRuns(
   planes: number,
   runs: [PlaneRun, PlaneRun],
   items: number,
-  params: (ch: RunChunk) => number[],
+  params: (ch: RunChunk) => ArrayLike<number>,
 ): void {
   const wg = planeWg(items);
   const lim = gpu.limits.maxComputeWorkgroupsPerDimension;
@@ -140,7 +162,7 @@ export function flipHorizontal(gpu: GpuContext, x: Tensor, opts: FlipOptions = {
       { tensor: out, base, planeSize: H * W },
     ],
     H * W,
-    (ch) => [H, W, ch.offsets[0], ch.offsets[1]],
+    (ch) => P.FlipParams.pack({ H, W, ioff: ch.offsets[0], ooff: ch.offsets[1] }),
   );
   return out;
 }
@@ -188,20 +210,18 @@ export function accumulateCam(
       { tensor: acc, base: 0, planeSize: H * W },
     ],
     H * W,
-    (ch) => [
-      h,
-      w,
-      H,
-      W,
-      f32bits(g.scaleH),
-      f32bits(g.scaleW),
-      flags,
-      ch.offsets[0],
-      ch.offsets[1],
-      0,
-      0,
-      0,
-    ],
+    (ch) =>
+      P.AccParams.pack({
+        h,
+        w,
+        H,
+        W,
+        sh: g.scaleH,
+        sw: g.scaleW,
+        flags,
+        ioff: ch.offsets[0],
+        ooff: ch.offsets[1],
+      }),
   );
   return acc;
 }
@@ -242,7 +262,7 @@ export function normalizeTagged(gpu: GpuContext, acc: Tensor, tags: readonly num
       entry: "tag_norm",
       inputs: [ch.ranges[0]],
       outputs: [ch.ranges[1]],
-      params: [n, ch.offsets[0], ch.offsets[1], 0],
+      params: P.NormParams.pack({ n, ioff: ch.offsets[0], ooff: ch.offsets[1] }),
       workgroups: [1],
     });
   });

@@ -25,10 +25,16 @@
  * @module
  */
 import type { BufferRange, GpuContext } from "../gpu/context.ts";
-import { f32bits } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkLabels, type LabelMap } from "./confusion.ts";
-import { checkNumClasses, GpuCounters, pixelChunks, tagWords, u8Range } from "./counters.ts";
+import {
+  CamParams,
+  checkNumClasses,
+  GpuCounters,
+  pixelChunks,
+  tagWords,
+  u8Range,
+} from "./counters.ts";
 
 /** One image's CAMs for evaluation. */
 export interface CamSample {
@@ -88,8 +94,6 @@ export interface CamCounts {
   ocPairs: Float64Array;
 }
 
-const PARAMS = 24;
-
 function camParams(o: {
   h: number;
   w: number;
@@ -106,28 +110,27 @@ function camParams(o: {
   thr?: number;
   nt?: number;
   tags: number[];
-}): number[] {
-  const p = [
-    o.h,
-    o.w,
-    o.H,
-    o.W,
-    o.c0 ?? 0,
-    o.cc ?? 0,
-    o.base ?? 0,
-    o.C,
-    o.p0 ?? 0,
-    o.np ?? 0,
-    o.per ?? 64,
-    o.flags ?? 0,
-    f32bits(o.h / o.H),
-    f32bits(o.w / o.W),
-    f32bits(o.thr ?? 0),
-    o.nt ?? 0,
-    ...o.tags,
-  ];
-  if (p.length !== PARAMS) throw new Error("internal: CamParams layout");
-  return p;
+}): Uint32Array {
+  return CamParams.pack({
+    h: o.h,
+    w: o.w,
+    hh: o.H,
+    ww: o.W,
+    c0: o.c0 ?? 0,
+    cc: o.cc ?? 0,
+    base: o.base ?? 0,
+    ncls: o.C,
+    p0: o.p0 ?? 0,
+    np: o.np ?? 0,
+    per: o.per ?? 64,
+    flags: o.flags ?? 0,
+    sy: o.h / o.H,
+    sx: o.w / o.W,
+    thr: o.thr ?? 0,
+    nt: o.nt ?? 0,
+    tag_lo: o.tags.slice(0, 4),
+    tag_hi: o.tags.slice(4, 8),
+  });
 }
 
 /** Checks a sample and returns its CAM shape `[C, h, w]`. */

@@ -19,7 +19,8 @@
  * OC members only (`grad: "oc_only"`).
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 
 /** Which group members receive gradient. */
@@ -134,6 +135,35 @@ const FLAG_WRITE_GRAD = 4;
 const FLAG_NORM_OC = 8;
 const PIXEL_WG = 64;
 
+/** The uniform block of shaders/ocr.wgsl. */
+const { OcrParams } = declareParams("ocr", {
+  OcrParams: {
+    /** Images in this dispatch's chunk. */
+    nImg: "u32",
+    C: "u32",
+    HW: "u32",
+    /** Global index of the chunk's first image. */
+    b0: "u32",
+    /** Element offset of image b0 inside the z and grad bindings. */
+    off: "u32",
+    flags: "u32",
+    /** B*H*W (finish). */
+    nPix: "u32",
+    _pad0: "u32",
+    tauAct: "f32",
+    alpha: "f32",
+    tauRel: "f32",
+    /** 1 / temperature. */
+    invT: "f32",
+    margin: "f32",
+    /** lambda / (B*H*W), used with norm "all". */
+    scale: "f32",
+    lambda: "f32",
+    /** B*H*W as f32 (norm "all"). */
+    normAll: "f32",
+  },
+});
+
 /** A run of whole images bound as one range of z and grad. */
 interface ImageChunk {
   b0: number;
@@ -230,17 +260,24 @@ export function ocrLoss(
   const normOc = o.norm === "oc";
   const flags = (o.grad === "both" ? FLAG_BOTH : 0) | (into ? FLAG_ACCUM : 0) |
     (normOc ? FLAG_NORM_OC : FLAG_WRITE_GRAD);
-  const floats = [
-    o.tauAct,
-    o.alpha,
-    o.tauRel,
-    1 / o.temperature,
-    o.margin,
-    o.lambda / nPix,
-    o.lambda,
-    nPix,
-  ].map(f32bits);
-  const params = (c: ImageChunk) => [c.n, C, HW, c.b0, c.off, flags, nPix, 0, ...floats];
+  const params = (c: ImageChunk) =>
+    OcrParams.pack({
+      nImg: c.n,
+      C,
+      HW,
+      b0: c.b0,
+      off: c.off,
+      flags,
+      nPix,
+      tauAct: o.tauAct,
+      alpha: o.alpha,
+      tauRel: o.tauRel,
+      invT: 1 / o.temperature,
+      margin: o.margin,
+      scale: o.lambda / nPix,
+      lambda: o.lambda,
+      normAll: nPix,
+    });
   const record = (entry: string, c: ImageChunk, workgroups: [number, number?]) =>
     gpu.dispatch({
       name: `ocr.${entry}`,

@@ -21,6 +21,7 @@
  * @module
  */
 import type { BufferRange, GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import type { Rng } from "../rng.ts";
 import type { Ctx, Layer, Param } from "../models/layer.ts";
@@ -506,91 +507,60 @@ function plainDefines(): Record<string, string | number> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parameter block (see struct Params in shaders/conv2d.wgsl).
+// Parameter block of shaders/conv2d.wgsl, shared by all its kernels (each reads a subset and
+// packs with `packPartial`: the fields it does not read are 0).
 
-interface ConvParams {
-  N?: number;
-  C?: number;
-  H?: number;
-  W?: number;
-  R?: number;
-  OH?: number;
-  OW?: number;
-  Rp?: number;
-  offY?: number;
-  offX?: number;
-  nbx?: number;
-  nby?: number;
-  xOff?: number;
-  xsN?: number;
-  wOff?: number;
-  aOff?: number;
-  yOff?: number;
-  ysN?: number;
-  ysC?: number;
-  ysY?: number;
-  ysX?: number;
-  flags?: number;
-  rowsPerSplit?: number;
-  splits?: number;
-  KH?: number;
-  KW?: number;
-  S?: number;
-  D?: number;
-  asN?: number;
-  asC?: number;
-  kyA?: number;
-  kyB?: number;
-  kxA?: number;
-  kxB?: number;
-  oMajor?: number;
-  count?: number;
-}
-
-const PARAM_ORDER: (keyof ConvParams)[] = [
-  "N",
-  "C",
-  "H",
-  "W",
-  "R",
-  "OH",
-  "OW",
-  "Rp",
-  "offY",
-  "offX",
-  "nbx",
-  "nby",
-  "xOff",
-  "xsN",
-  "wOff",
-  "aOff",
-  "yOff",
-  "ysN",
-  "ysC",
-  "ysY",
-  "ysX",
-  "flags",
-  "rowsPerSplit",
-  "splits",
-  "KH",
-  "KW",
-  "S",
-  "D",
-  "asN",
-  "asC",
-  "kyA",
-  "kyB",
-  "kxA",
-  "kxB",
-  "oMajor",
-  "count",
-];
-
-function packParams(p: ConvParams): number[] {
-  const out = PARAM_ORDER.map((k) => (p[k] ?? 0) >>> 0);
-  while (out.length % 4) out.push(0);
-  return out;
-}
+const { ConvParams } = declareParams("conv2d", {
+  ConvParams: {
+    // Input of the kernel: batch, channels, rows, columns; planes are contiguous (H·W).
+    N: "u32",
+    C: "u32",
+    H: "u32",
+    W: "u32",
+    // Output channels, output grid rows / columns, weight row length (padded channel count).
+    R: "u32",
+    OH: "u32",
+    OW: "u32",
+    Rp: "u32",
+    // Input position of output (y, x) and tap (ky, kx): (y·S + offY + ky·D, x·S + offX + kx·D).
+    offY: "i32",
+    offX: "i32",
+    // Column blocks per row (fwd) / output-channel blocks (wgrad); row blocks (fwd) / channel
+    // blocks (wgrad).
+    nbx: "u32",
+    nby: "u32",
+    // Element offsets inside the bindings and strides.
+    xOff: "u32",
+    xsN: "u32",
+    wOff: "u32",
+    aOff: "u32",
+    yOff: "u32",
+    ysN: "u32",
+    ysC: "u32",
+    ysY: "u32",
+    ysX: "u32",
+    // bit 0: accumulate into the output; bit 1: add bias (fwd).
+    flags: "u32",
+    // wgrad: output rows (n, y) per split; naive kernels: kernel height / width, stride,
+    // dilation.
+    rowsPerSplit: "u32",
+    splits: "u32",
+    KH: "u32",
+    KW: "u32",
+    S: "u32",
+    D: "u32",
+    // Second input (dY of wgrad / naive_wgrad / naive_dgrad): batch and channel strides.
+    asN: "u32",
+    asC: "u32",
+    // permute: tap index map ky = kyA + t·kyB (and x alike), whether o is the row index.
+    kyA: "i32",
+    kyB: "i32",
+    kxA: "i32",
+    kxB: "i32",
+    oMajor: "u32",
+    count: "u32",
+  },
+});
 
 const FLAG_ACC = 1;
 const FLAG_BIAS = 2;
@@ -719,7 +689,7 @@ function runBlocked(gpu: GpuContext, s: BlockedPass): void {
           defines,
           inputs: [wx.range, ww.range, bias],
           outputs: [wy.range],
-          params: packParams({
+          params: ConvParams.packPartial({
             N: nn,
             C: nq,
             H: s.h,
@@ -808,7 +778,7 @@ function permuteWeights(
         defines: plainDefines(),
         inputs: [ws ? ws.range : gpu.dummy, gpu.dummy, gpu.dummy],
         outputs: [wd.range],
-        params: packParams({
+        params: ConvParams.packPartial({
           C: ci,
           R: p.r,
           Rp: p.rp,
@@ -1207,7 +1177,7 @@ export function conv2dGradWeight(
           defines,
           inputs: [wx.range, gpu.dummy, wd.range],
           outputs: [part.slice(0, used * count)],
-          params: packParams({
+          params: ConvParams.packPartial({
             N: nn,
             C: nc,
             H: g.h,
@@ -1239,7 +1209,7 @@ export function conv2dGradWeight(
           defines: plainDefines(),
           inputs: [part.slice(0, used * count), gpu.dummy, gpu.dummy],
           outputs: [wdw.range],
-          params: packParams({
+          params: ConvParams.packPartial({
             splits: used,
             count,
             W: nc * taps,
@@ -1287,7 +1257,7 @@ export function conv2dGradBias(gpu: GpuContext, dy: Tensor, opts: ConvOutOptions
         defines: plainDefines(),
         inputs: [wx.range, gpu.dummy, gpu.dummy],
         outputs: [wo.range],
-        params: packParams({
+        params: ConvParams.packPartial({
           N: nn,
           R: no,
           H: h,
@@ -1320,7 +1290,7 @@ function biasAdd(gpu: GpuContext, y: Tensor, bias: Tensor): void {
         defines: plainDefines(),
         inputs: [gpu.dummy, gpu.dummy, wb.range],
         outputs: [wy.range],
-        params: packParams({
+        params: ConvParams.packPartial({
           R: no,
           H: h,
           W: w,
@@ -1365,7 +1335,7 @@ function naive(
     defines: plainDefines(),
     inputs: [bind(t.x), bind(t.w), bind(t.aux)],
     outputs: [t.out.binding()],
-    params: packParams({
+    params: ConvParams.packPartial({
       N: g.n,
       C: g.c,
       H: g.h,

@@ -14,7 +14,8 @@
  * inner dimension (partial products accumulated) inside {@link gemm}.
  * @module
  */
-import { type BufferRange, f32bits, type GpuContext, grid1d } from "../gpu/context.ts";
+import { type BufferRange, type GpuContext, grid1d } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import process from "node:process";
 import { Tensor } from "../gpu/tensor.ts";
 
@@ -530,6 +531,36 @@ interface Strided {
   s1: number;
 }
 
+/** The uniform block of shaders/matmul.wgsl. */
+const { GemmParams } = declareParams("matmul", {
+  GemmParams: {
+    M: "u32",
+    N: "u32",
+    K: "u32",
+    batch: "u32",
+    // A element (m, k) of batch b: A[aOff + b * aBatch + m * aSM + k * aSK]
+    aOff: "u32",
+    aBatch: "u32",
+    aSM: "u32",
+    aSK: "u32",
+    // B element (k, n): B[bOff + b * bBatch + k * bSK + n * bSN]
+    bOff: "u32",
+    bBatch: "u32",
+    bSK: "u32",
+    bSN: "u32",
+    // C element (m, n): C[cOff + b * cBatch + m * cSM + n]
+    cOff: "u32",
+    cBatch: "u32",
+    cSM: "u32",
+    // 0: C is overwritten; otherwise C is accumulated into.
+    beta: "u32",
+    alpha: "f32",
+    // rb: row / column counts rounded up to 4 for vec4 groups along m / n (clamping bound).
+    mPad: "u32",
+    nPad: "u32",
+  },
+});
+
 function gemmParams(
   p: Piece,
   a: Strided,
@@ -537,29 +568,28 @@ function gemmParams(
   c: Strided,
   mPad: number,
   nPad: number,
-): number[] {
-  return [
-    p.M,
-    p.N,
-    p.K,
-    p.batch,
-    a.off,
-    a.sB,
-    a.s0,
-    a.s1,
-    b.off,
-    b.sB,
-    b.s0,
-    b.s1,
-    c.off,
-    c.sB,
-    c.s0,
-    p.acc ? 1 : 0,
-    f32bits(p.alpha),
+): Uint32Array {
+  return GemmParams.pack({
+    M: p.M,
+    N: p.N,
+    K: p.K,
+    batch: p.batch,
+    aOff: a.off,
+    aBatch: a.sB,
+    aSM: a.s0,
+    aSK: a.s1,
+    bOff: b.off,
+    bBatch: b.sB,
+    bSK: b.s0,
+    bSN: b.s1,
+    cOff: c.off,
+    cBatch: c.sB,
+    cSM: c.s0,
+    beta: p.acc ? 1 : 0,
+    alpha: p.alpha,
     mPad,
     nPad,
-    0,
-  ];
+  });
 }
 
 function dispatchGemm(gpu: GpuContext, s: GemmSpec, variant: MatmulVariant, p: Piece): void {

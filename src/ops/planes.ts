@@ -147,7 +147,7 @@ export interface PlaneDispatch {
   /** Workgroup width on the "flat" grid (default 256). */
   wgSize?: number;
   /** Uniform words for a chunk; `items` = chunk planes · itemsPerPlane. */
-  params: (chunk: PlaneChunk, items: number) => number[];
+  params: (chunk: PlaneChunk, items: number) => ArrayLike<number>;
 }
 
 /**

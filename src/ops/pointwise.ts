@@ -5,8 +5,14 @@
  * same index) and `p.alpha`, `p.beta` (scalars).
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
+
+/** The uniform block of shaders/elementwise.wgsl. */
+export const { PointwiseParams } = declareParams("elementwise", {
+  PointwiseParams: { n: "u32", alpha: "f32", beta: "f32" },
+});
 
 /** One pointwise op. */
 export interface PointwiseOp {
@@ -108,7 +114,7 @@ export function pointwise(
       defines: { EXPR: op.wgsl },
       inputs: src,
       outputs: [out.slice(start, count)],
-      params: [count, f32bits(opts.alpha ?? 0), f32bits(opts.beta ?? 0), 0],
+      params: PointwiseParams.pack({ n: count, alpha: opts.alpha ?? 0, beta: opts.beta ?? 0 }),
     }, count);
   }
   return out;

@@ -1,0 +1,1 @@
+// Shared helpers, appended by the shader loader (src/gpu/shaders.ts) to every module.
