@@ -150,7 +150,7 @@ fn aff_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid
 
 @compute @workgroup_size(256)
 fn loss_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * 256u;
+  let i = flat_index(gid, nwg, 256u);
   if (i >= lg_p.n) { return; }
   let a = lg_a[i];
   let code = u32(lg_code[i]);

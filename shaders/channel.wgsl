@@ -16,11 +16,6 @@ fn pixel_base(gid: vec3u, wid: vec3u, C: u32, HW: u32) -> u32 {
   return wid.y * C * HW + gid.x;
 }
 
-// Bit test: `v != v` may be folded away by fast-math compilers (llvmpipe does).
-fn is_nan(v: f32) -> bool {
-  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
 // ---- softmax_fwd ----
 
 @group(0) @binding(0) var<storage, read> sf_x: array<f32>;

@@ -23,10 +23,6 @@
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<uniform> p: ConvParams;
 
-fn flat(gid: vec3u, nwg: vec3u, wg: u32) -> u32 {
-  return gid.x + gid.y * nwg.x * wg;
-}
-
 // ---------------------------------------------------------------------------------------------
 // fwd: x: column block + nbx · row block, y: output-channel block, z: image.
 
@@ -109,7 +105,7 @@ fn wgrad(@builtin(global_invocation_id) gid: vec3u) {
 
 @compute @workgroup_size(256)
 fn permute(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -138,7 +134,7 @@ fn permute(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
 // s < splits (rows of W values land xsN apart: a sub-block of the weight gradient).
 @compute @workgroup_size(256)
 fn reduce(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -173,7 +169,7 @@ fn bias_grad(@builtin(global_invocation_id) gid: vec3u) {
 // plane = H·W (count = N·R·plane, flat index).
 @compute @workgroup_size(256)
 fn bias_add(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -194,7 +190,7 @@ fn wAt(i: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn naive_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -225,7 +221,7 @@ fn naive_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 // naive_dgrad: dX [N, C, H, W] from dY (Aux, [N, R, OH, OW]) and weights.
 @compute @workgroup_size(256)
 fn naive_dgrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -257,7 +253,7 @@ fn naive_dgrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 // naive_wgrad: dW [R, C, KH, KW] from the input and dY (Aux).
 @compute @workgroup_size(256)
 fn naive_wgrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }

@@ -19,14 +19,14 @@ fn op(a: f32, b: f32, c: f32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
+  let i = flat_index(gid, nwg, WG);
   if (i >= p.n) { return; }
   Y[i] = op(A[i], B[i], C[i]);
 }
 
 @compute @workgroup_size(WG)
 fn inplace(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
+  let i = flat_index(gid, nwg, WG);
   if (i >= p.n) { return; }
   Y[i] = op(Y[i], B[i], C[i]);
 }

@@ -54,7 +54,7 @@ fn mlsm_fwd(@builtin(local_invocation_index) lid: u32) {
 
 @compute @workgroup_size(WG)
 fn mlsm_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
+  let i = flat_index(gid, nwg, WG);
   if (i >= lb_p.n) { return; }
   let x = lb_x[i];
   let e = exp(-abs(x));

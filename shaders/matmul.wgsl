@@ -149,7 +149,7 @@ fn tiled(
 
 @compute @workgroup_size(256)
 fn transpose(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * 256u;
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.batch * p.K * p.N) {
     return;
   }

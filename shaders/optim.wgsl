@@ -9,10 +9,6 @@
 
 override WG: u32 = 256u;
 
-fn flat(gid: vec3u, nwg: vec3u) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
-}
-
 // ---- sgd ----
 
 {{struct:SgdParams}}
@@ -24,7 +20,7 @@ fn flat(gid: vec3u, nwg: vec3u) -> u32 {
 
 @compute @workgroup_size(WG)
 fn sgd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg);
+  let i = flat_index(gid, nwg, WG);
   if (i >= sg.n) { return; }
   let p = sg_p[i];
   var g = sg_g[i] + sg.wd * p;
@@ -48,7 +44,7 @@ fn sgd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn adamw(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg);
+  let i = flat_index(gid, nwg, WG);
   if (i >= ad.n) { return; }
   let g = ad_g[i];
   let p = ad_p[i] * (1.0 - ad.lr * ad.wd);

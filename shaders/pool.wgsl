@@ -15,11 +15,6 @@ override WG: u32 = 64u;
 
 {{struct:PoolParams}}
 
-// Bit test: `v != v` may be folded away by fast-math compilers (llvmpipe does).
-fn is_nan(v: f32) -> bool {
-  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
 // ---- max_fwd ----
 
 @group(0) @binding(0) var<storage, read> mf_x: array<f32>;
@@ -98,7 +93,7 @@ fn max_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid
 
 @compute @workgroup_size(WG)
 fn gap_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let q = gid.x + gid.y * nwg.x * WG;
+  let q = flat_index(gid, nwg, WG);
   if (q >= gf_p.n) { return; }
   let hw = gf_p.H * gf_p.W;
   let b = gf_p.off0 + q * hw;

@@ -114,3 +114,16 @@ Deno.test("every shader file's struct markers match its declarations", async () 
     }
   }
 });
+
+Deno.test("shared helpers live in the prelude only", async () => {
+  const prelude = await Deno.readTextFile(new URL("../shaders/prelude.wgsl", import.meta.url));
+  const helpers = [...prelude.matchAll(/^fn (\w+)/gm)].map((m) => m[1]);
+  assertEquals(helpers.includes("flat_index") && helpers.includes("bilinear_tap"), true);
+  for (const name of SHADER_NAMES) {
+    const src = await Deno.readTextFile(new URL(`../shaders/${name}.wgsl`, import.meta.url));
+    for (const f of helpers) {
+      if (new RegExp(`^fn ${f}\\b`, "m").test(src)) throw new Error(`${name}: own copy of ${f}`);
+    }
+    if (/gid\.x \+ gid\.y \* nwg\.x/.test(src)) throw new Error(`${name}: inline flat index`);
+  }
+});
