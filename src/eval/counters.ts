@@ -7,6 +7,7 @@
  */
 import type { BufferRange, GpuContext } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
+import { elementChunks } from "../gpu/split.ts";
 
 /**
  * The uniform blocks of shaders/eval.wgsl: MaskParams of the confusion kernel (./confusion.ts),
@@ -150,18 +151,13 @@ export function pixelChunks(
   bytesPerPixel: number,
   maxPixels = Infinity,
 ): [number, number][] {
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  const chunk = Math.floor(Math.min(gpu.maxBindingBytes / bytesPerPixel, maxPixels) / align) *
-    align;
-  if (chunk < align) {
-    throw new RangeError(
-      `chunks of ${align} pixels (${bytesPerPixel} bytes each) exceed the binding limit ` +
-        `${gpu.maxBindingBytes} or the counter drain limit`,
-    );
-  }
-  const out: [number, number][] = [];
-  for (let s = 0; s < n; s += chunk) out.push([s, Math.min(chunk, n - s)]);
-  return out;
+  // Pixel starts aligned for the packed u8 maps bound at the same pixels (1 byte per pixel).
+  return elementChunks(gpu, n, {
+    elementBytes: bytesPerPixel,
+    align: gpu.limits.minStorageBufferOffsetAlignment,
+    maxCount: maxPixels,
+    unit: "pixels",
+  }).map((c) => [c.start, c.count]);
 }
 
 /** A binding of `count` packed u8 labels from pixel `start` (word-padded). */

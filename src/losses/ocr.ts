@@ -21,6 +21,7 @@
  */
 import type { GpuContext } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
+import { type PlaneChunk, planeChunks } from "../gpu/split.ts";
 import { Tensor } from "../gpu/tensor.ts";
 
 /** Which group members receive gradient. */
@@ -164,38 +165,6 @@ const { OcrParams } = declareParams("ocr", {
   },
 });
 
-/** A run of whole images bound as one range of z and grad. */
-interface ImageChunk {
-  b0: number;
-  n: number;
-  /** First bound element (aligned). */
-  start: number;
-  /** Bound elements. */
-  count: number;
-  /** Offset of image b0's first element inside the binding. */
-  off: number;
-}
-
-/** Splits B images of `per` elements into runs whose aligned bindings fit `maxEl`. */
-function imageChunks(B: number, per: number, alignEl: number, maxEl: number): ImageChunk[] {
-  const out: ImageChunk[] = [];
-  let b0 = 0;
-  while (b0 < B) {
-    const first = b0 * per;
-    const start = Math.floor(first / alignEl) * alignEl;
-    const n = Math.min(B - b0, Math.floor((maxEl - (first - start)) / per));
-    if (n < 1) {
-      throw new RangeError(
-        `ocrLoss: one image's class maps (${per} floats) exceed the storage binding limit ` +
-          `(${maxEl * 4} bytes)`,
-      );
-    }
-    out.push({ b0, n, start, count: first + n * per - start, off: first - start });
-    b0 += n;
-  }
-  return out;
-}
-
 function checkShapes(
   z: { shape: readonly number[]; size: number },
   tagsSize: number,
@@ -250,23 +219,31 @@ export function ocrLoss(
   if (nPix > maxEl) {
     throw new RangeError(`ocrLoss: ${nPix} pixels exceed the storage binding limit`);
   }
-  const alignEl = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const chunks = imageChunks(B, C * HW, alignEl, maxEl);
-
   const grad = into ?? Tensor.empty(gpu, z.shape, "ocr.grad");
+  // Runs of whole images, z and grad bound alike.
+  let chunks: PlaneChunk[];
+  try {
+    chunks = planeChunks(gpu, "ocrLoss", B, [
+      { tensor: z, planeSize: C * HW },
+      { tensor: grad, planeSize: C * HW },
+    ]);
+  } catch (e) {
+    if (!into) grad.dispose();
+    throw e;
+  }
   const imgMax = Tensor.empty(gpu, [B], "ocr.imgMax");
   const pix = Tensor.empty(gpu, [nPix], "ocr.pix");
   const stats = Tensor.empty(gpu, [5], "ocr.stats");
   const normOc = o.norm === "oc";
   const flags = (o.grad === "both" ? FLAG_BOTH : 0) | (into ? FLAG_ACCUM : 0) |
     (normOc ? FLAG_NORM_OC : FLAG_WRITE_GRAD);
-  const params = (c: ImageChunk) =>
+  const params = (c: PlaneChunk) =>
     OcrParams.pack({
-      nImg: c.n,
+      nImg: c.count,
       C,
       HW,
-      b0: c.b0,
-      off: c.off,
+      b0: c.first,
+      off: c.offsets[0],
       flags,
       nPix,
       tauAct: o.tauAct,
@@ -278,22 +255,22 @@ export function ocrLoss(
       lambda: o.lambda,
       normAll: nPix,
     });
-  const record = (entry: string, c: ImageChunk, workgroups: [number, number?]) =>
+  const record = (entry: string, c: PlaneChunk, workgroups: [number, number?]) =>
     gpu.dispatch({
       name: `ocr.${entry}`,
       shader: "ocr",
       entry,
       constants: entry === "pixel" || entry === "gradient" ? { WG: PIXEL_WG } : undefined,
-      inputs: [z.slice(c.start, c.count), tags, prior],
-      outputs: [imgMax, grad.slice(c.start, c.count), pix, stats],
+      inputs: [c.ranges[0], tags, prior],
+      outputs: [imgMax, c.ranges[1], pix, stats],
       params: params(c),
       workgroups,
     });
   const tiles = Math.ceil(HW / PIXEL_WG);
-  for (const c of chunks) record("imgmax", c, [c.n]);
-  for (const c of chunks) record("pixel", c, [tiles, c.n]);
+  for (const c of chunks) record("imgmax", c, [c.count]);
+  for (const c of chunks) record("pixel", c, [tiles, c.count]);
   record("finish", chunks[0], [1]);
-  if (normOc) { for (const c of chunks) record("gradient", c, [tiles, c.n]); }
+  if (normOc) { for (const c of chunks) record("gradient", c, [tiles, c.count]); }
 
   const loss = Tensor.empty(gpu, [1], "ocr.loss");
   const ocPixels = Tensor.empty(gpu, [1], "ocr.ocPixels");

@@ -16,6 +16,7 @@
  */
 import { type BufferRange, type GpuContext, grid1d } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
+import { type BindingWindow, bindingWindow, windowCapacity } from "../gpu/split.ts";
 import process from "node:process";
 import { Tensor } from "../gpu/tensor.ts";
 
@@ -390,10 +391,13 @@ function extent(chunk: Chunk, s: GemmSpec): { a: number; b: number; c: number } 
   };
 }
 
-/** Chunk sizes such that every operand's window fits the binding limit. */
+/**
+ * Chunk sizes such that every operand's window fits the binding limit: the GEMM's plan over the
+ * shared splitter (src/gpu/split.ts), halving the batch first, then the dimension contributing
+ * most to the largest over-limit window. Chunks along K are accumulated (see {@link gemm}).
+ */
 function planChunks(gpu: GpuContext, s: GemmSpec): Chunk {
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const limit = Math.floor(gpu.maxBindingBytes / 4) - align - 4;
+  const limit = windowCapacity(gpu);
   const ch: Chunk = { b: s.batch, m: s.M, n: s.N, k: s.K };
   for (let iter = 0; iter < 200; iter++) {
     const e = extent(ch, s);
@@ -416,20 +420,6 @@ function planChunks(gpu: GpuContext, s: GemmSpec): Chunk {
     `${s.name ?? "gemm"}: cannot split ${s.M}x${s.K}·${s.K}x${s.N} (batch ${s.batch}) to fit ` +
       `maxBindingBytes ${gpu.maxBindingBytes}`,
   );
-}
-
-function window(
-  gpu: GpuContext,
-  buffer: GPUBuffer,
-  lo: number,
-  count: number,
-): { range: { buffer: GPUBuffer; offset: number; size: number }; shift: number } {
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const start = Math.floor(lo / align) * align;
-  const shift = lo - start;
-  let size = Math.ceil((shift + count) / 4) * 16;
-  size = Math.min(size, buffer.size - start * 4);
-  return { range: { buffer, offset: start * 4, size }, shift };
 }
 
 function validate(s: GemmSpec): void {
@@ -481,19 +471,19 @@ export function gemm(gpu: GpuContext, s: GemmSpec): void {
           const acc = (s.accumulate ?? false) || k0 > 0;
           const sub: Chunk = { b: nb, m: nm, n: nn, k: Math.max(1, nk) };
           const e = extent(sub, s);
-          const wa = window(
+          const wa = bindingWindow(
             gpu,
             s.a.buffer,
             s.a.off + b0 * s.a.sB + m0 * s.a.sM + k0 * s.a.sK,
             e.a,
           );
-          const wb = window(
+          const wb = bindingWindow(
             gpu,
             s.b.buffer,
             s.b.off + b0 * s.b.sB + k0 * s.b.sK + n0 * s.b.sN,
             e.b,
           );
-          const wc = window(gpu, s.c.buffer, s.c.off + b0 * s.c.sB + m0 * s.c.sM + n0, e.c);
+          const wc = bindingWindow(gpu, s.c.buffer, s.c.off + b0 * s.c.sB + m0 * s.c.sM + n0, e.c);
           dispatchGemm(gpu, s, variant, {
             M: nm,
             N: nn,
@@ -516,9 +506,9 @@ interface Piece {
   N: number;
   K: number;
   batch: number;
-  wa: ReturnType<typeof window>;
-  wb: ReturnType<typeof window>;
-  wc: ReturnType<typeof window>;
+  wa: BindingWindow;
+  wb: BindingWindow;
+  wc: BindingWindow;
   acc: boolean;
   alpha: number;
 }

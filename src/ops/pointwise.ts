@@ -7,6 +7,7 @@
  */
 import type { GpuContext } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
+import { elementChunks } from "../gpu/split.ts";
 import { Tensor } from "../gpu/tensor.ts";
 
 /** The uniform block of shaders/elementwise.wgsl. */
@@ -97,10 +98,7 @@ export function pointwise(
   for (const t of inputs.slice(1)) {
     if (t.buffer === out.buffer) throw new RangeError(`${name}: only input 0 may alias the output`);
   }
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const chunk = Math.floor(gpu.maxBindingBytes / 4 / align) * align;
-  for (let start = 0; start < n; start += chunk) {
-    const count = Math.min(chunk, n - start);
+  for (const { start, count } of elementChunks(gpu, n)) {
     const src = inputs.map((t) => t.slice(start, count));
     while (src.length < 3) src.push(src[src.length - 1]);
     if (inplace) {
