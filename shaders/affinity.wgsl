@@ -50,23 +50,8 @@ fn index_of(dy: i32, dx: i32, R: i32) -> i32 {
   return -1;
 }
 
-// Uniform of every pair kernel. aff_fwd/aff_bwd: off0..off3 are the element offsets of the
-// chunk's first sample in their bindings (in binding order). rw_dense: off0 = first row of the
-// chunk, off1 = its offset in the output binding. beta: rw_* only.
-struct PairParams {
-  C: u32,
-  H: u32,
-  W: u32,
-  R: u32,
-  P: u32,
-  cropH: u32,
-  cropW: u32,
-  off0: u32,
-  off1: u32,
-  off2: u32,
-  off3: u32,
-  beta: f32,
-}
+// Uniform of every pair kernel, declared (with the loss's) in src/ops/affinity.ts.
+{{struct:PairParams}}
 
 // ---- aff_fwd ----
 
@@ -156,25 +141,16 @@ fn aff_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid
 
 // ---- loss_grad ----
 
-struct LossParams {
-  n: u32,
-  accumulate: u32,
-  cnt_bg: f32,
-  cnt_fg: f32,
-  cnt_neg: f32,
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-}
+{{struct:AffinityLossParams}}
 
 @group(0) @binding(0) var<storage, read> lg_a: array<f32>;
 @group(0) @binding(1) var<storage, read> lg_code: array<f32>;
 @group(0) @binding(2) var<storage, read_write> lg_g: array<f32>;
-@group(0) @binding(3) var<uniform> lg_p: LossParams;
+@group(0) @binding(3) var<uniform> lg_p: AffinityLossParams;
 
 @compute @workgroup_size(256)
 fn loss_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * 256u;
+  let i = flat_index(gid, nwg, 256u);
   if (i >= lg_p.n) { return; }
   let a = lg_a[i];
   let code = u32(lg_code[i]);
@@ -196,7 +172,7 @@ fn loss_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 @group(0) @binding(0) var<storage, read> lf_a: array<f32>;
 @group(0) @binding(1) var<storage, read> lf_code: array<f32>;
 @group(0) @binding(2) var<storage, read_write> lf_out: array<f32>;
-@group(0) @binding(3) var<uniform> lf_p: LossParams;
+@group(0) @binding(3) var<uniform> lf_p: AffinityLossParams;
 
 var<workgroup> lf_red: array<vec3f, 256>;
 

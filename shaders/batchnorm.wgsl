@@ -29,16 +29,7 @@ var<workgroup> red_b: array<f32, 64>;
 
 // ---- stats ----
 
-struct StatsParams {
-  C: u32,
-  HW: u32,
-  first: u32,
-  count: u32,
-  xoff: u32,
-  chunk: u32,
-  _p0: u32,
-  _p1: u32,
-}
+{{struct:StatsParams}}
 
 @group(0) @binding(0) var<storage, read> st_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> st_part: array<f32>;
@@ -93,16 +84,7 @@ fn stats(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid
 
 // ---- stats_final ----
 
-struct FinalParams {
-  C: u32,
-  K: u32,
-  eps: f32,
-  momentum: f32,
-  update: u32,
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-}
+{{struct:FinalParams}}
 
 @group(0) @binding(0) var<storage, read> sf_part: array<f32>;
 @group(0) @binding(1) var<storage, read_write> sf_mean: array<f32>;
@@ -143,16 +125,7 @@ fn stats_final(@builtin(global_invocation_id) gid: vec3u) {
 // 2-D grid: x over the pixels of a plane, y over the chunk's planes, so the channel is one
 // value per workgroup (no per-element integer division).
 
-struct ApplyParams {
-  C: u32,
-  HW: u32,
-  first: u32,
-  xoff: u32,
-  yoff: u32,
-  eps: f32,
-  _p0: u32,
-  _p1: u32,
-}
+{{struct:ApplyParams}}
 
 @group(0) @binding(0) var<storage, read> ap_x: array<f32>;
 @group(0) @binding(1) var<storage, read> ap_mean: array<f32>;
@@ -177,16 +150,7 @@ fn apply(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: 
 
 // ---- bwd_reduce ----
 
-struct BwdReduceParams {
-  C: u32,
-  HW: u32,
-  first: u32,
-  count: u32,
-  xoff: u32,
-  dyoff: u32,
-  chunk: u32,
-  _p0: u32,
-}
+{{struct:BwdReduceParams}}
 
 @group(0) @binding(0) var<storage, read> br_x: array<f32>;
 @group(0) @binding(1) var<storage, read> br_dy: array<f32>;
@@ -231,12 +195,7 @@ fn bwd_reduce(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index
 
 // ---- bwd_final ----
 
-struct BwdFinalParams {
-  C: u32,
-  K: u32,
-  M: f32,
-  eps: f32,
-}
+{{struct:BwdFinalParams}}
 
 @group(0) @binding(0) var<storage, read> bf_part: array<f32>;
 @group(0) @binding(1) var<storage, read> bf_mean: array<f32>;
@@ -281,16 +240,7 @@ fn bwd_final(@builtin(global_invocation_id) gid: vec3u) {
 // ---- bwd_apply ----
 // Same 2-D grid as apply.
 
-struct BwdApplyParams {
-  C: u32,
-  HW: u32,
-  first: u32,
-  xoff: u32,
-  dyoff: u32,
-  dxoff: u32,
-  _p0: u32,
-  _p1: u32,
-}
+{{struct:BwdApplyParams}}
 
 @group(0) @binding(0) var<storage, read> ba_x: array<f32>;
 @group(0) @binding(1) var<storage, read> ba_dy: array<f32>;

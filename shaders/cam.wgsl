@@ -14,12 +14,7 @@ override WG: u32 = 64u;
 
 // ---- flip_w ----
 
-struct FlipParams {
-  H: u32,
-  W: u32,
-  ioff: u32,
-  ooff: u32,
-}
+{{struct:FlipParams}}
 
 @group(0) @binding(0) var<storage, read> fl_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> fl_y: array<f32>;
@@ -39,38 +34,11 @@ fn flip_w(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid:
 
 // ---- accum ----
 
-struct AccParams {
-  h: u32,
-  w: u32,
-  H: u32,
-  W: u32,
-  sh: f32,
-  sw: f32,
-  flags: u32, // bit 0: add to y (else overwrite); bit 1: mirror (read column W-1-x)
-  ioff: u32,
-  ooff: u32,
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-}
+{{struct:AccParams}}
 
 @group(0) @binding(0) var<storage, read> ac_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> ac_y: array<f32>;
 @group(0) @binding(2) var<uniform> ac_p: AccParams;
-
-// Lower/upper tap and the upper weight along one axis (PyTorch's align_corners=false map).
-struct Tap {
-  i0: u32,
-  i1: u32,
-  l: f32,
-}
-
-fn tap(s: f32, d: u32, size: u32) -> Tap {
-  let r = max(s * (f32(d) + 0.5) - 0.5, 0.0);
-  let i0 = min(u32(r), size - 1u);
-  let i1 = min(i0 + 1u, size - 1u);
-  return Tap(i0, i1, clamp(r - f32(i0), 0.0, 1.0));
-}
 
 @compute @workgroup_size(WG)
 fn accum(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
@@ -84,8 +52,9 @@ fn accum(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: 
   if ((p.flags & 2u) != 0u) {
     x = p.W - 1u - x;
   }
-  let ty = tap(p.sh, y, p.h);
-  let tx = tap(p.sw, x, p.w);
+  // Taps of the prelude's bilinear_tap (PyTorch's align_corners=false map).
+  let ty = bilinear_tap(p.sh, y, p.h, false);
+  let tx = bilinear_tap(p.sw, x, p.w, false);
   let b = p.ioff + wid.y * p.h * p.w;
   let r0 = b + ty.i0 * p.w;
   let r1 = b + ty.i1 * p.w;
@@ -102,12 +71,7 @@ fn accum(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: 
 
 // ---- tag_norm ----
 
-struct NormParams {
-  n: u32,
-  ioff: u32,
-  ooff: u32,
-  _p0: u32,
-}
+{{struct:NormParams}}
 
 @group(0) @binding(0) var<storage, read> tn_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> tn_y: array<f32>;

@@ -9,25 +9,11 @@
 
 override WG: u32 = 64u;
 
-struct ChannelParams {
-  C: u32,
-  HW: u32,
-  _items: u32,
-  ioff: u32,
-  ioff2: u32,
-  ooff: u32,
-  inv_t: f32,
-  _p0: u32,
-}
+{{struct:ChannelParams}}
 
 // Index of channel 0 of pixel gid.x of sample wid.y, relative to the chunk.
 fn pixel_base(gid: vec3u, wid: vec3u, C: u32, HW: u32) -> u32 {
   return wid.y * C * HW + gid.x;
-}
-
-// Bit test: `v != v` may be folded away by fast-math compilers (llvmpipe does).
-fn is_nan(v: f32) -> bool {
-  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
 
 // ---- softmax_fwd ----

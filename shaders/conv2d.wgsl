@@ -1,6 +1,6 @@
 // conv2d family (NCHW activations, weights [O, I, KH, KW] as in PyTorch), implicit GEMM.
 //
-// Register-blocked kernels (bodies unrolled by src/nn/conv.ts into the {{...}} placeholders):
+// Register-blocked kernels (bodies unrolled by src/ops/conv.ts into the {{...}} placeholders):
 // - `fwd`: out[n, r, y, x] = sum_{q, ky, kx} Wt[q, ky, kx, r] · in[n, q, y·S + offY + ky·D,
 //   x·S + offX + kx·D] (+ bias[r]) (+ out). Each invocation owns RO output channels x PY rows x
 //   PX columns and loads every input value of its window once per input channel. Weights come
@@ -14,64 +14,14 @@
 // Plain kernels: `permute` (weight layouts), `reduce`, `bias_grad`, `bias_add`, and the naive
 // one-output-per-invocation references `naive_fwd`, `naive_dgrad`, `naive_wgrad`.
 
-struct Params {
-  // Input of the kernel: batch, channels, rows, columns; planes are contiguous (H·W).
-  N: u32,
-  C: u32,
-  H: u32,
-  W: u32,
-  // Output channels, output grid rows / columns, weight row length (padded channel count).
-  R: u32,
-  OH: u32,
-  OW: u32,
-  Rp: u32,
-  // Input position of output (y, x) and tap (ky, kx): (y·S + offY + ky·D, x·S + offX + kx·D).
-  offY: i32,
-  offX: i32,
-  // Column blocks per row (fwd) / output-channel blocks (wgrad); row blocks (fwd) / channel
-  // blocks (wgrad).
-  nbx: u32,
-  nby: u32,
-  // Element offsets inside the bindings and strides.
-  xOff: u32,
-  xsN: u32,
-  wOff: u32,
-  aOff: u32,
-  yOff: u32,
-  ysN: u32,
-  ysC: u32,
-  ysY: u32,
-  ysX: u32,
-  // bit 0: accumulate into the output; bit 1: add bias (fwd).
-  flags: u32,
-  // wgrad: output rows (n, y) per split; naive kernels: kernel height / width, stride, dilation.
-  rowsPerSplit: u32,
-  splits: u32,
-  KH: u32,
-  KW: u32,
-  S: u32,
-  D: u32,
-  // Second input (dY of wgrad / naive_wgrad / naive_dgrad): batch and channel strides.
-  asN: u32,
-  asC: u32,
-  // permute: tap index map ky = kyA + t·kyB (and x alike), whether o is the row index.
-  kyA: i32,
-  kyB: i32,
-  kxA: i32,
-  kxB: i32,
-  oMajor: u32,
-  count: u32,
-}
+// The uniform block, declared in src/ops/conv.ts (field meanings there).
+{{struct:ConvParams}}
 
 @group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> Wt: array<{{W_T}}>;
 @group(0) @binding(2) var<storage, read> Aux: array<f32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
-
-fn flat(gid: vec3u, nwg: vec3u, wg: u32) -> u32 {
-  return gid.x + gid.y * nwg.x * wg;
-}
+@group(0) @binding(4) var<uniform> p: ConvParams;
 
 // ---------------------------------------------------------------------------------------------
 // fwd: x: column block + nbx · row block, y: output-channel block, z: image.
@@ -155,7 +105,7 @@ fn wgrad(@builtin(global_invocation_id) gid: vec3u) {
 
 @compute @workgroup_size(256)
 fn permute(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -184,7 +134,7 @@ fn permute(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
 // s < splits (rows of W values land xsN apart: a sub-block of the weight gradient).
 @compute @workgroup_size(256)
 fn reduce(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -219,7 +169,7 @@ fn bias_grad(@builtin(global_invocation_id) gid: vec3u) {
 // plane = H·W (count = N·R·plane, flat index).
 @compute @workgroup_size(256)
 fn bias_add(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -240,7 +190,7 @@ fn wAt(i: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn naive_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -271,7 +221,7 @@ fn naive_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 // naive_dgrad: dX [N, C, H, W] from dY (Aux, [N, R, OH, OW]) and weights.
 @compute @workgroup_size(256)
 fn naive_dgrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }
@@ -303,7 +253,7 @@ fn naive_dgrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 // naive_wgrad: dW [R, C, KH, KW] from the input and dY (Aux).
 @compute @workgroup_size(256)
 fn naive_wgrad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg, 256u);
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.count) {
     return;
   }

@@ -14,10 +14,6 @@
 
 override WG: u32 = 64u;
 
-fn flat_index(gid: vec3u, nwg: vec3u) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
-}
-
 fn has_tag(lo: vec4u, hi: vec4u, k: u32) -> bool {
   let w = k >> 5u;
   let v = select(hi, lo, w < 4u);
@@ -43,14 +39,9 @@ fn unord_f32(u: u32) -> f32 {
 // counts layout (u32): [0, (K+1)K): matrix, row = ground truth (row K = ignore), col = pred;
 // [(K+1)K, 2(K+1)K): the same cells for OC pixels only (pred foreground, not tagged).
 
-struct MaskParams {
-  n: u32,        // pixels in this chunk
-  k: u32,        // K = C + 1
-  per: u32,      // pixels per invocation (multiple of 4)
-  _pad: u32,
-  tag_lo: vec4u,
-  tag_hi: vec4u,
-}
+// Declared in src/eval/counters.ts: n pixels in this chunk, k = C + 1, per = pixels per
+// invocation (multiple of 4), the tag bit set.
+{{struct:MaskParams}}
 
 @group(0) @binding(0) var<storage, read> m_pred: array<u32>;
 @group(0) @binding(1) var<storage, read> m_gt: array<u32>;
@@ -70,7 +61,7 @@ fn mask_flush(key: u32, cnt: u32) {
 
 @compute @workgroup_size(WG)
 fn confusion(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let start = flat_index(gid, nwg) * mp.per;
+  let start = flat_index(gid, nwg, WG) * mp.per;
   if (start >= mp.n) {
     return;
   }
@@ -127,49 +118,16 @@ fn confusion(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 // best tag-restricted normalised score relu(v)/(relu(max_c)+1e-5) (f32 bits, -1 = none),
 // its class (C = none). Ties keep the lowest class index.
 
-struct CamParams {
-  h: u32,
-  w: u32,
-  hh: u32,
-  ww: u32,
-  c0: u32,
-  cc: u32,
-  base: u32,
-  ncls: u32,
-  p0: u32,
-  np: u32,
-  per: u32,
-  flags: u32, // bit 0: first class chunk (initialise state); bit 1: ground truth bound;
-              // bit 2: ReLU the CAM values before interpolating
-  sy: f32,
-  sx: f32,
-  thr: f32,   // tau (cam_oc) or background threshold (cam_pseudo)
-  nt: u32,    // number of sweep thresholds
-  tag_lo: vec4u,
-  tag_hi: vec4u,
-}
+// Declared in src/eval/counters.ts (field meanings there).
+{{struct:CamParams}}
 
 @group(0) @binding(0) var<storage, read> c_cam: array<f32>;
 @group(0) @binding(1) var<storage, read_write> c_max: array<atomic<u32>>;
 @group(0) @binding(2) var<uniform> cp_max: CamParams;
 
-struct Lerp {
-  i0: u32,
-  i1: u32,
-  l0: f32,
-  l1: f32,
-}
-
-fn src_index(d: u32, scale: f32, n: u32) -> Lerp {
-  let s = max(scale * (f32(d) + 0.5) - 0.5, 0.0);
-  let i0 = min(u32(s), n - 1u);
-  let i1 = min(i0 + 1u, n - 1u);
-  let l1 = clamp(s - f32(i0), 0.0, 1.0);
-  return Lerp(i0, i1, 1.0 - l1, l1);
-}
-
-// The upsampled value at (ly, lx) of the map whose rows start at r0 / r1 in c_cam.
-fn cam_at(r0: u32, r1: u32, ly: Lerp, lx: Lerp, relu: bool) -> f32 {
+// The upsampled value at (ly, lx) of the map whose rows start at r0 / r1 in c_cam (taps of the
+// prelude's bilinear_tap, align_corners=false).
+fn cam_at(r0: u32, r1: u32, ly: BilinearTap, lx: BilinearTap, relu: bool) -> f32 {
   var v00 = c_cam[r0 + lx.i0];
   var v01 = c_cam[r0 + lx.i1];
   var v10 = c_cam[r1 + lx.i0];
@@ -180,7 +138,8 @@ fn cam_at(r0: u32, r1: u32, ly: Lerp, lx: Lerp, relu: bool) -> f32 {
     v10 = max(v10, 0.0);
     v11 = max(v11, 0.0);
   }
-  return ly.l0 * (lx.l0 * v00 + lx.l1 * v01) + ly.l1 * (lx.l0 * v10 + lx.l1 * v11);
+  return (1.0 - ly.l) * ((1.0 - lx.l) * v00 + lx.l * v01) +
+    ly.l * ((1.0 - lx.l) * v10 + lx.l * v11);
 }
 
 // Per-class maximum of the upsampled maps: one invocation per (class, row, segment of `per`
@@ -189,14 +148,14 @@ fn cam_at(r0: u32, r1: u32, ly: Lerp, lx: Lerp, relu: bool) -> f32 {
 fn cam_max(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let p = cp_max;
   let nseg = (p.ww + p.per - 1u) / p.per;
-  let i = flat_index(gid, nwg);
+  let i = flat_index(gid, nwg, WG);
   if (i >= p.cc * p.hh * nseg) {
     return;
   }
   let seg = i % nseg;
   let y = (i / nseg) % p.hh;
   let j = i / (nseg * p.hh);
-  let ly = src_index(y, p.sy, p.h);
+  let ly = bilinear_tap(p.sy, y, p.h, false);
   let b = p.base + j * p.h * p.w;
   let r0 = b + ly.i0 * p.w;
   let r1 = b + ly.i1 * p.w;
@@ -204,7 +163,7 @@ fn cam_max(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
   let relu = (p.flags & 4u) != 0u;
   var m = 0.0;
   for (var x = seg * p.per; x < x1; x++) {
-    let v = cam_at(r0, r1, ly, src_index(x, p.sx, p.w), relu);
+    let v = cam_at(r0, r1, ly, bilinear_tap(p.sx, x, p.w, false), relu);
     if (x == seg * p.per || v > m) {
       m = v;
     }
@@ -220,13 +179,13 @@ fn cam_max(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
 @compute @workgroup_size(WG)
 fn cam_argmax(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let p = cp_arg;
-  let i = flat_index(gid, nwg);
+  let i = flat_index(gid, nwg, WG);
   if (i >= p.np) {
     return;
   }
   let pix = p.p0 + i;
-  let ly = src_index(pix / p.ww, p.sy, p.h);
-  let lx = src_index(pix % p.ww, p.sx, p.w);
+  let ly = bilinear_tap(p.sy, pix / p.ww, p.h, false);
+  let lx = bilinear_tap(p.sx, pix % p.ww, p.w, false);
   let relu = (p.flags & 4u) != 0u;
   var am = 0.0;
   var aa = p.ncls;
@@ -275,7 +234,7 @@ fn cam_argmax(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups
 @compute @workgroup_size(WG)
 fn cam_oc(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let p = cp_oc;
-  let start = flat_index(gid, nwg) * p.per;
+  let start = flat_index(gid, nwg, WG) * p.per;
   if (start >= p.np) {
     return;
   }
@@ -345,7 +304,7 @@ fn cam_oc(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
 @compute @workgroup_size(WG)
 fn cam_sweep(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let p = cp_sw;
-  let start = flat_index(gid, nwg) * p.per;
+  let start = flat_index(gid, nwg, WG) * p.per;
   if (start >= p.np) {
     return;
   }
@@ -395,7 +354,7 @@ fn cam_sweep(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 @compute @workgroup_size(WG)
 fn cam_pseudo(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let p = cp_ps;
-  let wi = flat_index(gid, nwg);
+  let wi = flat_index(gid, nwg, WG);
   if (wi * 4u >= p.np) {
     return;
   }

@@ -12,23 +12,14 @@ const RWG: u32 = 64u;
 
 var<workgroup> red: array<f32, 64>;
 
-struct LossParams {
-  n: u32,
-  xoff: u32,
-  toff: u32,
-  accumulate: u32,
-  scale: f32,
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-}
+{{struct:MlsmParams}}
 
 // ---- mlsm_fwd ----
 
 @group(0) @binding(0) var<storage, read> lf_x: array<f32>;
 @group(0) @binding(1) var<storage, read> lf_t: array<f32>;
 @group(0) @binding(2) var<storage, read_write> lf_loss: array<f32>;
-@group(0) @binding(3) var<uniform> lf_p: LossParams;
+@group(0) @binding(3) var<uniform> lf_p: MlsmParams;
 
 @compute @workgroup_size(RWG)
 fn mlsm_fwd(@builtin(local_invocation_index) lid: u32) {
@@ -59,11 +50,11 @@ fn mlsm_fwd(@builtin(local_invocation_index) lid: u32) {
 @group(0) @binding(0) var<storage, read> lb_x: array<f32>;
 @group(0) @binding(1) var<storage, read> lb_t: array<f32>;
 @group(0) @binding(2) var<storage, read_write> lb_dx: array<f32>;
-@group(0) @binding(3) var<uniform> lb_p: LossParams;
+@group(0) @binding(3) var<uniform> lb_p: MlsmParams;
 
 @compute @workgroup_size(WG)
 fn mlsm_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
+  let i = flat_index(gid, nwg, WG);
   if (i >= lb_p.n) { return; }
   let x = lb_x[i];
   let e = exp(-abs(x));

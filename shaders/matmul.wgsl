@@ -9,45 +9,20 @@
 //   transposed or unaligned B operands with vec4 loads along n.
 // - `rb`: register blocking without workgroup memory. Each invocation computes an RM x RN block
 //   with every operand value loaded once per block row/column and, where the layout allows,
-//   four at a time (vec4 loads). The block body is unrolled by src/nn/matmul.ts, which fills the
+//   four at a time (vec4 loads). The block body is unrolled by src/ops/matmul.ts, which fills the
 //   {{...}} placeholders below (Mesa's compiler does not fully unroll loops over register
 //   arrays, and an array-based body runs 3-5x slower on llvmpipe). The fast path on llvmpipe.
 //
 // Operands are bound as array<{{A_T}}> / array<{{B_T}}> (vec4f where the generated body uses
 // vec4 loads, f32 otherwise); `lda(i)` / `ldb(i)` read one element by flat index either way.
 
-struct Params {
-  M: u32,
-  N: u32,
-  K: u32,
-  batch: u32,
-  // A element (m, k) of batch b: A[aOff + b * aBatch + m * aSM + k * aSK]
-  aOff: u32,
-  aBatch: u32,
-  aSM: u32,
-  aSK: u32,
-  // B element (k, n): B[bOff + b * bBatch + k * bSK + n * bSN]
-  bOff: u32,
-  bBatch: u32,
-  bSK: u32,
-  bSN: u32,
-  // C element (m, n): C[cOff + b * cBatch + m * cSM + n]
-  cOff: u32,
-  cBatch: u32,
-  cSM: u32,
-  // 0: C is overwritten; otherwise C is accumulated into.
-  beta: u32,
-  alpha: f32,
-  // rb: row / column counts rounded up to 4 for vec4 groups along m / n (clamping bound).
-  mPad: u32,
-  nPad: u32,
-  _p0: u32,
-}
+// The uniform block, declared in src/ops/matmul.ts (field meanings there).
+{{struct:GemmParams}}
 
 @group(0) @binding(0) var<storage, read> A: array<{{A_T}}>;
 @group(0) @binding(1) var<storage, read> B: array<{{B_T}}>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> p: GemmParams;
 
 fn lda(i: u32) -> f32 {
   {{A_LOAD1}}
@@ -174,7 +149,7 @@ fn tiled(
 
 @compute @workgroup_size(256)
 fn transpose(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * 256u;
+  let i = flat_index(gid, nwg, 256u);
   if (i >= p.batch * p.K * p.N) {
     return;
   }

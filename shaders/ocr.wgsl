@@ -13,24 +13,8 @@
 // (binding-size limit) starting `p.off` elements before image `p.b0`.
 // Groups are constants: gradients flow into z only through l(p).
 
-struct Params {
-  nImg: u32, // images in this dispatch's chunk
-  C: u32,
-  HW: u32,
-  b0: u32, // global index of the chunk's first image
-  off: u32, // element offset of image b0 inside the z and grad bindings
-  flags: u32,
-  nPix: u32, // B*H*W (finish)
-  _pad0: u32,
-  tauAct: f32,
-  alpha: f32,
-  tauRel: f32,
-  invT: f32, // 1 / temperature
-  margin: f32,
-  scale: f32, // lambda / (B*H*W), used with norm "all"
-  lambda: f32,
-  normAll: f32, // B*H*W as f32 (norm "all")
-}
+// The uniform block, declared in src/losses/ocr.ts (field meanings there).
+{{struct:OcrParams}}
 
 const FLAG_BOTH: u32 = 1u; // gradient into IC members too (grad "both")
 const FLAG_ACCUM: u32 = 2u; // add the gradient to grad[] instead of overwriting it
@@ -49,7 +33,7 @@ override WG: u32 = 64u; // invocations per workgroup of `pixel` and `grad`
 @group(0) @binding(4) var<storage, read_write> grad: array<f32>; // [B,C,H,W] (chunk)
 @group(0) @binding(5) var<storage, read_write> pix: array<f32>; // [B*H*W]
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>; // [5]
-@group(0) @binding(7) var<uniform> p: Params;
+@group(0) @binding(7) var<uniform> p: OcrParams;
 
 var<workgroup> redF: array<f32, RWG>;
 var<workgroup> redU: array<u32, RWG>;

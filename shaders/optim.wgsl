@@ -9,22 +9,9 @@
 
 override WG: u32 = 256u;
 
-fn flat(gid: vec3u, nwg: vec3u) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
-}
-
 // ---- sgd ----
 
-struct SgdParams {
-  n: u32,
-  lr: f32,
-  momentum: f32,
-  wd: f32,
-  nesterov: u32,
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-}
+{{struct:SgdParams}}
 
 @group(0) @binding(0) var<storage, read> sg_g: array<f32>;
 @group(0) @binding(1) var<storage, read_write> sg_p: array<f32>;
@@ -33,7 +20,7 @@ struct SgdParams {
 
 @compute @workgroup_size(WG)
 fn sgd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg);
+  let i = flat_index(gid, nwg, WG);
   if (i >= sg.n) { return; }
   let p = sg_p[i];
   var g = sg_g[i] + sg.wd * p;
@@ -47,16 +34,7 @@ fn sgd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: 
 
 // ---- adamw ----
 
-struct AdamParams {
-  n: u32,
-  lr: f32,
-  beta1: f32,
-  beta2: f32,
-  eps: f32,
-  wd: f32,
-  bc1: f32,
-  bc2_sqrt: f32,
-}
+{{struct:AdamParams}}
 
 @group(0) @binding(0) var<storage, read> ad_g: array<f32>;
 @group(0) @binding(1) var<storage, read_write> ad_p: array<f32>;
@@ -66,7 +44,7 @@ struct AdamParams {
 
 @compute @workgroup_size(WG)
 fn adamw(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat(gid, nwg);
+  let i = flat_index(gid, nwg, WG);
   if (i >= ad.n) { return; }
   let g = ad_g[i];
   let p = ad_p[i] * (1.0 - ad.lr * ad.wd);

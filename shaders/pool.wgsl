@@ -15,29 +15,7 @@ override WG: u32 = 64u;
 // gap_bwd adds into dx instead of writing it (dx already holds another consumer's gradient).
 override ACC: bool = false;
 
-struct PoolParams {
-  H: u32,
-  W: u32,
-  OH: u32,
-  OW: u32,
-  kh: u32,
-  kw: u32,
-  sh: u32,
-  sw: u32,
-  ph: u32,
-  pw: u32,
-  n: u32,
-  off0: u32,
-  off1: u32,
-  off2: u32,
-  _p0: u32,
-  _p1: u32,
-}
-
-// Bit test: `v != v` may be folded away by fast-math compilers (llvmpipe does).
-fn is_nan(v: f32) -> bool {
-  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
+{{struct:PoolParams}}
 
 // ---- max_fwd ----
 
@@ -117,7 +95,7 @@ fn max_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid
 
 @compute @workgroup_size(WG)
 fn gap_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let q = gid.x + gid.y * nwg.x * WG;
+  let q = flat_index(gid, nwg, WG);
   if (q >= gf_p.n) { return; }
   let hw = gf_p.H * gf_p.W;
   let b = gf_p.off0 + q * hw;

@@ -1,10 +1,7 @@
 // Bilinear resize of NCHW planes with PyTorch's `upsample_bilinear2d` semantics, f32.
 //
-// Source coordinate of output index d along an axis with scale s (set by the host as PyTorch
-// does: align_corners ? (in-1)/(out-1) (0 when out == 1) : 1/scale_factor or in/out):
-//   align_corners:  src = s·d
-//   otherwise:      src = max(s·(d + 0.5) - 0.5, 0)
-// i0 = floor(src), i1 = i0 + (i0 < in - 1), weights (1 - l, l) with l = src - i0.
+// Source taps of output index d along an axis: the prelude's bilinear_tap (PyTorch's source
+// index with or without align_corners; weights (1 - l, l) on taps i0, i1).
 //
 //   fwd   invocation per output pixel: the 4-tap blend.
 //   bwd   invocation per input pixel: gathers dy·weight over the outputs that read it (the
@@ -15,45 +12,10 @@
 
 override WG: u32 = 64u;
 
-struct ResizeParams {
-  IH: u32,
-  IW: u32,
-  OH: u32,
-  OW: u32,
-  sh: f32,
-  sw: f32,
-  align: u32,
-  _items: u32,
-  ioff: u32,
-  ooff: u32,
-  _p0: u32,
-  _p1: u32,
-}
-
-fn src_coord(s: f32, d: u32, align: bool) -> f32 {
-  if (align) {
-    return s * f32(d);
-  }
-  return max(s * (f32(d) + 0.5) - 0.5, 0.0);
-}
-
-// Lower tap index and its fractional weight along one axis.
-struct Tap {
-  i0: u32,
-  i1: u32,
-  l: f32,
-}
-
-fn tap(s: f32, d: u32, size: u32, align: bool) -> Tap {
-  let r = src_coord(s, d, align);
-  let i0 = min(u32(r), size - 1u);
-  let i1 = select(i0, i0 + 1u, i0 < size - 1u);
-  let l = clamp(r - f32(i0), 0.0, 1.0);
-  return Tap(i0, i1, l);
-}
+{{struct:ResizeParams}}
 
 // Weight with which output d (along an axis) reads input i.
-fn weight(t: Tap, i: u32) -> f32 {
+fn weight(t: BilinearTap, i: u32) -> f32 {
   return select(0.0, 1.0 - t.l, t.i0 == i) + select(0.0, t.l, t.i1 == i);
 }
 
@@ -84,8 +46,8 @@ fn fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: ve
   if (r >= rf_p.OH * rf_p.OW) { return; }
   let oh = r / rf_p.OW;
   let al = rf_p.align != 0u;
-  let th = tap(rf_p.sh, oh, rf_p.IH, al);
-  let tw = tap(rf_p.sw, r - oh * rf_p.OW, rf_p.IW, al);
+  let th = bilinear_tap(rf_p.sh, oh, rf_p.IH, al);
+  let tw = bilinear_tap(rf_p.sw, r - oh * rf_p.OW, rf_p.IW, al);
   let b = rf_p.ioff + wid.y * rf_p.IH * rf_p.IW;
   let r0 = b + th.i0 * rf_p.IW;
   let r1 = b + th.i1 * rf_p.IW;
@@ -113,13 +75,13 @@ fn bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: ve
   let ow_start = first_out(rb_p.sw, iw, al);
   var s = 0.0;
   for (var oh = first_out(rb_p.sh, ih, al); oh < rb_p.OH; oh++) {
-    let th = tap(rb_p.sh, oh, rb_p.IH, al);
+    let th = bilinear_tap(rb_p.sh, oh, rb_p.IH, al);
     if (th.i0 > ih) { break; }
     let wh = weight(th, ih);
     if (wh == 0.0) { continue; }
     var row = 0.0;
     for (var ow = ow_start; ow < rb_p.OW; ow++) {
-      let tw = tap(rb_p.sw, ow, rb_p.IW, al);
+      let tw = bilinear_tap(rb_p.sw, ow, rb_p.IW, al);
       if (tw.i0 > iw) { break; }
       row += weight(tw, iw) * rb_dy[b + oh * rb_p.OW + ow];
     }

@@ -2,7 +2,7 @@ import { createGpu, f32bits, GpuError, grid1d } from "../src/gpu/context.ts";
 import { sizeClass } from "../src/gpu/pool.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { expandTemplate } from "../src/gpu/shaders.ts";
-import { POINTWISE, pointwise, type PointwiseName } from "../src/ops/pointwise.ts";
+import { POINTWISE, pointwise, type PointwiseName, PointwiseParams } from "../src/ops/pointwise.ts";
 import {
   assertClose,
   assertEquals,
@@ -129,7 +129,7 @@ Deno.test("dispatch1d covers more workgroups than one dimension allows", async (
       constants: { WG: 64 },
       inputs: [gpu.dummy, gpu.dummy, gpu.dummy],
       outputs: [t],
-      params: [n, f32bits(0), f32bits(0), 0],
+      params: PointwiseParams.pack({ n, alpha: 0, beta: 0 }),
     },
     n,
     64,

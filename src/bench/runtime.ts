@@ -4,16 +4,21 @@
  * lavapipe) on the same machine.
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { type BenchRow, timeMedian } from "./table.ts";
 
+const { ProbeParams } = declareParams("bench-probe", {
+  ProbeParams: { n: "u32", k: "u32", a: "f32", b: "f32" },
+});
+
 const PROBE = `
-struct P { n: u32, k: u32, a: f32, b: f32 }
+{{struct:ProbeParams}}
 @group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(3) var<uniform> p: ProbeParams;
 @compute @workgroup_size(8, 8)
 fn gemm(@builtin(global_invocation_id) g: vec3u) {
   if (g.x >= p.n || g.y >= p.n) { return; }
@@ -43,7 +48,7 @@ export async function benchRuntime(gpu: GpuContext, n = 384): Promise<BenchRow[]
         entry: "touch",
         inputs: [a, b],
         outputs: [c],
-        params: [64, 0, f32bits(1), f32bits(0)],
+        params: ProbeParams.pack({ n: 64, k: 0, a: 1, b: 0 }),
         workgroups: [1],
       });
     }
@@ -58,7 +63,7 @@ export async function benchRuntime(gpu: GpuContext, n = 384): Promise<BenchRow[]
         entry: "gemm",
         inputs: [a, b],
         outputs: [c],
-        params: [n, n, 0, 0],
+        params: ProbeParams.pack({ n, k: n, a: 0, b: 0 }),
         workgroups: [Math.ceil(n / 8), Math.ceil(n / 8)],
       });
     }

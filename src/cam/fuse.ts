@@ -13,98 +13,33 @@
  * Work past the storage-binding limit is split over whole planes (a plane must fit one binding).
  * @module
  */
-import { type BufferRange, f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { resizeGeometry } from "../ops/resize.ts";
-import { nchw, planeWg } from "../ops/planes.ts";
-
-/** A run of equally sized planes in a tensor, starting at element `base`. */
-interface PlaneRun {
-  tensor: Tensor;
-  base: number;
-  planeSize: number;
-}
-
-/** A chunk of planes with one binding per run and the first plane's offset inside it. */
-interface RunChunk {
-  first: number;
-  count: number;
-  ranges: BufferRange[];
-  offsets: number[];
-}
+import { type PlaneChunk, planeChunks } from "../gpu/split.ts";
+import { dispatchPlanes, nchw } from "../ops/planes.ts";
 
 /**
- * Splits `planes` planes of every run into chunks whose bindings start at aligned offsets and
- * fit `gpu.maxBindingBytes`, at most `maxCount` planes each.
+ * The uniform blocks of shaders/cam.wgsl; `ioff` / `ooff` are the element offsets of the
+ * chunk's first plane in the input / output binding.
  */
-function runChunks(
-  gpu: GpuContext,
-  op: string,
-  planes: number,
-  runs: PlaneRun[],
-  maxCount: number,
-): RunChunk[] {
-  const maxEl = Math.floor(gpu.maxBindingBytes / 4);
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  for (const r of runs) {
-    if (r.base + planes * r.planeSize > r.tensor.size) {
-      throw new RangeError(
-        `${op}: [${r.tensor.shape}] holds fewer than ${planes} planes of ${r.planeSize} ` +
-          `from element ${r.base}`,
-      );
-    }
-  }
-  const out: RunChunk[] = [];
-  for (let first = 0; first < planes;) {
-    let count = Math.min(planes - first, maxCount);
-    const starts = runs.map((r) => Math.floor((r.base + first * r.planeSize) / align) * align);
-    const offsets = runs.map((r, i) => r.base + first * r.planeSize - starts[i]);
-    runs.forEach((r, i) => {
-      count = Math.min(count, Math.floor((maxEl - offsets[i]) / r.planeSize));
-    });
-    if (count < 1) {
-      const big = Math.max(...runs.map((r) => r.planeSize));
-      throw new RangeError(
-        `${op}: one plane of ${big * 4} bytes does not fit the storage binding limit ` +
-          `(${gpu.maxBindingBytes} bytes)`,
-      );
-    }
-    out.push({
-      first,
-      count,
-      ranges: runs.map((r, i) => r.tensor.slice(starts[i], offsets[i] + count * r.planeSize)),
-      offsets,
-    });
-    first += count;
-  }
-  return out;
-}
-
-/** Dispatches `entry` over chunks of planes (x: items of a plane, workgroup y: planes). */
-function dispatchRuns(
-  gpu: GpuContext,
-  op: string,
-  entry: string,
-  planes: number,
-  runs: [PlaneRun, PlaneRun],
-  items: number,
-  params: (ch: RunChunk) => number[],
-): void {
-  const wg = planeWg(items);
-  const lim = gpu.limits.maxComputeWorkgroupsPerDimension;
-  for (const ch of runChunks(gpu, op, planes, runs, lim)) {
-    gpu.dispatch({
-      name: op,
-      shader: "cam",
-      entry,
-      constants: { WG: wg },
-      inputs: [ch.ranges[0]],
-      outputs: [ch.ranges[1]],
-      params: params(ch),
-      workgroups: [Math.ceil(items / wg), ch.count],
-    });
-  }
-}
+const P = declareParams("cam", {
+  FlipParams: { H: "u32", W: "u32", ioff: "u32", ooff: "u32" },
+  AccParams: {
+    h: "u32",
+    w: "u32",
+    H: "u32",
+    W: "u32",
+    sh: "f32",
+    sw: "f32",
+    /** bit 0: add to y (else overwrite); bit 1: mirror (read column W-1-x). */
+    flags: "u32",
+    ioff: "u32",
+    ooff: "u32",
+  },
+  NormParams: { n: "u32", ioff: "u32", ooff: "u32" },
+});
 
 /** Options of {@link flipHorizontal}. */
 export interface FlipOptions {
@@ -130,18 +65,15 @@ export function flipHorizontal(gpu: GpuContext, x: Tensor, opts: FlipOptions = {
       `${op}: [${x.shape}] at offset ${base} does not fit the output [${out.shape}]`,
     );
   }
-  dispatchRuns(
-    gpu,
-    op,
-    "flip_w",
-    n * c,
-    [
-      { tensor: x, base: 0, planeSize: H * W },
-      { tensor: out, base, planeSize: H * W },
-    ],
-    H * W,
-    (ch) => [H, W, ch.offsets[0], ch.offsets[1]],
-  );
+  dispatchPlanes(gpu, n * c, {
+    name: op,
+    shader: "cam",
+    entry: "flip_w",
+    inputs: [{ tensor: x, planeSize: H * W }],
+    outputs: [{ tensor: out, base, planeSize: H * W }],
+    itemsPerPlane: H * W,
+    params: (ch) => P.FlipParams.pack({ H, W, ioff: ch.offsets[0], ooff: ch.offsets[1] }),
+  });
   return out;
 }
 
@@ -178,31 +110,26 @@ export function accumulateCam(
   }
   const g = resizeGeometry(h, w, { size: [H, W] });
   const flags = (opts.add ?? true ? 1 : 0) | (opts.mirror ? 2 : 0);
-  dispatchRuns(
-    gpu,
-    op,
-    "accum",
-    C,
-    [
-      { tensor: cam, base: b * C * h * w, planeSize: h * w },
-      { tensor: acc, base: 0, planeSize: H * W },
-    ],
-    H * W,
-    (ch) => [
-      h,
-      w,
-      H,
-      W,
-      f32bits(g.scaleH),
-      f32bits(g.scaleW),
-      flags,
-      ch.offsets[0],
-      ch.offsets[1],
-      0,
-      0,
-      0,
-    ],
-  );
+  dispatchPlanes(gpu, C, {
+    name: op,
+    shader: "cam",
+    entry: "accum",
+    inputs: [{ tensor: cam, base: b * C * h * w, planeSize: h * w }],
+    outputs: [{ tensor: acc, planeSize: H * W }],
+    itemsPerPlane: H * W,
+    params: (ch: PlaneChunk) =>
+      P.AccParams.pack({
+        h,
+        w,
+        H,
+        W,
+        sh: g.scaleH,
+        sw: g.scaleW,
+        flags,
+        ioff: ch.offsets[0],
+        ooff: ch.offsets[1],
+      }),
+  });
   return acc;
 }
 
@@ -232,17 +159,17 @@ export function normalizeTagged(gpu: GpuContext, acc: Tensor, tags: readonly num
   const n = H * W;
   const out = Tensor.empty(gpu, [tags.length, H, W]);
   tags.forEach((c, t) => {
-    const [ch] = runChunks(gpu, op, 1, [
+    const [ch] = planeChunks(gpu, op, 1, [
       { tensor: acc, base: c * n, planeSize: n },
       { tensor: out, base: t * n, planeSize: n },
-    ], 1);
+    ]);
     gpu.dispatch({
       name: op,
       shader: "cam",
       entry: "tag_norm",
       inputs: [ch.ranges[0]],
       outputs: [ch.ranges[1]],
-      params: [n, ch.offsets[0], ch.offsets[1], 0],
+      params: P.NormParams.pack({ n, ioff: ch.offsets[0], ooff: ch.offsets[1] }),
       workgroups: [1],
     });
   });

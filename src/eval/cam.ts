@@ -24,11 +24,18 @@
  * Counts are exact (see {@link GpuCounters}).
  * @module
  */
-import type { BufferRange, GpuContext } from "../gpu/context.ts";
-import { f32bits } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
+import { planeChunks } from "../gpu/split.ts";
 import { checkLabels, type LabelMap } from "./confusion.ts";
-import { checkNumClasses, GpuCounters, pixelChunks, tagWords, u8Range } from "./counters.ts";
+import {
+  CamParams,
+  checkNumClasses,
+  GpuCounters,
+  pixelChunks,
+  tagWords,
+  u8Range,
+} from "./counters.ts";
 
 /** One image's CAMs for evaluation. */
 export interface CamSample {
@@ -88,8 +95,6 @@ export interface CamCounts {
   ocPairs: Float64Array;
 }
 
-const PARAMS = 24;
-
 function camParams(o: {
   h: number;
   w: number;
@@ -106,28 +111,27 @@ function camParams(o: {
   thr?: number;
   nt?: number;
   tags: number[];
-}): number[] {
-  const p = [
-    o.h,
-    o.w,
-    o.H,
-    o.W,
-    o.c0 ?? 0,
-    o.cc ?? 0,
-    o.base ?? 0,
-    o.C,
-    o.p0 ?? 0,
-    o.np ?? 0,
-    o.per ?? 64,
-    o.flags ?? 0,
-    f32bits(o.h / o.H),
-    f32bits(o.w / o.W),
-    f32bits(o.thr ?? 0),
-    o.nt ?? 0,
-    ...o.tags,
-  ];
-  if (p.length !== PARAMS) throw new Error("internal: CamParams layout");
-  return p;
+}): Uint32Array {
+  return CamParams.pack({
+    h: o.h,
+    w: o.w,
+    hh: o.H,
+    ww: o.W,
+    c0: o.c0 ?? 0,
+    cc: o.cc ?? 0,
+    base: o.base ?? 0,
+    ncls: o.C,
+    p0: o.p0 ?? 0,
+    np: o.np ?? 0,
+    per: o.per ?? 64,
+    flags: o.flags ?? 0,
+    sy: o.h / o.H,
+    sx: o.w / o.W,
+    thr: o.thr ?? 0,
+    nt: o.nt ?? 0,
+    tag_lo: o.tags.slice(0, 4),
+    tag_hi: o.tags.slice(4, 8),
+  });
 }
 
 /** Checks a sample and returns its CAM shape `[C, h, w]`. */
@@ -190,30 +194,6 @@ interface CamState {
   gt: GPUBuffer | null;
 }
 
-/** Class chunks of a CAM buffer that fit the binding limit with aligned offsets. */
-function classChunks(
-  gpu: GpuContext,
-  C: number,
-  plane: number,
-): { c0: number; cc: number; offset: number; base: number }[] {
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  const out = [];
-  for (let c0 = 0; c0 < C;) {
-    const bytes = c0 * plane * 4;
-    const offset = Math.floor(bytes / align) * align;
-    const base = (bytes - offset) / 4;
-    const cc = Math.min(C - c0, Math.floor((gpu.maxBindingBytes - base * 4) / (plane * 4)));
-    if (cc < 1) {
-      throw new RangeError(
-        `one CAM plane of ${plane} values exceeds the binding limit ${gpu.maxBindingBytes}`,
-      );
-    }
-    out.push({ c0, cc, offset, base });
-    c0 += cc;
-  }
-  return out;
-}
-
 function recordCamState(
   gpu: GpuContext,
   s: CamSample,
@@ -243,19 +223,17 @@ function recordCamState(
   const state = pool.acquire(n * 16, "eval-cam-state");
   const relu = opts.relu ?? true;
   const seg = 64;
-  const chunks = classChunks(gpu, C, h * w);
-  const camRange = (ch: { offset: number; base: number; cc: number }): BufferRange => ({
-    buffer: camBuffer,
-    offset: ch.offset,
-    size: (ch.base + ch.cc * h * w) * 4,
-  });
+  // Class chunks [c0, c0 + cc) of the CAM planes; the binding starts `base` elements early.
+  const chunks = planeChunks(gpu, `eval.cam(${s.id})`, C, [
+    { tensor: { buffer: camBuffer, size: C * h * w }, planeSize: h * w },
+  ]).map((ch) => ({ c0: ch.first, cc: ch.count, base: ch.offsets[0], range: ch.ranges[0] }));
   for (const ch of chunks) {
     gpu.dispatch1d(
       {
         name: `eval.cam_max(${s.id})`,
         shader: "eval",
         entry: "cam_max",
-        inputs: [camRange(ch)],
+        inputs: [ch.range],
         outputs: [{ buffer: max, offset: 0, size: C * 4 }],
         params: camParams({
           h,
@@ -283,7 +261,7 @@ function recordCamState(
           name: `eval.cam_argmax(${s.id})`,
           shader: "eval",
           entry: "cam_argmax",
-          inputs: [camRange(ch), { buffer: max, offset: 0, size: C * 4 }],
+          inputs: [ch.range, { buffer: max, offset: 0, size: C * 4 }],
           outputs: [{ buffer: state, offset: p0 * 16, size: np * 16 }],
           params: camParams({
             h,

@@ -14,7 +14,14 @@
  * @module
  */
 import type { BufferRange, GpuContext } from "../gpu/context.ts";
-import { checkNumClasses, GpuCounters, pixelChunks, tagWords, u8Range } from "./counters.ts";
+import {
+  checkNumClasses,
+  GpuCounters,
+  MaskParams,
+  pixelChunks,
+  tagWords,
+  u8Range,
+} from "./counters.ts";
 
 /** A u8 label map (the shape `decodeLabelPng` returns). */
 export interface LabelMap {
@@ -246,7 +253,13 @@ export class MaskEvaluator {
             u8Range(gt.buffer, (gt.offset ?? 0) + start, count),
           ],
           outputs: [this.#counters.binding()],
-          params: [count, this.k, this.per, 0, ...tw],
+          params: MaskParams.pack({
+            n: count,
+            k: this.k,
+            per: this.per,
+            tag_lo: tw.slice(0, 4),
+            tag_hi: tw.slice(4, 8),
+          }),
         },
         Math.ceil(count / this.per),
         64,

@@ -6,6 +6,56 @@
  * @module
  */
 import type { BufferRange, GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
+import { elementChunks } from "../gpu/split.ts";
+
+/**
+ * The uniform blocks of shaders/eval.wgsl: MaskParams of the confusion kernel (./confusion.ts),
+ * CamParams of the CAM kernels (./cam.ts). `tag_lo` / `tag_hi` hold {@link tagWords}.
+ */
+export const { MaskParams, CamParams } = declareParams("eval", {
+  MaskParams: {
+    /** Pixels in this chunk. */
+    n: "u32",
+    /** K = C + 1. */
+    k: "u32",
+    /** Pixels per invocation (multiple of 4). */
+    per: "u32",
+    tag_lo: "vec4u",
+    tag_hi: "vec4u",
+  },
+  CamParams: {
+    /** CAM size. */
+    h: "u32",
+    w: "u32",
+    /** Image (output) size. */
+    hh: "u32",
+    ww: "u32",
+    /** Class chunk [c0, c0 + cc); the CAM binding starts `base` elements before class c0. */
+    c0: "u32",
+    cc: "u32",
+    base: "u32",
+    ncls: "u32",
+    /** Pixel chunk [p0, p0 + np). */
+    p0: "u32",
+    np: "u32",
+    per: "u32",
+    /**
+     * bit 0: first class chunk (initialise state); bit 1: ground truth bound; bit 2: ReLU the
+     * CAM values before interpolating.
+     */
+    flags: "u32",
+    /** Source-index scales h / H, w / W. */
+    sy: "f32",
+    sx: "f32",
+    /** tau (cam_oc) or background threshold (cam_pseudo). */
+    thr: "f32",
+    /** Number of sweep thresholds. */
+    nt: "u32",
+    tag_lo: "vec4u",
+    tag_hi: "vec4u",
+  },
+});
 
 /** Most pixels a u32 cell can count. */
 export const U32_MAX = 0xffffffff;
@@ -101,18 +151,13 @@ export function pixelChunks(
   bytesPerPixel: number,
   maxPixels = Infinity,
 ): [number, number][] {
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  const chunk = Math.floor(Math.min(gpu.maxBindingBytes / bytesPerPixel, maxPixels) / align) *
-    align;
-  if (chunk < align) {
-    throw new RangeError(
-      `chunks of ${align} pixels (${bytesPerPixel} bytes each) exceed the binding limit ` +
-        `${gpu.maxBindingBytes} or the counter drain limit`,
-    );
-  }
-  const out: [number, number][] = [];
-  for (let s = 0; s < n; s += chunk) out.push([s, Math.min(chunk, n - s)]);
-  return out;
+  // Pixel starts aligned for the packed u8 maps bound at the same pixels (1 byte per pixel).
+  return elementChunks(gpu, n, {
+    elementBytes: bytesPerPixel,
+    align: gpu.limits.minStorageBufferOffsetAlignment,
+    maxCount: maxPixels,
+    unit: "pixels",
+  }).map((c) => [c.start, c.count]);
 }
 
 /** A binding of `count` packed u8 labels from pixel `start` (word-padded). */

@@ -5,7 +5,13 @@
  * @module
  */
 import { BufferPool, sizeClass } from "./pool.ts";
-import { expandTemplate, loadShaderSource, SHADER_NAMES } from "./shaders.ts";
+import {
+  composeShader,
+  expandTemplate,
+  loadShaderSource,
+  PRELUDE,
+  SHADER_NAMES,
+} from "./shaders.ts";
 
 /** Options of {@link createGpu}. */
 export interface GpuOptions {
@@ -65,7 +71,11 @@ export interface DispatchSpec {
   inputs?: Bindable[];
   /** Read-write storage bindings, after the inputs. */
   outputs?: Bindable[];
-  /** Uniform parameters (u32 words; use {@link f32bits} for floats), bound after outputs. */
+  /**
+   * Uniform parameters as u32 words, bound after the outputs: normally from the kernel's
+   * declared struct (`ParamStruct.pack`, ./kernel.ts); raw words for ad-hoc shaders (use
+   * {@link f32bits} for floats).
+   */
   params?: ArrayLike<number>;
   /** Workgroup counts. */
   workgroups: [number, number?, number?];
@@ -96,6 +106,7 @@ export class GpuContext {
   /** Whether the device has shader-f16. */
   readonly hasF16: boolean;
   #sources = new Map<string, string>();
+  #composed = new Map<string, string>();
   #modules = new Map<string, GPUShaderModule>();
   #pipelines = new Map<string, GPUComputePipeline>();
   #layouts = new Map<string, { bgl: GPUBindGroupLayout; pl: GPUPipelineLayout }>();
@@ -164,25 +175,39 @@ export class GpuContext {
   /** Registers shader source by name (used for preloaded files and tests). */
   addShader(name: string, source: string): void {
     this.#sources.set(name, source);
+    this.#composed.delete(name);
   }
 
-  /** Loads shader files by name (no-op for ones already loaded). */
+  /** Loads shader files by name, and the prelude (no-op for ones already loaded). */
   async loadShaders(names: readonly string[]): Promise<void> {
     await Promise.all(
-      names.filter((n) => !this.#sources.has(n)).map(async (n) =>
+      [PRELUDE, ...names].filter((n) => !this.#sources.has(n)).map(async (n) =>
         this.addShader(n, await loadShaderSource(n))
       ),
     );
+  }
+
+  /** A shader's source with its uniform structs and the prelude (see composeShader). */
+  #code(shader: string): string {
+    let code = this.#composed.get(shader);
+    if (code === undefined) {
+      const src = this.#sources.get(shader);
+      if (src === undefined) {
+        throw new GpuError(`shader "${shader}" is not loaded (add it to SHADER_NAMES)`);
+      }
+      const prelude = this.#sources.get(PRELUDE);
+      if (prelude === undefined) throw new GpuError(`the shader prelude is not loaded`);
+      code = composeShader(shader, src, prelude);
+      this.#composed.set(shader, code);
+    }
+    return code;
   }
 
   #module(shader: string, defines?: Record<string, string | number>): GPUShaderModule {
     const key = defines ? `${shader}|${JSON.stringify(defines)}` : shader;
     let m = this.#modules.get(key);
     if (!m) {
-      const src = this.#sources.get(shader);
-      if (src === undefined) {
-        throw new GpuError(`shader "${shader}" is not loaded (add it to SHADER_NAMES)`);
-      }
+      const src = this.#code(shader);
       const code = defines ? expandTemplate(src, defines) : src;
       m = this.device.createShaderModule({ code, label: key });
       this.#modules.set(key, m);
@@ -284,7 +309,8 @@ export class GpuContext {
     const off = this.#chunkOffset;
     const dst = new Uint32Array(this.#chunkData[this.#chunkIndex].buffer, off, bytes / 4);
     dst.fill(0);
-    for (let i = 0; i < words.length; i++) dst[i] = words[i];
+    if (words instanceof Uint32Array) dst.set(words);
+    else for (let i = 0; i < words.length; i++) dst[i] = words[i];
     const align = this.device.limits.minUniformBufferOffsetAlignment;
     this.#chunkOffset = Math.ceil((off + bytes) / align) * align;
     return { buffer: this.#chunks[this.#chunkIndex], offset: off, size: bytes };

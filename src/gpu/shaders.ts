@@ -1,8 +1,12 @@
 /**
  * Shader sources: one WGSL file per op family in `shaders/`, loaded relative to this module's
- * URL so it works from `file:` and `http(s):` imports alike.
+ * URL so it works from `file:` and `http(s):` imports alike. Every module is compiled from its
+ * file with the `{{struct:Name}}` markers replaced by the uniform structs declared in
+ * TypeScript (./kernel.ts) and the shared helpers of `shaders/prelude.wgsl` appended
+ * ({@link composeShader}).
  * @module
  */
+import { substituteStructs } from "./kernel.ts";
 
 /** Every shader file (without `.wgsl`) that `createGpu` preloads. Add new families here. */
 export const SHADER_NAMES = [
@@ -20,6 +24,9 @@ export const SHADER_NAMES = [
   "cam",
   "affinity",
 ] as const;
+
+/** The shared helpers' file (without `.wgsl`), part of every module. */
+export const PRELUDE = "prelude";
 
 /** The URL of a shader file. */
 export function shaderUrl(name: string): URL {
@@ -52,4 +59,13 @@ export function expandTemplate(source: string, defines: Record<string, string | 
     return String(defines[key]);
   });
   return out;
+}
+
+/**
+ * The WGSL of a module: a shader's source with its `{{struct:Name}}` markers substituted
+ * (./kernel.ts), followed by the prelude (appended, so the shader's own line numbers in
+ * compiler messages stay close to the file's; WGSL declarations may come in any order).
+ */
+export function composeShader(name: string, source: string, prelude: string): string {
+  return `${substituteStructs(name, source)}\n${prelude}`;
 }

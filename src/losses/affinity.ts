@@ -3,10 +3,10 @@
  * WGSL forward/backward and its f64 reference.
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, elementChunks } from "../ops/planes.ts";
-import type { PairGrid } from "../ops/affinity.ts";
+import { AffinityLossParams, type PairGrid } from "../ops/affinity.ts";
 
 /** Pair labels of one image, in the pair layout `[P, nFrom]`. */
 export interface PairLabels {
@@ -101,12 +101,12 @@ export function affinityLoss(
   for (const [k, v] of Object.entries(counts)) {
     if (!(Number.isInteger(v) && v >= 0)) throw new RangeError(`${op}: bad ${k} count ${v}`);
   }
-  const cnt = [counts.bg, counts.fg, counts.neg].map((v) => f32bits(v + 1e-5));
+  const cnt = { cnt_bg: counts.bg + 1e-5, cnt_fg: counts.fg + 1e-5, cnt_neg: counts.neg + 1e-5 };
   const loss = Tensor.empty(gpu, [8]);
   const grad = Tensor.empty(gpu, aff.shape);
   const chunks = elementChunks(gpu, aff.size);
   chunks.forEach((c, idx) => {
-    const params = [c.count, idx > 0 ? 1 : 0, ...cnt, 0, 0, 0];
+    const params = AffinityLossParams.pack({ n: c.count, accumulate: idx > 0 ? 1 : 0, ...cnt });
     const inputs = [aff.slice(c.start, c.count), codes.slice(c.start, c.count)];
     gpu.dispatch1d(
       {

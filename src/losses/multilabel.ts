@@ -4,9 +4,18 @@
  * with logits, then the mean over the batch. Kernels: `shaders/loss.wgsl`.
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, elementChunks, planeChunks } from "../ops/planes.ts";
+
+/**
+ * The uniform block of shaders/loss.wgsl: n values, element offsets of the logits and targets
+ * in their bindings (mlsm_fwd), accumulate onto earlier chunks, scale.
+ */
+const { MlsmParams } = declareParams("loss", {
+  MlsmParams: { n: "u32", xoff: "u32", toff: "u32", accumulate: "u32", scale: "f32" },
+});
 
 function check(op: string, logits: Tensor, targets: Tensor): [number, number] {
   if (logits.shape.length !== 2) {
@@ -41,16 +50,13 @@ export function multilabelSoftMarginLoss(
       entry: "mlsm_fwd",
       inputs: [ch.ranges[0], ch.ranges[1]],
       outputs: [loss],
-      params: [
-        ch.count * c,
-        ch.offsets[0],
-        ch.offsets[1],
-        ch.index > 0 ? 1 : 0,
-        f32bits(1 / (n * c)),
-        0,
-        0,
-        0,
-      ],
+      params: MlsmParams.pack({
+        n: ch.count * c,
+        xoff: ch.offsets[0],
+        toff: ch.offsets[1],
+        accumulate: ch.index > 0 ? 1 : 0,
+        scale: 1 / (n * c),
+      }),
       workgroups: [1],
     });
   }
@@ -78,7 +84,13 @@ export function multilabelSoftMarginLossBackward(
       entry: "mlsm_bwd",
       inputs: [logits.slice(start, count), targets.slice(start, count)],
       outputs: [dx.slice(start, count)],
-      params: [count, 0, 0, 0, f32bits(scale / (n * c)), 0, 0, 0],
+      params: MlsmParams.pack({
+        n: count,
+        xoff: 0,
+        toff: 0,
+        accumulate: 0,
+        scale: scale / (n * c),
+      }),
     }, count);
   }
   return dx;

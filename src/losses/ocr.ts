@@ -19,7 +19,9 @@
  * OC members only (`grad: "oc_only"`).
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
+import { type PlaneChunk, planeChunks } from "../gpu/split.ts";
 import { Tensor } from "../gpu/tensor.ts";
 
 /** Which group members receive gradient. */
@@ -134,37 +136,34 @@ const FLAG_WRITE_GRAD = 4;
 const FLAG_NORM_OC = 8;
 const PIXEL_WG = 64;
 
-/** A run of whole images bound as one range of z and grad. */
-interface ImageChunk {
-  b0: number;
-  n: number;
-  /** First bound element (aligned). */
-  start: number;
-  /** Bound elements. */
-  count: number;
-  /** Offset of image b0's first element inside the binding. */
-  off: number;
-}
-
-/** Splits B images of `per` elements into runs whose aligned bindings fit `maxEl`. */
-function imageChunks(B: number, per: number, alignEl: number, maxEl: number): ImageChunk[] {
-  const out: ImageChunk[] = [];
-  let b0 = 0;
-  while (b0 < B) {
-    const first = b0 * per;
-    const start = Math.floor(first / alignEl) * alignEl;
-    const n = Math.min(B - b0, Math.floor((maxEl - (first - start)) / per));
-    if (n < 1) {
-      throw new RangeError(
-        `ocrLoss: one image's class maps (${per} floats) exceed the storage binding limit ` +
-          `(${maxEl * 4} bytes)`,
-      );
-    }
-    out.push({ b0, n, start, count: first + n * per - start, off: first - start });
-    b0 += n;
-  }
-  return out;
-}
+/** The uniform block of shaders/ocr.wgsl. */
+const { OcrParams } = declareParams("ocr", {
+  OcrParams: {
+    /** Images in this dispatch's chunk. */
+    nImg: "u32",
+    C: "u32",
+    HW: "u32",
+    /** Global index of the chunk's first image. */
+    b0: "u32",
+    /** Element offset of image b0 inside the z and grad bindings. */
+    off: "u32",
+    flags: "u32",
+    /** B*H*W (finish). */
+    nPix: "u32",
+    _pad0: "u32",
+    tauAct: "f32",
+    alpha: "f32",
+    tauRel: "f32",
+    /** 1 / temperature. */
+    invT: "f32",
+    margin: "f32",
+    /** lambda / (B*H*W), used with norm "all". */
+    scale: "f32",
+    lambda: "f32",
+    /** B*H*W as f32 (norm "all"). */
+    normAll: "f32",
+  },
+});
 
 function checkShapes(
   z: { shape: readonly number[]; size: number },
@@ -220,43 +219,58 @@ export function ocrLoss(
   if (nPix > maxEl) {
     throw new RangeError(`ocrLoss: ${nPix} pixels exceed the storage binding limit`);
   }
-  const alignEl = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const chunks = imageChunks(B, C * HW, alignEl, maxEl);
-
   const grad = into ?? Tensor.empty(gpu, z.shape, "ocr.grad");
+  // Runs of whole images, z and grad bound alike.
+  let chunks: PlaneChunk[];
+  try {
+    chunks = planeChunks(gpu, "ocrLoss", B, [
+      { tensor: z, planeSize: C * HW },
+      { tensor: grad, planeSize: C * HW },
+    ]);
+  } catch (e) {
+    if (!into) grad.dispose();
+    throw e;
+  }
   const imgMax = Tensor.empty(gpu, [B], "ocr.imgMax");
   const pix = Tensor.empty(gpu, [nPix], "ocr.pix");
   const stats = Tensor.empty(gpu, [5], "ocr.stats");
   const normOc = o.norm === "oc";
   const flags = (o.grad === "both" ? FLAG_BOTH : 0) | (into ? FLAG_ACCUM : 0) |
     (normOc ? FLAG_NORM_OC : FLAG_WRITE_GRAD);
-  const floats = [
-    o.tauAct,
-    o.alpha,
-    o.tauRel,
-    1 / o.temperature,
-    o.margin,
-    o.lambda / nPix,
-    o.lambda,
-    nPix,
-  ].map(f32bits);
-  const params = (c: ImageChunk) => [c.n, C, HW, c.b0, c.off, flags, nPix, 0, ...floats];
-  const record = (entry: string, c: ImageChunk, workgroups: [number, number?]) =>
+  const params = (c: PlaneChunk) =>
+    OcrParams.pack({
+      nImg: c.count,
+      C,
+      HW,
+      b0: c.first,
+      off: c.offsets[0],
+      flags,
+      nPix,
+      tauAct: o.tauAct,
+      alpha: o.alpha,
+      tauRel: o.tauRel,
+      invT: 1 / o.temperature,
+      margin: o.margin,
+      scale: o.lambda / nPix,
+      lambda: o.lambda,
+      normAll: nPix,
+    });
+  const record = (entry: string, c: PlaneChunk, workgroups: [number, number?]) =>
     gpu.dispatch({
       name: `ocr.${entry}`,
       shader: "ocr",
       entry,
       constants: entry === "pixel" || entry === "gradient" ? { WG: PIXEL_WG } : undefined,
-      inputs: [z.slice(c.start, c.count), tags, prior],
-      outputs: [imgMax, grad.slice(c.start, c.count), pix, stats],
+      inputs: [c.ranges[0], tags, prior],
+      outputs: [imgMax, c.ranges[1], pix, stats],
       params: params(c),
       workgroups,
     });
   const tiles = Math.ceil(HW / PIXEL_WG);
-  for (const c of chunks) record("imgmax", c, [c.n]);
-  for (const c of chunks) record("pixel", c, [tiles, c.n]);
+  for (const c of chunks) record("imgmax", c, [c.count]);
+  for (const c of chunks) record("pixel", c, [tiles, c.count]);
   record("finish", chunks[0], [1]);
-  if (normOc) { for (const c of chunks) record("gradient", c, [tiles, c.n]); }
+  if (normOc) { for (const c of chunks) record("gradient", c, [tiles, c.count]); }
 
   const loss = Tensor.empty(gpu, [1], "ocr.loss");
   const ocPixels = Tensor.empty(gpu, [1], "ocr.ocPixels");

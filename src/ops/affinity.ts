@@ -8,7 +8,8 @@
  * laid out `[P, nFrom]`: index `k·nFrom + i` for offset k and crop pixel i (row-major).
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, dispatchPlanes } from "./planes.ts";
 
@@ -82,12 +83,55 @@ export function forEachPair(g: PairGrid, fn: (j: number, p: number, q: number) =
 }
 
 /**
- * The uniform words of the pair kernels (struct PairParams in shaders/affinity.wgsl):
- * channels, grid, the four offsets and beta.
+ * The uniform blocks of shaders/affinity.wgsl. PairParams, of every pair kernel: aff_fwd /
+ * aff_bwd: off0..off3 are the element offsets of the chunk's first sample in their bindings (in
+ * binding order); rw_dense: off0 = first row of the chunk, off1 = its offset in the output
+ * binding; beta: rw_* only. AffinityLossParams, of psa's affinity loss (src/losses/affinity.ts):
+ * n values, accumulate onto earlier chunks' sums, the three pair counts (+ 1e-5).
  */
-export function pairParams(g: PairGrid, C: number, offs: number[], beta = 0): number[] {
-  const o = [...offs, 0, 0, 0, 0].slice(0, 4);
-  return [C, g.h, g.w, g.radius, g.offsets.length, g.cropH, g.cropW, ...o, f32bits(beta)];
+export const { PairParams, AffinityLossParams } = declareParams("affinity", {
+  PairParams: {
+    C: "u32",
+    H: "u32",
+    W: "u32",
+    R: "u32",
+    P: "u32",
+    cropH: "u32",
+    cropW: "u32",
+    off0: "u32",
+    off1: "u32",
+    off2: "u32",
+    off3: "u32",
+    beta: "f32",
+  },
+  AffinityLossParams: {
+    n: "u32",
+    accumulate: "u32",
+    cnt_bg: "f32",
+    cnt_fg: "f32",
+    cnt_neg: "f32",
+  },
+});
+
+/**
+ * The uniform words of the pair kernels ({@link PairParams}): channels, grid, up to four
+ * offsets (the rest 0) and beta.
+ */
+export function pairParams(g: PairGrid, C: number, offs: number[], beta = 0): Uint32Array {
+  return PairParams.pack({
+    C,
+    H: g.h,
+    W: g.w,
+    R: g.radius,
+    P: g.offsets.length,
+    cropH: g.cropH,
+    cropW: g.cropW,
+    off0: offs[0] ?? 0,
+    off1: offs[1] ?? 0,
+    off2: offs[2] ?? 0,
+    off3: offs[3] ?? 0,
+    beta,
+  });
 }
 
 function featShape(op: string, f: Tensor): [number, number, number, number] {

@@ -12,7 +12,8 @@
  * (cumulative average), which is not supported here.
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, dispatchPlanes, nchw, planeChunks } from "./planes.ts";
 
@@ -48,6 +49,24 @@ export interface BatchNormStats {
 }
 
 const RWG = 64;
+
+/** The uniform blocks of shaders/batchnorm.wgsl (offsets: elements inside the bindings). */
+const P = declareParams("batchnorm", {
+  StatsParams: { C: "u32", HW: "u32", first: "u32", count: "u32", xoff: "u32", chunk: "u32" },
+  FinalParams: { C: "u32", K: "u32", eps: "f32", momentum: "f32", update: "u32" },
+  ApplyParams: { C: "u32", HW: "u32", first: "u32", xoff: "u32", yoff: "u32", eps: "f32" },
+  BwdReduceParams: {
+    C: "u32",
+    HW: "u32",
+    first: "u32",
+    count: "u32",
+    xoff: "u32",
+    dyoff: "u32",
+    chunk: "u32",
+  },
+  BwdFinalParams: { C: "u32", K: "u32", M: "f32", eps: "f32" },
+  BwdApplyParams: { C: "u32", HW: "u32", first: "u32", xoff: "u32", dyoff: "u32", dxoff: "u32" },
+});
 
 function checkParams(op: string, x: Tensor, p: BatchNormTensors): [number, number, number] {
   const [n, c, h, w] = nchw(op, x);
@@ -86,7 +105,14 @@ export function batchNormForward(
         entry: "stats",
         inputs: [ch.ranges[0]],
         outputs: [part],
-        params: [C, HW, ch.first, ch.count, ch.offsets[0], ch.index, 0, 0],
+        params: P.StatsParams.pack({
+          C,
+          HW,
+          first: ch.first,
+          count: ch.count,
+          xoff: ch.offsets[0],
+          chunk: ch.index,
+        }),
         workgroups: [C],
       });
     }
@@ -98,7 +124,13 @@ export function batchNormForward(
       entry: "stats_final",
       inputs: [part],
       outputs: [mean, inv, p.runningMean, p.runningVar],
-      params: [C, chunks.length, f32bits(eps), f32bits(opts.momentum ?? 0.1), 1, 0, 0, 0],
+      params: P.FinalParams.pack({
+        C,
+        K: chunks.length,
+        eps,
+        momentum: opts.momentum ?? 0.1,
+        update: 1,
+      }),
       workgroups: [Math.ceil(C / RWG)],
     });
     part.dispose();
@@ -116,7 +148,15 @@ export function batchNormForward(
     shared: [stats.mean, stats.stat, p.weight, p.bias],
     outputs: [{ tensor: y, planeSize: HW }],
     itemsPerPlane: HW,
-    params: (ch) => [C, HW, ch.first, ch.offsets[0], ch.offsets[1], f32bits(eps), 0, 0],
+    params: (ch) =>
+      P.ApplyParams.pack({
+        C,
+        HW,
+        first: ch.first,
+        xoff: ch.offsets[0],
+        yoff: ch.offsets[1],
+        eps,
+      }),
   });
   return { y, stats };
 }
@@ -173,7 +213,15 @@ export function batchNormBackward(
         entry: "bwd_reduce",
         inputs: [ch.ranges[0], ch.ranges[1], stats.mean],
         outputs: [part],
-        params: [C, HW, ch.first, ch.count, ch.offsets[0], ch.offsets[1], ch.index, 0],
+        params: P.BwdReduceParams.pack({
+          C,
+          HW,
+          first: ch.first,
+          count: ch.count,
+          xoff: ch.offsets[0],
+          dyoff: ch.offsets[1],
+          chunk: ch.index,
+        }),
         workgroups: [C],
       });
     }
@@ -186,7 +234,7 @@ export function batchNormBackward(
     constants: opts.accumulate ? { ...evalConst, ACC: 1 } : evalConst,
     inputs: [part ?? gpu.dummy, stats.mean, stats.stat, p.weight],
     outputs: [grads.weight, grads.bias, coef],
-    params: [C, k, f32bits(n * HW), f32bits(eps)],
+    params: P.BwdFinalParams.pack({ C, K: k, M: n * HW, eps }),
     workgroups: [Math.ceil(C / RWG)],
   });
   part?.dispose();
@@ -203,7 +251,15 @@ export function batchNormBackward(
     shared: [coef],
     outputs: [{ tensor: dx, planeSize: HW }],
     itemsPerPlane: HW,
-    params: (ch) => [C, HW, ch.first, ...ch.offsets, 0, 0],
+    params: (ch) =>
+      P.BwdApplyParams.pack({
+        C,
+        HW,
+        first: ch.first,
+        xoff: ch.offsets[0],
+        dyoff: ch.offsets[1],
+        dxoff: ch.offsets[2],
+      }),
   });
   coef.dispose();
   return dx;

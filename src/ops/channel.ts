@@ -4,9 +4,27 @@
  * over whole samples (one sample's C·H·W values must fit one binding).
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, dispatchPlanes, nchw } from "./planes.ts";
+
+/**
+ * The uniform block of shaders/channel.wgsl: ioff / ioff2 / ooff are the element offsets of the
+ * chunk's first sample in the input, second input and output bindings; `items` (pixels of the
+ * chunk) is not read by the kernels.
+ */
+const { ChannelParams } = declareParams("channel", {
+  ChannelParams: {
+    C: "u32",
+    HW: "u32",
+    items: "u32",
+    ioff: "u32",
+    ioff2: "u32",
+    ooff: "u32",
+    inv_t: "f32",
+  },
+});
 
 function checkTemperature(op: string, t: number): number {
   if (!(Number.isFinite(t) && t > 0)) throw new RangeError(`${op}: bad temperature ${t}`);
@@ -27,7 +45,16 @@ export function softmaxChannels(gpu: GpuContext, x: Tensor, temperature = 1): Te
     inputs: [{ tensor: x, planeSize: C * HW }],
     outputs: [{ tensor: y, planeSize: C * HW }],
     itemsPerPlane: HW,
-    params: (ch, items) => [C, HW, items, ch.offsets[0], 0, ch.offsets[1], f32bits(invT), 0],
+    params: (ch, items) =>
+      ChannelParams.pack({
+        C,
+        HW,
+        items,
+        ioff: ch.offsets[0],
+        ioff2: 0,
+        ooff: ch.offsets[1],
+        inv_t: invT,
+      }),
   });
   return y;
 }
@@ -56,7 +83,16 @@ export function softmaxChannelsBackward(
     inputs: [{ tensor: y, planeSize: plane }, { tensor: dy, planeSize: plane }],
     outputs: [{ tensor: dx, planeSize: plane }],
     itemsPerPlane: HW,
-    params: (ch, items) => [C, HW, items, ...ch.offsets, f32bits(invT), 0],
+    params: (ch, items) =>
+      ChannelParams.pack({
+        C,
+        HW,
+        items,
+        ioff: ch.offsets[0],
+        ioff2: ch.offsets[1],
+        ooff: ch.offsets[2],
+        inv_t: invT,
+      }),
   });
   return dx;
 }
@@ -77,7 +113,16 @@ export function argmaxChannels(gpu: GpuContext, x: Tensor): Tensor {
     inputs: [{ tensor: x, planeSize: C * HW }],
     outputs: [{ tensor: out, planeSize: HW }],
     itemsPerPlane: HW,
-    params: (ch, items) => [C, HW, items, ch.offsets[0], 0, ch.offsets[1], 0, 0],
+    params: (ch, items) =>
+      ChannelParams.pack({
+        C,
+        HW,
+        items,
+        ioff: ch.offsets[0],
+        ioff2: 0,
+        ooff: ch.offsets[1],
+        inv_t: 0,
+      }),
   });
   return out;
 }

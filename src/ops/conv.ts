@@ -21,6 +21,8 @@
  * @module
  */
 import type { BufferRange, GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
+import { bindingWindow, spans, windowCapacity, windowFits } from "../gpu/split.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { gemm, isCpuAdapter } from "./matmul.ts";
 
@@ -505,121 +507,67 @@ function plainDefines(): Record<string, string | number> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parameter block (see struct Params in shaders/conv2d.wgsl).
+// Parameter block of shaders/conv2d.wgsl, shared by all its kernels (each reads a subset and
+// packs with `packPartial`: the fields it does not read are 0).
 
-interface ConvParams {
-  N?: number;
-  C?: number;
-  H?: number;
-  W?: number;
-  R?: number;
-  OH?: number;
-  OW?: number;
-  Rp?: number;
-  offY?: number;
-  offX?: number;
-  nbx?: number;
-  nby?: number;
-  xOff?: number;
-  xsN?: number;
-  wOff?: number;
-  aOff?: number;
-  yOff?: number;
-  ysN?: number;
-  ysC?: number;
-  ysY?: number;
-  ysX?: number;
-  flags?: number;
-  rowsPerSplit?: number;
-  splits?: number;
-  KH?: number;
-  KW?: number;
-  S?: number;
-  D?: number;
-  asN?: number;
-  asC?: number;
-  kyA?: number;
-  kyB?: number;
-  kxA?: number;
-  kxB?: number;
-  oMajor?: number;
-  count?: number;
-}
-
-const PARAM_ORDER: (keyof ConvParams)[] = [
-  "N",
-  "C",
-  "H",
-  "W",
-  "R",
-  "OH",
-  "OW",
-  "Rp",
-  "offY",
-  "offX",
-  "nbx",
-  "nby",
-  "xOff",
-  "xsN",
-  "wOff",
-  "aOff",
-  "yOff",
-  "ysN",
-  "ysC",
-  "ysY",
-  "ysX",
-  "flags",
-  "rowsPerSplit",
-  "splits",
-  "KH",
-  "KW",
-  "S",
-  "D",
-  "asN",
-  "asC",
-  "kyA",
-  "kyB",
-  "kxA",
-  "kxB",
-  "oMajor",
-  "count",
-];
-
-function packParams(p: ConvParams): number[] {
-  const out = PARAM_ORDER.map((k) => (p[k] ?? 0) >>> 0);
-  while (out.length % 4) out.push(0);
-  return out;
-}
+const { ConvParams } = declareParams("conv2d", {
+  ConvParams: {
+    // Input of the kernel: batch, channels, rows, columns; planes are contiguous (H·W).
+    N: "u32",
+    C: "u32",
+    H: "u32",
+    W: "u32",
+    // Output channels, output grid rows / columns, weight row length (padded channel count).
+    R: "u32",
+    OH: "u32",
+    OW: "u32",
+    Rp: "u32",
+    // Input position of output (y, x) and tap (ky, kx): (y·S + offY + ky·D, x·S + offX + kx·D).
+    offY: "i32",
+    offX: "i32",
+    // Column blocks per row (fwd) / output-channel blocks (wgrad); row blocks (fwd) / channel
+    // blocks (wgrad).
+    nbx: "u32",
+    nby: "u32",
+    // Element offsets inside the bindings and strides.
+    xOff: "u32",
+    xsN: "u32",
+    wOff: "u32",
+    aOff: "u32",
+    yOff: "u32",
+    ysN: "u32",
+    ysC: "u32",
+    ysY: "u32",
+    ysX: "u32",
+    // bit 0: accumulate into the output; bit 1: add bias (fwd).
+    flags: "u32",
+    // wgrad: output rows (n, y) per split; naive kernels: kernel height / width, stride,
+    // dilation.
+    rowsPerSplit: "u32",
+    splits: "u32",
+    KH: "u32",
+    KW: "u32",
+    S: "u32",
+    D: "u32",
+    // Second input (dY of wgrad / naive_wgrad / naive_dgrad): batch and channel strides.
+    asN: "u32",
+    asC: "u32",
+    // permute: tap index map ky = kyA + t·kyB (and x alike), whether o is the row index.
+    kyA: "i32",
+    kyB: "i32",
+    kxA: "i32",
+    kxB: "i32",
+    oMajor: "u32",
+    count: "u32",
+  },
+});
 
 const FLAG_ACC = 1;
 const FLAG_BIAS = 2;
 
 // ---------------------------------------------------------------------------------------------
-// Binding windows and split plans.
-
-interface Win {
-  range: BufferRange;
-  shift: number;
-}
-
-function win(gpu: GpuContext, buffer: GPUBuffer, lo: number, count: number): Win {
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const start = Math.floor(lo / align) * align;
-  const shift = lo - start;
-  let size = Math.ceil((shift + Math.max(1, count)) / 4) * 16;
-  size = Math.min(size, buffer.size - start * 4);
-  return { range: { buffer, offset: start * 4, size }, shift };
-}
-
-function fits(gpu: GpuContext, elements: number): boolean {
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  return (elements + align + 4) * 4 <= gpu.maxBindingBytes;
-}
-
-/** Splits [0, total) into chunks of `size` (last one shorter). */
-function* chunks(total: number, size: number): Generator<[number, number]> {
-  for (let s = 0; s < total; s += size) yield [s, Math.min(size, total - s)];
-}
+// Split plans: each op below halves images / channels until every binding window fits
+// (windows and spans from the shared splitter, src/gpu/split.ts).
 
 // ---------------------------------------------------------------------------------------------
 // The generic blocked pass (forward and input-gradient phases).
@@ -669,12 +617,12 @@ function runBlocked(gpu: GpuContext, s: BlockedPass): void {
   });
   for (let i = 0; i < 200; i++) {
     const e = ext();
-    if (fits(gpu, e.x) && fits(gpu, e.w) && fits(gpu, e.y)) break;
+    if (windowFits(gpu, e.x) && windowFits(gpu, e.w) && windowFits(gpu, e.y)) break;
     if (cn > 1) cn = Math.ceil(cn / 2);
-    else if (!fits(gpu, e.y) && cr > 4) {
+    else if (!windowFits(gpu, e.y) && cr > 4) {
       // Down to 4 channels (vec4 weight alignment), below the block size if need be.
       cr = cr > s.block.ro ? Math.ceil(cr / 2 / s.block.ro) * s.block.ro : Math.max(4, cr >> 1);
-    } else if ((!fits(gpu, e.x) || !fits(gpu, e.w)) && cq > 1) cq = Math.ceil(cq / 2);
+    } else if ((!windowFits(gpu, e.x) || !windowFits(gpu, e.w)) && cq > 1) cq = Math.ceil(cq / 2);
     else {
       throw new RangeError(
         `${s.name}: one image plane block does not fit maxBindingBytes ${gpu.maxBindingBytes}`,
@@ -693,18 +641,18 @@ function runBlocked(gpu: GpuContext, s: BlockedPass): void {
   if (Math.ceil((nbx * nby) / wg[0]) > zmax) {
     throw new RangeError(`${s.name}: output of ${s.oh}x${s.ow} has too many blocks`);
   }
-  for (const [n0, nn] of chunks(s.n, cn)) {
-    for (const [r0, nr] of chunks(s.r, cr)) {
-      for (const [q0, nq] of chunks(s.q, cq)) {
+  for (const [n0, nn] of spans(s.n, cn)) {
+    for (const [r0, nr] of spans(s.r, cr)) {
+      for (const [q0, nq] of spans(s.q, cq)) {
         const first = q0 === 0;
-        const wx = win(
+        const wx = bindingWindow(
           gpu,
           s.x.buffer,
           n0 * s.q * plane + q0 * plane,
           (nn - 1) * s.q * plane + nq * plane,
         );
-        const ww = win(gpu, s.wt.buffer, q0 * taps * s.rp, nq * taps * s.rp);
-        const wy = win(
+        const ww = bindingWindow(gpu, s.wt.buffer, q0 * taps * s.rp, nq * taps * s.rp);
+        const wy = bindingWindow(
           gpu,
           s.out.buffer,
           s.yBase + n0 * s.ysN + r0 * s.ysC,
@@ -718,7 +666,7 @@ function runBlocked(gpu: GpuContext, s: BlockedPass): void {
           defines,
           inputs: [wx.range, ww.range, bias],
           outputs: [wy.range],
-          params: packParams({
+          params: ConvParams.packPartial({
             N: nn,
             C: nq,
             H: s.h,
@@ -788,17 +736,17 @@ function permuteWeights(
   for (let i = 0; i < 200; i++) {
     const src = srcRange(0, nq, 0, nr);
     const dstExt = ((nq - 1) * taps + taps - 1) * p.rp + nr;
-    if (fits(gpu, dstExt) && (!src || fits(gpu, src.hi - src.lo))) break;
+    if (windowFits(gpu, dstExt) && (!src || windowFits(gpu, src.hi - src.lo))) break;
     if (nq > 1) nq = Math.ceil(nq / 2);
     else if (nr > 1) nr = Math.ceil(nr / 2);
     else throw new RangeError(`conv2d: weights of [${w.shape}] cannot be split to fit`);
   }
-  for (const [q0, cq] of chunks(p.q, nq)) {
-    for (const [r0, cr] of chunks(p.rp, nr)) {
+  for (const [q0, cq] of spans(p.q, nq)) {
+    for (const [r0, cr] of spans(p.rp, nr)) {
       const src = srcRange(q0, cq, r0, cr);
       const dLo = q0 * taps * p.rp + r0;
-      const wd = win(gpu, dst.buffer, dLo, ((cq - 1) * taps + taps - 1) * p.rp + cr);
-      const ws = src ? win(gpu, w.buffer, src.lo, src.hi - src.lo) : null;
+      const wd = bindingWindow(gpu, dst.buffer, dLo, ((cq - 1) * taps + taps - 1) * p.rp + cr);
+      const ws = src ? bindingWindow(gpu, w.buffer, src.lo, src.hi - src.lo) : null;
       const count = cq * taps * cr;
       gpu.dispatch1d({
         name: "conv2d.permute",
@@ -807,7 +755,7 @@ function permuteWeights(
         defines: plainDefines(),
         inputs: [ws ? ws.range : gpu.dummy, gpu.dummy, gpu.dummy],
         outputs: [wd.range],
-        params: packParams({
+        params: ConvParams.packPartial({
           C: ci,
           R: p.r,
           Rp: p.rp,
@@ -1165,11 +1113,15 @@ export function conv2dGradWeight(
     const xs = (cn - 1) * xImg + cc * xPlane;
     const ds = (cn - 1) * dImg + co * dPlane;
     const ws = (co - 1) * g.c * taps + cc * taps;
-    if (fits(gpu, xs) && fits(gpu, ds) && fits(gpu, ws) && fits(gpu, co * cc * taps)) break;
+    if (
+      windowFits(gpu, xs) && windowFits(gpu, ds) && windowFits(gpu, ws) &&
+      windowFits(gpu, co * cc * taps)
+    ) break;
     if (i > 200) throw new RangeError(`${op}: cannot split to fit maxBindingBytes`);
-    if (cn > 1 && (!fits(gpu, xs) || !fits(gpu, ds))) cn = Math.ceil(cn / 2);
-    else if (co > 1 && (!fits(gpu, ds) || !fits(gpu, ws) || cc === 1)) co = Math.ceil(co / 2);
-    else if (cc > 1) cc = Math.ceil(cc / 2);
+    if (cn > 1 && (!windowFits(gpu, xs) || !windowFits(gpu, ds))) cn = Math.ceil(cn / 2);
+    else if (co > 1 && (!windowFits(gpu, ds) || !windowFits(gpu, ws) || cc === 1)) {
+      co = Math.ceil(co / 2);
+    } else if (cc > 1) cc = Math.ceil(cc / 2);
     else {throw new RangeError(
         `${op}: one image plane exceeds maxBindingBytes ${gpu.maxBindingBytes}`,
       );}
@@ -1181,24 +1133,38 @@ export function conv2dGradWeight(
     () => wgradDefines(b, kg, wgx),
   );
   const tapBlocks = g.kh / b.kht;
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  for (const [o0, no] of chunks(g.o, co)) {
-    for (const [c0, nc] of chunks(g.c, cc)) {
+  for (const [o0, no] of spans(g.o, co)) {
+    for (const [c0, nc] of spans(g.c, cc)) {
       const count = no * nc * taps;
       const nob = Math.ceil(no / b.ro);
       const ncb = Math.ceil(nc / b.rc);
       const perSplit = nob * ncb * tapBlocks;
-      const maxSplits = Math.max(1, Math.floor((gpu.maxBindingBytes / 4 - align - 4) / count));
+      const maxSplits = Math.max(1, Math.floor(windowCapacity(gpu) / count));
       const want = Math.ceil((style === "cpu" ? 256 : 4096) / perSplit);
       const splits = Math.max(1, Math.min(want, maxSplits, cn * g.oh));
       const part = Tensor.empty(gpu, [splits * count]);
-      const wdw = win(gpu, out.buffer, (o0 * g.c + c0) * taps, (no - 1) * g.c * taps + nc * taps);
-      for (const [n0, nn] of chunks(g.n, cn)) {
+      const wdw = bindingWindow(
+        gpu,
+        out.buffer,
+        (o0 * g.c + c0) * taps,
+        (no - 1) * g.c * taps + nc * taps,
+      );
+      for (const [n0, nn] of spans(g.n, cn)) {
         const rows = nn * g.oh;
         const rowsPerSplit = Math.ceil(rows / Math.min(splits, rows));
         const used = Math.ceil(rows / rowsPerSplit);
-        const wx = win(gpu, x.buffer, n0 * xImg + c0 * xPlane, (nn - 1) * xImg + nc * xPlane);
-        const wd = win(gpu, dy.buffer, n0 * dImg + o0 * dPlane, (nn - 1) * dImg + no * dPlane);
+        const wx = bindingWindow(
+          gpu,
+          x.buffer,
+          n0 * xImg + c0 * xPlane,
+          (nn - 1) * xImg + nc * xPlane,
+        );
+        const wd = bindingWindow(
+          gpu,
+          dy.buffer,
+          n0 * dImg + o0 * dPlane,
+          (nn - 1) * dImg + no * dPlane,
+        );
         gpu.dispatch({
           name: `${op}.partial`,
           shader: "conv2d",
@@ -1206,7 +1172,7 @@ export function conv2dGradWeight(
           defines,
           inputs: [wx.range, gpu.dummy, wd.range],
           outputs: [part.slice(0, used * count)],
-          params: packParams({
+          params: ConvParams.packPartial({
             N: nn,
             C: nc,
             H: g.h,
@@ -1238,7 +1204,7 @@ export function conv2dGradWeight(
           defines: plainDefines(),
           inputs: [part.slice(0, used * count), gpu.dummy, gpu.dummy],
           outputs: [wdw.range],
-          params: packParams({
+          params: ConvParams.packPartial({
             splits: used,
             count,
             W: nc * taps,
@@ -1258,7 +1224,7 @@ export function conv2dGradWeight(
 function channelChunks(gpu: GpuContext, op: string, n: number, o: number, plane: number) {
   let cn = n;
   let co = o;
-  while (!fits(gpu, (cn - 1) * o * plane + co * plane)) {
+  while (!windowFits(gpu, (cn - 1) * o * plane + co * plane)) {
     if (cn > 1) cn = Math.ceil(cn / 2);
     else if (co > 1) co = Math.ceil(co / 2);
     else throw new RangeError(`${op}: one plane exceeds maxBindingBytes ${gpu.maxBindingBytes}`);
@@ -1275,10 +1241,10 @@ export function conv2dGradBias(gpu: GpuContext, dy: Tensor, opts: ConvOutOptions
   checkTensor(op, "out", out, [o]);
   const plane = h * w;
   const { cn, co } = channelChunks(gpu, op, n, o, plane);
-  for (const [o0, no] of chunks(o, co)) {
-    for (const [n0, nn] of chunks(n, cn)) {
-      const wx = win(gpu, dy.buffer, (n0 * o + o0) * plane, ((nn - 1) * o + no) * plane);
-      const wo = win(gpu, out.buffer, o0, no);
+  for (const [o0, no] of spans(o, co)) {
+    for (const [n0, nn] of spans(n, cn)) {
+      const wx = bindingWindow(gpu, dy.buffer, (n0 * o + o0) * plane, ((nn - 1) * o + no) * plane);
+      const wo = bindingWindow(gpu, out.buffer, o0, no);
       gpu.dispatch({
         name: op,
         shader: "conv2d",
@@ -1286,7 +1252,7 @@ export function conv2dGradBias(gpu: GpuContext, dy: Tensor, opts: ConvOutOptions
         defines: plainDefines(),
         inputs: [wx.range, gpu.dummy, gpu.dummy],
         outputs: [wo.range],
-        params: packParams({
+        params: ConvParams.packPartial({
           N: nn,
           R: no,
           H: h,
@@ -1308,10 +1274,10 @@ function biasAdd(gpu: GpuContext, y: Tensor, bias: Tensor): void {
   const [n, o, h, w] = y.shape;
   const plane = h * w;
   const { cn, co } = channelChunks(gpu, "conv2d.bias", n, o, plane);
-  for (const [o0, no] of chunks(o, co)) {
-    for (const [n0, nn] of chunks(n, cn)) {
-      const wy = win(gpu, y.buffer, (n0 * o + o0) * plane, ((nn - 1) * o + no) * plane);
-      const wb = win(gpu, bias.buffer, o0, no);
+  for (const [o0, no] of spans(o, co)) {
+    for (const [n0, nn] of spans(n, cn)) {
+      const wy = bindingWindow(gpu, y.buffer, (n0 * o + o0) * plane, ((nn - 1) * o + no) * plane);
+      const wb = bindingWindow(gpu, bias.buffer, o0, no);
       gpu.dispatch1d({
         name: "conv2d.bias",
         shader: "conv2d",
@@ -1319,7 +1285,7 @@ function biasAdd(gpu: GpuContext, y: Tensor, bias: Tensor): void {
         defines: plainDefines(),
         inputs: [gpu.dummy, gpu.dummy, wb.range],
         outputs: [wy.range],
-        params: packParams({
+        params: ConvParams.packPartial({
           R: no,
           H: h,
           W: w,
@@ -1353,7 +1319,7 @@ function naive(
   const bind = (v: Tensor | BufferRange | null) =>
     v === null ? gpu.dummy : v instanceof Tensor ? v.binding() : v;
   for (const v of [t.x, t.w, t.aux, t.out]) {
-    if (v instanceof Tensor && !fits(gpu, v.size)) {
+    if (v instanceof Tensor && !windowFits(gpu, v.size)) {
       throw new RangeError(`conv2d ${entry}: tensor exceeds maxBindingBytes (no splitting)`);
     }
   }
@@ -1364,7 +1330,7 @@ function naive(
     defines: plainDefines(),
     inputs: [bind(t.x), bind(t.w), bind(t.aux)],
     outputs: [t.out.binding()],
-    params: packParams({
+    params: ConvParams.packPartial({
       N: g.n,
       C: g.c,
       H: g.h,

@@ -14,7 +14,9 @@
  * inner dimension (partial products accumulated) inside {@link gemm}.
  * @module
  */
-import { type BufferRange, f32bits, type GpuContext, grid1d } from "../gpu/context.ts";
+import { type BufferRange, type GpuContext, grid1d } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
+import { type BindingWindow, bindingWindow, windowCapacity } from "../gpu/split.ts";
 import process from "node:process";
 import { Tensor } from "../gpu/tensor.ts";
 
@@ -389,10 +391,13 @@ function extent(chunk: Chunk, s: GemmSpec): { a: number; b: number; c: number } 
   };
 }
 
-/** Chunk sizes such that every operand's window fits the binding limit. */
+/**
+ * Chunk sizes such that every operand's window fits the binding limit: the GEMM's plan over the
+ * shared splitter (src/gpu/split.ts), halving the batch first, then the dimension contributing
+ * most to the largest over-limit window. Chunks along K are accumulated (see {@link gemm}).
+ */
 function planChunks(gpu: GpuContext, s: GemmSpec): Chunk {
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const limit = Math.floor(gpu.maxBindingBytes / 4) - align - 4;
+  const limit = windowCapacity(gpu);
   const ch: Chunk = { b: s.batch, m: s.M, n: s.N, k: s.K };
   for (let iter = 0; iter < 200; iter++) {
     const e = extent(ch, s);
@@ -415,20 +420,6 @@ function planChunks(gpu: GpuContext, s: GemmSpec): Chunk {
     `${s.name ?? "gemm"}: cannot split ${s.M}x${s.K}·${s.K}x${s.N} (batch ${s.batch}) to fit ` +
       `maxBindingBytes ${gpu.maxBindingBytes}`,
   );
-}
-
-function window(
-  gpu: GpuContext,
-  buffer: GPUBuffer,
-  lo: number,
-  count: number,
-): { range: { buffer: GPUBuffer; offset: number; size: number }; shift: number } {
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const start = Math.floor(lo / align) * align;
-  const shift = lo - start;
-  let size = Math.ceil((shift + count) / 4) * 16;
-  size = Math.min(size, buffer.size - start * 4);
-  return { range: { buffer, offset: start * 4, size }, shift };
 }
 
 function validate(s: GemmSpec): void {
@@ -480,19 +471,19 @@ export function gemm(gpu: GpuContext, s: GemmSpec): void {
           const acc = (s.accumulate ?? false) || k0 > 0;
           const sub: Chunk = { b: nb, m: nm, n: nn, k: Math.max(1, nk) };
           const e = extent(sub, s);
-          const wa = window(
+          const wa = bindingWindow(
             gpu,
             s.a.buffer,
             s.a.off + b0 * s.a.sB + m0 * s.a.sM + k0 * s.a.sK,
             e.a,
           );
-          const wb = window(
+          const wb = bindingWindow(
             gpu,
             s.b.buffer,
             s.b.off + b0 * s.b.sB + k0 * s.b.sK + n0 * s.b.sN,
             e.b,
           );
-          const wc = window(gpu, s.c.buffer, s.c.off + b0 * s.c.sB + m0 * s.c.sM + n0, e.c);
+          const wc = bindingWindow(gpu, s.c.buffer, s.c.off + b0 * s.c.sB + m0 * s.c.sM + n0, e.c);
           dispatchGemm(gpu, s, variant, {
             M: nm,
             N: nn,
@@ -515,9 +506,9 @@ interface Piece {
   N: number;
   K: number;
   batch: number;
-  wa: ReturnType<typeof window>;
-  wb: ReturnType<typeof window>;
-  wc: ReturnType<typeof window>;
+  wa: BindingWindow;
+  wb: BindingWindow;
+  wc: BindingWindow;
   acc: boolean;
   alpha: number;
 }
@@ -530,6 +521,36 @@ interface Strided {
   s1: number;
 }
 
+/** The uniform block of shaders/matmul.wgsl. */
+const { GemmParams } = declareParams("matmul", {
+  GemmParams: {
+    M: "u32",
+    N: "u32",
+    K: "u32",
+    batch: "u32",
+    // A element (m, k) of batch b: A[aOff + b * aBatch + m * aSM + k * aSK]
+    aOff: "u32",
+    aBatch: "u32",
+    aSM: "u32",
+    aSK: "u32",
+    // B element (k, n): B[bOff + b * bBatch + k * bSK + n * bSN]
+    bOff: "u32",
+    bBatch: "u32",
+    bSK: "u32",
+    bSN: "u32",
+    // C element (m, n): C[cOff + b * cBatch + m * cSM + n]
+    cOff: "u32",
+    cBatch: "u32",
+    cSM: "u32",
+    // 0: C is overwritten; otherwise C is accumulated into.
+    beta: "u32",
+    alpha: "f32",
+    // rb: row / column counts rounded up to 4 for vec4 groups along m / n (clamping bound).
+    mPad: "u32",
+    nPad: "u32",
+  },
+});
+
 function gemmParams(
   p: Piece,
   a: Strided,
@@ -537,29 +558,28 @@ function gemmParams(
   c: Strided,
   mPad: number,
   nPad: number,
-): number[] {
-  return [
-    p.M,
-    p.N,
-    p.K,
-    p.batch,
-    a.off,
-    a.sB,
-    a.s0,
-    a.s1,
-    b.off,
-    b.sB,
-    b.s0,
-    b.s1,
-    c.off,
-    c.sB,
-    c.s0,
-    p.acc ? 1 : 0,
-    f32bits(p.alpha),
+): Uint32Array {
+  return GemmParams.pack({
+    M: p.M,
+    N: p.N,
+    K: p.K,
+    batch: p.batch,
+    aOff: a.off,
+    aBatch: a.sB,
+    aSM: a.s0,
+    aSK: a.s1,
+    bOff: b.off,
+    bBatch: b.sB,
+    bSK: b.s0,
+    bSN: b.s1,
+    cOff: c.off,
+    cBatch: c.sB,
+    cSM: c.s0,
+    beta: p.acc ? 1 : 0,
+    alpha: p.alpha,
     mPad,
     nPad,
-    0,
-  ];
+  });
 }
 
 function dispatchGemm(gpu: GpuContext, s: GemmSpec, variant: MatmulVariant, p: Piece): void {

@@ -1,105 +1,21 @@
 /**
- * Splitting work past the storage-binding limit for ops that treat a tensor as a sequence of
- * independent "planes" (an (n, c) image plane, a sample, a row) or as a flat element range.
- *
- * A chunk binds, per tensor, a byte range that starts at an offset aligned to
- * `minStorageBufferOffsetAlignment` (rounded down from the chunk's first plane) and passes the
- * element offset of that first plane inside the binding to the shader, so planes of any size
- * can be chunked; the chunk is grown greedily while every tensor's binding fits.
+ * Shape checks and {@link dispatchPlanes}, the dispatch of a kernel over chunks of whole planes
+ * ("planes": (n, c) image planes, samples, rows) split past the storage-binding limit by the
+ * shared splitter (src/gpu/split.ts).
  * @module
  */
-import type { Bindable, BufferRange, GpuContext } from "../gpu/context.ts";
+import type { Bindable, GpuContext } from "../gpu/context.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { type PlaneChunk, planeChunks, type PlaneSpec } from "../gpu/split.ts";
 
-/** One chunk of whole planes: bindings and in-binding element offsets, one per tensor. */
-export interface PlaneChunk {
-  /** Index of the chunk (0, 1, ...). */
-  index: number;
-  /** First plane of the chunk. */
-  first: number;
-  /** Number of planes in the chunk. */
-  count: number;
-  /** Per tensor, the binding covering the chunk's planes. */
-  ranges: BufferRange[];
-  /** Per tensor, the element offset of plane `first` inside its binding. */
-  offsets: number[];
-}
-
-/** A tensor split into planes of `planeSize` elements (plane q spans [q·size, (q+1)·size)). */
-export interface PlaneSpec {
-  tensor: Tensor;
-  planeSize: number;
-}
-
-/**
- * Splits `planes` planes into chunks whose bindings stay within `gpu.maxBindingBytes` for every
- * tensor, with at most `maxCount` planes per chunk. Throws naming `op` when a single plane does
- * not fit one binding.
- */
-export function planeChunks(
-  gpu: GpuContext,
-  op: string,
-  planes: number,
-  specs: PlaneSpec[],
-  maxCount = Infinity,
-): PlaneChunk[] {
-  const maxEl = Math.floor(gpu.maxBindingBytes / 4);
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  for (const s of specs) {
-    if (s.tensor.size < planes * s.planeSize) {
-      throw new RangeError(
-        `${op}: tensor [${s.tensor.shape}] holds fewer than ${planes} planes of ${s.planeSize}`,
-      );
-    }
-  }
-  const out: PlaneChunk[] = [];
-  let first = 0;
-  while (first < planes) {
-    let count = Math.min(planes - first, maxCount);
-    const starts = specs.map((s) => Math.floor((first * s.planeSize) / align) * align);
-    specs.forEach((s, i) => {
-      if (s.planeSize > 0) {
-        const off = first * s.planeSize - starts[i];
-        count = Math.min(count, Math.floor((maxEl - off) / s.planeSize));
-      }
-    });
-    if (count < 1) {
-      const big = specs.reduce((a, s) => Math.max(a, s.planeSize), 0);
-      throw new RangeError(
-        `${op}: one plane of ${big * 4} bytes does not fit the storage binding limit ` +
-          `(${gpu.maxBindingBytes} bytes)`,
-      );
-    }
-    out.push({
-      index: out.length,
-      first,
-      count,
-      ranges: specs.map((s, i) =>
-        s.tensor.slice(starts[i], Math.max(1, (first + count) * s.planeSize - starts[i]))
-      ),
-      offsets: specs.map((s, i) => first * s.planeSize - starts[i]),
-    });
-    first += count;
-  }
-  return out;
-}
-
-/** An aligned flat element range for elementwise kernels (no in-binding offset needed). */
-export interface ElementChunk {
-  start: number;
-  count: number;
-}
-
-/** Splits `n` elements into aligned ranges that fit one storage binding. */
-export function elementChunks(gpu: GpuContext, n: number): ElementChunk[] {
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const chunk = Math.max(align, Math.floor(gpu.maxBindingBytes / 4 / align) * align);
-  const out: ElementChunk[] = [];
-  for (let start = 0; start < n; start += chunk) {
-    out.push({ start, count: Math.min(chunk, n - start) });
-  }
-  return out;
-}
+// The splitter's plane and element chunks, for the ops that import them from here.
+export {
+  type ElementChunk,
+  elementChunks,
+  type PlaneChunk,
+  planeChunks,
+  type PlaneSpec,
+} from "../gpu/split.ts";
 
 /** Checks that a shape is 4-D NCHW with positive integer sizes and returns it. */
 export function shape4(op: string, shape: readonly number[]): [number, number, number, number] {
@@ -147,7 +63,7 @@ export interface PlaneDispatch {
   /** Workgroup width on the "flat" grid (default 256). */
   wgSize?: number;
   /** Uniform words for a chunk; `items` = chunk planes · itemsPerPlane. */
-  params: (chunk: PlaneChunk, items: number) => number[];
+  params: (chunk: PlaneChunk, items: number) => ArrayLike<number>;
 }
 
 /**

@@ -5,8 +5,15 @@
  * same index) and `p.alpha`, `p.beta` (scalars).
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
+import { elementChunks } from "../gpu/split.ts";
 import { Tensor } from "../gpu/tensor.ts";
+
+/** The uniform block of shaders/elementwise.wgsl. */
+export const { PointwiseParams } = declareParams("elementwise", {
+  PointwiseParams: { n: "u32", alpha: "f32", beta: "f32" },
+});
 
 /** One pointwise op. */
 export interface PointwiseOp {
@@ -91,10 +98,7 @@ export function pointwise(
   for (const t of inputs.slice(1)) {
     if (t.buffer === out.buffer) throw new RangeError(`${name}: only input 0 may alias the output`);
   }
-  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-  const chunk = Math.floor(gpu.maxBindingBytes / 4 / align) * align;
-  for (let start = 0; start < n; start += chunk) {
-    const count = Math.min(chunk, n - start);
+  for (const { start, count } of elementChunks(gpu, n)) {
     const src = inputs.map((t) => t.slice(start, count));
     while (src.length < 3) src.push(src[src.length - 1]);
     if (inplace) {
@@ -108,7 +112,7 @@ export function pointwise(
       defines: { EXPR: op.wgsl },
       inputs: src,
       outputs: [out.slice(start, count)],
-      params: [count, f32bits(opts.alpha ?? 0), f32bits(opts.beta ?? 0), 0],
+      params: PointwiseParams.pack({ n: count, alpha: opts.alpha ?? 0, beta: opts.beta ?? 0 }),
     }, count);
   }
   return out;

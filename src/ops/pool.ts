@@ -5,6 +5,7 @@
  * @module
  */
 import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, dispatchPlanes, nchw, shape4 } from "./planes.ts";
 
@@ -55,8 +56,46 @@ export function poolOutSize(size: number, k: number, s: number, p: number): numb
 }
 
 /** Uniform words of pool.wgsl's PoolParams for a chunk. */
-function words(H: number, W: number, g: PoolGeom, n: number, offs: number[]): number[] {
-  return [H, W, g.OH, g.OW, ...g.k, ...g.s, ...g.p, n, offs[0], offs[1], offs[2] ?? 0, 0, 0];
+/**
+ * The uniform block of shaders/pool.wgsl: n = planes of the chunk (gap_fwd), off0..off2 the
+ * element offsets of the chunk's first plane in the bindings (in binding order).
+ */
+const { PoolParams } = declareParams("pool", {
+  PoolParams: {
+    H: "u32",
+    W: "u32",
+    OH: "u32",
+    OW: "u32",
+    kh: "u32",
+    kw: "u32",
+    sh: "u32",
+    sw: "u32",
+    ph: "u32",
+    pw: "u32",
+    n: "u32",
+    off0: "u32",
+    off1: "u32",
+    off2: "u32",
+  },
+});
+
+function words(H: number, W: number, g: PoolGeom, n: number, offs: number[]): Uint32Array {
+  return PoolParams.pack({
+    H,
+    W,
+    OH: g.OH,
+    OW: g.OW,
+    kh: g.k[0],
+    kw: g.k[1],
+    sh: g.s[0],
+    sw: g.s[1],
+    ph: g.p[0],
+    pw: g.p[1],
+    n,
+    off0: offs[0],
+    off1: offs[1],
+    off2: offs[2] ?? 0,
+  });
 }
 
 /** Result of {@link maxPool2d}. */

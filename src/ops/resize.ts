@@ -5,7 +5,8 @@
  * limit is split over (n, c) planes.
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, dispatchPlanes, nchw, shape4 } from "./planes.ts";
 
@@ -73,27 +74,44 @@ export function checkResizeOptions(opts: ResizeOptions): void {
   }
 }
 
+/**
+ * The uniform block of shaders/resize.wgsl: ioff / ooff are the element offsets of the chunk's
+ * first plane in the input / output binding; `items` is not read by the kernels.
+ */
+const { ResizeParams } = declareParams("resize", {
+  ResizeParams: {
+    IH: "u32",
+    IW: "u32",
+    OH: "u32",
+    OW: "u32",
+    sh: "f32",
+    sw: "f32",
+    align: "u32",
+    items: "u32",
+    ioff: "u32",
+    ooff: "u32",
+  },
+});
+
 function resizeParams(
   IH: number,
   IW: number,
   g: ResizeGeometry,
   n: number,
   offs: number[],
-): number[] {
-  return [
+): Uint32Array {
+  return ResizeParams.pack({
     IH,
     IW,
-    g.outH,
-    g.outW,
-    f32bits(g.scaleH),
-    f32bits(g.scaleW),
-    g.alignCorners ? 1 : 0,
-    n,
-    offs[0],
-    offs[1],
-    0,
-    0,
-  ];
+    OH: g.outH,
+    OW: g.outW,
+    sh: g.scaleH,
+    sw: g.scaleW,
+    align: g.alignCorners ? 1 : 0,
+    items: n,
+    ioff: offs[0],
+    ooff: offs[1],
+  });
 }
 
 /** Records a bilinear resize of `x` [N, C, H, W] to [N, C, outH, outW]. */

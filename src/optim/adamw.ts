@@ -3,9 +3,9 @@
  * moments. One kernel per parameter (`shaders/optim.wgsl`); `step` only records dispatches.
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
 import type { Param } from "../autograd/param.ts";
-import { BaseOptimizer, type LrMultipliers, paramLr } from "./sgd.ts";
+import { AdamParams, BaseOptimizer, type LrMultipliers, paramLr } from "./sgd.ts";
 
 /** Options of {@link AdamW}. */
 export interface AdamWOptions {
@@ -58,16 +58,21 @@ export class AdamW extends BaseOptimizer {
     const bc1 = 1 - this.beta1 ** t;
     const bc2Sqrt = Math.sqrt(1 - this.beta2 ** t);
     for (const p of params) {
-      this.update(p, "adamw", [
-        0,
-        f32bits(paramLr(p, lr, this.lrMult)),
-        f32bits(this.beta1),
-        f32bits(this.beta2),
-        f32bits(this.eps),
-        f32bits(p.decay ? this.weightDecay : 0),
-        f32bits(bc1),
-        f32bits(bc2Sqrt),
-      ], [this.slot(p, "exp_avg"), this.slot(p, "exp_avg_sq")]);
+      const v = {
+        lr: paramLr(p, lr, this.lrMult),
+        beta1: this.beta1,
+        beta2: this.beta2,
+        eps: this.eps,
+        wd: p.decay ? this.weightDecay : 0,
+        bc1,
+        bc2_sqrt: bc2Sqrt,
+      };
+      this.update(
+        p,
+        "adamw",
+        (n) => AdamParams.pack({ n, ...v }),
+        [this.slot(p, "exp_avg"), this.slot(p, "exp_avg_sq")],
+      );
     }
   }
 }

@@ -5,10 +5,26 @@
  * (`shaders/optim.wgsl`), split past the binding limit; `step` only records dispatches.
  * @module
  */
-import { f32bits, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import type { Buffer, Param } from "../autograd/param.ts";
 import { elementChunks } from "../ops/planes.ts";
+
+/** The uniform blocks of shaders/optim.wgsl (n: elements of the dispatch's range). */
+export const { SgdParams, AdamParams } = declareParams("optim", {
+  SgdParams: { n: "u32", lr: "f32", momentum: "f32", wd: "f32", nesterov: "u32" },
+  AdamParams: {
+    n: "u32",
+    lr: "f32",
+    beta1: "f32",
+    beta2: "f32",
+    eps: "f32",
+    wd: "f32",
+    bc1: "f32",
+    bc2_sqrt: "f32",
+  },
+});
 
 /**
  * Learning-rate multipliers: a parameter's lr = base lr · group multiplier, times `bias` for
@@ -97,12 +113,16 @@ export abstract class BaseOptimizer implements Optimizer {
 
   /**
    * Records the `entry` kernel of optim.wgsl over `p` (grad as input; value and the state
-   * tensors as outputs, `null` binding a dummy), split into binding-sized ranges; `words[0]`
-   * is set to each range's element count.
+   * tensors as outputs, `null` binding a dummy), split into binding-sized ranges; `params(n)`
+   * packs the uniform block of a range of n elements.
    */
-  protected update(p: Param, entry: string, words: number[], state: (Tensor | null)[]): void {
+  protected update(
+    p: Param,
+    entry: string,
+    params: (n: number) => ArrayLike<number>,
+    state: (Tensor | null)[],
+  ): void {
     for (const { start, count } of elementChunks(this.gpu, p.value.size)) {
-      words[0] = count;
       this.gpu.dispatch1d({
         name: `${entry}(${p.name})`,
         shader: "optim",
@@ -112,7 +132,7 @@ export abstract class BaseOptimizer implements Optimizer {
           p.value.slice(start, count),
           ...state.map((t) => t?.slice(start, count) ?? this.gpu.dummy),
         ],
-        params: words,
+        params: params(count),
       }, count);
     }
   }
@@ -194,16 +214,13 @@ export class SGD extends BaseOptimizer {
     this.stepCount++;
     for (const p of params) {
       const buf = this.momentum !== 0 ? this.slot(p, "momentum_buffer") : null;
-      this.update(p, "sgd", [
-        0,
-        f32bits(paramLr(p, lr, this.lrMult)),
-        f32bits(this.momentum),
-        f32bits(p.decay ? this.weightDecay : 0),
-        this.nesterov ? 1 : 0,
-        0,
-        0,
-        0,
-      ], [buf]);
+      const v = {
+        lr: paramLr(p, lr, this.lrMult),
+        momentum: this.momentum,
+        wd: p.decay ? this.weightDecay : 0,
+        nesterov: this.nesterov ? 1 : 0,
+      };
+      this.update(p, "sgd", (n) => SgdParams.pack({ n, ...v }), [buf]);
     }
   }
 }
