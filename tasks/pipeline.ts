@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { ConfigError, validate } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
-import { asUserError, parseScales, syntheticFlags } from "../src/cam/options.ts";
+import { asUserError, parseScales, syntheticFlags } from "../src/methods/cam/options.ts";
 import { type PipelineStage, runComparison, runPipeline } from "../src/workflows/pipeline.ts";
 
 const USAGE = `usage: deno task pipeline [--method affinitynet] [--ocr | --compare] [--seed S]

@@ -9,7 +9,7 @@
 import { join } from "node:path";
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import type { TrainConfig } from "../io/config.ts";
-import { evaluate } from "../cam/evaluate.ts";
+import { evaluate } from "../methods/cam/evaluate.ts";
 import { checkpointMetadata, train } from "../train/train.ts";
 
 /**

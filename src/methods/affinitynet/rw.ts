@@ -21,7 +21,7 @@
  */
 import { dirname, join } from "node:path";
 import { z } from "npm:zod@4.6.7";
-import { createGpu } from "../../gpu/context.ts";
+import { createGpu } from "../../io/gpu.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import { resizeBilinear } from "../../ops/resize.ts";
 import { type AffinityNet, createAffinityNet } from "./model.ts";
@@ -31,11 +31,11 @@ import { writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
 import { validate } from "../../io/config.ts";
 import { openDataset } from "../../data/dataset.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
-import { readCamFolder, readImageCams } from "../../cam/cam_folder.ts";
+import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
 import { pairwiseAffinity } from "../../ops/affinity.ts";
 import { randomWalk } from "./random_walk.ts";
-import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "../../cam/extract.ts";
-import { CamError } from "../../cam/options.ts";
+import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "../cam/extract.ts";
+import { CamError } from "../cam/options.ts";
 
 /** Options of {@link computeRandomWalk} (`deno task rw`). */
 export const RwSchema = z.object({
