@@ -130,6 +130,16 @@ export {
   runComparison,
   runPipeline,
 } from "./src/workflows/pipeline.ts";
+export { getMethod, METHOD_NAMES, type MethodName, METHODS } from "./src/workflows/registry.ts";
+export type {
+  Method,
+  MethodOptions,
+  ResultColumn,
+  Stage,
+  StageContext,
+  StageRecord,
+  StageResult,
+} from "./src/methods/method.ts";
 export { meanAveragePrecision } from "./src/eval/classification.ts";
 export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";
 
