@@ -291,6 +291,14 @@ Deno.test("layout: findCycle reports a folder cycle and accepts a DAG", () => {
   assertEquals(findCycle(cyc)?.map((x) => `${x.from}->${x.edge.to}`), ["b->c", "c->b"]);
 });
 
+/**
+ * Folder edges allowed although they close a cycle, while a move is under way: the layer
+ * classes in src/ops (Conv2d, BatchNorm2d, Activation, MaxPool2d, BilinearResize...) import
+ * the layer protocol of src/models/layer.ts until they move to src/models. Remove the entry
+ * with that move; the test fails while an entry is no longer needed.
+ */
+const ALLOWED_EDGES: [string, string][] = [["src/ops", "src/models"]];
+
 Deno.test("layout: no import cycles between the folders of src/", async () => {
   const mods = await srcModules();
   const graph = new Map<string, Edge[]>();
@@ -302,6 +310,13 @@ Deno.test("layout: no import cycles between the folders of src/", async () => {
       if (to === m.folder || edges.some((x) => x.to === to)) continue;
       edges.push({ to, file: m.file, specifier: imp.specifier });
     }
+  }
+  for (const [from, to] of ALLOWED_EDGES) {
+    const edges = graph.get(from) ?? [];
+    if (!edges.some((e) => e.to === to)) {
+      throw new Error(`${from} no longer imports ${to}: remove the entry from ALLOWED_EDGES`);
+    }
+    graph.set(from, edges.filter((e) => e.to !== to));
   }
   // Report every cycle: after one is found, drop its last edge and look again.
   const cycles: string[] = [];
