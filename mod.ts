@@ -19,13 +19,14 @@ export {
   ADAPTER_HELP,
   type Bindable,
   type BufferRange,
-  createGpu,
   type DispatchSpec,
   f32bits,
   GpuContext,
   GpuError,
   type GpuOptions,
 } from "./src/gpu/context.ts";
+// createGpu for Deno: the portable src/gpu/context.ts one, with the Vulkan loader quieted.
+export { createGpu } from "./src/io/gpu.ts";
 export { numel, Tensor } from "./src/gpu/tensor.ts";
 export { BufferPool, type PoolStats } from "./src/gpu/pool.ts";
 
@@ -73,7 +74,8 @@ export {
   type OcrLossResult,
   type OcrOptions,
 } from "./src/losses/ocr.ts";
-export { cooccurrence, loadOrComputeCooccurrence } from "./src/losses/cooccurrence.ts";
+export { cooccurrence } from "./src/losses/cooccurrence.ts";
+export { loadOrComputeCooccurrence } from "./src/train/cooccurrence.ts";
 export { AdamW, type Optimizer, polyLr, SGD } from "./src/optim/mod.ts";
 
 // Data.
@@ -88,7 +90,24 @@ export { decodeLabelPng, encodeLabelPng, VOC_PALETTE } from "./src/data/png.ts";
 export { train, type TrainResult } from "./src/train/train.ts";
 export { type TrainConfig, TrainConfigSchema } from "./src/io/config.ts";
 export * from "./src/eval/mod.ts";
-export { computeCams, evaluate, loadCamModel, recordImageCams } from "./src/cam/mod.ts";
+export {
+  buildReportHtml,
+  escapeHtml,
+  type ReportExample,
+  type ReportOptions,
+  writeEvalOutputs,
+  writeMetrics,
+  writeReport,
+} from "./src/methods/cam/report.ts";
+export {
+  type EvalDataset,
+  evaluateMaskFolder,
+  type MaskFolderOptions,
+  type MaskFolderResult,
+} from "./src/methods/cam/mask_folder.ts";
+export { recordImageCams } from "./src/cam/image.ts";
+export { pseudoMask, pseudoMaskFromNormalized, type ScoreGrid } from "./src/cam/pseudo_mask.ts";
+export { computeCams, evaluate, loadCamModel } from "./src/methods/cam/mod.ts";
 export { tuneMatmul } from "./src/ops/matmul.ts";
 
 // AffinityNet stage (psa): labels, pairwise affinity, loss, random walk, training, pipeline.
@@ -100,7 +119,7 @@ export {
   type RandomWalkOptions,
   transitionMatrix,
 } from "./src/methods/affinitynet/random_walk.ts";
-export { type CamFolder, readCamFolder, readImageCams } from "./src/cam/cam_folder.ts";
+export { type CamFolder, readCamFolder, readImageCams } from "./src/methods/cam/cam_folder.ts";
 export {
   camsWithBackground,
   computeRandomWalk,
@@ -122,6 +141,16 @@ export {
   runComparison,
   runPipeline,
 } from "./src/workflows/pipeline.ts";
+export { getMethod, METHOD_NAMES, type MethodName, METHODS } from "./src/workflows/registry.ts";
+export type {
+  Method,
+  MethodOptions,
+  ResultColumn,
+  Stage,
+  StageContext,
+  StageRecord,
+  StageResult,
+} from "./src/methods/method.ts";
 export { meanAveragePrecision } from "./src/eval/classification.ts";
 export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";
 
@@ -156,10 +185,11 @@ export type { OcrCallOptions, OcrGradMode, OcrNorm, OcrReferenceResult } from ".
 export type { HostTensor, SafeTensors } from "./src/io/safetensors.ts";
 export type { NamedTensor } from "./src/io/checkpoint.ts";
 export type { TrainHooks, TrainInput } from "./src/train/train.ts";
-export type { CamHooks, CamRunResult, ImageCamOptions, LoadedCamModel } from "./src/cam/extract.ts";
+export type { CamHooks, CamRunResult, LoadedCamModel } from "./src/methods/cam/extract.ts";
+export type { ImageCamOptions } from "./src/cam/image.ts";
 export {
   type CamRunInput,
   CamRunSchema,
   type EvaluateInput,
   EvaluateSchema,
-} from "./src/cam/options.ts";
+} from "./src/methods/cam/options.ts";

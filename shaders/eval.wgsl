@@ -347,6 +347,7 @@ fn cam_sweep(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 
 // Pseudo mask at background threshold thr: class c+1 where the best tagged score > thr,
 // else 0 (psa/SEAM: argmax over [thr, normalised tagged CAMs], background first on ties).
+// With cam_argmax's best tag score, the WGSL form of src/cam/pseudo_mask.ts's rule.
 // One invocation per output word (4 pixels); p0 is a multiple of 4.
 @group(0) @binding(1) var<storage, read_write> q_mask: array<u32>;
 @group(0) @binding(2) var<uniform> cp_ps: CamParams;

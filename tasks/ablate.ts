@@ -1,13 +1,15 @@
 /**
- * `deno task ablate`: trains `tiny` with and without OCR for 3 seeds on the built-in synthetic
- * data, evaluates the CAM pseudo masks of each run with the shared eval code and prints the
- * table (mean ± std). Without --config it trains with ABLATION_DEFAULTS (the README table's
- * setting). Resumable; `--jobs N` runs N trainings as parallel processes.
+ * `deno task ablate`: runs a method's stages (default `cam`: train `tiny`, evaluate its CAM
+ * pseudo masks with the shared eval code) with and without OCR for 3 seeds on the built-in
+ * synthetic data and prints the table (mean ± std). Without --config it trains with
+ * ABLATION_DEFAULTS (the README table's setting). Resumable; `--jobs N` runs N runs as parallel
+ * processes.
  */
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import { resolveTrainConfig, validate } from "../src/io/config.ts";
+import { getMethod, METHOD_NAMES, type MethodName } from "../src/workflows/registry.ts";
 import {
   ABLATION_DEFAULTS,
   ablationRuns,
@@ -19,7 +21,7 @@ import {
 const USAGE =
   `usage: deno task ablate [--out runs/ablate] [--seeds 0,1,2] [--steps N] [--config cfg.json]
   [--ocr-lambda L] [--ocr-start F] [--split val] [--sweep 0.05:0.6:0.05] [--limit N] [--jobs N]
-  [--only SETTING-sSEED]`;
+  [--only SETTING-sSEED] [--method ${METHOD_NAMES.join("|")} (default cam)]`;
 
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
@@ -34,9 +36,11 @@ await runMain(async () => {
     limit: { type: "string" },
     jobs: { type: "string" },
     only: { type: "string" },
+    method: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (f.help) return console.log(USAGE);
+  const method = getMethod(f.method ?? "cam").name as MethodName;
   const root = f.out ?? "runs/ablate";
   const seeds = validate(
     z.array(z.number().int().min(0)).min(1),
@@ -56,6 +60,7 @@ await runMain(async () => {
     split: f.split ?? "val",
     sweep: f.sweep ?? "0.05:0.6:0.05",
     limit: numFlag("limit", f.limit),
+    method,
   };
   const runs = ablationRuns(root, seeds).filter((r) => !f.only || join(root, f.only) === r.dir);
   const scores: AblationScore[] = [];
@@ -85,7 +90,7 @@ await runMain(async () => {
   if (f.only) return;
   const table = await writeAblation(root, scores);
   console.log(
-    `\nOCR ablation (${base.model}, ${base.steps} steps, seeds ${seeds.join(",")}, ` +
+    `\nOCR ablation (${method}: ${base.model}, ${base.steps} steps, seeds ${seeds.join(",")}, ` +
       `CAM eval on '${evalOpts.split}', sweep ${evalOpts.sweep}):\n${table}`,
   );
   console.log(`wrote ${join(root, "ablation.md")} and ablation.json`);

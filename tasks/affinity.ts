@@ -5,7 +5,7 @@
  */
 import { ConfigError, deepMerge, readJsonFile } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
-import { asUserError } from "../src/cam/options.ts";
+import { asUserError } from "../src/methods/cam/options.ts";
 import { trainAffinity } from "../src/methods/affinitynet/train.ts";
 
 const USAGE = `usage: deno task affinity --cams runs/NAME/cam-train [--config cfg.json]

@@ -4,7 +4,7 @@
  * sections (runtime,kernels,data,eval,cam,train,ocr,affinity).
  */
 import { z } from "npm:zod@4.6.7";
-import { createGpu } from "../src/gpu/context.ts";
+import { createGpu } from "../src/io/gpu.ts";
 import { writeJsonAtomic } from "../src/io/atomic.ts";
 import { parseFlags, runMain } from "../src/io/cli.ts";
 import { validate } from "../src/io/config.ts";

@@ -1,7 +1,7 @@
 /**
  * `deno task cam`: CAMs of a dataset split from a checkpoint (multi-scale + flip, fused on the
  * GPU), written per image as normalised tagged-class CAM arrays (`cams/<id>.safetensors`) and
- * pseudo-mask palette PNGs (`masks/<id>.png`); see src/cam/extract.ts for the formats.
+ * pseudo-mask palette PNGs (`masks/<id>.png`); see src/methods/cam/extract.ts for the formats.
  */
 import { parseFlags, runMain } from "../src/io/cli.ts";
 import { ConfigError } from "../src/io/config.ts";
@@ -11,7 +11,7 @@ import {
   commonFlagInput,
   computeCams,
   withProgress,
-} from "../src/cam/mod.ts";
+} from "../src/methods/cam/mod.ts";
 
 const USAGE = `usage: deno task cam --ckpt runs/NAME/last.safetensors (default split: train)
 ${COMMON_USAGE}

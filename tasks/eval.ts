@@ -1,7 +1,7 @@
 /**
  * `deno task eval`: scores a checkpoint's CAMs (`--ckpt`) or a folder of predicted masks
  * (`--masks`) on a dataset split; writes metrics.json and report.html (default: the run folder,
- * or the mask folder). See src/cam/evaluate.ts.
+ * or the mask folder). See src/methods/cam/evaluate.ts.
  */
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import { ConfigError } from "../src/io/config.ts";
@@ -11,7 +11,7 @@ import {
   commonFlagInput,
   evaluate,
   withProgress,
-} from "../src/cam/mod.ts";
+} from "../src/methods/cam/mod.ts";
 
 const USAGE = `usage: deno task eval (--ckpt runs/NAME/last.safetensors | --masks DIR) (split: val)
 ${COMMON_USAGE}

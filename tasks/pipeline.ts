@@ -1,23 +1,31 @@
 /**
- * `deno task pipeline --method affinitynet [--ocr]`: CAM training → CAMs → AffinityNet →
- * random walk → evaluation on the built-in synthetic data, as a resumable stage list (see
- * src/workflows/pipeline.ts). `--compare --seeds 0,1,2` runs it with and without OCR per seed and
- * prints the comparison table.
+ * `deno task pipeline --method affinitynet [--ocr]`: a method's stage list (affinitynet: CAM
+ * training → CAMs → AffinityNet → random walk → evaluation) on the built-in synthetic data, as a
+ * resumable stage list (see src/workflows/pipeline.ts; the methods are in
+ * src/workflows/registry.ts). `--compare --seeds 0,1,2` runs it with and without OCR per seed
+ * and prints the comparison table.
  */
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { ConfigError, validate } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
-import { asUserError, parseScales, syntheticFlags } from "../src/cam/options.ts";
-import { type PipelineStage, runComparison, runPipeline } from "../src/workflows/pipeline.ts";
+import { asUserError, parseScales, syntheticFlags } from "../src/methods/cam/options.ts";
+import { runComparison, runPipeline } from "../src/workflows/pipeline.ts";
+import { getMethod, METHOD_NAMES, type MethodName, METHODS } from "../src/workflows/registry.ts";
 
-const USAGE = `usage: deno task pipeline [--method affinitynet] [--ocr | --compare] [--seed S]
+const STAGES = METHOD_NAMES.map((m) =>
+  `  ${m} stages: ${METHODS[m].stages.map((s) => s.name).join(", ")};`
+).join("\n");
+
+const USAGE = `usage: deno task pipeline [--method ${
+  METHOD_NAMES.join("|")
+}] [--ocr | --compare] [--seed S]
   [--seeds 0,1,2 (with --compare)] [--out DIR] [--ocr-lambda L] [--ocr-start F]
   [--cam-steps N] [--affinity-steps N] [--train-limit N] [--eval-limit N]
   [--sweep 0.05:0.6:0.05] [--alpha 1,2,4,8,16] [--scales 0.5,1,1.5,2]
   [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--from STAGE]
-  stages: cam-train, cams-train, cams-val, eval-cam, affinity, rw, eval-rw; --from STAGE redoes
-  that stage and the later ones (once: rerun without it to resume);
+${STAGES}
+  --from STAGE redoes that stage and the later ones (once: rerun without it to resume);
   default --out: runs/pipeline/<method>[-ocr]-s<seed>, or runs/pipeline with --compare;
   rerunning the same command skips finished stages and resumes an interrupted one`;
 
@@ -50,8 +58,9 @@ await runMain(async () => {
   if (!f.compare && f.seeds !== undefined) {
     throw new ConfigError("--seeds goes with --compare; a single run takes --seed S");
   }
+  if (f.method !== undefined) getMethod(f.method); // an unknown method lists the known ones
   const base = {
-    method: f.method as "affinitynet" | undefined,
+    method: f.method as MethodName | undefined,
     ocrLambda: numFlag("ocr-lambda", f["ocr-lambda"]),
     ocrStart: numFlag("ocr-start", f["ocr-start"]),
     camSteps: numFlag("cam-steps", f["cam-steps"]),
@@ -62,8 +71,12 @@ await runMain(async () => {
     alpha: f.alpha === undefined ? undefined : parseScales(f.alpha, "--alpha"),
     scales: f.scales === undefined ? undefined : parseScales(f.scales),
     synthetic: syntheticFlags(f["synthetic-size"], f["synthetic-seed"]),
-    from: f.from as PipelineStage | undefined,
+    from: f.from,
   };
+  // Only the options given: a method's schema rejects options it does not have.
+  for (const k of Object.keys(base) as (keyof typeof base)[]) {
+    if (base[k] === undefined) delete base[k];
+  }
   try {
     if (f.compare) {
       const seeds = validate(

@@ -4,7 +4,8 @@
  */
 import { ConfigError } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
-import { computeRandomWalk, parseScales, withProgress } from "../src/cam/mod.ts";
+import { parseScales, withProgress } from "../src/methods/cam/options.ts";
+import { computeRandomWalk } from "../src/methods/affinitynet/rw.ts";
 
 const USAGE = `usage: deno task rw --ckpt runs/NAME/affinity --cams runs/NAME/cam-val
   [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt 8] [--alpha 8 | --alpha 1,2,4,8,16] [--limit N]`;

@@ -12,14 +12,14 @@ import { createAffinityNet } from "../src/methods/affinitynet/model.ts";
 import { createModel } from "../src/models/cam_net.ts";
 import { saveTensors } from "../src/io/checkpoint.ts";
 import { featureLabels, trainAffinity } from "../src/methods/affinitynet/train.ts";
-import { readCamFolder, readImageCams } from "../src/cam/cam_folder.ts";
+import { readCamFolder, readImageCams } from "../src/methods/cam/cam_folder.ts";
 import {
   camsWithBackground,
   computeRandomWalk,
   walkedMasks,
 } from "../src/methods/affinitynet/rw.ts";
-import { CamError } from "../src/cam/options.ts";
-import { computeCams } from "../src/cam/extract.ts";
+import { CamError } from "../src/methods/cam/options.ts";
+import { computeCams } from "../src/methods/cam/extract.ts";
 import { runPipeline } from "../src/workflows/pipeline.ts";
 import { train } from "../src/train/train.ts";
 import { decodeLabelPng } from "../src/data/png.ts";

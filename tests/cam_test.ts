@@ -15,7 +15,8 @@ import {
   normalizeTagged,
   normalizeTaggedRef,
 } from "../src/cam/fuse.ts";
-import { pseudoMaskFromNormalized, recordImageCams } from "../src/cam/extract.ts";
+import { recordImageCams } from "../src/cam/image.ts";
+import { pseudoMaskFromNormalized } from "../src/cam/pseudo_mask.ts";
 import { pseudoMaskRef, upsampleBilinearRef } from "../src/eval/cam.ts";
 import { Rng } from "../src/rng.ts";
 import {

@@ -1,10 +1,6 @@
 import { join } from "node:path";
-import {
-  cooccurrence,
-  cooccurrenceCachePath,
-  CooccurrenceCounts,
-  loadOrComputeCooccurrence,
-} from "../src/losses/cooccurrence.ts";
+import { cooccurrence, CooccurrenceCounts } from "../src/losses/cooccurrence.ts";
+import { cooccurrenceCachePath, loadOrComputeCooccurrence } from "../src/train/cooccurrence.ts";
 import { assertClose, assertEquals, assertRejects, assertThrows } from "./util.ts";
 
 // n(0)=3, n(1)=3, n(2)=2, n(3)=0; n(0,1)=2, n(0,2)=1, n(1,2)=2 (the repeated 0 counts once).

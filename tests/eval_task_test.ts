@@ -6,13 +6,8 @@
  */
 import { join } from "node:path";
 import { train } from "../src/train/train.ts";
-import {
-  CamError,
-  computeCams,
-  evaluate,
-  loadCamModel,
-  pseudoMaskFromNormalized,
-} from "../src/cam/mod.ts";
+import { CamError, computeCams, evaluate, loadCamModel } from "../src/methods/cam/mod.ts";
+import { pseudoMaskFromNormalized } from "../src/cam/pseudo_mask.ts";
 import { ConfigError } from "../src/io/config.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import { decodeLabelPng, encodeLabelPng } from "../src/data/png.ts";

@@ -418,7 +418,7 @@ Deno.test("metrics: absent classes, best threshold, sweep parsing", () => {
 });
 
 import { encodeLabelPng, VOC_PALETTE } from "../src/data/png.ts";
-import { type EvalDataset, evaluateMaskFolder } from "../src/eval/folder.ts";
+import { type EvalDataset, evaluateMaskFolder } from "../src/methods/cam/mask_folder.ts";
 
 /** An in-memory dataset with the `Dataset` interface of src/data/dataset.ts. */
 function fakeDataset(rng: Rng, C: number, sizes: [number, number][]): EvalDataset {

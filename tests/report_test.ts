@@ -3,8 +3,13 @@ import { Image } from "npm:imagescript@1.3.1";
 import { Buffer } from "node:buffer";
 import { Rng } from "../src/rng.ts";
 import { CamEvaluator, camHeatmap } from "../src/eval/cam.ts";
-import { camMetrics, maskMetrics, type Metrics, writeMetrics } from "../src/eval/metrics.ts";
-import { buildReportHtml, type ReportExample, writeReport } from "../src/eval/report.ts";
+import { camMetrics, maskMetrics, type Metrics } from "../src/eval/metrics.ts";
+import {
+  buildReportHtml,
+  type ReportExample,
+  writeMetrics,
+  writeReport,
+} from "../src/methods/cam/report.ts";
 import { emptyMaskCounts } from "../src/eval/confusion.ts";
 import { assertEquals, testGpu } from "./util.ts";
 
@@ -264,8 +269,8 @@ Deno.test({
 import { encodeLabelPng, VOC_PALETTE } from "../src/data/png.ts";
 import { openDataset } from "../src/data/dataset.ts";
 import { accumulateMaskCounts } from "../src/eval/confusion.ts";
-import { evaluateMaskFolder } from "../src/eval/folder.ts";
-import { writeEvalOutputs } from "../src/eval/report.ts";
+import { evaluateMaskFolder } from "../src/methods/cam/mask_folder.ts";
+import { writeEvalOutputs } from "../src/methods/cam/report.ts";
 
 Deno.test("end to end: VOC tree + mask folder -> metrics.json + report.html", async () => {
   const gpu = await testGpu();

@@ -4,7 +4,8 @@
  * @module
  */
 import { deepStrictEqual } from "node:assert";
-import { createGpu, type GpuContext } from "../src/gpu/context.ts";
+import type { GpuContext } from "../src/gpu/context.ts";
+import { createGpu } from "../src/io/gpu.ts";
 import { Rng } from "../src/rng.ts";
 
 let shared: Promise<GpuContext> | null = null;

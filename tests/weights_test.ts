@@ -8,6 +8,7 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { type HostTensor, SafetensorsError, writeSafetensors } from "../src/io/safetensors.ts";
+import { loadTorchvisionWeights } from "../src/io/checkpoint.ts";
 import { type CamNet, createModel } from "../src/models/cam_net.ts";
 import { CamNetRef, type RefState } from "../src/models/reference.ts";
 import { assertEquals, assertRejects, maxRelError, randArray } from "./util.ts";
@@ -225,7 +226,7 @@ async function checkAgainstFile(
   for (const t of [x, cam, logits]) t.dispose();
 }
 
-Deno.test("loadWeights: torchvision-named resnet18 weights load at OS16 and OS8", () =>
+Deno.test("loadTorchvisionWeights: torchvision-named resnet18 weights load at OS16 and OS8", () =>
   withGpu(async (gpu) => {
     const dir = await Deno.makeTempDir({ prefix: "ocr-weights-" });
     try {
@@ -235,7 +236,7 @@ Deno.test("loadWeights: torchvision-named resnet18 weights load at OS16 and OS8"
       for (const os of [16, 8] as const) {
         const model = createModel(gpu, { arch: "resnet18", numClasses: 5, outputStride: os });
         const clsBefore = await model.classifier.weight.value.read();
-        await model.loadWeights(path);
+        await loadTorchvisionWeights(model, path);
         const byName = new Map(model.stateTensors().map((t) => [t.name, t.value]));
         for (
           const name of [
@@ -267,8 +268,11 @@ Deno.test("loadWeights: torchvision-named resnet18 weights load at OS16 and OS8"
       const badPath = `${dir}/bad.safetensors`;
       await writeSafetensors(badPath, bad);
       const model = createModel(gpu, { arch: "resnet18", numClasses: 5, outputStride: 16 });
-      await model.loadWeights(path);
-      const err = await assertRejects(() => model.loadWeights(badPath), SafetensorsError);
+      await loadTorchvisionWeights(model, path);
+      const err = await assertRejects(
+        () => loadTorchvisionWeights(model, badPath),
+        SafetensorsError,
+      );
       for (
         const part of [
           badPath,

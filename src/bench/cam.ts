@@ -12,9 +12,9 @@ import { Tensor } from "../gpu/tensor.ts";
 import { createModel } from "../models/cam_net.ts";
 import type { Arch } from "../models/resnet.ts";
 import { Rng } from "../rng.ts";
-import { recordImageCams } from "../cam/extract.ts";
+import { recordImageCams } from "../cam/image.ts";
 import { normalizeTagged } from "../cam/fuse.ts";
-import { DEFAULT_SCALES } from "../cam/options.ts";
+import { DEFAULT_SCALES } from "../cam/image.ts";
 import { type BenchRow, timeMedian } from "./table.ts";
 
 /** Options of {@link benchCam}. */

@@ -9,6 +9,7 @@
  * shapes run fewer repetitions.
  * @module
  */
+import process from "node:process";
 import type { GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import {
@@ -26,6 +27,12 @@ import {
   tuneMatmul,
 } from "../ops/matmul.ts";
 import type { BenchRow } from "./table.ts";
+
+/** This process's CPU time (user + system, all threads) in ms. */
+function cpuTimeMs(): number {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+}
 
 /** Options of {@link benchKernels}. */
 export interface BenchKernelOptions {
@@ -101,7 +108,7 @@ export async function benchKernels(
   const cores = isCpuAdapter(gpu) ? navigator.hardwareConcurrency || 1 : 0;
   log(`kernels on ${adapter}; matmul variant ${tuning.variant}`);
   const measure = async (record: () => void, flops: number, reps: number): Promise<Rate> => {
-    const t = await timeDispatchesDetailed(gpu, record, reps);
+    const t = await timeDispatchesDetailed(gpu, record, reps, cpuTimeMs);
     return { gf: GF(flops, t.ms), cpuGf: cores ? GF(flops, t.cpuMs / cores) : undefined };
   };
   const cpuNote = (r: Rate) =>

@@ -1,11 +1,9 @@
 /**
- * CAM inference (DESIGN §3, §6): checkpoint loading, multi-scale + flip CAM fusion on the GPU,
- * psa/SEAM normalised CAMs and pseudo masks, and the evaluation entry point.
+ * CAM computation on the GPU (portable: no file or process I/O): multi-scale + flip CAM fusion
+ * of one image, psa/SEAM normalised tag CAMs, and the pseudo-mask rule. The CAM *stages*
+ * (checkpoints, dataset splits, CAM folders, evaluate()) are in src/methods/cam.
  * @module
  */
 export * from "./fuse.ts";
-export * from "./extract.ts";
-export * from "./evaluate.ts";
-export * from "./options.ts";
-export * from "./cam_folder.ts";
-export * from "../methods/affinitynet/rw.ts";
+export * from "./image.ts";
+export * from "./pseudo_mask.ts";

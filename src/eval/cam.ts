@@ -36,6 +36,7 @@ import {
   tagWords,
   u8Range,
 } from "./counters.ts";
+import { pseudoMask } from "../cam/pseudo_mask.ts";
 
 /** One image's CAMs for evaluation. */
 export interface CamSample {
@@ -572,7 +573,11 @@ function classMaxima(up: Float32Array, C: number, n: number): Float32Array {
   return m;
 }
 
-/** Reference pseudo mask of upsampled maps at threshold t (psa/SEAM convention). */
+/**
+ * Reference pseudo mask of upsampled maps at threshold t (psa/SEAM convention): the tagged
+ * classes' normalised scores `relu(up_c) / (relu(M_c) + 1e-5)` (f32) through the one
+ * pseudo-mask rule, src/cam/pseudo_mask.ts.
+ */
 export function pseudoMaskRef(
   up: Float32Array,
   C: number,
@@ -582,22 +587,12 @@ export function pseudoMaskRef(
 ): Uint8Array {
   const M = classMaxima(up, C, n);
   const tagged = [...new Set(tags)].sort((a, b) => a - b);
-  const denom = tagged.map((c) => f(Math.max(M[c], 0) + f(1e-5)));
-  const out = new Uint8Array(n);
-  const tf = f(t);
-  for (let i = 0; i < n; i++) {
-    let best = tf;
-    let label = 0;
-    tagged.forEach((c, j) => {
-      const s = f(Math.max(up[c * n + i], 0) / denom[j]);
-      if (s > best) {
-        best = s;
-        label = c + 1;
-      }
-    });
-    out[i] = label;
-  }
-  return out;
+  const norm = new Float32Array(tagged.length * n);
+  tagged.forEach((c, j) => {
+    const denom = f(Math.max(M[c], 0) + f(1e-5));
+    for (let i = 0; i < n; i++) norm[j * n + i] = Math.max(up[c * n + i], 0) / denom;
+  });
+  return pseudoMask(norm, tagged, t, { width: n, height: 1 });
 }
 
 /** Reference unrestricted-CAM OC counts of upsampled maps: active, OC and OC pairs. */

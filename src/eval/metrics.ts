@@ -11,7 +11,6 @@
  *
  * @module
  */
-import { writeJsonAtomic } from "../io/atomic.ts";
 import type { MaskCounts } from "./confusion.ts";
 import type { CamCounts } from "./cam.ts";
 
@@ -259,11 +258,6 @@ export function camMetrics(
       : null,
     confusion: matrix(c.confusions[best], k),
   };
-}
-
-/** Writes `metrics.json` atomically (temp file + fsync + rename). */
-export function writeMetrics(path: string, m: Metrics): Promise<void> {
-  return writeJsonAtomic(path, m);
 }
 
 /**

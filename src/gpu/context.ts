@@ -608,22 +608,10 @@ export function grid1d(n: number, wgSize: number, limit = 65535): [number, numbe
 }
 
 /**
- * Mesa's Vulkan WSI prints "XDG_RUNTIME_DIR is invalid" once per instance when the variable is
- * unset (headless machines, CI); compute needs no display, so point it at the temp folder.
- */
-function quietVulkanLoader(): void {
-  try {
-    if (!Deno.env.get("XDG_RUNTIME_DIR")) {
-      Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("TMPDIR") ?? "/tmp");
-    }
-  } catch {
-    // No env permission: the warning is harmless.
-  }
-}
-
-/**
  * Acquires an adapter and device and preloads the shaders. Throws a {@link GpuError} that says
- * how to get an adapter when WebGPU or an adapter is missing.
+ * how to get an adapter when WebGPU or an adapter is missing. Portable (no runtime API beyond
+ * WebGPU and fetch); under Deno, src/io/gpu.ts's `createGpu` (what mod.ts exports) also
+ * quiets the Vulkan loader's warning on headless machines.
  */
 export async function createGpu(opts: GpuOptions = {}): Promise<GpuContext> {
   const log = opts.log ?? ((l: string) => console.error(l));
@@ -631,7 +619,6 @@ export async function createGpu(opts: GpuOptions = {}): Promise<GpuContext> {
   if (!api) {
     throw new GpuError(`WebGPU is not available (navigator.gpu is undefined). ${ADAPTER_HELP}`);
   }
-  quietVulkanLoader();
   const adapter = await api.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
     throw new GpuError(`no WebGPU adapter found. ${ADAPTER_HELP}`);

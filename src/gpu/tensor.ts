@@ -140,3 +140,9 @@ export class Tensor {
     if (this.#disposed) throw new Error(`tensor [${this.shape}] used after dispose`);
   }
 }
+
+/** A named GPU tensor (a model's state entry; what checkpoints save and load). */
+export interface NamedTensor {
+  name: string;
+  value: Tensor;
+}

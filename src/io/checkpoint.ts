@@ -5,7 +5,7 @@
  * Written atomically (temp file + fsync + rename).
  * @module
  */
-import type { Tensor } from "../gpu/tensor.ts";
+import type { NamedTensor } from "../gpu/tensor.ts";
 import {
   type HostTensor,
   readSafetensors,
@@ -13,11 +13,7 @@ import {
   writeSafetensors,
 } from "./safetensors.ts";
 
-/** A named GPU tensor to save or load. */
-export interface NamedTensor {
-  name: string;
-  value: Tensor;
-}
+export type { NamedTensor };
 
 /** Reads named GPU tensors back and writes them (with metadata) to a safetensors file. */
 export async function saveTensors(
@@ -87,4 +83,20 @@ export async function loadTensors(
     if (h) value.write(h.data);
   }
   return st.metadata;
+}
+
+/**
+ * Loads a CAM classifier's weights by torchvision name from a safetensors file (`deno task
+ * train --weights`). The classifier may be absent (a freshly converted ImageNet backbone) and
+ * torchvision's `fc.*` and `*.num_batches_tracked` are ignored; anything else missing,
+ * unexpected or mis-shaped is one error listing them.
+ */
+export async function loadTorchvisionWeights(
+  model: { stateTensors(): NamedTensor[] },
+  path: string,
+): Promise<void> {
+  await loadTensors(path, model.stateTensors(), {
+    allowMissing: (n) => n.startsWith("classifier."),
+    ignoreUnexpected: (n) => n.startsWith("fc.") || n.endsWith(".num_batches_tracked"),
+  });
 }

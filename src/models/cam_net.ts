@@ -4,9 +4,8 @@
  * @module
  */
 import type { GpuContext } from "../gpu/context.ts";
-import type { Tensor } from "../gpu/tensor.ts";
+import type { NamedTensor, Tensor } from "../gpu/tensor.ts";
 import { Rng } from "../rng.ts";
-import { loadTensors, type NamedTensor } from "../io/checkpoint.ts";
 import type { Buffer, Param } from "../autograd/param.ts";
 import type { Tape } from "../autograd/tape.ts";
 import { globalAvgPool } from "../autograd/functions.ts";
@@ -97,19 +96,6 @@ export class CamNet {
       p.grad.dispose();
     }
     for (const b of this.buffers()) b.value.dispose();
-  }
-
-  /**
-   * Loads weights by torchvision name from a safetensors file. The classifier may be absent
-   * (a freshly converted ImageNet backbone) and torchvision's `fc.*` and
-   * `*.num_batches_tracked` are ignored; anything else missing, unexpected or mis-shaped is
-   * one error listing them.
-   */
-  async loadWeights(path: string): Promise<void> {
-    await loadTensors(path, this.stateTensors(), {
-      allowMissing: (n) => n.startsWith("classifier."),
-      ignoreUnexpected: (n) => n.startsWith("fc.") || n.endsWith(".num_batches_tracked"),
-    });
   }
 }
 

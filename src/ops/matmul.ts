@@ -17,7 +17,6 @@
 import { type BufferRange, type GpuContext, grid1d } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { type BindingWindow, bindingWindow, windowCapacity } from "../gpu/split.ts";
-import process from "node:process";
 import { Tensor } from "../gpu/tensor.ts";
 
 /** The matmul kernels. */
@@ -168,14 +167,16 @@ export async function timeDispatches(
 }
 
 /**
- * {@link timeDispatches} plus the process CPU time per call (`cpuMs`, all threads). On a CPU
- * adapter the kernels run on this process's threads, so `cpuMs / cores` is a time that
+ * {@link timeDispatches} plus the process CPU time per call (`cpuMs`, all threads; NaN without
+ * `cpuClock`, the process CPU time in ms, e.g. src/bench/kernels.ts's from node:process). On a
+ * CPU adapter the kernels run on this process's threads, so `cpuMs / cores` is a time that
  * other processes on a shared machine disturb less than the wall clock.
  */
 export async function timeDispatchesDetailed(
   gpu: GpuContext,
   record: () => void,
   reps: number,
+  cpuClock?: () => number,
 ): Promise<{ ms: number; cpuMs: number }> {
   record();
   await gpu.sync();
@@ -186,13 +187,13 @@ export async function timeDispatchesDetailed(
     empty.push(performance.now() - t);
   }
   empty.sort((a, b) => a - b);
-  const c0 = process.cpuUsage();
+  const c0 = cpuClock?.() ?? NaN;
   const t0 = performance.now();
   for (let i = 0; i < reps; i++) record();
   await gpu.sync();
   const ms = Math.max(1e-3, (performance.now() - t0 - empty[1]) / reps);
-  const c = process.cpuUsage(c0);
-  return { ms, cpuMs: (c.user + c.system) / 1000 / reps };
+  const c = (cpuClock?.() ?? NaN) - c0;
+  return { ms, cpuMs: c / reps };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import { type Batch, batches } from "../data/stream.ts";
 import { defaultCacheDir } from "../data/synthetic.ts";
 import { resolveDataRoot } from "../data/root.ts";
 import { hashJson, type TrainConfig } from "../io/config.ts";
-import { loadOrComputeCooccurrence } from "../losses/cooccurrence.ts";
+import { loadOrComputeCooccurrence } from "./cooccurrence.ts";
 
 /** A batch as the trainer consumes it. */
 export interface TrainBatch {

@@ -6,7 +6,8 @@
  * @module
  */
 import { join } from "node:path";
-import { createGpu, type GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../gpu/context.ts";
+import { createGpu } from "../io/gpu.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { tuneMatmul } from "../ops/matmul.ts";
 import {
@@ -17,7 +18,7 @@ import {
   validate,
 } from "../io/config.ts";
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
-import { loadTensors, saveTensors } from "../io/checkpoint.ts";
+import { loadTensors, loadTorchvisionWeights, saveTensors } from "../io/checkpoint.ts";
 import { readSafetensorsHeader } from "../io/safetensors.ts";
 import { Tape } from "../autograd/tape.ts";
 import { type CamNet, createModel } from "../models/cam_net.ts";
@@ -103,7 +104,7 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
     outputStride: cfg.outputStride,
     seed: cfg.seed,
   });
-  if (cfg.weights && !resume) await model.loadWeights(cfg.weights);
+  if (cfg.weights && !resume) await loadTorchvisionWeights(model, cfg.weights);
   const params = model.params();
   const opt = createOptimizer(gpu, cfg);
   const optState = (): NamedTensor[] =>

@@ -1,16 +1,20 @@
 /**
- * The OCR ablation (issue 6): train `tiny` with and without OCR for several seeds on the same
- * data, evaluate each checkpoint's CAM pseudo masks with the shared eval code (mIoU at the
- * best background threshold of a sweep, unrestricted-CAM OC-error rate) and the
- * classification mAP, and tabulate mean ± std per setting. Resumable: a run whose
- * `metrics.json` exists is not redone, a run with a checkpoint but no metrics is resumed.
+ * The OCR ablation (issue 6): a method's stage list (default `cam`, the CAM baseline: train the
+ * classifier, score its CAM pseudo masks) run with and without OCR for several seeds on the
+ * same data, each run a pipeline run folder (src/workflows/pipeline.ts: resumable, finished
+ * stages skipped), and the method's scores tabulated as mean ± std per setting. For `cam`:
+ * the CAM pseudo-mask mIoU at the best background threshold of a sweep, the unrestricted-CAM
+ * OC-error rate and the classification mAP.
  * @module
  */
 import { join } from "node:path";
-import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
+import { writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import type { TrainConfig } from "../io/config.ts";
-import { evaluate } from "../cam/evaluate.ts";
-import { checkpointMetadata, train } from "../train/train.ts";
+import { fmtScore } from "../methods/method.ts";
+import { meanStd, type PipelineHooks, runPipeline, scoreTable } from "./pipeline.ts";
+import { getMethod, type MethodName } from "./registry.ts";
+
+export { meanStd };
 
 /**
  * Training settings of the published ablation table (README), applied under a config file
@@ -29,12 +33,10 @@ export interface AblationRun {
   dir: string;
 }
 
-/** Scores of one run. */
+/** Scores of one run: the run and its method's scores (results.json). */
 export interface AblationScore extends AblationRun {
-  miou: number;
-  ocRate: number;
-  bgThreshold: number;
-  map: number;
+  method: string;
+  scores: Record<string, number>;
 }
 
 /** The runs of an ablation folder. */
@@ -44,87 +46,61 @@ export function ablationRuns(root: string, seeds: number[]): AblationRun[] {
   );
 }
 
-/** Mean and sample standard deviation. */
-export function meanStd(xs: number[]): { mean: number; std: number } {
-  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
-  const v = xs.length > 1 ? xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1) : 0;
-  return { mean, std: Math.sqrt(v) };
+/** Options of {@link runAblation}: the method and where its CAMs are evaluated. */
+export interface AblationOptions {
+  split: string;
+  sweep: string;
+  limit?: number;
+  /** The method whose stages each run runs (default "cam"). */
+  method?: MethodName;
 }
 
-/** Trains (or resumes) and evaluates one run; returns its scores. */
+/** Runs (or resumes) one run's stages; returns its scores. */
 export async function runAblation(
   run: AblationRun,
   base: Partial<TrainConfig>,
-  evalOpts: { split: string; sweep: string; limit?: number },
+  opts: AblationOptions,
   log: (l: string) => void,
+  hooks: Omit<PipelineHooks, "log" | "stopAfter"> = {},
 ): Promise<AblationScore> {
-  const metricsPath = join(run.dir, "metrics.json");
-  const scoresPath = join(run.dir, "ablation-score.json");
-  if (await exists(scoresPath)) return JSON.parse(await Deno.readTextFile(scoresPath));
-  const ckpt = join(run.dir, "last.safetensors");
-  const cfg: Partial<TrainConfig> = {
-    ...base,
+  const name = opts.method ?? "cam";
+  const method = getMethod(name);
+  const r = await runPipeline({
+    method: name,
+    ocr: run.setting === "ocr",
     seed: run.seed,
     out: run.dir,
-    ocr: { ...(base.ocr as TrainConfig["ocr"]), enabled: run.setting === "ocr" },
-  };
-  const done = await exists(ckpt) &&
-    Number((await checkpointMetadata(ckpt)).step) >= (base.steps ?? Infinity);
-  let map = NaN;
-  if (!done) {
-    const r = await train({ ...cfg, resume: await exists(ckpt) }, { log });
-    map = r.valMap;
-  }
-  const m = await evaluate({
-    ckpt,
-    split: evalOpts.split,
-    sweep: evalOpts.sweep,
-    limit: evalOpts.limit,
-  }, {
-    log,
-  });
-  if (Number.isNaN(map) && await exists(join(run.dir, "summary.json"))) {
-    map = JSON.parse(await Deno.readTextFile(join(run.dir, "summary.json"))).valMap ?? NaN;
-  }
-  const score: AblationScore = {
-    ...run,
-    miou: m.miou ?? NaN,
-    ocRate: m.oc_rate ?? NaN,
-    bgThreshold: m.bg_threshold ?? NaN,
-    map,
-  };
-  await writeJsonAtomic(scoresPath, score);
-  log(
-    `${run.setting} seed ${run.seed}: mIoU ${fmt(score.miou)} OC ${fmt(score.ocRate)} ` +
-      `mAP ${fmt(score.map)} (${metricsPath})`,
-  );
+    train: base,
+    evalSplit: opts.split,
+    sweep: opts.sweep,
+    ...(opts.limit !== undefined ? { evalLimit: opts.limit } : {}),
+  }, { ...hooks, log }) as Record<string, unknown> | null;
+  if (!r) throw new Error(`ablation run ${run.dir} stopped early`);
+  const scores = Object.fromEntries(method.results.map((c) => [c.key, r[c.key] as number]));
+  const score = { ...run, method: name, scores };
+  log(ablationLine(score));
   return score;
 }
 
-function fmt(x: number, d = 3): string {
-  return Number.isFinite(x) ? x.toFixed(d) : "n/a";
+/** The ablation table (Markdown) from run scores (all of one method). */
+export function ablationTable(scores: AblationScore[]): string {
+  const method = getMethod(scores[0]?.method ?? "cam");
+  return scoreTable(
+    method,
+    ["setting", "runs"],
+    (["baseline", "ocr"] as const).map((setting) => ({
+      label: setting === "ocr" ? "with OCR" : "without OCR",
+      runs: scores.filter((x) => x.setting === setting),
+    })),
+  );
 }
 
-/** The ablation table (Markdown) from run scores. */
-export function ablationTable(scores: AblationScore[]): string {
-  const lines = [
-    "| setting | runs | CAM pseudo-mask mIoU | OC-error rate (unrestricted CAM) | classification mAP |",
-    "| --- | --- | --- | --- | --- |",
-  ];
-  for (const setting of ["baseline", "ocr"] as const) {
-    const s = scores.filter((x) => x.setting === setting);
-    if (!s.length) continue;
-    const cell = (k: "miou" | "ocRate" | "map") => {
-      const { mean, std } = meanStd(s.map((x) => x[k]));
-      return `${fmt(mean)} ± ${fmt(std)}`;
-    };
-    lines.push(
-      `| ${setting === "ocr" ? "with OCR" : "without OCR"} | ${s.map((x) => x.seed).join(",")} | ${
-        cell("miou")
-      } | ${cell("ocRate")} | ${cell("map")} |`,
-    );
-  }
-  return lines.join("\n");
+/** One run's scores as a log line. */
+export function ablationLine(s: AblationScore): string {
+  const method = getMethod(s.method);
+  return `${s.setting} seed ${s.seed}: ${
+    method.table.map((c) => `${c.header} ${fmtScore(s.scores[c.key])}`).join(", ")
+  } (${s.dir})`;
 }
 
 /** Writes the table and raw scores beside the runs. */

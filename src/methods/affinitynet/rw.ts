@@ -21,7 +21,7 @@
  */
 import { dirname, join } from "node:path";
 import { z } from "npm:zod@4.6.7";
-import { createGpu } from "../../gpu/context.ts";
+import { createGpu } from "../../io/gpu.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import { resizeBilinear } from "../../ops/resize.ts";
 import { type AffinityNet, createAffinityNet } from "./model.ts";
@@ -31,11 +31,12 @@ import { writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
 import { validate } from "../../io/config.ts";
 import { openDataset } from "../../data/dataset.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
-import { readCamFolder, readImageCams } from "../../cam/cam_folder.ts";
+import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
 import { pairwiseAffinity } from "../../ops/affinity.ts";
 import { randomWalk } from "./random_walk.ts";
-import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "../../cam/extract.ts";
-import { CamError } from "../../cam/options.ts";
+import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "../cam/extract.ts";
+import { CamError } from "../cam/options.ts";
+import { pseudoMask } from "../../cam/pseudo_mask.ts";
 
 /** Options of {@link computeRandomWalk} (`deno task rw`). */
 export const RwSchema = z.object({
@@ -114,7 +115,7 @@ export function camsWithBackground(
  * The masks of walked CAMs `up` [A+T, Hp, Wp] (A background channels, then T classes; Hp x Wp
  * the padded size): per background channel a, the H x W crop of the argmax over
  * [bg_a, class channels] (background first, then the lower channel, on ties), labelled 0 or
- * `classes[t] + 1`.
+ * `classes[t] + 1` (the pseudo-mask rule of src/cam/pseudo_mask.ts with a background plane).
  */
 export function walkedMasks(
   up: Float32Array,
@@ -130,25 +131,14 @@ export function walkedMasks(
   if (up.length !== (A + T) * n) {
     throw new RangeError(`rw masks: ${up.length} values for ${A + T}x${Hp}x${Wp}`);
   }
-  return Array.from({ length: A }, (_, a) => {
-    const mask = new Uint8Array(H * W);
-    for (let y = 0; y < H; y++) {
-      for (let x = 0; x < W; x++) {
-        const p = y * Wp + x;
-        let best = up[a * n + p];
-        let label = 0;
-        for (let t = 0; t < T; t++) {
-          const v = up[(A + t) * n + p];
-          if (v > best) {
-            best = v;
-            label = classes[t] + 1;
-          }
-        }
-        mask[y * W + x] = label;
-      }
-    }
-    return mask;
-  });
+  return Array.from({ length: A }, (_, a) =>
+    pseudoMask(up, classes, { offset: a * n }, {
+      width: W,
+      height: H,
+      rowStride: Wp,
+      planeStride: n,
+      offset: A * n,
+    }));
 }
 
 /** Loads an AffinityNet checkpoint written by `deno task affinity`. */

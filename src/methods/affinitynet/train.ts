@@ -18,7 +18,8 @@
  */
 import { dirname, join, resolve } from "node:path";
 import type { z } from "npm:zod@4.6.7";
-import { createGpu, type GpuContext } from "../../gpu/context.ts";
+import type { GpuContext } from "../../gpu/context.ts";
+import { createGpu } from "../../io/gpu.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import { tuneMatmul } from "../../ops/matmul.ts";
 import { type Param, zeroGrads } from "../../autograd/param.ts";
@@ -42,8 +43,8 @@ import { polyLr } from "../../optim/mod.ts";
 import { affinityLabelMap, affinityPairLabels } from "./labels.ts";
 import { affinityLoss, pairCounts, uploadPairCodes } from "../../losses/affinity.ts";
 import { pairGrid } from "../../ops/affinity.ts";
-import { readRunConfig } from "../../cam/extract.ts";
-import { readCamFolder, readImageCams } from "../../cam/cam_folder.ts";
+import { readRunConfig } from "../cam/extract.ts";
+import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
 import { fmtDuration, Progress } from "../../io/progress.ts";
 import {
   checkRunFolder,

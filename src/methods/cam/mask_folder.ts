@@ -5,11 +5,11 @@
  * @module
  */
 import { join } from "node:path";
-import type { GpuContext } from "../gpu/context.ts";
-import { decodeLabelPng } from "../data/png.ts";
-import type { Dataset } from "../data/base.ts";
-import { type MaskCounts, MaskEvaluator } from "./confusion.ts";
-import { maskMetrics, type Metrics } from "./metrics.ts";
+import type { GpuContext } from "../../gpu/context.ts";
+import { decodeLabelPng } from "../../data/png.ts";
+import type { Dataset } from "../../data/base.ts";
+import { type MaskCounts, MaskEvaluator } from "../../eval/confusion.ts";
+import { maskMetrics, type Metrics } from "../../eval/metrics.ts";
 import type { ReportExample } from "./report.ts";
 
 /** The part of a {@link Dataset} (src/data/dataset.ts) that mask-folder evaluation uses. */

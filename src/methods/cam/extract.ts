@@ -1,20 +1,16 @@
 /**
- * CAM inference from a trained checkpoint (DESIGN §3, §6), the psa/SEAM way:
+ * CAM inference from a trained checkpoint, the psa/SEAM way (the file side of src/cam):
  *
  * 1. {@link loadCamModel} reads `config.json` beside the checkpoint (architecture, output
  *    stride), takes the number of classes from the checkpoint's `classifier.weight`, and loads
  *    the weights (optimizer state in the file is ignored).
- * 2. {@link recordImageCams}, per image, all on the GPU in one recording: the image and (with
- *    `flip`) its mirror image as a batch of two; per scale s the pair bilinearly resized to
- *    round(s·H) × round(s·W) (align_corners=false); a forward pass in eval mode (batchnorm
- *    running statistics); the class maps ReLU'd, bilinearly resized to H × W, the flipped
- *    image's maps mirrored back, everything summed into one [C, H, W] map per class
- *    ({@link accumulateCam}). These are the **unrestricted** fused CAMs (all C classes, not
- *    normalised), what the OC-error rate is measured on.
+ * 2. {@link recordSampleCams}, per image: src/cam/image.ts's `recordImageCams`, the
+ *    multi-scale + flip fused CAMs on the GPU (the **unrestricted** CAMs, all C classes, not
+ *    normalised: what the OC-error rate is measured on).
  * 3. psa/SEAM convention: the CAMs of the image's tagged classes, each divided by its maximum
- *    (+1e-5), are the normalised CAMs ({@link normalizeTagged}); the pseudo mask at background
+ *    (+1e-5), are the normalised CAMs (`normalizeTagged`); the pseudo mask at background
  *    threshold t is argmax over [t, normalised CAMs] (background first on ties, then the lower
- *    class), labels 0 = background, c+1 = tagged class c.
+ *    class), labels 0 = background, c+1 = tagged class c (src/cam/pseudo_mask.ts).
  *
  * {@link computeCams} runs this over a dataset split and writes, per image (atomically):
  * - `<out>/cams/<id>.safetensors`: tensor `cams` F32 [T, H, W] (the T tagged classes'
@@ -28,30 +24,26 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { createGpu, type GpuContext } from "../gpu/context.ts";
-import { Tensor } from "../gpu/tensor.ts";
-import { type CamNet, createModel } from "../models/cam_net.ts";
-import { resizeBilinear } from "../ops/resize.ts";
-import { loadTensors } from "../io/checkpoint.ts";
-import { ConfigError, type TrainConfig, TrainConfigSchema, validate } from "../io/config.ts";
-import { exists, writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
+import type { GpuContext } from "../../gpu/context.ts";
+import { createGpu } from "../../io/gpu.ts";
+import { Tensor } from "../../gpu/tensor.ts";
+import { type CamNet, createModel } from "../../models/cam_net.ts";
+import { loadTensors } from "../../io/checkpoint.ts";
+import { ConfigError, type TrainConfig, TrainConfigSchema, validate } from "../../io/config.ts";
+import { exists, writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
 import {
   readSafetensorsHeader,
   SafetensorsError,
   serializeSafetensors,
-} from "../io/safetensors.ts";
-import { type Dataset, openDataset, type Sample } from "../data/dataset.ts";
-import { IMAGENET_MEAN, IMAGENET_STD } from "../data/augment.ts";
-import { encodeLabelPng, VOC_PALETTE } from "../data/png.ts";
-import { resolveDataRoot } from "../data/root.ts";
-import { accumulateCam, flipHorizontal, normalizeTagged } from "./fuse.ts";
-import {
-  CamError,
-  type CamRunInput,
-  CamRunSchema,
-  DEFAULT_SCALES,
-  readCamJson,
-} from "./options.ts";
+} from "../../io/safetensors.ts";
+import { type Dataset, openDataset, type Sample } from "../../data/dataset.ts";
+import { IMAGENET_MEAN, IMAGENET_STD } from "../../data/augment.ts";
+import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
+import { resolveDataRoot } from "../../data/root.ts";
+import { normalizeTagged } from "../../cam/fuse.ts";
+import { type ImageCamOptions, recordImageCams } from "../../cam/image.ts";
+import { pseudoMaskFromNormalized } from "../../cam/pseudo_mask.ts";
+import { CamError, type CamRunInput, CamRunSchema, readCamJson } from "./options.ts";
 
 /** A checkpoint's model, ready for inference. */
 export interface LoadedCamModel {
@@ -143,66 +135,6 @@ export function rgbToChw(rgb: Uint8Array, width: number, height: number): Float3
   return out;
 }
 
-/** Options of {@link recordImageCams}. */
-export interface ImageCamOptions {
-  /** Scales relative to the image size (default 0.5, 1, 1.5, 2). */
-  scales?: readonly number[];
-  /** Also run the horizontally flipped image (default true). */
-  flip?: boolean;
-  /** Size [H, W] of the fused maps (default: the image's). */
-  size?: readonly [number, number];
-}
-
-/** Checks inference scales. */
-function checkScales(scales: readonly number[]): void {
-  if (scales.length === 0) throw new RangeError("at least one CAM scale");
-  for (const s of scales) {
-    if (!(Number.isFinite(s) && s > 0)) throw new RangeError(`bad CAM scale ${s}`);
-  }
-}
-
-/**
- * Records the multi-scale (+ flip) fused CAMs of one image `x` [1, 3, H, W] (normalised):
- * returns a new [C, H', W'] tensor (H'×W' = `size`, default H×W) holding, per class, the sum
- * over scales (and the flipped image) of the ReLU'd class maps resized to H'×W'. Nothing is
- * submitted; read or evaluate the result after recording.
- */
-export function recordImageCams(
-  gpu: GpuContext,
-  model: CamNet,
-  x: Tensor,
-  opts: ImageCamOptions = {},
-): Tensor {
-  if (x.shape.length !== 4 || x.shape[0] !== 1 || x.shape[1] !== 3) {
-    throw new RangeError(`recordImageCams: image must be [1, 3, H, W], got [${x.shape}]`);
-  }
-  const scales = opts.scales ?? DEFAULT_SCALES;
-  checkScales(scales);
-  const flip = opts.flip ?? true;
-  const [, , H, W] = x.shape;
-  const [oh, ow] = opts.size ?? [H, W];
-  let pair = x;
-  if (flip) {
-    pair = Tensor.empty(gpu, [2, 3, H, W]);
-    gpu.encoder().copyBufferToBuffer(x.buffer, 0, pair.buffer, 0, x.bytes);
-    flipHorizontal(gpu, x, { out: pair, outOffset: x.size });
-  }
-  const acc = Tensor.empty(gpu, [model.options.numClasses, oh, ow]);
-  scales.forEach((s, i) => {
-    const sh = Math.max(1, Math.round(H * s));
-    const sw = Math.max(1, Math.round(W * s));
-    const xs = sh === H && sw === W ? pair : resizeBilinear(gpu, pair, { size: [sh, sw] });
-    const { cam, logits } = model.forward(xs, null);
-    logits.dispose();
-    if (xs !== pair) xs.dispose();
-    accumulateCam(gpu, cam, acc, { index: 0, add: i > 0 });
-    if (flip) accumulateCam(gpu, cam, acc, { index: 1, add: true, mirror: true });
-    cam.dispose();
-  });
-  if (pair !== x) pair.dispose();
-  return acc;
-}
-
 /** {@link recordImageCams} of a decoded dataset sample (uploads its normalised pixels). */
 export function recordSampleCams(
   gpu: GpuContext,
@@ -216,34 +148,6 @@ export function recordSampleCams(
   } finally {
     x.dispose();
   }
-}
-
-/**
- * psa/SEAM pseudo mask from normalised tagged CAMs `norm` [T, n]: label tags[t]+1 where the
- * largest normalised score exceeds `bg` (the lower class on ties), else 0.
- */
-export function pseudoMaskFromNormalized(
-  norm: Float32Array,
-  tags: readonly number[],
-  n: number,
-  bg: number,
-): Uint8Array {
-  if (norm.length !== tags.length * n) {
-    throw new RangeError(`pseudo mask: ${norm.length} CAM values for ${tags.length}x${n}`);
-  }
-  const out = new Uint8Array(n);
-  const t = Math.fround(bg);
-  for (let i = 0; i < n; i++) {
-    let best = t;
-    for (let k = 0; k < tags.length; k++) {
-      const s = norm[k * n + i];
-      if (s > best) {
-        best = s;
-        out[i] = tags[k] + 1;
-      }
-    }
-  }
-  return out;
 }
 
 /** A run's dataset split for CAM work: explicit options first, then the run's config. */

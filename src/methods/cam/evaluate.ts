@@ -3,9 +3,9 @@
  * on a dataset split and writes `metrics.json` + `report.html` (src/eval's writers).
  *
  * Checkpoint mode: per image the unrestricted multi-scale (+ flip) fused CAMs
- * ({@link recordImageCams}) go straight from the GPU recording into the GPU
+ * ({@link recordSampleCams}) go straight from the GPU recording into the GPU
  * {@link CamEvaluator} (no readback per image): the tag-restricted pseudo masks' confusion
- * matrix at every background threshold, and the unrestricted-CAM OC-error rate (DESIGN §6,
+ * matrix at every background threshold, and the unrestricted-CAM OC-error rate (src/eval/cam.ts,
  * activation ratio tau). Image-level tags are the dataset's training tags. metrics.json holds
  * the scores at `bg` or, with a sweep, at the best threshold, plus the sweep curve. Default
  * output folder: the checkpoint's run folder.
@@ -14,13 +14,13 @@
  * the mask folder.
  * @module
  */
-import { createGpu } from "../gpu/context.ts";
-import { ConfigError, validate } from "../io/config.ts";
-import { CamEvaluator, camHeatmap, pseudoMaskRef } from "../eval/cam.ts";
-import { camMetrics, type Metrics, parseSweep } from "../eval/metrics.ts";
-import { evaluateMaskFolder } from "../eval/folder.ts";
-import { type ReportExample, writeEvalOutputs } from "../eval/report.ts";
-import type { Sample } from "../data/dataset.ts";
+import { createGpu } from "../../io/gpu.ts";
+import { ConfigError, validate } from "../../io/config.ts";
+import { CamEvaluator, camHeatmap, pseudoMaskRef } from "../../eval/cam.ts";
+import { camMetrics, type Metrics, parseSweep } from "../../eval/metrics.ts";
+import { evaluateMaskFolder } from "./mask_folder.ts";
+import { type ReportExample, writeEvalOutputs } from "./report.ts";
+import type { Sample } from "../../data/dataset.ts";
 import {
   type CamHooks,
   checkClasses,

@@ -6,9 +6,10 @@
  * @module
  */
 import { z } from "npm:zod@4.6.7";
-import { ConfigError } from "../io/config.ts";
-import { numFlag } from "../io/cli.ts";
-import { Progress } from "../io/progress.ts";
+import { ConfigError } from "../../io/config.ts";
+import { numFlag } from "../../io/cli.ts";
+import { Progress } from "../../io/progress.ts";
+import { DEFAULT_SCALES } from "../../cam/image.ts";
 
 /** Errors of CAM extraction/evaluation inputs; the message names the file or image. */
 export class CamError extends Error {
@@ -45,8 +46,7 @@ export async function readCamJson(path: string, missing: string): Promise<unknow
   }
 }
 
-/** The default CAM inference scales (psa/SEAM). */
-export const DEFAULT_SCALES: readonly number[] = [0.5, 1, 1.5, 2];
+export { DEFAULT_SCALES };
 
 const scales = z.array(z.number().positive().max(8)).min(1).max(16)
   .refine((s) => new Set(s).size === s.length, "scales must not repeat");
@@ -100,7 +100,7 @@ export const EvaluateSchema = z.object({
   bg: z.number().min(0).max(1).optional(),
   /** Thresholds to sweep: "start:stop:step", "a,b,c" or a list; metrics at the best one. */
   sweep: z.union([z.string().min(1), z.array(z.number().min(0).max(1)).min(1)]).optional(),
-  /** Activation ratio of the unrestricted-CAM OC rate (DESIGN §6). */
+  /** Activation ratio of the unrestricted-CAM OC rate (src/eval/cam.ts). */
   tau: z.number().min(0).max(1).default(0.3),
   /** Example rows in report.html. */
   examples: z.number().int().min(0).max(64).default(6),

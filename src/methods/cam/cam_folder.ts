@@ -1,13 +1,13 @@
 /**
- * Reading a CAM folder written by `deno task cam` (src/cam/extract.ts): its `cam.json` (which
+ * Reading a CAM folder written by `deno task cam` (src/methods/cam/extract.ts): its `cam.json` (which
  * checkpoint and dataset split the CAMs come from) and the per-image normalised tagged CAMs
  * `cams/<id>.safetensors`, with errors naming the file and the fix.
  * @module
  */
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
-import { validate } from "../io/config.ts";
-import { parseSafetensors, SafetensorsError } from "../io/safetensors.ts";
+import { validate } from "../../io/config.ts";
+import { parseSafetensors, SafetensorsError } from "../../io/safetensors.ts";
 import { CamError, readCamJson } from "./options.ts";
 
 const CamJsonSchema = z.object({
@@ -64,7 +64,7 @@ export interface ImageCams {
 }
 
 /**
- * Reads `<dir>/cams/<id>.safetensors` (see src/cam/extract.ts); with `image`, CAMs of another
+ * Reads `<dir>/cams/<id>.safetensors` (see src/methods/cam/extract.ts); with `image`, CAMs of another
  * size are an error. Errors name the file.
  */
 export async function readImageCams(

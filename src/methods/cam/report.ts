@@ -7,10 +7,10 @@
  */
 import { Buffer } from "node:buffer";
 import { Image } from "npm:imagescript@1.3.1";
-import { VOC_PALETTE } from "../data/png.ts";
-import { writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
+import { VOC_PALETTE } from "../../data/png.ts";
+import { writeJsonAtomic, writeTextAtomic } from "../../io/atomic.ts";
 import { join } from "node:path";
-import type { Metrics } from "./metrics.ts";
+import type { Metrics } from "../../eval/metrics.ts";
 
 /** One example row of the report. */
 export interface ReportExample {
@@ -370,6 +370,11 @@ export async function buildReportHtml(
 `;
 }
 
+/** Writes `metrics.json` atomically (temp file + fsync + rename). */
+export function writeMetrics(path: string, m: Metrics): Promise<void> {
+  return writeJsonAtomic(path, m);
+}
+
 /** Writes `report.html` atomically. */
 export async function writeReport(
   path: string,
@@ -389,7 +394,7 @@ export async function writeEvalOutputs(
 ): Promise<{ metricsPath: string; reportPath: string }> {
   const metricsPath = join(dir, "metrics.json");
   const reportPath = join(dir, "report.html");
-  await writeJsonAtomic(metricsPath, m);
+  await writeMetrics(metricsPath, m);
   await writeReport(reportPath, m, examples, opts);
   return { metricsPath, reportPath };
 }

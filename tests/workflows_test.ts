@@ -1,0 +1,105 @@
+/**
+ * The generic workflows over a method's stage list (src/workflows): the registry's methods are
+ * consistent (unique stage names, scores read from their own stages, every stage accepted by
+ * `from`), an unknown method is an error naming the known ones, and the OCR ablation runs the
+ * `cam` method's stages (train, evaluate) per setting and seed, resumably, on the tiny
+ * synthetic data. The `affinitynet` stage list end to end is in tests/aff_net_test.ts.
+ */
+import { join } from "node:path";
+import { ConfigError } from "../src/io/config.ts";
+import { getMethod, METHOD_NAMES, METHODS } from "../src/workflows/registry.ts";
+import { runPipeline } from "../src/workflows/pipeline.ts";
+import { ablationRuns, ablationTable, runAblation } from "../src/workflows/ablate.ts";
+import { assertEquals, assertRejects, testGpu } from "./util.ts";
+
+Deno.test("registry: every method's stages, scores and schema agree", () => {
+  assertEquals(METHOD_NAMES, ["affinitynet", "cam"]);
+  for (const name of METHOD_NAMES) {
+    const m = getMethod(name);
+    assertEquals(m, METHODS[name] as unknown);
+    const names = m.stages.map((s) => s.name);
+    assertEquals(new Set(names).size, names.length, `${name}: stage names repeat`);
+    for (const s of m.stages) {
+      if (!s.outputs.length) throw new Error(`${name}/${s.name}: no outputs`);
+      for (const p of s.outputs) {
+        if (p.startsWith("/") || p.includes("..")) throw new Error(`${name}/${s.name}: ${p}`);
+      }
+    }
+    for (const c of m.results) {
+      if (!names.includes(c.stage)) throw new Error(`${name}: score ${c.key} of stage ${c.stage}`);
+    }
+    const keys = m.results.map((c) => c.key as string);
+    for (const c of m.table) {
+      if (!keys.includes(c.key)) throw new Error(`${name}: table column ${c.key} is no score`);
+    }
+    const o = m.schema.parse({});
+    assertEquals([o.method, o.ocr, o.seed], [name, false, 0]);
+    for (const stage of names) assertEquals(m.schema.parse({ from: stage }).from, stage);
+    assertEquals(m.schema.safeParse({ from: "nope" }).success, false);
+    assertEquals(m.schema.safeParse({ bogus: 1 }).success, false);
+  }
+  assertEquals(
+    METHODS.affinitynet.stages.map((s) => s.name),
+    ["cam-train", "cams-train", "cams-val", "eval-cam", "affinity", "rw", "eval-rw"],
+  );
+});
+
+Deno.test("pipeline: an unknown method is an error listing the known ones", async () => {
+  const e = await assertRejects(
+    () => runPipeline({ method: "seam" } as never, { log: () => {} }),
+    ConfigError,
+  );
+  assertEquals(e.message, `unknown method "seam"; known methods: affinitynet, cam`);
+});
+
+Deno.test("ablate: the cam method's stages per setting and seed, resumable, tabulated", async () => {
+  const gpu = await testGpu();
+  const root = await Deno.makeTempDir();
+  try {
+    const base = {
+      dataset: "synthetic" as const,
+      synthetic: { seed: 0, size: "tiny" as const },
+      steps: 3,
+      batch: 4,
+      size: 32,
+    };
+    const opts = { split: "val", sweep: "0.1,0.2", limit: 4 };
+    const runs = ablationRuns(root, [0]);
+    assertEquals(runs.map((r) => r.dir), [join(root, "baseline-s0"), join(root, "ocr-s0")]);
+    const lines: string[] = [];
+    const scores = [];
+    for (const r of runs) {
+      scores.push(await runAblation(r, base, opts, (l) => lines.push(l), { gpu, tty: false }));
+    }
+    for (const r of runs) {
+      const stages = JSON.parse(await Deno.readTextFile(join(r.dir, "stages.json")));
+      assertEquals(Object.keys(stages), ["cam-train", "eval-cam"]);
+      const cfg = JSON.parse(await Deno.readTextFile(join(r.dir, "cam", "config.json")));
+      assertEquals([cfg.steps, cfg.batch, cfg.ocr.enabled], [3, 4, r.setting === "ocr"]);
+    }
+    for (const s of scores) {
+      assertEquals(Object.keys(s.scores), ["camMiou", "camBg", "ocRate", "map"]);
+      if (![0.1, 0.2].includes(s.scores.camBg)) throw new Error(`camBg ${s.scores.camBg}`);
+    }
+    const table = ablationTable(scores).split("\n");
+    assertEquals(table.slice(0, 2), [
+      "| setting | runs | CAM pseudo-mask mIoU | OC-error rate (unrestricted CAM) | classification mAP |",
+      "| --- | --- | --- | --- | --- |",
+    ]);
+    assertEquals([table[2].split(" | ")[0], table[3].split(" | ")[0]], [
+      "| without OCR",
+      "| with OCR",
+    ]);
+    // A rerun skips both stages and gives the same scores.
+    lines.length = 0;
+    const again = await runAblation(runs[0], base, opts, (l) => lines.push(l), { gpu, tty: false });
+    assertEquals(again, scores[0]);
+    for (const s of ["cam-train", "eval-cam"]) {
+      if (!lines.some((l) => l.startsWith(`[${s}] done earlier`))) {
+        throw new Error(`stage ${s} was not skipped:\n${lines.join("\n")}`);
+      }
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
