@@ -1,0 +1,32 @@
+/**
+ * Every op unit (./unit.ts) of the project: the generic test (tests/ops_test.ts) runs each
+ * one's cases, `deno task bench --op NAME` its benchmark shapes.
+ * @module
+ */
+import { batchNormEvalUnit, batchNormTrainUnit } from "./batchnorm.ts";
+import { conv2dUnit } from "./conv.ts";
+import { matmulUnit } from "./matmul.ts";
+import { pointwiseUnits } from "./pointwise.ts";
+import { globalAvgPoolUnit, maxPoolUnit } from "./pool.ts";
+import { resizeUnit } from "./resize.ts";
+import { type AnyOpUnit, eraseUnit } from "./unit.ts";
+
+/** The registered units, in a stable order. */
+export const OP_UNITS: readonly AnyOpUnit[] = [
+  eraseUnit(conv2dUnit),
+  eraseUnit(matmulUnit),
+  eraseUnit(batchNormTrainUnit),
+  eraseUnit(batchNormEvalUnit),
+  eraseUnit(maxPoolUnit),
+  eraseUnit(globalAvgPoolUnit),
+  eraseUnit(resizeUnit),
+  ...pointwiseUnits.map(eraseUnit),
+];
+
+/** Registry names, in {@link OP_UNITS} order. */
+export const OP_NAMES: readonly string[] = OP_UNITS.map((u) => u.name);
+
+/** The unit of a name, or undefined. */
+export function opUnit(name: string): AnyOpUnit | undefined {
+  return OP_UNITS.find((u) => u.name === name);
+}
