@@ -124,7 +124,7 @@ function checkFiniteDifferences(
   seed: number,
 ): void {
   const eps = unit.tolerance.fdEps ?? 1e-6;
-  const tol = unit.tolerance.fd ?? 1e-4;
+  const tol = unit.tolerance.fd ?? 1e-5;
   for (const [ki, k] of Object.keys(d.refGrad!).entries()) {
     for (let r = 0; r < 2; r++) {
       const v = uniformValues(d.x[k].length, seed + 1000 + 10 * ki + r);

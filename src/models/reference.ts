@@ -458,30 +458,3 @@ function maxPool(x: RefTensor, steps: RefTape["steps"]): RefTensor {
   steps.push((dy) => maxPool2dBackwardRef(dy, r.indices, x.shape));
   return { shape: r.shape, data: r.y };
 }
-
-/**
- * Multilabel soft-margin loss (PyTorch's, mean reduction) of logits [N, C] against 0/1
- * targets, with its gradient: L = -1/(N·C) Σ [t·logσ(x) + (1-t)·logσ(-x)],
- * dL/dx = (σ(x) - t)/(N·C).
- */
-export function multilabelSoftMarginRef(
-  logits: ArrayLike<number>,
-  targets: ArrayLike<number>,
-): { loss: number; grad: Float64Array } {
-  if (logits.length !== targets.length) {
-    throw new RangeError(
-      `multilabelSoftMarginRef: ${logits.length} logits, ${targets.length} targets`,
-    );
-  }
-  const m = logits.length;
-  const logSig = (v: number) => (v >= 0 ? -Math.log1p(Math.exp(-v)) : v - Math.log1p(Math.exp(v)));
-  let loss = 0;
-  const grad = new Float64Array(m);
-  for (let i = 0; i < m; i++) {
-    const x = logits[i];
-    const t = targets[i];
-    loss -= t * logSig(x) + (1 - t) * logSig(-x);
-    grad[i] = (1 / (1 + Math.exp(-x)) - t) / m;
-  }
-  return { loss: loss / m, grad };
-}

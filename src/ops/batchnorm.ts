@@ -428,7 +428,6 @@ function bnUnit(training: boolean): OpUnit<BatchNormCase> {
       forward: { rtol: 1e-4, atol: 1e-4 },
       outputs: { runningMean: { rtol: 1e-5, atol: 1e-6 }, runningVar: { rtol: 1e-4, atol: 1e-6 } },
       backward: { maxRel: 1e-4 },
-      fd: 1e-3,
     },
     inputShapes: (p) => {
       const C = [p.shape[1]];

@@ -4,6 +4,11 @@
  * @module
  */
 import { batchNormEvalUnit, batchNormTrainUnit } from "./batchnorm.ts";
+import { affinityLossUnit } from "../losses/affinity.ts";
+import { multilabelUnit } from "../losses/multilabel.ts";
+import { ocrUnit } from "../losses/ocr.ts";
+import { affinityUnit } from "./affinity.ts";
+import { argmaxUnit, softmaxUnit } from "./channel.ts";
 import { conv2dUnit } from "./conv.ts";
 import { matmulUnit } from "./matmul.ts";
 import { pointwiseUnits } from "./pointwise.ts";
@@ -20,6 +25,12 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(maxPoolUnit),
   eraseUnit(globalAvgPoolUnit),
   eraseUnit(resizeUnit),
+  eraseUnit(softmaxUnit),
+  eraseUnit(argmaxUnit),
+  eraseUnit(multilabelUnit),
+  eraseUnit(ocrUnit),
+  eraseUnit(affinityUnit),
+  eraseUnit(affinityLossUnit),
   ...pointwiseUnits.map(eraseUnit),
 ];
 

@@ -57,7 +57,7 @@ export interface UnitTolerance {
   backward: Tolerance;
   /**
    * Finite-difference check: `|<g, v> - fd| <= fd·Σ|g_ref,i·v_i| + 1e-9` for the GPU gradient
-   * g along a random direction v (default 1e-4).
+   * g along a random direction v (default 1e-5).
    */
   fd?: number;
   /** Step of the central differences (default 1e-6). */
