@@ -81,6 +81,7 @@ interface CaseData {
 
 function caseData(unit: OpUnit, c: OpCase<unknown>, seed: number): CaseData {
   const x = unit.makeInputs(c.params, seed);
+  unit.validateInputs?.(c.params, x);
   const ref = unit.refForward(c.params, x);
   const dy: HostValues = {};
   unit.gradOutputs.forEach((k, i) => dy[k] = uniformValues(ref[k].length, seed + 100 + i));
@@ -148,6 +149,28 @@ function checkFiniteDifferences(
     }
   }
 }
+
+Deno.test("op registry: unique names, consistent declarations", () => {
+  const names = OP_UNITS.map((u) => u.name);
+  if (new Set(names).size !== names.length) throw new Error(`duplicate names: ${names}`);
+  for (const u of OP_UNITS) {
+    const sub = (a: readonly string[], b: readonly string[], what: string) => {
+      const extra = a.filter((k) => !b.includes(k));
+      if (extra.length) throw new Error(`${u.name}: ${what} not declared: ${extra}`);
+    };
+    sub(u.differentiable, u.inputs, "differentiable inputs");
+    sub(u.gradOutputs, u.outputs, "gradient outputs");
+    if (u.cases.length === 0 || u.benchShapes.length === 0) throw new Error(`${u.name}: no cases`);
+    if (u.differentiable.length > 0 && !(u.gpuBackward && u.refBackward)) {
+      throw new Error(`${u.name}: differentiable inputs but no backward`);
+    }
+    for (const c of [...u.cases, ...u.benchShapes]) {
+      const shapes = u.inputShapes(c.params);
+      sub(Object.keys(shapes), u.inputs, `inputs of ${c.name}`);
+      sub(Object.keys(u.outputShapes(c.params)), u.outputs, `outputs of ${c.name}`);
+    }
+  }
+});
 
 for (const unit of OP_UNITS) {
   Deno.test(`op unit ${unit.name}`, async (t) => {

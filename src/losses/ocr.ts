@@ -440,8 +440,8 @@ const ocrCase = (
 /**
  * The OCR loss as an op unit (gradient mode "both": the exact gradient with the groups held
  * constant, which the finite differences check). Inputs: scores in [-3, 3), 1 to 3 random
- * candidate tags per image, the co-occurrence prior of 40 random tag lists; the generator
- * rejects data within 1e-4 of a decision threshold or without OC pixels.
+ * candidate tags per image, the co-occurrence prior of 40 random tag lists; the test rejects
+ * data within 1e-4 of a decision threshold or without OC pixels.
  */
 export const ocrUnit: OpUnit<OcrCase> = defineOpUnit<OcrCase>({
   name: "ocr",
@@ -484,14 +484,16 @@ export const ocrUnit: OpUnit<OcrCase> = defineOpUnit<OcrCase>({
       { length: 40 },
       () => rng.shuffle([...Array(C).keys()]).slice(0, 1 + rng.int(4)),
     );
-    const prior = cooccurrence(lists, C);
-    const ref = ocrLossReference(z, p.shape, tags, prior, p.opts);
+    return { z, tags, prior: cooccurrence(lists, C) };
+  },
+  validateInputs: (p, x) => {
+    const ref = ocrLossReference(x.z, p.shape, x.tags, x.prior, p.opts);
     if (!(ref.minGap > 1e-4) || ref.ocPixels < 1) {
       throw new RangeError(
-        `ocrUnit: seed ${seed} gives degenerate data (${ref.ocPixels} OC pixels)`,
+        `ocr: test data within ${ref.minGap} of a threshold or without OC pixels ` +
+          `(${ref.ocPixels})`,
       );
     }
-    return { z, tags, prior };
   },
   refForward: (p, x) => {
     const r = ocrLossReference(x.z, p.shape, x.tags, x.prior, p.opts);

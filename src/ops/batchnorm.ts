@@ -433,7 +433,10 @@ function bnUnit(training: boolean): OpUnit<BatchNormCase> {
       const C = [p.shape[1]];
       return { x: [...p.shape], weight: C, bias: C, runningMean: C, runningVar: C };
     },
-    outputShapes: (p) => ({ y: [...p.shape], runningMean: [p.shape[1]], runningVar: [p.shape[1]] }),
+    outputShapes: (p): Record<string, number[]> =>
+      training
+        ? { y: [...p.shape], runningMean: [p.shape[1]], runningVar: [p.shape[1]] }
+        : { y: [...p.shape] },
     makeInputs: (p, seed) => {
       // A per-channel offset keeps the mean far from 0 (numerical stability of the stats).
       const [, c, h, w] = p.shape;

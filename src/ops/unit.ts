@@ -118,6 +118,11 @@ export interface OpUnit<P = unknown> {
   outputShapes(p: P): Record<string, number[]>;
   /** Deterministic inputs of a case. */
   makeInputs(p: P, seed: number): HostValues;
+  /**
+   * Throws when generated inputs are unfit for the generic test (e.g. too close to a
+   * decision threshold for finite differences); the test calls it on every case.
+   */
+  validateInputs?(p: P, x: HostValues): void;
   /** Runs the GPU forward on host inputs; returns host outputs by name. */
   gpuForward(gpu: GpuContext, p: P, x: HostValues): Promise<HostValues>;
   /**
