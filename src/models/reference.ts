@@ -13,8 +13,9 @@
  * `tiny`: a 3x3 stride-2 stem (16 channels) and one basic block per stage (16, 32, 64, 128
  * channels; strides 1, 2, 2, 2 for output stride 16, the last replaced by dilation 2 for 8).
  *
- * Convolutions use the conv layer's own CPU references (`conv2dRef` and its gradients);
- * batchnorm, ReLU, max pool and global average pooling are written out here. The weights come
+ * Every layer composes its op family's f64 reference (`conv2dRef` and its gradients,
+ * `batchNormForwardRef`/`batchNormBackwardRef`, the pointwise table's `relu`/`relu_bwd`,
+ * `maxPool2dRef`, `globalAvgPoolRef`); only the wiring is written out here. The weights come
  * by name from a {@link RefState}, e.g. the GPU model's state read back with
  * {@link readModelState}, so the reference checks the GPU model's wiring and kernels at once.
  * @module
