@@ -1,7 +1,9 @@
 /**
  * `deno task bench`: prints the benchmark table (every figure beside a reference measured in
  * the same run) and writes bench.json. `--quick` runs the small cases only; `--only` picks
- * sections (runtime,kernels,data,eval,cam,train,ocr,affinity).
+ * sections (runtime,kernels,data,eval,cam,train,ocr,affinity,ops). `--op NAME[,NAME...]` (or
+ * `all`) runs the generic op rows of those registered op units only (src/registry/ops.ts),
+ * and writes a JSON file only with `--out`.
  */
 import { z } from "npm:zod@4.6.7";
 import { createGpu } from "../src/io/gpu.ts";
@@ -15,7 +17,9 @@ import { benchEval } from "../src/bench/eval.ts";
 import { benchOcr, benchTrain } from "../src/bench/train.ts";
 import { benchCam } from "../src/bench/cam.ts";
 import { benchAffinity } from "../src/bench/affinity.ts";
+import { benchOps } from "../src/bench/ops.ts";
 import { type BenchRow, formatTable } from "../src/bench/table.ts";
+import { OP_NAMES, OP_UNITS } from "../src/registry/ops.ts";
 
 const SECTIONS = [
   "runtime",
@@ -26,20 +30,36 @@ const SECTIONS = [
   "train",
   "ocr",
   "affinity",
+  "ops",
 ] as const;
-const USAGE = `usage: deno task bench [--quick] [--only ${SECTIONS.join(",")}] [--out bench.json]`;
+const USAGE = `usage: deno task bench [--quick] [--only ${SECTIONS.join(",")}] ` +
+  `[--op all|NAME,...] [--out bench.json]\n  ops: ${OP_NAMES.join(", ")}`;
+
+/** `--op`: a comma list of registered op names, or `all`. */
+const OpList = z.array(
+  z.string().refine((n) => n === "all" || OP_NAMES.includes(n), {
+    error: (i) => `unknown op "${i.input}"; valid: all, ${OP_NAMES.join(", ")}`,
+  }),
+).min(1);
 
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
     quick: { type: "boolean" },
     only: { type: "string" },
+    op: { type: "string" },
     out: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (f.help) return console.log(USAGE);
+  const ops = f.op === undefined
+    ? null
+    : validate(OpList, f.op.split(",").map((s) => s.trim()), "--op");
+  const units = !ops || ops.includes("all")
+    ? OP_UNITS
+    : OP_UNITS.filter((u) => ops.includes(u.name));
   const only = validate(
     z.array(z.enum(SECTIONS)),
-    f.only ? f.only.split(",").map((s) => s.trim()) : [...SECTIONS],
+    f.only ? f.only.split(",").map((s) => s.trim()) : ops ? ["ops"] : [...SECTIONS],
     "--only",
   );
   const quick = f.quick ?? false;
@@ -69,8 +89,10 @@ await runMain(async () => {
   await run("train", () => benchTrain(gpu, { quick }));
   await run("ocr", () => benchOcr(gpu, { quick }));
   await run("affinity", () => benchAffinity(gpu, { quick }));
+  await run("ops", () => benchOps(gpu, units, { quick, log }));
   console.log(`\nall sections (${adapter}):\n${formatTable(rows)}`);
-  const out = f.out ?? "bench.json";
+  const out = f.out ?? (ops ? null : "bench.json");
+  if (out === null) return gpu.destroy();
   await writeJsonAtomic(out, {
     adapter,
     backend,

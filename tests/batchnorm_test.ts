@@ -1,8 +1,11 @@
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import {
+  batchNormApplyRef,
   batchNormBackward,
+  batchNormBackwardRef,
   batchNormForward,
+  batchNormStatsRef,
   type BatchNormTensors,
 } from "../src/ops/batchnorm.ts";
 import { BatchNorm2d, ReLU } from "../src/models/modules.ts";
@@ -22,49 +25,13 @@ import {
 type Shape = [number, number, number, number];
 const EPS = 1e-5;
 
-/** f64 reference: per-channel batch mean and biased variance over (N, H, W). */
-function refStats(x: ArrayLike<number>, [n, c, h, w]: Shape) {
-  const hw = h * w;
-  const mean = new Float64Array(c);
-  const vr = new Float64Array(c);
-  for (let k = 0; k < c; k++) {
-    let s = 0;
-    for (let b = 0; b < n; b++) for (let i = 0; i < hw; i++) s += x[(b * c + k) * hw + i];
-    mean[k] = s / (n * hw);
-    let s2 = 0;
-    for (let b = 0; b < n; b++) {
-      for (let i = 0; i < hw; i++) s2 += (x[(b * c + k) * hw + i] - mean[k]) ** 2;
-    }
-    vr[k] = s2 / (n * hw);
-  }
-  return { mean, vr };
-}
+/** f64 training forward (batch statistics) through the op's references. */
+const refTrain = (x: ArrayLike<number>, s: Shape, g: ArrayLike<number>, b: ArrayLike<number>) => {
+  const { mean, var: vr } = batchNormStatsRef(x, s);
+  return batchNormApplyRef(x, s, mean, vr, g, b, EPS);
+};
 
-/** f64 reference forward with given per-channel mean/var. */
-function refApply(
-  x: ArrayLike<number>,
-  [n, c, h, w]: Shape,
-  mean: ArrayLike<number>,
-  vr: ArrayLike<number>,
-  g: ArrayLike<number>,
-  b: ArrayLike<number>,
-): Float64Array {
-  const hw = h * w;
-  const y = new Float64Array(n * c * hw);
-  for (let j = 0; j < y.length; j++) {
-    const k = Math.floor(j / hw) % c;
-    y[j] = (x[j] - mean[k]) / Math.sqrt(vr[k] + EPS) * g[k] + b[k];
-  }
-  return y;
-}
-
-/** f64 reference training forward. */
-function refTrain(x: ArrayLike<number>, s: Shape, g: ArrayLike<number>, b: ArrayLike<number>) {
-  const { mean, vr } = refStats(x, s);
-  return refApply(x, s, mean, vr, g, b);
-}
-
-/** f64 analytic backward (batch statistics when `train`, else the given running stats). */
+/** The op's f64 backward reference (batch statistics when `train`, else running stats). */
 function refBackward(
   x: ArrayLike<number>,
   dy: ArrayLike<number>,
@@ -74,31 +41,13 @@ function refBackward(
   rm?: ArrayLike<number>,
   rv?: ArrayLike<number>,
 ) {
-  const [n, c, h, w] = s;
-  const hw = h * w;
-  const m = n * hw;
-  const st = train ? refStats(x, s) : { mean: rm!, vr: rv! };
-  const dg = new Float64Array(c);
-  const db = new Float64Array(c);
-  const dx = new Float64Array(x.length);
-  for (let k = 0; k < c; k++) {
-    const inv = 1 / Math.sqrt(st.vr[k] + EPS);
-    for (let bb = 0; bb < n; bb++) {
-      for (let i = 0; i < hw; i++) {
-        const j = (bb * c + k) * hw + i;
-        db[k] += dy[j];
-        dg[k] += dy[j] * (x[j] - st.mean[k]) * inv;
-      }
-    }
-    for (let bb = 0; bb < n; bb++) {
-      for (let i = 0; i < hw; i++) {
-        const j = (bb * c + k) * hw + i;
-        const xh = (x[j] - st.mean[k]) * inv;
-        dx[j] = train ? g[k] * inv * (dy[j] - db[k] / m - xh * dg[k] / m) : g[k] * inv * dy[j];
-      }
-    }
-  }
-  return { dx, dg, db };
+  const r = batchNormBackwardRef(x, dy, s, g, {
+    training: train,
+    runningMean: rm,
+    runningVar: rv,
+    eps: EPS,
+  });
+  return { dx: r.dx, dg: r.dweight, db: r.dbias };
 }
 
 function makeParams(gpu: GpuContext, c: number, seed: number) {
@@ -135,7 +84,7 @@ async function checkTrainForward(gpu: GpuContext, s: Shape, seed: number) {
   const { y, stats } = batchNormForward(gpu, tx, dev, { training: true, momentum: 0.1 });
   const want = refTrain(x, s, host.weight, host.bias);
   assertClose(await y.read(), want, { rtol: 1e-4, atol: 1e-4 }, `y ${s}`);
-  const { mean, vr } = refStats(x, s);
+  const { mean, var: vr } = batchNormStatsRef(x, s);
   const m = s[0] * s[2] * s[3];
   assertClose(await stats.mean.read(), mean, { rtol: 1e-5, atol: 1e-5 }, "batch mean");
   assertClose(
@@ -171,7 +120,7 @@ Deno.test("batchnorm eval forward uses running statistics", async () => {
   const { host, dev } = makeParams(gpu, s[1], 8);
   const tx = Tensor.fromArray(gpu, x, s);
   const { y, stats } = batchNormForward(gpu, tx, dev, { training: false });
-  const want = refApply(x, s, host.runningMean, host.runningVar, host.weight, host.bias);
+  const want = batchNormApplyRef(x, s, host.runningMean, host.runningVar, host.weight, host.bias);
   assertClose(await y.read(), want, { rtol: 1e-5, atol: 1e-4 }, "eval y");
   assertClose(await dev.runningMean.read(), host.runningMean, { rtol: 0, atol: 0 }, "untouched");
   for (const t of [tx, y, stats.mean, stats.stat, ...Object.values(dev)]) t.dispose();
@@ -191,7 +140,7 @@ Deno.test("batchnorm backward: finite differences (f64) and GPU vs CPU analytic"
   const dot = (y: Float64Array) => y.reduce((a, v, i) => a + v * w[i], 0);
   for (const train of [true, false]) {
     const fwd = (xx: Float64Array, gg: Float64Array, bb: Float64Array) =>
-      train ? refTrain(xx, s, gg, bb) : refApply(xx, s, rm, rv, gg, bb);
+      train ? refTrain(xx, s, gg, bb) : batchNormApplyRef(xx, s, rm, rv, gg, bb);
     const an = refBackward(x, w, s, g, train, rm, rv);
     const fx = finiteDiff((v) => dot(fwd(v, g, b)), x.slice());
     const fg = finiteDiff((v) => dot(fwd(x, v, b)), g.slice());
@@ -300,7 +249,7 @@ Deno.test("BatchNorm2d layer: names, modes, running stats over steps, frozen mod
     zeroGrads(bn.params());
     const tape = new Tape(gpu, bn.params());
     const y = bn.forward(x, tape);
-    const { mean, vr } = refStats(xs, s);
+    const { mean, var: vr } = batchNormStatsRef(xs, s);
     rm = rm.map((r, k) => 0.9 * r + 0.1 * mean[k]);
     rv = rv.map((r, k) => 0.9 * r + 0.1 * vr[k] * m / (m - 1));
     const dy = Tensor.fromArray(gpu, randArray(xs.length, 80 + step), s);
@@ -331,7 +280,7 @@ Deno.test("BatchNorm2d layer: names, modes, running stats over steps, frozen mod
   tape.watch(x);
   const y = fz.forward(x, tape);
   const ones = new Float64Array(6).fill(1);
-  assertClose(await y.read(), refApply(xs, s, rm, rv, ones, new Float64Array(6)), {
+  assertClose(await y.read(), batchNormApplyRef(xs, s, rm, rv, ones, new Float64Array(6)), {
     rtol: 1e-5,
     atol: 1e-4,
   }, "frozen y");

@@ -18,6 +18,7 @@ import {
 import { recordImageCams } from "../src/cam/image.ts";
 import { pseudoMaskFromNormalized } from "../src/cam/pseudo_mask.ts";
 import { pseudoMaskRef, upsampleBilinearRef } from "../src/eval/cam.ts";
+import { resizeBilinearRef } from "../src/ops/resize.ts";
 import { Rng } from "../src/rng.ts";
 import {
   assertClose,
@@ -153,11 +154,6 @@ Deno.test("cam: normalizeTagged equals the TS reference; pseudo masks match eval
   }
 });
 
-/** CPU bilinear resize (align_corners=false) of [C, h, w] to [C, H, W]. */
-function resizeRef(x: Float32Array, C: number, h: number, w: number, H: number, W: number) {
-  return upsampleBilinearRef(x, C, h, w, H, W, false);
-}
-
 Deno.test("cam: multi-scale + flip fusion equals per-scale forwards summed on the CPU", async () => {
   const gpu = await testGpu();
   const C = 4;
@@ -176,7 +172,9 @@ Deno.test("cam: multi-scale + flip fusion equals per-scale forwards summed on th
       const want = new Float32Array(C * H * W);
       for (const s of scales) {
         const sh = Math.max(1, Math.round(H * s)), sw = Math.max(1, Math.round(W * s));
-        const base = sh === H && sw === W ? img : resizeRef(img, 3, H, W, sh, sw);
+        const base = sh === H && sw === W
+          ? img
+          : resizeBilinearRef(img, [1, 3, H, W], { size: [sh, sw] });
         for (const flipped of flip ? [false, true] : [false]) {
           const input = flipped ? flipHorizontalRef(base, [1, 3, sh, sw]) : base;
           const xi = Tensor.fromArray(gpu, input, [1, 3, sh, sw]);

@@ -33,6 +33,7 @@ export const CORE = [
   "src/optim",
   "src/cam",
   "src/eval",
+  "src/registry",
 ];
 
 /** Whether a folder is core: one of {@link CORE} or below one (other than the root "src"). */

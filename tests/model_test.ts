@@ -9,18 +9,14 @@ import { Tensor } from "../src/gpu/tensor.ts";
 import {
   multilabelSoftMarginLoss,
   multilabelSoftMarginLossBackward,
+  multilabelSoftMarginLossRef,
 } from "../src/losses/multilabel.ts";
 import { convOutSize } from "../src/ops/conv.ts";
 import { zeroGrads } from "../src/autograd/param.ts";
 import { Tape } from "../src/autograd/tape.ts";
 import { type CamNet, createModel, type ModelOptions } from "../src/models/cam_net.ts";
-import {
-  CamNetRef,
-  gapBackwardRef,
-  multilabelSoftMarginRef,
-  readModelState,
-  type RefForward,
-} from "../src/models/reference.ts";
+import { CamNetRef, readModelState, type RefForward } from "../src/models/reference.ts";
+import { globalAvgPoolBackwardRef } from "../src/ops/pool.ts";
 import {
   assertClose,
   assertEquals,
@@ -137,10 +133,10 @@ async function gpuStep(
 /** The same loss and its map gradient on the reference. */
 function refLoss(f: RefForward, targets: ArrayLike<number>, rSeed: number) {
   const r = randArray(f.cam.data.length, rSeed, -0.05, 0.05);
-  const { loss, grad } = multilabelSoftMarginRef(f.logits.data, targets);
+  const { loss, grad } = multilabelSoftMarginLossRef(f.logits.data, targets);
   let extra = 0;
   for (let i = 0; i < r.length; i++) extra += r[i] * f.cam.data[i];
-  const dCam = gapBackwardRef(grad, f.cam.shape);
+  const dCam = globalAvgPoolBackwardRef(grad, f.cam.shape);
   for (let i = 0; i < r.length; i++) dCam[i] += r[i];
   return { loss, total: loss + extra, dCam };
 }

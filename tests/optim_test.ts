@@ -3,6 +3,7 @@ import { Tensor } from "../src/gpu/tensor.ts";
 import type { Param } from "../src/autograd/param.ts";
 import {
   AdamW,
+  adamwStepRef,
   cosineLr,
   type LrMultipliers,
   type Optimizer,
@@ -10,6 +11,7 @@ import {
   polyLr,
   PSA_LR_MULT,
   SGD,
+  sgdStepRef,
 } from "../src/optim/mod.ts";
 import {
   assertClose,
@@ -54,50 +56,6 @@ function lrOf(s: Spec, lr: number, m: LrMultipliers): number {
   return lr * m[s.group] * (s.name.endsWith(".bias") ? m.bias : 1);
 }
 
-/** PyTorch SGD (dampening 0): buf = g on the first step, then μ·buf + g. */
-function refSgd(
-  p: Float64Array,
-  g: ArrayLike<number>,
-  buf: Float64Array | null,
-  lr: number,
-  mu: number,
-  wd: number,
-  nesterov: boolean,
-  first: boolean,
-) {
-  for (let i = 0; i < p.length; i++) {
-    let d = g[i] + wd * p[i];
-    if (mu !== 0) {
-      buf![i] = first ? d : mu * buf![i] + d;
-      d = nesterov ? d + mu * buf![i] : buf![i];
-    }
-    p[i] -= lr * d;
-  }
-}
-
-/** PyTorch AdamW single-tensor step. */
-function refAdamW(
-  p: Float64Array,
-  g: ArrayLike<number>,
-  m: Float64Array,
-  v: Float64Array,
-  t: number,
-  lr: number,
-  b1: number,
-  b2: number,
-  eps: number,
-  wd: number,
-) {
-  const bc1 = 1 - b1 ** t;
-  const bc2 = 1 - b2 ** t;
-  for (let i = 0; i < p.length; i++) {
-    p[i] *= 1 - lr * wd;
-    m[i] += (1 - b1) * (g[i] - m[i]);
-    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-    p[i] -= (lr / bc1) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + eps);
-  }
-}
-
 async function runSteps(
   opt: Optimizer,
   params: Param[],
@@ -131,7 +89,13 @@ Deno.test("SGD (momentum, weight decay, nesterov, lr groups) matches PyTorch's f
       SPECS.forEach((sp, i) => {
         const wd = sp.decay ? v.weightDecay : 0;
         const lr = lrOf(sp, poly(s), PSA_LR_MULT);
-        refSgd(host[i], gs[i], bufs[i], lr, v.momentum, wd, v.nesterov, s === 0);
+        sgdStepRef(host[i], gs[i], bufs[i], {
+          lr,
+          momentum: v.momentum,
+          weightDecay: wd,
+          nesterov: v.nesterov,
+          first: s === 0,
+        });
       });
     }
     got.forEach((g, i) => {
@@ -165,18 +129,14 @@ Deno.test("AdamW matches PyTorch's formulas over several steps", async () => {
     const gs = grads(s);
     SPECS.forEach((sp, i) => {
       const l = lrOf(sp, lr(s), { backbone: 1, head: 10, bias: 1 });
-      refAdamW(
-        host[i],
-        gs[i],
-        ms[i],
-        vs[i],
-        s + 1,
-        l,
-        o.beta1,
-        o.beta2,
-        o.eps,
-        sp.decay ? o.weightDecay : 0,
-      );
+      adamwStepRef(host[i], gs[i], ms[i], vs[i], {
+        step: s + 1,
+        lr: l,
+        beta1: o.beta1,
+        beta2: o.beta2,
+        eps: o.eps,
+        weightDecay: sp.decay ? o.weightDecay : 0,
+      });
     });
   }
   got.forEach((g, i) => {
@@ -235,7 +195,13 @@ Deno.test("optimizer updates split past a small binding limit", async () => {
     const d0 = gpu.dispatchCount;
     opt.step(params, 0.1);
     if (gpu.dispatchCount - d0 < 4) throw new Error("update was not split");
-    refSgd(host[0], g, new Float64Array(1000), 0.1, 0.9, 0.1, false, true);
+    sgdStepRef(host[0], g, new Float64Array(1000), {
+      lr: 0.1,
+      momentum: 0.9,
+      weightDecay: 0.1,
+      nesterov: false,
+      first: true,
+    });
     assertClose(await params[0].value.read(), host[0], { rtol: 1e-6, atol: 1e-7 }, "split sgd");
     opt.dispose();
   } finally {

@@ -6,10 +6,13 @@ import { MaxPool2d } from "../src/models/modules.ts";
 import {
   globalAvgPool,
   globalAvgPoolBackward,
+  globalAvgPoolBackwardRef,
+  globalAvgPoolRef,
   maxPool2d,
   maxPool2dBackward,
+  maxPool2dBackwardRef,
+  maxPool2dRef,
   type MaxPoolOptions,
-  poolOutSize,
 } from "../src/ops/pool.ts";
 import {
   assertClose,
@@ -22,92 +25,26 @@ import {
 } from "./util.ts";
 
 type Shape = [number, number, number, number];
-type Geom = { k: [number, number]; s: [number, number]; p: [number, number] };
 
-/** f64 reference max pool: first maximum in row-major window order wins (PyTorch). */
-function refMaxPool(x: ArrayLike<number>, [n, c, H, W]: Shape, g: Geom) {
-  const OH = poolOutSize(H, g.k[0], g.s[0], g.p[0]);
-  const OW = poolOutSize(W, g.k[1], g.s[1], g.p[1]);
-  const y = new Float64Array(n * c * OH * OW);
-  const idx = new Uint32Array(y.length);
-  for (let q = 0; q < n * c; q++) {
-    for (let oh = 0; oh < OH; oh++) {
-      for (let ow = 0; ow < OW; ow++) {
-        let best = -Infinity;
-        let bi = -1;
-        for (let ih = oh * g.s[0] - g.p[0]; ih < oh * g.s[0] - g.p[0] + g.k[0]; ih++) {
-          for (let iw = ow * g.s[1] - g.p[1]; iw < ow * g.s[1] - g.p[1] + g.k[1]; iw++) {
-            if (ih < 0 || iw < 0 || ih >= H || iw >= W) continue;
-            const v = x[q * H * W + ih * W + iw];
-            if (bi < 0 || v > best || Number.isNaN(v)) {
-              best = v;
-              bi = ih * W + iw;
-            }
-          }
-        }
-        const o = (q * OH + oh) * OW + ow;
-        y[o] = best;
-        idx[o] = bi;
-      }
-    }
-  }
-  return { y, idx, OH, OW };
-}
-
-/** f64 reference backward: scatter dy to the argmax positions. */
-function refMaxPoolBwd(dy: ArrayLike<number>, idx: Uint32Array, [n, c, H, W]: Shape) {
-  const dx = new Float64Array(n * c * H * W);
-  const per = idx.length / (n * c);
-  for (let o = 0; o < idx.length; o++) dx[Math.floor(o / per) * H * W + idx[o]] += dy[o];
-  return dx;
-}
-
-function refGap(x: ArrayLike<number>, [n, c, H, W]: Shape): Float64Array {
-  const y = new Float64Array(n * c);
-  for (let q = 0; q < n * c; q++) {
-    for (let i = 0; i < H * W; i++) y[q] += x[q * H * W + i];
-    y[q] /= H * W;
-  }
-  return y;
-}
-
-function toGeom(o: MaxPoolOptions): Geom {
-  const pr = (v: number | readonly [number, number] | undefined, d: number): [number, number] =>
-    v === undefined ? [d, d] : typeof v === "number" ? [v, v] : [v[0], v[1]];
-  return { k: pr(o.kernel, 3), s: pr(o.stride, 2), p: pr(o.padding, 1) };
-}
-
-const CASES: [Shape, MaxPoolOptions][] = [
-  [[3, 5, 7, 7], {}],
-  [[2, 3, 13, 17], {}],
-  [[2, 3, 13, 17], { kernel: 2, stride: 2, padding: 0 }],
-  [[1, 6, 9, 8], { kernel: 3, stride: 1, padding: 1 }],
-  [[2, 2, 11, 10], { kernel: [3, 2], stride: [2, 1], padding: [1, 0] }],
-  [[1, 2, 67, 65], {}], // planes over 4096 pixels: the wide-workgroup path
-];
+// GPU vs reference on odd shapes: tests/ops_test.ts (the maxpool and global_avg_pool units).
 
 async function checkMaxPool(gpu: GpuContext, s: Shape, o: MaxPoolOptions, seed: number) {
   const xs = randArray(s[0] * s[1] * s[2] * s[3], seed, -2, 2);
-  const ref = refMaxPool(xs, s, toGeom(o));
+  const ref = maxPool2dRef(xs, s, o);
   const x = Tensor.fromArray(gpu, xs, s);
   const { y, indices } = maxPool2d(gpu, x, o);
-  assertEquals(y.shape, [s[0], s[1], ref.OH, ref.OW]);
+  assertEquals(y.shape, ref.shape);
   assertClose(await y.read(), ref.y, { rtol: 0, atol: 0 }, `maxpool y ${s}`);
   const gi = new Uint32Array((await indices.read()).buffer);
-  assertEquals([...gi], [...ref.idx], `maxpool indices ${s}`);
+  assertEquals([...gi], [...ref.indices], `maxpool indices ${s}`);
   const dys = randArray(y.size, seed + 1);
   const dy = Tensor.fromArray(gpu, dys, y.shape);
   const dx = maxPool2dBackward(gpu, dy, indices, s, o);
-  const want = refMaxPoolBwd(dys, ref.idx, s);
+  const want = maxPool2dBackwardRef(dys, ref.indices, s);
   const e = maxRelError(await dx.read(), want);
   if (!(e < 1e-6)) throw new Error(`maxpool dx ${s}: GPU vs CPU rel error ${e}`);
   [x, y, indices, dy, dx].forEach((t) => t.dispose());
 }
-
-Deno.test("max pool forward/backward match the reference on odd shapes", async () => {
-  const gpu = await testGpu();
-  for (const [i, [s, o]] of CASES.entries()) await checkMaxPool(gpu, s, o, 10 + 7 * i);
-});
 
 Deno.test("max pool ties pick the first maximum; reference backward vs finite diffs", async () => {
   const gpu = await testGpu();
@@ -117,8 +54,8 @@ Deno.test("max pool ties pick the first maximum; reference backward vs finite di
   xs[49 + 8] = NaN; // plane 1, (1, 1): NaN wins its windows (PyTorch propagates NaN)
   const x = Tensor.fromArray(gpu, xs, s);
   const { y, indices } = maxPool2d(gpu, x, {});
-  const ref = refMaxPool(xs, s, toGeom({}));
-  assertEquals([...new Uint32Array((await indices.read()).buffer)], [...ref.idx]);
+  const ref = maxPool2dRef(xs, s, {});
+  assertEquals([...new Uint32Array((await indices.read()).buffer)], [...ref.indices]);
   assertEquals([...await y.read()].map(Number.isNaN), [...ref.y].map(Number.isNaN));
   if (!ref.y.some(Number.isNaN)) throw new Error("test input has no NaN window");
   [x, y, indices].forEach((t) => t.dispose());
@@ -126,11 +63,10 @@ Deno.test("max pool ties pick the first maximum; reference backward vs finite di
   const sh: Shape = [2, 2, 7, 6];
   const xv = Float64Array.from(randArray(168, 5, -2, 2));
   for (const o of [{}, { kernel: 2, stride: 1, padding: 1 }] as MaxPoolOptions[]) {
-    const g = toGeom(o);
-    const r = refMaxPool(xv, sh, g);
+    const r = maxPool2dRef(xv, sh, o);
     const w = Float64Array.from(randArray(r.y.length, 6));
-    const f = (v: Float64Array) => refMaxPool(v, sh, g).y.reduce((a, yv, i) => a + yv * w[i], 0);
-    const e = maxRelError(refMaxPoolBwd(w, r.idx, sh), finiteDiff(f, xv.slice(), 1e-7));
+    const f = (v: Float64Array) => maxPool2dRef(v, sh, o).y.reduce((a, yv, i) => a + yv * w[i], 0);
+    const e = maxRelError(maxPool2dBackwardRef(w, r.indices, sh), finiteDiff(f, xv.slice(), 1e-7));
     if (!(e < 1e-6)) throw new Error(`maxpool finite-diff rel error ${e}`);
   }
 });
@@ -140,8 +76,9 @@ Deno.test("global average pool forward/backward (reference, finite diffs, GPU)",
   const sh: Shape = [2, 3, 3, 5];
   const xv = Float64Array.from(randArray(90, 9));
   const w = Float64Array.from(randArray(6, 10));
-  const f = (v: Float64Array) => refGap(v, sh).reduce((a, yv, i) => a + yv * w[i], 0);
+  const f = (v: Float64Array) => globalAvgPoolRef(v, sh).reduce((a, yv, i) => a + yv * w[i], 0);
   const analytic = new Float64Array(90).map((_, j) => w[Math.floor(j / 15)] / 15);
+  assertClose(globalAvgPoolBackwardRef(w, sh), analytic, { rtol: 1e-15, atol: 0 }, "gap ref dx");
   const e0 = maxRelError(analytic, finiteDiff(f, xv.slice()));
   if (!(e0 < 1e-8)) throw new Error(`gap finite-diff rel error ${e0}`);
   for (const [i, s] of ([[3, 5, 7, 7], [2, 3, 13, 17], [1, 7, 1, 1]] as Shape[]).entries()) {
@@ -149,7 +86,7 @@ Deno.test("global average pool forward/backward (reference, finite diffs, GPU)",
     const x = Tensor.fromArray(gpu, xs, s);
     const y = globalAvgPool(gpu, x);
     assertEquals(y.shape, [s[0], s[1]]);
-    assertClose(await y.read(), refGap(xs, s), { rtol: 1e-5, atol: 1e-6 }, `gap ${s}`);
+    assertClose(await y.read(), globalAvgPoolRef(xs, s), { rtol: 1e-5, atol: 1e-6 }, `gap ${s}`);
     const dys = randArray(s[0] * s[1], 30 + i);
     const dy = Tensor.fromArray(gpu, dys, [s[0], s[1]]);
     const dx = globalAvgPoolBackward(gpu, dy, s);
@@ -174,7 +111,7 @@ Deno.test("pooling splits over planes past a small binding limit", async () => {
     const d0 = gpu.dispatchCount;
     const y = globalAvgPool(gpu, x);
     if (gpu.dispatchCount - d0 < 8) throw new Error("gap was not split");
-    assertClose(await y.read(), refGap(xs, s), { rtol: 1e-5, atol: 1e-6 }, "split gap");
+    assertClose(await y.read(), globalAvgPoolRef(xs, s), { rtol: 1e-5, atol: 1e-6 }, "split gap");
     const dx = globalAvgPoolBackward(gpu, y, s);
     const yv = await y.read();
     assertClose(
@@ -201,13 +138,13 @@ Deno.test("pool layers and bad input", async () => {
   const tape = new Tape(gpu);
   tape.watch(x);
   const y = mp.forward(x, tape);
-  const ref = refMaxPool(xs, s, toGeom({}));
+  const ref = maxPool2dRef(xs, s, {});
   assertClose(await y.read(), ref.y, { rtol: 0, atol: 0 }, "layer y");
   const dys = randArray(y.size, 51);
   const dy = Tensor.fromArray(gpu, dys, y.shape);
   const [dx] = tape.backward([[y, dy.retain()]], [x]);
   assertEquals(tape.length, 0);
-  assertClose(await dx!.read(), refMaxPoolBwd(dys, ref.idx, s), {}, "layer dx");
+  assertClose(await dx!.read(), maxPool2dBackwardRef(dys, ref.indices, s), {}, "layer dx");
   // GAP on the tape; its rule writes into the input's gradient (here a fresh one).
   const t2 = new Tape(gpu);
   t2.watch(x);

@@ -2,7 +2,13 @@ import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { Tape } from "../src/autograd/tape.ts";
 import { BilinearResize } from "../src/models/modules.ts";
-import { resizeBilinear, resizeBilinearBackward, type ResizeOptions } from "../src/ops/resize.ts";
+import {
+  resizeBilinear,
+  resizeBilinearBackward,
+  resizeBilinearBackwardRef,
+  resizeBilinearRef,
+  type ResizeOptions,
+} from "../src/ops/resize.ts";
 import {
   assertClose,
   assertEquals,
@@ -14,60 +20,6 @@ import {
 } from "./util.ts";
 
 type Shape = [number, number, number, number];
-
-/** Per-axis taps of PyTorch's bilinear map, in f64, independent of the implementation. */
-function taps(inS: number, outS: number, ac: boolean, factor?: number) {
-  const s = ac ? (outS > 1 ? (inS - 1) / (outS - 1) : 0) : factor ? 1 / factor : inS / outS;
-  return Array.from({ length: outS }, (_, d) => {
-    const r = ac ? s * d : Math.max(s * (d + 0.5) - 0.5, 0);
-    const i0 = Math.floor(r);
-    return { i0, i1: i0 < inS - 1 ? i0 + 1 : i0, l: r - i0 };
-  });
-}
-
-/** f64 reference forward and the matching scatter backward. */
-function refResize(
-  x: ArrayLike<number>,
-  [n, c, H, W]: Shape,
-  OH: number,
-  OW: number,
-  ac: boolean,
-  f?: [number, number],
-) {
-  const th = taps(H, OH, ac, f?.[0]);
-  const tw = taps(W, OW, ac, f?.[1]);
-  const y = new Float64Array(n * c * OH * OW);
-  const bwd = (dy: ArrayLike<number>) => {
-    const dx = new Float64Array(n * c * H * W);
-    for (let q = 0; q < n * c; q++) {
-      for (let oh = 0; oh < OH; oh++) {
-        for (let ow = 0; ow < OW; ow++) {
-          const g = dy[(q * OH + oh) * OW + ow];
-          const { i0: h0, i1: h1, l: lh } = th[oh];
-          const { i0: w0, i1: w1, l: lw } = tw[ow];
-          const b = q * H * W;
-          dx[b + h0 * W + w0] += g * (1 - lh) * (1 - lw);
-          dx[b + h0 * W + w1] += g * (1 - lh) * lw;
-          dx[b + h1 * W + w0] += g * lh * (1 - lw);
-          dx[b + h1 * W + w1] += g * lh * lw;
-        }
-      }
-    }
-    return dx;
-  };
-  for (let q = 0; q < n * c; q++) {
-    for (let oh = 0; oh < OH; oh++) {
-      for (let ow = 0; ow < OW; ow++) {
-        const { i0: h0, i1: h1, l: lh } = th[oh];
-        const { i0: w0, i1: w1, l: lw } = tw[ow];
-        const v = (h: number, w: number) => x[q * H * W + h * W + w];
-        y[(q * OH + oh) * OW + ow] = (1 - lh) * ((1 - lw) * v(h0, w0) + lw * v(h0, w1)) +
-          lh * ((1 - lw) * v(h1, w0) + lw * v(h1, w1));
-      }
-    }
-  }
-  return { y, bwd };
-}
 
 async function run(gpu: GpuContext, xs: ArrayLike<number>, s: Shape, o: ResizeOptions) {
   const x = Tensor.fromArray(gpu, xs, s);
@@ -172,39 +124,8 @@ Deno.test("bilinear resize matches hand-computed PyTorch values (both align_corn
   assertClose(await run(gpu, r5, [1, 1, 1, 5], { size: [1, 2] }), [0.75, 3.25]);
 });
 
-const CASES: [Shape, ResizeOptions, [number, number]?][] = [
-  [[3, 5, 7, 7], { size: [13, 17] }],
-  [[3, 5, 7, 7], { size: [13, 17], alignCorners: true }],
-  [[2, 3, 13, 17], { size: [7, 7] }],
-  [[2, 3, 13, 17], { size: [7, 7], alignCorners: true }],
-  [[1, 2, 5, 9], { scaleFactor: 2.5 }, [2.5, 2.5]],
-  [[1, 2, 6, 7], { scaleFactor: [0.7, 0.45] }, [0.7, 0.45]],
-  [[2, 3, 1, 1], { size: [4, 3] }],
-  [[1, 2, 6, 6], { size: [1, 1], alignCorners: true }],
-  [[1, 2, 6, 6], { size: [1, 1] }],
-  [[1, 2, 4, 5], { size: [33, 37] }],
-  [[1, 2, 4, 5], { size: [33, 37], alignCorners: true }],
-  [[1, 1, 8, 9], { size: [70, 71] }], // planes over 4096 pixels: the wide-workgroup path
-];
-
-Deno.test("bilinear resize forward/backward vs the f64 reference on odd shapes", async () => {
-  const gpu = await testGpu();
-  for (const [i, [s, o, f]] of CASES.entries()) {
-    const xs = randArray(s[0] * s[1] * s[2] * s[3], 100 + i);
-    const x = Tensor.fromArray(gpu, xs, s);
-    const y = resizeBilinear(gpu, x, o);
-    const [, , OH, OW] = y.shape;
-    const ref = refResize(xs, s, OH, OW, o.alignCorners ?? false, f);
-    const tag = `${s} ${JSON.stringify(o)}`;
-    assertClose(await y.read(), ref.y, { rtol: 1e-5, atol: 1e-5 }, `y ${tag}`);
-    const dys = randArray(y.size, 200 + i);
-    const dy = Tensor.fromArray(gpu, dys, y.shape);
-    const dx = resizeBilinearBackward(gpu, dy, s, o);
-    const e = maxRelError(await dx.read(), ref.bwd(dys));
-    if (!(e < 1e-5)) throw new Error(`dx ${tag}: GPU vs CPU rel error ${e}`);
-    [x, y, dy, dx].forEach((t) => t.dispose());
-  }
-});
+// Forward/backward against the f64 reference on odd shapes: tests/ops_test.ts (the
+// resize_bilinear unit).
 
 Deno.test("bilinear reference backward agrees with finite differences (f64)", () => {
   for (
@@ -214,9 +135,10 @@ Deno.test("bilinear reference backward agrees with finite differences (f64)", ()
     const n = sh[0] * sh[1] * sh[2] * sh[3];
     const xv = Float64Array.from(randArray(n, 3));
     const w = Float64Array.from(randArray(sh[0] * sh[1] * OH * OW, 4));
+    const o = { size: [OH, OW] as [number, number], alignCorners: ac };
     const f = (v: Float64Array) =>
-      refResize(v, sh, OH, OW, ac).y.reduce((a, yv, i) => a + yv * w[i], 0);
-    const e = maxRelError(refResize(xv, sh, OH, OW, ac).bwd(w), finiteDiff(f, xv.slice()));
+      resizeBilinearRef(v, sh, o).reduce((a, yv, i) => a + yv * w[i], 0);
+    const e = maxRelError(resizeBilinearBackwardRef(w, sh, o), finiteDiff(f, xv.slice()));
     if (!(e < 1e-8)) throw new Error(`resize finite-diff rel error ${e}`);
   }
 });
@@ -230,10 +152,13 @@ Deno.test("bilinear resize splits past a small binding limit; layer; bad options
     const d0 = big.dispatchCount;
     const y = resizeBilinear(big, x, { size: [9, 11] });
     if (big.dispatchCount - d0 < 8) throw new Error("resize was not split");
-    const ref = refResize(xs, s, 9, 11, false);
-    assertClose(await y.read(), ref.y, { rtol: 1e-5, atol: 1e-5 }, "split y");
+    const ref = resizeBilinearRef(xs, s, { size: [9, 11] });
+    assertClose(await y.read(), ref, { rtol: 1e-5, atol: 1e-5 }, "split y");
     const dx = resizeBilinearBackward(big, y, s, { size: [9, 11] });
-    const e = maxRelError(await dx.read(), ref.bwd(await y.read()));
+    const e = maxRelError(
+      await dx.read(),
+      resizeBilinearBackwardRef(await y.read(), s, { size: [9, 11] }),
+    );
     if (!(e < 1e-5)) throw new Error(`split dx rel error ${e}`);
     [x, y, dx].forEach((t) => t.dispose());
   } finally {

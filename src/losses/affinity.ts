@@ -7,6 +7,9 @@ import type { GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, elementChunks } from "../ops/planes.ts";
 import { AffinityLossParams, type PairGrid } from "../ops/affinity.ts";
+import { pointwise } from "../ops/pointwise.ts";
+import { defineOpUnit, type OpCase, type OpUnit, uniformValues } from "../ops/unit.ts";
+import { Rng } from "../rng.ts";
 
 /** Pair labels of one image, in the pair layout `[P, nFrom]`. */
 export interface PairLabels {
@@ -159,3 +162,97 @@ export function affinityLossRef(
   const bg = sb / nb, fg = sf / nf, neg = sn / nn;
   return { loss: [bg / 4 + fg / 4 + neg / 2, bg, fg, neg], grad };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Op unit (tests and benchmark: ../ops/unit.ts).
+
+/** Parameters of an {@link affinityLossUnit} case: affinities [N, P, nFrom]. */
+export interface AffinityLossCase {
+  shape: readonly [number, number, number];
+}
+
+/** The pair counts of a batch's codes (the loss's denominators). */
+function countCodes(codes: ArrayLike<number>): PairCounts {
+  const c = { bg: 0, fg: 0, neg: 0 };
+  for (let i = 0; i < codes.length; i++) {
+    if (codes[i] === PAIR_BG) c.bg++;
+    else if (codes[i] === PAIR_FG) c.fg++;
+    else if (codes[i] === PAIR_NEG) c.neg++;
+  }
+  return c;
+}
+
+const alCase = (shape: [number, number, number]): OpCase<AffinityLossCase> => ({
+  name: shape.join("x"),
+  params: { shape },
+});
+
+/**
+ * psa's affinity loss as an op unit: outputs the total and the three terms (bg, fg, neg);
+ * the gradient flows from the total. Affinities in [0.02, 0.98), random pair codes 0-3; the
+ * counts are those of the codes.
+ */
+export const affinityLossUnit: OpUnit<AffinityLossCase> = defineOpUnit<AffinityLossCase>({
+  name: "affinity_loss",
+  description: "psa's affinity loss bg/4 + fg/4 + neg/2 over pair codes",
+  bound: "memory",
+  inputs: ["aff", "codes"],
+  outputs: ["total", "terms"],
+  gradOutputs: ["total"],
+  differentiable: ["aff"],
+  cases: [alCase([2, 34, 37]), alCase([7, 34, 12]), alCase([1, 4, 1])],
+  benchShapes: [alCase([8, 34, 1024])],
+  tolerance: { forward: { rtol: 1e-5 }, backward: { rtol: 1e-5, atol: 1e-9 } },
+  inputShapes: (p) => ({ aff: [...p.shape], codes: [...p.shape] }),
+  outputShapes: () => ({ total: [1], terms: [3] }),
+  makeInputs: (p, seed) => {
+    const n = p.shape[0] * p.shape[1] * p.shape[2];
+    const r = new Rng(seed);
+    return {
+      aff: uniformValues(n, seed + 1, 0.02, 0.98),
+      codes: Float32Array.from({ length: n }, () => r.int(4)),
+    };
+  },
+  refForward: (_p, x) => {
+    const { loss } = affinityLossRef(x.aff, x.codes, countCodes(x.codes));
+    return { total: Float64Array.of(loss[0]), terms: Float64Array.from(loss.slice(1)) };
+  },
+  refBackward: (_p, x, d) => ({
+    aff: affinityLossRef(x.aff, x.codes, countCodes(x.codes)).grad.map((g) => g * d.total[0]),
+  }),
+  cost: (p) => {
+    const n = p.shape[0] * p.shape[1] * p.shape[2];
+    return { forward: { flops: 4 * n, bytes: 12 * n } };
+  },
+  gpu: {
+    name: "reduction kernel",
+    forward: (gpu, _p, x) => {
+      const { loss, grad } = affinityLoss(
+        gpu,
+        x.tensors.aff,
+        x.tensors.codes,
+        countCodes(x.host.codes),
+      );
+      grad.dispose();
+      const total = Tensor.empty(gpu, [1]);
+      const terms = Tensor.empty(gpu, [3]);
+      const enc = gpu.encoder();
+      enc.copyBufferToBuffer(loss.buffer, 0, total.buffer, 0, 4);
+      enc.copyBufferToBuffer(loss.buffer, 4, terms.buffer, 0, 12);
+      loss.dispose();
+      return { total, terms };
+    },
+    backward: (gpu, _p, x, dy) => {
+      const { loss, grad } = affinityLoss(
+        gpu,
+        x.tensors.aff,
+        x.tensors.codes,
+        countCodes(x.host.codes),
+      );
+      const aff = pointwise(gpu, "scale", [grad], { alpha: dy.host.total[0] });
+      loss.dispose();
+      grad.dispose();
+      return { aff };
+    },
+  },
+});

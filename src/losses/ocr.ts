@@ -23,6 +23,17 @@ import type { GpuContext } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { type PlaneChunk, planeChunks } from "../gpu/split.ts";
 import { Tensor } from "../gpu/tensor.ts";
+import { pointwise } from "../ops/pointwise.ts";
+import {
+  bytesOf,
+  defineOpUnit,
+  type OpCase,
+  type OpUnit,
+  sizeOf,
+  uniformValues,
+} from "../ops/unit.ts";
+import { Rng } from "../rng.ts";
+import { cooccurrence } from "./cooccurrence.ts";
 
 /** Which group members receive gradient. */
 export type OcrGradMode = "both" | "oc_only";
@@ -420,3 +431,109 @@ export function ocrLossReference(
   for (let i = 0; i < grad.length; i++) grad[i] *= scale;
   return { loss: sum * scale, sum, ocPixels, normaliser, grad, role, oc, pixelLoss, minGap };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Op unit (tests and benchmark: ../ops/unit.ts).
+
+/** Parameters of an {@link ocrUnit} case: class maps [B, C, H, W] and loss options. */
+export interface OcrCase {
+  shape: readonly [number, number, number, number];
+  opts: Partial<OcrOptions>;
+}
+
+const ocrCase = (
+  shape: [number, number, number, number],
+  opts: Partial<OcrOptions> = {},
+  split = true,
+): OpCase<OcrCase> => ({
+  name: `${shape.join("x")} ${JSON.stringify(opts)}`,
+  params: { shape, opts },
+  split,
+});
+
+/**
+ * The OCR loss as an op unit (gradient mode "both": the exact gradient with the groups held
+ * constant, which the finite differences check). Inputs: scores in [-3, 3), 1 to 3 random
+ * candidate tags per image, the co-occurrence prior of 40 random tag lists; the test rejects
+ * data within 1e-4 of a decision threshold or without OC pixels.
+ */
+export const ocrUnit: OpUnit<OcrCase> = defineOpUnit<OcrCase>({
+  name: "ocr",
+  description: "the OCR loss over class maps, with its gradient",
+  bound: "memory",
+  inputs: ["z", "tags", "prior"],
+  outputs: ["loss", "ocPixels"],
+  gradOutputs: ["loss"],
+  differentiable: ["z"],
+  cases: [
+    ocrCase([3, 20, 5, 7], {}, false),
+    ocrCase([3, 20, 5, 7], { norm: "oc" }, false),
+    ocrCase([2, 9, 6, 5], { margin: 0.5, temperature: 2.5, alpha: 0.2, tauRel: 0.65, lambda: 1 }),
+    ocrCase([2, 7, 3, 5], { tauRel: 0.15, alpha: 0.1 }),
+    ocrCase([3, 5, 7, 9]),
+    ocrCase([3, 5, 7, 9], { norm: "oc" }),
+  ],
+  benchShapes: [ocrCase([16, 20, 8, 8]), ocrCase([8, 80, 28, 28])],
+  tolerance: {
+    forward: { rtol: 2e-5, atol: 1e-9 },
+    outputs: { ocPixels: {} },
+    backward: { rtol: 1e-4, maxRel: 1e-6 },
+  },
+  inputShapes: (p) => ({
+    z: [...p.shape],
+    tags: [p.shape[0], p.shape[1]],
+    prior: [p.shape[1], p.shape[1]],
+  }),
+  outputShapes: () => ({ loss: [1], ocPixels: [1] }),
+  makeInputs: (p, seed) => {
+    const [B, C] = p.shape;
+    const rng = new Rng(seed);
+    const z = uniformValues(sizeOf(p.shape), seed + 1, -3, 3);
+    const tags = new Float32Array(B * C);
+    for (let b = 0; b < B; b++) {
+      const list = rng.shuffle([...Array(C).keys()]).slice(0, 1 + rng.int(3));
+      for (const c of list) tags[b * C + c] = 1;
+    }
+    const lists = Array.from(
+      { length: 40 },
+      () => rng.shuffle([...Array(C).keys()]).slice(0, 1 + rng.int(4)),
+    );
+    return { z, tags, prior: cooccurrence(lists, C) };
+  },
+  validateInputs: (p, x) => {
+    const ref = ocrLossReference(x.z, p.shape, x.tags, x.prior, p.opts);
+    if (!(ref.minGap > 1e-4) || ref.ocPixels < 1) {
+      throw new RangeError(
+        `ocr: test data within ${ref.minGap} of a threshold or without OC pixels ` +
+          `(${ref.ocPixels})`,
+      );
+    }
+  },
+  refForward: (p, x) => {
+    const r = ocrLossReference(x.z, p.shape, x.tags, x.prior, p.opts);
+    return { loss: Float64Array.of(r.loss), ocPixels: Float64Array.of(r.ocPixels) };
+  },
+  refBackward: (p, x, d) => ({
+    z: ocrLossReference(x.z, p.shape, x.tags, x.prior, p.opts).grad.map((g) => g * d.loss[0]),
+  }),
+  cost: (p) => {
+    const [B, C, H, W] = p.shape;
+    return {
+      forward: { flops: 20 * B * C * H * W, bytes: bytesOf(p.shape, p.shape) + 8 * C * (B + C) },
+    };
+  },
+  gpu: {
+    name: "three-pass kernel",
+    forward: (gpu, p, { tensors: t }) => {
+      const r = ocrLoss(gpu, t.z, t.tags, t.prior, p.opts);
+      r.grad.dispose();
+      return { loss: r.loss, ocPixels: r.ocPixels };
+    },
+    backward: (gpu, p, { tensors: t }, dy) => {
+      const r = ocrLoss(gpu, t.z, t.tags, t.prior, p.opts);
+      const z = pointwise(gpu, "scale", [r.grad], { alpha: dy.host.loss[0] });
+      [r.loss, r.ocPixels, r.grad].forEach((v) => v.dispose());
+      return { z };
+    },
+  },
+});

@@ -13,13 +13,17 @@
  * `tiny`: a 3x3 stride-2 stem (16 channels) and one basic block per stage (16, 32, 64, 128
  * channels; strides 1, 2, 2, 2 for output stride 16, the last replaced by dilation 2 for 8).
  *
- * Convolutions use the conv layer's own CPU references (`conv2dRef` and its gradients);
- * batchnorm, ReLU, max pool and global average pooling are written out here. The weights come
+ * Every layer composes its op family's f64 reference (`conv2dRef` and its gradients,
+ * `batchNormForwardRef`/`batchNormBackwardRef`, the pointwise table's `relu`/`relu_bwd`,
+ * `maxPool2dRef`, `globalAvgPoolRef`); only the wiring is written out here. The weights come
  * by name from a {@link RefState}, e.g. the GPU model's state read back with
  * {@link readModelState}, so the reference checks the GPU model's wiring and kernels at once.
  * @module
  */
+import { batchNormBackwardRef, batchNormForwardRef } from "../ops/batchnorm.ts";
 import { conv2dGradInputRef, conv2dGradWeightRef, conv2dRef, convOutSize } from "../ops/conv.ts";
+import { pointwiseRef } from "../ops/pointwise.ts";
+import { globalAvgPoolRef, maxPool2dBackwardRef, maxPool2dRef } from "../ops/pool.ts";
 import type { CamNet } from "./cam_net.ts";
 import type { Arch } from "./resnet.ts";
 
@@ -301,16 +305,10 @@ export class CamNetRef {
     const feats = this.#run(this.#nodes, x, train, steps, runningStats);
     const cls = conv("classifier", this.featureChannels, this.options.numClasses, 1);
     const cam = this.#conv(cls, feats, steps);
-    const [n, c, h, w] = cam.shape;
-    const logits = new Float64Array(n * c);
-    for (let i = 0; i < n * c; i++) {
-      let s = 0;
-      for (let j = 0; j < h * w; j++) s += cam.data[i * h * w + j];
-      logits[i] = s / (h * w);
-    }
+    const logits = globalAvgPoolRef(cam.data, cam.shape);
     return {
       cam,
-      logits: { shape: [n, c], data: logits },
+      logits: { shape: cam.shape.slice(0, 2), data: logits },
       runningStats,
       tape: { steps, camShape: cam.shape },
     };
@@ -318,7 +316,7 @@ export class CamNetRef {
 
   /**
    * Backward from the gradient of the class maps `dCam` [N, C, h, w] (e.g.
-   * {@link gapBackwardRef} of a logit gradient, plus any loss on the maps). Returns the
+   * `globalAvgPoolBackwardRef` of a logit gradient, plus any loss on the maps). Returns the
    * gradient of every trainable parameter and of the input.
    */
   backward(fwd: RefForward, dCam: Float64Array): RefGradients {
@@ -355,7 +353,7 @@ export class CamNetRef {
     for (const n of nodes) {
       if (n.op === "conv") h = this.#conv(n, h, steps);
       else if (n.op === "bn") h = this.#bn(n, h, train, steps, stats);
-      else if (n.op === "relu") h = relu(h, steps, false);
+      else if (n.op === "relu") h = relu(h, steps);
       else if (n.op === "maxpool") h = maxPool(h, steps);
       else h = this.#block(n, h, train, steps, stats);
     }
@@ -378,7 +376,7 @@ export class CamNetRef {
     }
     const sum = { shape: m.shape, data: addInto(Float64Array.from(m.data), s.data) };
     const inner: RefTape["steps"] = [];
-    const y = relu(sum, inner, true);
+    const y = relu(sum, inner);
     steps.push((dy) => {
       const g = inner[0](dy);
       let gm = g;
@@ -416,154 +414,48 @@ export class CamNetRef {
     steps: RefTape["steps"],
     stats: RefState,
   ): RefTensor {
-    const [N, C, H, W] = x.shape;
-    const hw = H * W;
-    const cnt = N * hw;
-    const gamma = this.#get(`${n.name}.weight`);
-    const beta = this.#get(`${n.name}.bias`);
-    const rm = this.#get(`${n.name}.running_mean`);
-    const rv = this.#get(`${n.name}.running_var`);
-    const batch = train && !this.options.frozenBn;
-    const mean = new Float64Array(C);
-    const inv = new Float64Array(C);
-    const newRm = Float64Array.from(rm);
-    const newRv = Float64Array.from(rv);
-    const at = (b: number, c: number, i: number) => (b * C + c) * hw + i;
-    for (let c = 0; c < C; c++) {
-      if (!batch) {
-        mean[c] = rm[c];
-        inv[c] = 1 / Math.sqrt(rv[c] + this.eps);
-        continue;
-      }
-      if (cnt < 2) {
-        throw new RangeError(`CamNetRef: batchnorm ${n.name} needs more than 1 value per channel`);
-      }
-      let s = 0;
-      for (let b = 0; b < N; b++) for (let i = 0; i < hw; i++) s += x.data[at(b, c, i)];
-      const m = s / cnt;
-      let s2 = 0;
-      for (let b = 0; b < N; b++) for (let i = 0; i < hw; i++) s2 += (x.data[at(b, c, i)] - m) ** 2;
-      const v = s2 / cnt;
-      mean[c] = m;
-      inv[c] = 1 / Math.sqrt(v + this.eps);
-      newRm[c] = (1 - this.momentum) * rm[c] + this.momentum * m;
-      newRv[c] = (1 - this.momentum) * rv[c] + this.momentum * v * cnt / (cnt - 1);
+    const [N, , H, W] = x.shape;
+    const p = {
+      weight: this.#get(`${n.name}.weight`),
+      bias: this.#get(`${n.name}.bias`),
+      runningMean: this.#get(`${n.name}.running_mean`),
+      runningVar: this.#get(`${n.name}.running_var`),
+    };
+    const training = train && !this.options.frozenBn;
+    if (training && N * H * W < 2) {
+      throw new RangeError(`CamNetRef: batchnorm ${n.name} needs more than 1 value per channel`);
     }
-    stats.set(`${n.name}.running_mean`, { shape: [C], data: newRm });
-    stats.set(`${n.name}.running_var`, { shape: [C], data: newRv });
-    const xhat = new Float64Array(x.data.length);
-    const y = new Float64Array(x.data.length);
-    for (let j = 0; j < y.length; j++) {
-      const c = Math.floor(j / hw) % C;
-      xhat[j] = (x.data[j] - mean[c]) * inv[c];
-      y[j] = xhat[j] * gamma[c] + beta[c];
-    }
+    const { y, runningMean, runningVar } = batchNormForwardRef(x.data, x.shape, p, {
+      training,
+      eps: this.eps,
+      momentum: this.momentum,
+    });
+    stats.set(`${n.name}.running_mean`, { shape: [n.c], data: runningMean });
+    stats.set(`${n.name}.running_var`, { shape: [n.c], data: runningVar });
     steps.push((dy) => {
-      const dg = new Float64Array(C);
-      const db = new Float64Array(C);
-      for (let j = 0; j < dy.length; j++) {
-        const c = Math.floor(j / hw) % C;
-        dg[c] += dy[j] * xhat[j];
-        db[c] += dy[j];
-      }
-      this.#accumulate(`${n.name}.weight`, dg);
-      this.#accumulate(`${n.name}.bias`, db);
-      const dx = new Float64Array(dy.length);
-      for (let j = 0; j < dy.length; j++) {
-        const c = Math.floor(j / hw) % C;
-        dx[j] = batch
-          ? gamma[c] * inv[c] * (dy[j] - db[c] / cnt - xhat[j] * dg[c] / cnt)
-          : gamma[c] * inv[c] * dy[j];
-      }
-      return dx;
+      const g = batchNormBackwardRef(x.data, dy, x.shape, p.weight, {
+        ...p,
+        training,
+        eps: this.eps,
+      });
+      this.#accumulate(`${n.name}.weight`, g.dweight);
+      this.#accumulate(`${n.name}.bias`, g.dbias);
+      return g.dx;
     });
     return { shape: x.shape, data: y };
   }
 }
 
-function relu(x: RefTensor, steps: RefTape["steps"], inPlace: boolean): RefTensor {
-  const y = inPlace ? x.data : new Float64Array(x.data.length);
-  for (let i = 0; i < y.length; i++) y[i] = Math.max(x.data[i], 0);
-  steps.push((dy) => dy.map((d, i) => (y[i] > 0 ? d : 0)));
+/** ReLU and its backward from the output, on the pointwise table's references. */
+function relu(x: RefTensor, steps: RefTape["steps"]): RefTensor {
+  const y = pointwiseRef("relu", [x.data]);
+  steps.push((dy) => pointwiseRef("relu_bwd", [y, dy]));
   return { shape: x.shape, data: y };
 }
 
-/** 3x3 stride-2 padding-1 max pool (the ResNet stem's), first maximum wins. */
+/** The ResNet stem's 3x3 stride-2 padding-1 max pool (the op's reference). */
 function maxPool(x: RefTensor, steps: RefTape["steps"]): RefTensor {
-  const [N, C, H, W] = x.shape;
-  const OH = convOutSize(H, 3, 2, 1, 1);
-  const OW = convOutSize(W, 3, 2, 1, 1);
-  const y = new Float64Array(N * C * OH * OW);
-  const arg = new Int32Array(y.length);
-  for (let p = 0; p < N * C; p++) {
-    for (let oy = 0; oy < OH; oy++) {
-      for (let ox = 0; ox < OW; ox++) {
-        let best = -Infinity;
-        let bi = -1;
-        for (let ky = 0; ky < 3; ky++) {
-          const iy = oy * 2 - 1 + ky;
-          if (iy < 0 || iy >= H) continue;
-          for (let kx = 0; kx < 3; kx++) {
-            const ix = ox * 2 - 1 + kx;
-            if (ix < 0 || ix >= W) continue;
-            const v = x.data[(p * H + iy) * W + ix];
-            if (v > best) {
-              best = v;
-              bi = (p * H + iy) * W + ix;
-            }
-          }
-        }
-        const o = (p * OH + oy) * OW + ox;
-        y[o] = best;
-        arg[o] = bi;
-      }
-    }
-  }
-  steps.push((dy) => {
-    const dx = new Float64Array(x.data.length);
-    for (let o = 0; o < dy.length; o++) dx[arg[o]] += dy[o];
-    return dx;
-  });
-  return { shape: [N, C, OH, OW], data: y };
-}
-
-/** Backward of the global average pool: dLogits [N, C] → dCam [N, C, h, w]. */
-export function gapBackwardRef(
-  dLogits: ArrayLike<number>,
-  camShape: readonly number[],
-): Float64Array {
-  const [n, c, h, w] = camShape;
-  if (dLogits.length !== n * c) {
-    throw new RangeError(`gapBackwardRef: ${dLogits.length} logit grads for cam [${camShape}]`);
-  }
-  const out = new Float64Array(n * c * h * w);
-  for (let i = 0; i < out.length; i++) out[i] = dLogits[Math.floor(i / (h * w))] / (h * w);
-  return out;
-}
-
-/**
- * Multilabel soft-margin loss (PyTorch's, mean reduction) of logits [N, C] against 0/1
- * targets, with its gradient: L = -1/(N·C) Σ [t·logσ(x) + (1-t)·logσ(-x)],
- * dL/dx = (σ(x) - t)/(N·C).
- */
-export function multilabelSoftMarginRef(
-  logits: ArrayLike<number>,
-  targets: ArrayLike<number>,
-): { loss: number; grad: Float64Array } {
-  if (logits.length !== targets.length) {
-    throw new RangeError(
-      `multilabelSoftMarginRef: ${logits.length} logits, ${targets.length} targets`,
-    );
-  }
-  const m = logits.length;
-  const logSig = (v: number) => (v >= 0 ? -Math.log1p(Math.exp(-v)) : v - Math.log1p(Math.exp(v)));
-  let loss = 0;
-  const grad = new Float64Array(m);
-  for (let i = 0; i < m; i++) {
-    const x = logits[i];
-    const t = targets[i];
-    loss -= t * logSig(x) + (1 - t) * logSig(-x);
-    grad[i] = (1 / (1 + Math.exp(-x)) - t) / m;
-  }
-  return { loss: loss / m, grad };
+  const r = maxPool2dRef(x.data, x.shape, { kernel: 3, stride: 2, padding: 1 });
+  steps.push((dy) => maxPool2dBackwardRef(dy, r.indices, x.shape));
+  return { shape: r.shape, data: r.y };
 }

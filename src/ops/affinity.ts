@@ -12,6 +12,15 @@ import type { GpuContext } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, dispatchPlanes } from "./planes.ts";
+import {
+  asShape,
+  bytesOf,
+  defineOpUnit,
+  type OpCase,
+  type OpUnit,
+  sizeOf,
+  uniformValues,
+} from "./unit.ts";
 
 /** psa's pair radius on the feature grid. */
 export const AFFINITY_RADIUS = 5;
@@ -242,3 +251,99 @@ export function pairwiseAffinityBackwardRef(
   });
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Op unit (tests and benchmark: ./unit.ts).
+
+/** Parameters of an {@link affinityUnit} case: features [N, C, H, W] and the pair radius. */
+export interface AffinityCase {
+  shape: readonly [number, number, number, number];
+  radius: number;
+}
+
+function affinityOutShape(p: AffinityCase): number[] {
+  const g = pairGrid(p.shape[2], p.shape[3], p.radius);
+  return [p.shape[0], g.offsets.length, g.nFrom];
+}
+
+const affCase = (
+  shape: [number, number, number, number],
+  radius = AFFINITY_RADIUS,
+  split = true,
+): OpCase<AffinityCase> => ({
+  name: `${shape.join("x")} r${radius}`,
+  params: { shape, radius },
+  split,
+});
+
+/**
+ * The pairwise affinity op as an op unit. Features are random values rounded to a 1e-3 grid
+ * plus distinct per-element offsets of at least 1e-5 (so that no channel difference lies
+ * within the finite differences' reach of the |x| kink).
+ */
+export const affinityUnit: OpUnit<AffinityCase> = defineOpUnit<AffinityCase>({
+  name: "affinity",
+  description: "psa's pairwise affinities exp(-mean_c |f_i - f_j|) within a radius",
+  bound: "memory",
+  inputs: ["feat"],
+  outputs: ["aff"],
+  differentiable: ["feat"],
+  cases: [
+    affCase([2, 3, 7, 11]),
+    affCase([1, 5, 6, 9]),
+    affCase([3, 2, 9, 13], AFFINITY_RADIUS, false),
+    affCase([2, 4, 5, 6], 3),
+    affCase([9, 3, 6, 9]),
+  ],
+  benchShapes: [affCase([8, 448, 32, 32])],
+  tolerance: { forward: { rtol: 1e-5, atol: 1e-6 }, backward: { maxRel: 1e-4 } },
+  inputShapes: (p) => ({ feat: [...p.shape] }),
+  outputShapes: (p) => ({ aff: affinityOutShape(p) }),
+  makeInputs: (p, seed) => {
+    const n = p.shape.reduce((a, b) => a * b, 1);
+    const u = uniformValues(n, seed);
+    // Offsets 1e-5·(i mod 97): two values on the same 1e-3 grid point differ by >= 1e-5.
+    return { feat: u.map((v, i) => Math.round(v * 1e3) / 1e3 + ((i % 97) + 1) * 1e-5) };
+  },
+  refForward: (p, x) => {
+    const [N, C, H, W] = p.shape;
+    const plane = C * H * W;
+    const out: number[] = [];
+    for (let n = 0; n < N; n++) {
+      const f = Float64Array.from({ length: plane }, (_, i) => x.feat[n * plane + i]);
+      out.push(...pairwiseAffinityRef(f, C, H, W, p.radius));
+    }
+    return { aff: Float64Array.from(out) };
+  },
+  refBackward: (p, x, d) => {
+    const [N, C, H, W] = p.shape;
+    const plane = C * H * W;
+    const pp = d.aff.length / N;
+    const out = new Float64Array(N * plane);
+    for (let n = 0; n < N; n++) {
+      const f = Float64Array.from({ length: plane }, (_, i) => x.feat[n * plane + i]);
+      const da = Float64Array.from({ length: pp }, (_, i) => d.aff[n * pp + i]);
+      out.set(pairwiseAffinityBackwardRef(f, da, C, H, W, p.radius), n * plane);
+    }
+    return { feat: out };
+  },
+  cost: (p) => {
+    const out = affinityOutShape(p);
+    const pairs = sizeOf(out);
+    return {
+      forward: { flops: 3 * pairs * p.shape[1], bytes: bytesOf(p.shape, out) },
+      backward: { flops: 6 * pairs * p.shape[1], bytes: bytesOf(p.shape, out, out, p.shape) },
+    };
+  },
+  gpu: {
+    name: "per-pair kernel",
+    forward: (gpu, p, { tensors: t }) => ({ aff: pairwiseAffinity(gpu, t.feat, p.radius) }),
+    backward: (gpu, p, { tensors: t }, { tensors: d }) => {
+      const aff = pairwiseAffinity(gpu, t.feat, p.radius);
+      const dAff = asShape(d.aff, aff.shape);
+      const feat = pairwiseAffinityBackward(gpu, t.feat, aff, dAff, p.radius);
+      aff.dispose();
+      return { feat };
+    },
+  },
+});

@@ -16,6 +16,16 @@ import type { GpuContext } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, dispatchPlanes, nchw, planeChunks } from "./planes.ts";
+import {
+  asShape,
+  bytesOf,
+  defineOpUnit,
+  type OpUnit,
+  type RecordedOp,
+  type RefValues,
+  sizeOf,
+  uniformValues,
+} from "./unit.ts";
 
 /** The four per-channel tensors of a batchnorm ([C] each). */
 export interface BatchNormTensors {
@@ -264,3 +274,259 @@ export function batchNormBackward(
   coef.dispose();
   return dx;
 }
+
+// ---------------------------------------------------------------------------------------------
+// CPU references (f64).
+
+/** Per-channel batch mean and biased variance over (N, H, W) of x [N, C, H, W] (f64). */
+export function batchNormStatsRef(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+): { mean: Float64Array; var: Float64Array } {
+  const [n, c, h, w] = shape;
+  const hw = h * w;
+  const mean = new Float64Array(c);
+  const vr = new Float64Array(c);
+  for (let k = 0; k < c; k++) {
+    let s = 0;
+    for (let b = 0; b < n; b++) for (let i = 0; i < hw; i++) s += x[(b * c + k) * hw + i];
+    mean[k] = s / (n * hw);
+    let s2 = 0;
+    for (let b = 0; b < n; b++) {
+      for (let i = 0; i < hw; i++) s2 += (x[(b * c + k) * hw + i] - mean[k]) ** 2;
+    }
+    vr[k] = s2 / (n * hw);
+  }
+  return { mean, var: vr };
+}
+
+/** y = (x - mean) / sqrt(var + eps) · weight + bias with given per-channel statistics (f64). */
+export function batchNormApplyRef(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  mean: ArrayLike<number>,
+  vr: ArrayLike<number>,
+  weight: ArrayLike<number>,
+  bias: ArrayLike<number>,
+  eps = 1e-5,
+): Float64Array {
+  const [n, c, h, w] = shape;
+  const hw = h * w;
+  const y = new Float64Array(n * c * hw);
+  for (let j = 0; j < y.length; j++) {
+    const k = Math.floor(j / hw) % c;
+    y[j] = (x[j] - mean[k]) / Math.sqrt(vr[k] + eps) * weight[k] + bias[k];
+  }
+  return y;
+}
+
+/** The per-channel tensors of a batchnorm as host values. */
+export interface BatchNormRefParams {
+  weight: ArrayLike<number>;
+  bias: ArrayLike<number>;
+  runningMean: ArrayLike<number>;
+  runningVar: ArrayLike<number>;
+}
+
+/**
+ * CPU reference of {@link batchNormForward} (f64): batch statistics and the running-stat
+ * update (unbiased variance) in training mode, running statistics otherwise (running stats
+ * returned unchanged).
+ */
+export function batchNormForwardRef(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  p: BatchNormRefParams,
+  opts: BatchNormForwardOptions,
+): { y: Float64Array; runningMean: Float64Array; runningVar: Float64Array } {
+  const eps = opts.eps ?? 1e-5;
+  const mom = opts.momentum ?? 0.1;
+  if (!opts.training) {
+    return {
+      y: batchNormApplyRef(x, shape, p.runningMean, p.runningVar, p.weight, p.bias, eps),
+      runningMean: Float64Array.from(p.runningMean),
+      runningVar: Float64Array.from(p.runningVar),
+    };
+  }
+  const [n, , h, w] = shape;
+  const m = n * h * w;
+  const s = batchNormStatsRef(x, shape);
+  return {
+    y: batchNormApplyRef(x, shape, s.mean, s.var, p.weight, p.bias, eps),
+    runningMean: Float64Array.from(p.runningMean, (r, k) => (1 - mom) * r + mom * s.mean[k]),
+    runningVar: Float64Array.from(
+      p.runningVar,
+      (r, k) => (1 - mom) * r + mom * s.var[k] * m / (m - 1),
+    ),
+  };
+}
+
+/**
+ * CPU reference of {@link batchNormBackward} (f64): with batch statistics (`training`,
+ * recomputed from x) dx = weight·inv·(dy - mean(dy) - x̂·mean(dy·x̂)); with the given running
+ * statistics dx = weight·inv·dy. dweight = Σ dy·x̂, dbias = Σ dy over (N, H, W).
+ */
+export function batchNormBackwardRef(
+  x: ArrayLike<number>,
+  dy: ArrayLike<number>,
+  shape: readonly number[],
+  weight: ArrayLike<number>,
+  opts: {
+    training: boolean;
+    runningMean?: ArrayLike<number>;
+    runningVar?: ArrayLike<number>;
+    eps?: number;
+  },
+): { dx: Float64Array; dweight: Float64Array; dbias: Float64Array } {
+  const [n, c, h, w] = shape;
+  const hw = h * w;
+  const m = n * hw;
+  const eps = opts.eps ?? 1e-5;
+  const train = opts.training;
+  const st = train
+    ? batchNormStatsRef(x, shape)
+    : { mean: opts.runningMean!, var: opts.runningVar! };
+  const dg = new Float64Array(c);
+  const db = new Float64Array(c);
+  const dx = new Float64Array(x.length);
+  for (let k = 0; k < c; k++) {
+    const inv = 1 / Math.sqrt(st.var[k] + eps);
+    for (let bb = 0; bb < n; bb++) {
+      for (let i = 0; i < hw; i++) {
+        const j = (bb * c + k) * hw + i;
+        db[k] += dy[j];
+        dg[k] += dy[j] * (x[j] - st.mean[k]) * inv;
+      }
+    }
+    for (let bb = 0; bb < n; bb++) {
+      for (let i = 0; i < hw; i++) {
+        const j = (bb * c + k) * hw + i;
+        const xh = (x[j] - st.mean[k]) * inv;
+        dx[j] = train
+          ? weight[k] * inv * (dy[j] - db[k] / m - xh * dg[k] / m)
+          : weight[k] * inv * dy[j];
+      }
+    }
+  }
+  return { dx, dweight: dg, dbias: db };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Op units (tests and benchmark: ./unit.ts).
+
+/** Parameters of a batchnorm unit case: the input shape [N, C, H, W]. */
+export interface BatchNormCase {
+  shape: readonly [number, number, number, number];
+}
+
+function bnUnitOp(training: boolean): RecordedOp<BatchNormCase> {
+  const params = (t: Record<string, Tensor>): BatchNormTensors => ({
+    weight: t.weight,
+    bias: t.bias,
+    runningMean: t.runningMean,
+    runningVar: t.runningVar,
+  });
+  return {
+    name: training ? "batch statistics" : "running statistics",
+    forward: (gpu, _p, { tensors: t }): Record<string, Tensor> => {
+      const { y, stats } = batchNormForward(gpu, t.x, params(t), { training });
+      stats.mean.dispose();
+      stats.stat.dispose();
+      return training
+        ? { y, runningMean: t.runningMean.retain(), runningVar: t.runningVar.retain() }
+        : { y };
+    },
+    backward: (gpu, p, { tensors: t }, { tensors: d }) => {
+      const { y, stats } = batchNormForward(gpu, t.x, params(t), { training });
+      const C = p.shape[1];
+      const grads = { weight: Tensor.empty(gpu, [C]), bias: Tensor.empty(gpu, [C]) };
+      const dx = batchNormBackward(gpu, t.x, asShape(d.y, p.shape), params(t), stats, { grads });
+      [y, stats.mean, stats.stat].forEach((v) => v.dispose());
+      return { x: dx, ...grads };
+    },
+  };
+}
+
+function bnUnit(training: boolean): OpUnit<BatchNormCase> {
+  const bnCase = (shape: [number, number, number, number], split = true) => ({
+    name: shape.join("x"),
+    params: { shape },
+    split,
+  });
+  const ref = (p: BatchNormCase, x: RefValues) =>
+    batchNormForwardRef(x.x, p.shape, {
+      weight: x.weight,
+      bias: x.bias,
+      runningMean: x.runningMean,
+      runningVar: x.runningVar,
+    }, { training });
+  return defineOpUnit<BatchNormCase>({
+    name: training ? "batchnorm_train" : "batchnorm_eval",
+    description: training
+      ? "BatchNorm2d with batch statistics and the running-stat update"
+      : "BatchNorm2d with running statistics (eval, or psa's frozen mode)",
+    bound: "memory",
+    inputs: ["x", "weight", "bias", "runningMean", "runningVar"],
+    outputs: training ? ["y", "runningMean", "runningVar"] : ["y"],
+    gradOutputs: ["y"],
+    differentiable: ["x", "weight", "bias"],
+    // The last case has planes over 4096 pixels (the kernels' wide-workgroup path).
+    cases: [
+      bnCase([3, 5, 7, 7]),
+      bnCase([2, 3, 13, 17]),
+      bnCase([1, 6, 1, 3]),
+      bnCase([3, 5, 13, 17]),
+      bnCase([2, 2, 65, 67], false),
+    ],
+    benchShapes: [bnCase([8, 64, 56, 56]), bnCase([8, 256, 14, 14])],
+    tolerance: {
+      forward: { rtol: 1e-4, atol: 1e-4 },
+      outputs: { runningMean: { rtol: 1e-5, atol: 1e-6 }, runningVar: { rtol: 1e-4, atol: 1e-6 } },
+      backward: { maxRel: 1e-4 },
+    },
+    inputShapes: (p) => {
+      const C = [p.shape[1]];
+      return { x: [...p.shape], weight: C, bias: C, runningMean: C, runningVar: C };
+    },
+    outputShapes: (p): Record<string, number[]> =>
+      training
+        ? { y: [...p.shape], runningMean: [p.shape[1]], runningVar: [p.shape[1]] }
+        : { y: [...p.shape] },
+    makeInputs: (p, seed) => {
+      // A per-channel offset keeps the mean far from 0 (numerical stability of the stats).
+      const [, c, h, w] = p.shape;
+      const x = uniformValues(sizeOf(p.shape), seed, -2, 2);
+      for (let j = 0; j < x.length; j++) x[j] += 3 * (Math.floor(j / (h * w)) % c) - 4;
+      return {
+        x,
+        weight: uniformValues(c, seed + 1, 0.5, 1.5),
+        bias: uniformValues(c, seed + 2, -0.5, 0.5),
+        runningMean: uniformValues(c, seed + 3, -0.2, 0.2),
+        runningVar: uniformValues(c, seed + 4, 0.5, 2),
+      };
+    },
+    refForward: (p, x): Record<string, Float64Array> => {
+      const r = ref(p, x);
+      return training ? r : { y: r.y };
+    },
+    refBackward: (p, x, d) => {
+      const r = batchNormBackwardRef(x.x, d.y, p.shape, x.weight, {
+        training,
+        runningMean: x.runningMean,
+        runningVar: x.runningVar,
+      });
+      return { x: r.dx, weight: r.dweight, bias: r.dbias };
+    },
+    cost: (p) => ({
+      forward: { flops: 4 * sizeOf(p.shape), bytes: bytesOf(p.shape, p.shape) },
+      backward: { flops: 8 * sizeOf(p.shape), bytes: bytesOf(p.shape, p.shape, p.shape) },
+    }),
+    gpu: bnUnitOp(training),
+  });
+}
+
+/** Batchnorm in training mode (batch statistics, running-stat update) as an op unit. */
+export const batchNormTrainUnit: OpUnit<BatchNormCase> = bnUnit(true);
+
+/** Batchnorm with running statistics (eval / psa's frozen mode) as an op unit. */
+export const batchNormEvalUnit: OpUnit<BatchNormCase> = bnUnit(false);

@@ -25,6 +25,16 @@ import { declareParams } from "../gpu/kernel.ts";
 import { bindingWindow, spans, windowCapacity, windowFits } from "../gpu/split.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { gemm, isCpuAdapter } from "./matmul.ts";
+import {
+  asShape,
+  bytesOf,
+  defineOpUnit,
+  type OpCase,
+  type OpUnit,
+  type RecordedOp,
+  sizeOf,
+  uniformValues,
+} from "./unit.ts";
 
 /** A number for both spatial dimensions, or [y, x]. */
 export type Pair = number | readonly [number, number];
@@ -1438,6 +1448,116 @@ export function conv2dGradBiasRef(dy: ArrayLike<number>, shape: readonly number[
   for (let i = 0; i < n * o * h * w; i++) db[Math.floor(i / (h * w)) % o] += dy[i];
   return db;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Op unit (tests and benchmark: ./unit.ts).
+
+/** Parameters of a {@link conv2dUnit} case. */
+export interface Conv2dCase {
+  /** Input shape [N, I, H, W]. */
+  x: readonly number[];
+  /** Weight shape [O, I, KH, KW]. */
+  w: readonly number[];
+  /** Whether the case has a bias. */
+  bias: boolean;
+  /** Geometry. */
+  o: Conv2dOptions;
+}
+
+function convCaseOutShape(p: Conv2dCase): number[] {
+  const g = geometry("conv2dUnit", p.x, p.w, p.o);
+  return [g.n, g.o, g.oh, g.ow];
+}
+
+function convUnitOp(variant: ConvVariant, name: string): RecordedOp<Conv2dCase> {
+  return {
+    name,
+    forward: (gpu, p, { tensors: t }) => ({
+      y: conv2d(gpu, t.x, t.w, t.bias ?? null, { ...p.o, variant }),
+    }),
+    backward: (gpu, p, { tensors: t }, { tensors: d }) => {
+      const dy = asShape(d.y, convCaseOutShape(p));
+      const o = { ...p.o, variant };
+      const grads: Record<string, Tensor> = {
+        x: conv2dGradInput(gpu, dy, t.w, p.x, o),
+        w: conv2dGradWeight(gpu, t.x, dy, p.w, o),
+      };
+      if (t.bias) grads.bias = conv2dGradBias(gpu, dy);
+      return grads;
+    },
+  };
+}
+
+const convCase = (
+  x: number[],
+  w: number[],
+  o: Conv2dOptions,
+  bias = false,
+  split = true,
+): OpCase<Conv2dCase> => ({
+  name: `x${x.join("x")} w${w.join("x")}${bias ? " bias" : ""} ${JSON.stringify(o)}`,
+  params: { x, w, bias, o },
+  split,
+});
+
+/**
+ * conv2d as an op unit: forward, input / weight / bias gradients and their f64 references.
+ * Cases: odd sizes, stride 2 and 3, dilation, padding, a 7x7 stride-2 stem, 1x1 (stride 1
+ * goes through matmul, stride 2 leaves pixels no tap reaches) and asymmetric geometry. The
+ * benchmark's reference is the naive one-output-per-invocation kernel.
+ */
+export const conv2dUnit: OpUnit<Conv2dCase> = defineOpUnit<Conv2dCase>({
+  name: "conv2d",
+  description: "2-D convolution (groups 1) as implicit GEMM, NCHW x OIHW",
+  bound: "compute",
+  inputs: ["x", "w", "bias"],
+  outputs: ["y"],
+  differentiable: ["x", "w", "bias"],
+  cases: [
+    convCase([2, 3, 7, 7], [5, 3, 3, 3], { padding: 1 }, true),
+    convCase([3, 5, 13, 17], [6, 5, 3, 3], { stride: 2, padding: 1 }, false, false),
+    convCase([2, 4, 13, 17], [7, 4, 3, 3], { dilation: 2, padding: 2 }, true, false),
+    convCase([1, 3, 20, 22], [9, 3, 7, 7], { stride: 2, padding: 3 }, false, false),
+    convCase([2, 6, 9, 11], [5, 6, 1, 1], { stride: 2 }),
+    convCase([3, 6, 7, 9], [10, 6, 1, 1], {}, true),
+    convCase([2, 5, 10, 9], [4, 5, 3, 2], { stride: [2, 1], padding: [1, 0], dilation: [1, 2] }),
+    convCase([1, 3, 12, 12], [17, 3, 3, 3], { stride: 3, padding: 2, dilation: 2 }),
+    // Split over images, output and input channels on the generic test's small-binding context.
+    convCase([3, 6, 7, 9], [10, 6, 3, 3], { padding: 1 }, true),
+    convCase([2, 5, 9, 8], [7, 5, 3, 3], { stride: 2, padding: 1 }),
+  ],
+  benchShapes: [
+    convCase([8, 64, 56, 56], [64, 64, 3, 3], { padding: 1 }),
+    convCase([8, 256, 14, 14], [256, 256, 3, 3], { padding: 1 }),
+    convCase([8, 1024, 14, 14], [256, 1024, 1, 1], {}),
+  ],
+  // f32 sums of up to a few hundred products of values in [-1, 1]: relative error (to the
+  // largest magnitude) below 2e-6 in practice.
+  tolerance: { forward: { maxRel: 1e-5 }, backward: { maxRel: 1e-5 } },
+  inputShapes: (p) => ({ x: [...p.x], w: [...p.w], ...(p.bias ? { bias: [p.w[0]] } : {}) }),
+  outputShapes: (p) => ({ y: convCaseOutShape(p) }),
+  makeInputs: (p, seed) => ({
+    x: uniformValues(sizeOf(p.x), seed),
+    w: uniformValues(sizeOf(p.w), seed + 1),
+    ...(p.bias ? { bias: uniformValues(p.w[0], seed + 2) } : {}),
+  }),
+  refForward: (p, x) => ({ y: conv2dRef(x.x, p.x, x.w, p.w, x.bias ?? null, p.o) }),
+  refBackward: (p, x, d) => ({
+    x: conv2dGradInputRef(d.y, x.w, p.x, p.w, p.o),
+    w: conv2dGradWeightRef(x.x, d.y, p.x, p.w, p.o),
+    ...(p.bias ? { bias: conv2dGradBiasRef(d.y, convCaseOutShape(p)) } : {}),
+  }),
+  cost: (p) => {
+    const ys = convCaseOutShape(p);
+    const macs = sizeOf(ys) * p.w[1] * p.w[2] * p.w[3];
+    return {
+      forward: { flops: 2 * macs, bytes: bytesOf(p.x, p.w, ys) },
+      backward: { flops: 4 * macs, bytes: bytesOf(p.x, p.w, ys, ys, p.x, p.w) },
+    };
+  },
+  gpu: convUnitOp("rb", "register-blocked"),
+  naive: convUnitOp("naive", "naive kernel"),
+});
 
 // ---------------------------------------------------------------------------------------------
 // Layer.

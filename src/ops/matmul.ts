@@ -18,6 +18,15 @@ import { type BufferRange, type GpuContext, grid1d } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { type BindingWindow, bindingWindow, windowCapacity } from "../gpu/split.ts";
 import { Tensor } from "../gpu/tensor.ts";
+import {
+  asShape,
+  bytesOf,
+  defineOpUnit,
+  type OpUnit,
+  type RecordedOp,
+  sizeOf,
+  uniformValues,
+} from "./unit.ts";
 
 /** The matmul kernels. */
 export type MatmulVariant = "naive" | "rb" | "tiled";
@@ -769,3 +778,116 @@ export function matmulRef(
   }
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Op unit (tests and benchmark: ./unit.ts).
+
+/** Parameters of a {@link matmulUnit} case: `op(A)·op(B)`, both 2-D or both batched. */
+export interface MatmulCase {
+  M: number;
+  N: number;
+  K: number;
+  /** Batch of both operands (0: 2-D operands). */
+  batch: number;
+  transA?: boolean;
+  transB?: boolean;
+}
+
+function matmulShapes(p: MatmulCase): { a: number[]; b: number[]; c: number[] } {
+  const a = p.transA ? [p.K, p.M] : [p.M, p.K];
+  const b = p.transB ? [p.N, p.K] : [p.K, p.N];
+  const c = [p.M, p.N];
+  return p.batch ? { a: [p.batch, ...a], b: [p.batch, ...b], c: [p.batch, ...c] } : { a, b, c };
+}
+
+/**
+ * The gradients of `C = op(A)·op(B)` as products of the same kind, each `[x, y, transX,
+ * transY]` for `op(x)·op(y)`: dA = G·op(B)ᵀ (transposed again when A is stored transposed),
+ * dB = op(A)ᵀ·G likewise.
+ */
+function matmulGradTerms<T>(p: MatmulCase, a: T, b: T, g: T) {
+  const ta = p.transA ?? false;
+  const tb = p.transB ?? false;
+  const dA: [T, T, boolean, boolean] = ta ? [b, g, tb, true] : [g, b, false, !tb];
+  const dB: [T, T, boolean, boolean] = tb ? [g, a, true, ta] : [a, g, !ta, false];
+  return { a: dA, b: dB };
+}
+
+function matmulUnitOp(variant: MatmulVariant | undefined, name: string): RecordedOp<MatmulCase> {
+  return {
+    name,
+    forward: (gpu, p, { tensors: t }) => ({
+      c: matmul(gpu, t.a, t.b, { transA: p.transA, transB: p.transB, variant }),
+    }),
+    backward: (gpu, p, { tensors: t }, { tensors: d }) => {
+      const terms = matmulGradTerms(p, t.a, t.b, asShape(d.c, matmulShapes(p).c));
+      const run = ([x, y, tx, ty]: [Tensor, Tensor, boolean, boolean]) =>
+        matmul(gpu, x, y, { transA: tx, transB: ty, variant });
+      return { a: run(terms.a), b: run(terms.b) };
+    },
+  };
+}
+
+const mmCase = (M: number, N: number, K: number, batch = 0, transA = false, transB = false) => ({
+  name: `${batch ? `${batch}x` : ""}${M}x${N}x${K}${transA ? " Aᵀ" : ""}${transB ? " Bᵀ" : ""}`,
+  params: { M, N, K, batch, transA, transB },
+});
+
+/**
+ * matmul as an op unit. Cases: odd sizes (K % 4 remainders, M / N not multiples of any
+ * block), vec4-aligned sizes (the k4 / m4 / n4 load modes), transposed operands (B large
+ * enough for the transpose-copy path) and batches. The benchmark's reference is the naive
+ * one-output-per-invocation kernel.
+ */
+export const matmulUnit: OpUnit<MatmulCase> = defineOpUnit<MatmulCase>({
+  name: "matmul",
+  description: "C = op(A)·op(B), 2-D or batched, operands transposed in place",
+  bound: "compute",
+  inputs: ["a", "b"],
+  outputs: ["c"],
+  differentiable: ["a", "b"],
+  cases: [
+    mmCase(13, 17, 7),
+    mmCase(1, 1, 1),
+    mmCase(32, 20, 12, 3, true),
+    mmCase(9, 8, 16, 2, false, true),
+    mmCase(16, 16, 9, 0, true, true),
+    mmCase(37, 24, 40, 0, false, true),
+    mmCase(40, 36, 30, 3),
+    mmCase(33, 45, 70, 0, true),
+  ],
+  benchShapes: [mmCase(256, 256, 256), mmCase(512, 512, 512), mmCase(1024, 1024, 1024)],
+  // f32 products of K values in [-1, 1): relative error well below 1e-5.
+  tolerance: { forward: { maxRel: 1e-5 }, backward: { maxRel: 1e-5 } },
+  inputShapes: (p) => {
+    const s = matmulShapes(p);
+    return { a: s.a, b: s.b };
+  },
+  outputShapes: (p) => ({ c: matmulShapes(p).c }),
+  makeInputs: (p, seed) => {
+    const s = matmulShapes(p);
+    return { a: uniformValues(sizeOf(s.a), seed), b: uniformValues(sizeOf(s.b), seed + 1) };
+  },
+  refForward: (p, x) => {
+    const s = matmulShapes(p);
+    return { c: matmulRef(x.a, s.a, x.b, s.b, p) };
+  },
+  refBackward: (p, x, d) => {
+    const s = matmulShapes(p);
+    const shapes = new Map<ArrayLike<number>, number[]>([[x.a, s.a], [x.b, s.b], [d.c, s.c]]);
+    const terms = matmulGradTerms(p, x.a, x.b, d.c);
+    const run = ([u, v, tu, tv]: [ArrayLike<number>, ArrayLike<number>, boolean, boolean]) =>
+      matmulRef(u, shapes.get(u)!, v, shapes.get(v)!, { transA: tu, transB: tv });
+    return { a: run(terms.a), b: run(terms.b) };
+  },
+  cost: (p) => {
+    const s = matmulShapes(p);
+    const flops = 2 * Math.max(1, p.batch) * p.M * p.N * p.K;
+    return {
+      forward: { flops, bytes: bytesOf(s.a, s.b, s.c) },
+      backward: { flops: 2 * flops, bytes: bytesOf(s.a, s.b, s.c, s.c, s.a, s.b) },
+    };
+  },
+  gpu: matmulUnitOp(undefined, "auto variant"),
+  naive: matmulUnitOp("naive", "naive kernel"),
+});

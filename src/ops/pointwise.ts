@@ -9,6 +9,7 @@ import type { GpuContext } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { elementChunks } from "../gpu/split.ts";
 import { Tensor } from "../gpu/tensor.ts";
+import { defineOpUnit, type OpCase, type OpUnit, uniformValues } from "./unit.ts";
 
 /** The uniform block of shaders/elementwise.wgsl. */
 export const { PointwiseParams } = declareParams("elementwise", {
@@ -117,3 +118,140 @@ export function pointwise(
   }
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference (f64) and op units (tests and benchmark: ./unit.ts).
+
+/** The table entry `name` applied elementwise in f64 (the CPU reference of {@link pointwise}). */
+export function pointwiseRef(
+  name: PointwiseName,
+  inputs: ArrayLike<number>[],
+  opts: { alpha?: number; beta?: number } = {},
+): Float64Array {
+  const op: PointwiseOp = POINTWISE[name];
+  if (inputs.length !== op.arity) {
+    throw new RangeError(`${name}: expects ${op.arity} inputs, got ${inputs.length}`);
+  }
+  const [a, b, c] = inputs;
+  const al = opts.alpha ?? 0;
+  const be = opts.beta ?? 0;
+  return Float64Array.from(
+    { length: a.length },
+    (_, i) => op.ref(a[i], b?.[i] ?? 0, c?.[i] ?? 0, al, be),
+  );
+}
+
+/** Input names of the table's operands. */
+const OPERANDS = ["a", "b", "c"] as const;
+
+/**
+ * One term of a pointwise gradient: the table entry `op` applied to operands (`a`, `b`, `c`:
+ * the forward inputs, `y`: its output, `dy`: the upstream gradient) with scalar `alpha`
+ * (`"alpha"`/`"beta"`: the forward's scalars).
+ */
+interface GradTerm {
+  op: PointwiseName;
+  args: ("a" | "b" | "y" | "dy")[];
+  alpha?: number | "alpha" | "beta";
+}
+
+const scaleDy = (alpha: GradTerm["alpha"]): GradTerm => ({ op: "scale", args: ["dy"], alpha });
+
+/**
+ * The gradient of each table entry per differentiable input, itself in table entries (so the
+ * GPU backward runs the same kernels). A `*_bwd` entry op(a, dy) is linear in its dy operand
+ * `b`, whose gradient is the same entry op(a, dy'); `fill` has no gradient.
+ */
+const POINTWISE_GRADS: Record<PointwiseName, Partial<Record<"a" | "b", GradTerm>>> = {
+  add: { a: scaleDy(1), b: scaleDy(1) },
+  sub: { a: scaleDy(1), b: scaleDy(-1) },
+  mul: { a: { op: "mul", args: ["dy", "b"] }, b: { op: "mul", args: ["dy", "a"] } },
+  scale: { a: scaleDy("alpha") },
+  axpby: { a: scaleDy("alpha"), b: scaleDy("beta") },
+  fill: {},
+  relu: { a: { op: "relu_bwd", args: ["y", "dy"] } },
+  relu_bwd: { b: { op: "relu_bwd", args: ["a", "dy"] } },
+  sigmoid: { a: { op: "sigmoid_bwd", args: ["y", "dy"] } },
+  sigmoid_bwd: { b: { op: "sigmoid_bwd", args: ["a", "dy"] } },
+  elu: { a: { op: "elu_bwd", args: ["y", "dy"] } },
+  elu_bwd: { b: { op: "elu_bwd", args: ["a", "dy"] } },
+  add_relu: { a: { op: "relu_bwd", args: ["y", "dy"] }, b: { op: "relu_bwd", args: ["y", "dy"] } },
+};
+
+/** Parameters of a pointwise unit case: the element count and the scalars. */
+export interface PointwiseCase {
+  n: number;
+  alpha: number;
+  beta: number;
+}
+
+function termAlpha(t: GradTerm, p: PointwiseCase): number {
+  return t.alpha === "alpha" ? p.alpha : t.alpha === "beta" ? p.beta : t.alpha ?? 0;
+}
+
+function pointwiseUnit(name: PointwiseName): OpUnit<PointwiseCase> {
+  const op: PointwiseOp = POINTWISE[name];
+  const inputs = OPERANDS.slice(0, op.arity);
+  const grads = POINTWISE_GRADS[name];
+  const differentiable = Object.keys(grads);
+  const pwCase = (n: number): OpCase<PointwiseCase> => ({
+    name: `n${n}`,
+    params: { n, alpha: 0.7, beta: -1.3 },
+  });
+  const shapes = (p: PointwiseCase) => Object.fromEntries(inputs.map((k) => [k, [p.n]]));
+  const needsY = Object.values(grads).some((t) => t.args.includes("y"));
+  return defineOpUnit<PointwiseCase>({
+    name: `pointwise.${name}`,
+    description: `pointwise table entry ${name}: ${op.wgsl}`,
+    bound: "memory",
+    inputs,
+    outputs: ["y"],
+    differentiable,
+    // 1037 elements: several chunks on the generic test's small-binding context.
+    cases: [pwCase(1037), pwCase(1)],
+    benchShapes: [pwCase(1 << 22)],
+    tolerance: { forward: { rtol: 1e-5, atol: 1e-6 }, backward: { rtol: 1e-5, atol: 1e-6 } },
+    inputShapes: shapes,
+    outputShapes: (p) => ({ y: [p.n] }),
+    makeInputs: (p, seed) =>
+      Object.fromEntries(inputs.map((k, i) => [k, uniformValues(p.n, seed + 17 * i, -2, 2)])),
+    refForward: (p, x) => ({ y: pointwiseRef(name, inputs.map((k) => x[k]), p) }),
+    refBackward: (p, x, d) => {
+      const y = needsY ? pointwiseRef(name, inputs.map((k) => x[k]), p) : null;
+      const val = (k: GradTerm["args"][number]) => (k === "y" ? y! : k === "dy" ? d.y : x[k]);
+      return Object.fromEntries(
+        Object.entries(grads).map(([k, t]) => [
+          k,
+          pointwiseRef(t.op, t.args.map(val), { alpha: termAlpha(t, p) }),
+        ]),
+      );
+    },
+    cost: (p) => ({
+      forward: { flops: p.n, bytes: 4 * p.n * (op.arity + 1) },
+      backward: { flops: p.n * differentiable.length, bytes: 4 * p.n * 3 * differentiable.length },
+    }),
+    gpu: {
+      name: "table kernel",
+      forward: (gpu, p, { tensors: t }) => ({
+        y: pointwise(gpu, name, inputs.map((k) => t[k]), p),
+      }),
+      backward: (gpu, p, { tensors: t }, { tensors: d }) => {
+        const y = needsY ? pointwise(gpu, name, inputs.map((k) => t[k]), p) : null;
+        const val = (k: GradTerm["args"][number]) => (k === "y" ? y! : k === "dy" ? d.y : t[k]);
+        const out = Object.fromEntries(
+          Object.entries(grads).map(([k, g]) => [
+            k,
+            pointwise(gpu, g.op, g.args.map(val), { alpha: termAlpha(g, p) }),
+          ]),
+        );
+        y?.dispose();
+        return out;
+      },
+    },
+  });
+}
+
+/** Every entry of the pointwise table as an op unit (`pointwise.<entry>`), in table order. */
+export const pointwiseUnits: readonly OpUnit<PointwiseCase>[] = (
+  Object.keys(POINTWISE) as PointwiseName[]
+).map(pointwiseUnit);

@@ -9,6 +9,15 @@ import type { GpuContext } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { checkShape, dispatchPlanes, nchw, shape4 } from "./planes.ts";
+import {
+  asShape,
+  bytesOf,
+  defineOpUnit,
+  type OpCase,
+  type OpUnit,
+  sizeOf,
+  uniformValues,
+} from "./unit.ts";
 
 /** Options of {@link resizeBilinear}: give exactly one of `size` and `scaleFactor`. */
 export interface ResizeOptions {
@@ -158,3 +167,156 @@ export function resizeBilinearBackward(
   });
   return dx;
 }
+
+// ---------------------------------------------------------------------------------------------
+// CPU references (f64).
+
+/**
+ * Per-axis taps of PyTorch's bilinear map in f64, independent of {@link resizeGeometry}:
+ * source rows/columns i0, i1 and the weight l of i1, for each output index.
+ */
+function taps(inS: number, outS: number, ac: boolean, factor?: number) {
+  const s = ac ? (outS > 1 ? (inS - 1) / (outS - 1) : 0) : factor ? 1 / factor : inS / outS;
+  return Array.from({ length: outS }, (_, d) => {
+    const r = ac ? s * d : Math.max(s * (d + 0.5) - 0.5, 0);
+    const i0 = Math.floor(r);
+    return { i0, i1: i0 < inS - 1 ? i0 + 1 : i0, l: r - i0 };
+  });
+}
+
+/** Output size and per-axis taps of a resize of [H, W] (see {@link ResizeOptions}). */
+function refTaps(H: number, W: number, opts: ResizeOptions) {
+  checkResizeOptions(opts);
+  const ac = opts.alignCorners ?? false;
+  const f = opts.scaleFactor === undefined
+    ? undefined
+    : typeof opts.scaleFactor === "number"
+    ? [opts.scaleFactor, opts.scaleFactor]
+    : [opts.scaleFactor[0], opts.scaleFactor[1]];
+  const OH = opts.size ? opts.size[0] : Math.floor(H * f![0]);
+  const OW = opts.size ? opts.size[1] : Math.floor(W * f![1]);
+  return { OH, OW, th: taps(H, OH, ac, f?.[0]), tw: taps(W, OW, ac, f?.[1]) };
+}
+
+/** CPU reference of {@link resizeBilinear} (f64, PyTorch's bilinear map). */
+export function resizeBilinearRef(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  opts: ResizeOptions,
+): Float64Array {
+  const [n, c, H, W] = shape4("resizeBilinearRef", shape);
+  const { OH, OW, th, tw } = refTaps(H, W, opts);
+  const y = new Float64Array(n * c * OH * OW);
+  for (let q = 0; q < n * c; q++) {
+    for (let oh = 0; oh < OH; oh++) {
+      for (let ow = 0; ow < OW; ow++) {
+        const { i0: h0, i1: h1, l: lh } = th[oh];
+        const { i0: w0, i1: w1, l: lw } = tw[ow];
+        const v = (h: number, w: number) => x[q * H * W + h * W + w];
+        y[(q * OH + oh) * OW + ow] = (1 - lh) * ((1 - lw) * v(h0, w0) + lw * v(h0, w1)) +
+          lh * ((1 - lw) * v(h1, w0) + lw * v(h1, w1));
+      }
+    }
+  }
+  return y;
+}
+
+/** CPU reference of {@link resizeBilinearBackward} (f64, the scatter transpose). */
+export function resizeBilinearBackwardRef(
+  dy: ArrayLike<number>,
+  inputShape: readonly number[],
+  opts: ResizeOptions,
+): Float64Array {
+  const [n, c, H, W] = shape4("resizeBilinearBackwardRef", inputShape);
+  const { OH, OW, th, tw } = refTaps(H, W, opts);
+  const dx = new Float64Array(n * c * H * W);
+  for (let q = 0; q < n * c; q++) {
+    for (let oh = 0; oh < OH; oh++) {
+      for (let ow = 0; ow < OW; ow++) {
+        const g = dy[(q * OH + oh) * OW + ow];
+        const { i0: h0, i1: h1, l: lh } = th[oh];
+        const { i0: w0, i1: w1, l: lw } = tw[ow];
+        const b = q * H * W;
+        dx[b + h0 * W + w0] += g * (1 - lh) * (1 - lw);
+        dx[b + h0 * W + w1] += g * (1 - lh) * lw;
+        dx[b + h1 * W + w0] += g * lh * (1 - lw);
+        dx[b + h1 * W + w1] += g * lh * lw;
+      }
+    }
+  }
+  return dx;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Op unit (tests and benchmark: ./unit.ts).
+
+/** Parameters of a {@link resizeUnit} case. */
+export interface ResizeCase {
+  shape: readonly [number, number, number, number];
+  opts: ResizeOptions;
+}
+
+function resizeOutShape(p: ResizeCase): number[] {
+  const g = resizeGeometry(p.shape[2], p.shape[3], p.opts);
+  return [p.shape[0], p.shape[1], g.outH, g.outW];
+}
+
+const resizeCase = (
+  shape: [number, number, number, number],
+  opts: ResizeOptions,
+  split = true,
+): OpCase<ResizeCase> => ({
+  name: `${shape.join("x")} ${JSON.stringify(opts)}`,
+  params: { shape, opts },
+  split,
+});
+
+/**
+ * Bilinear resize as an op unit: up and down, both align_corners, sizes and scale factors,
+ * 1x1 inputs and outputs, odd shapes.
+ */
+export const resizeUnit: OpUnit<ResizeCase> = defineOpUnit<ResizeCase>({
+  name: "resize_bilinear",
+  description: "bilinear resize (F.interpolate mode bilinear), gather backward",
+  bound: "memory",
+  inputs: ["x"],
+  outputs: ["y"],
+  differentiable: ["x"],
+  cases: [
+    resizeCase([3, 5, 7, 7], { size: [13, 17] }),
+    resizeCase([3, 5, 7, 7], { size: [13, 17], alignCorners: true }),
+    resizeCase([2, 3, 13, 17], { size: [7, 7] }),
+    resizeCase([2, 3, 13, 17], { size: [7, 7], alignCorners: true }),
+    resizeCase([1, 2, 5, 9], { scaleFactor: 2.5 }),
+    resizeCase([1, 2, 6, 7], { scaleFactor: [0.7, 0.45] }),
+    resizeCase([2, 3, 1, 1], { size: [4, 3] }),
+    resizeCase([1, 2, 6, 6], { size: [1, 1], alignCorners: true }),
+    resizeCase([1, 2, 6, 6], { size: [1, 1] }),
+    resizeCase([1, 2, 4, 5], { size: [33, 37] }, false),
+    resizeCase([1, 2, 4, 5], { size: [33, 37], alignCorners: true }, false),
+    resizeCase([3, 5, 13, 17], { size: [9, 11] }),
+    // Planes over 4096 pixels: the wide-workgroup path.
+    resizeCase([1, 1, 8, 9], { size: [70, 71] }, false),
+  ],
+  benchShapes: [resizeCase([8, 21, 32, 32], { size: [256, 256] })],
+  tolerance: { forward: { rtol: 1e-5, atol: 1e-5 }, backward: { maxRel: 1e-5 } },
+  inputShapes: (p) => ({ x: [...p.shape] }),
+  outputShapes: (p) => ({ y: resizeOutShape(p) }),
+  makeInputs: (p, seed) => ({ x: uniformValues(sizeOf(p.shape), seed) }),
+  refForward: (p, x) => ({ y: resizeBilinearRef(x.x, p.shape, p.opts) }),
+  refBackward: (p, _x, d) => ({ x: resizeBilinearBackwardRef(d.y, p.shape, p.opts) }),
+  cost: (p) => {
+    const out = resizeOutShape(p);
+    return {
+      forward: { flops: 7 * sizeOf(out), bytes: bytesOf(p.shape, out) },
+      backward: { flops: 7 * sizeOf(out), bytes: bytesOf(out, p.shape) },
+    };
+  },
+  gpu: {
+    name: "gather",
+    forward: (gpu, p, { tensors: t }) => ({ y: resizeBilinear(gpu, t.x, p.opts) }),
+    backward: (gpu, p, _x, { tensors: d }) => ({
+      x: resizeBilinearBackward(gpu, asShape(d.y, resizeOutShape(p)), p.shape, p.opts),
+    }),
+  },
+});

@@ -76,3 +76,38 @@ export class AdamW extends BaseOptimizer {
     }
   }
 }
+
+/** Settings of one {@link adamwStepRef} update. */
+export interface AdamWStepRefOptions {
+  /** The step count after this step's increment (1 for the first step). */
+  step: number;
+  /** This parameter's learning rate (group multipliers applied). */
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Decoupled decay of this parameter (0 when it has no decay). */
+  weightDecay: number;
+}
+
+/**
+ * CPU reference of one {@link AdamW} update of a parameter and its moments, in place (f64,
+ * PyTorch's single-tensor AdamW): p *= 1 - lr·wd; m += (1-β1)(g - m); v = β2·v + (1-β2)·g²;
+ * p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps).
+ */
+export function adamwStepRef(
+  p: Float64Array,
+  g: ArrayLike<number>,
+  m: Float64Array,
+  v: Float64Array,
+  o: AdamWStepRefOptions,
+): void {
+  const bc1 = 1 - o.beta1 ** o.step;
+  const bc2 = 1 - o.beta2 ** o.step;
+  for (let i = 0; i < p.length; i++) {
+    p[i] *= 1 - o.lr * o.weightDecay;
+    m[i] += (1 - o.beta1) * (g[i] - m[i]);
+    v[i] = o.beta2 * v[i] + (1 - o.beta2) * g[i] * g[i];
+    p[i] -= (o.lr / bc1) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + o.eps);
+  }
+}

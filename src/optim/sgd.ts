@@ -224,3 +224,37 @@ export class SGD extends BaseOptimizer {
     }
   }
 }
+
+/** Settings of one {@link sgdStepRef} update. */
+export interface SgdStepRefOptions {
+  /** This parameter's learning rate (group multipliers applied). */
+  lr: number;
+  momentum: number;
+  /** L2 decay of this parameter (0 when it has no decay). */
+  weightDecay: number;
+  nesterov: boolean;
+  /** The first step (the momentum buffer starts as the gradient). */
+  first: boolean;
+}
+
+/**
+ * CPU reference of one {@link SGD} update of a parameter, in place (f64, PyTorch's formulas,
+ * dampening 0): g' = g + wd·p; buf = g' on the first step, then μ·buf + g'; p -= lr·(nesterov
+ * ? g' + μ·buf : buf). `buf` may be null when μ = 0.
+ */
+export function sgdStepRef(
+  p: Float64Array,
+  g: ArrayLike<number>,
+  buf: Float64Array | null,
+  o: SgdStepRefOptions,
+): void {
+  const mu = o.momentum;
+  for (let i = 0; i < p.length; i++) {
+    let d = g[i] + o.weightDecay * p[i];
+    if (mu !== 0) {
+      buf![i] = o.first ? d : mu * buf![i] + d;
+      d = o.nesterov ? d + mu * buf![i] : buf![i];
+    }
+    p[i] -= o.lr * d;
+  }
+}
