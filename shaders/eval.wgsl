@@ -1,4 +1,4 @@
-// Evaluation kernels (DESIGN §6), driven by src/eval/confusion.ts and src/eval/cam.ts.
+// Evaluation kernels (docs/evaluation.md), driven by src/eval/confusion.ts and src/eval/cam.ts.
 //
 // Label maps (predictions, ground truth, pseudo masks) are packed u8: pixel 4w+b is byte b
 // (little-endian) of u32 word w. Values: 0 = background, 1..C = classes, 255 = ignore (ground

@@ -1,4 +1,4 @@
-// OCR (Out-of-Candidate Rectification) loss, DESIGN §4 steps 1, 3, 4 and 5, forward and
+// OCR (Out-of-Candidate Rectification) loss, docs/ocr.md steps 1, 3, 4 and 5, forward and
 // backward. src/losses/ocr.ts records, per call:
 //   imgmax  one workgroup per image: imgMax[b] = max over candidate classes and pixels of
 //           relu(z) (0 when the image has no candidate)

@@ -15,10 +15,10 @@ import { Rng } from "../rng.ts";
 import { recordTrainStep } from "../train/train.ts";
 import { type BenchRow, timeMedian } from "./table.ts";
 
-/** Figures DESIGN §2 reports for PyTorch on this project's 2-core CPU (not measured here). */
+/** Figures the README quotes for PyTorch on this project's 2-core CPU (not measured here). */
 const PYTORCH_CPU: Record<string, string> = {
-  "tiny@128": "; PyTorch CPU ≈ 400 img/s (DESIGN §2, not this run)",
-  "resnet50@224": "; PyTorch CPU ≈ 10 img/s (DESIGN §2, not this run)",
+  "tiny@128": "; PyTorch CPU ≈ 400 img/s (quoted in the README, not this run)",
+  "resnet50@224": "; PyTorch CPU ≈ 10 img/s (quoted in the README, not this run)",
 };
 
 /** One training-step configuration. */

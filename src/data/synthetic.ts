@@ -1,5 +1,5 @@
 /**
- * The built-in synthetic datasets (DESIGN §5): small images (~128 px) with 1–3 objects of the
+ * The built-in synthetic datasets (docs/data.md#the-built-in-synthetic-dataset): small images (~128 px) with 1–3 objects of the
  * 20 VOC classes, written as a PASCAL VOC 2012 tree and an MS COCO 2014 tree that the readers
  * in this folder open like the real ones.
  *
@@ -17,7 +17,7 @@
  *   the VOC masks, `<difficult>1` in the XML).
  * The intended effect: a small CNN can learn the classes from the parts (classification
  * works) while its CAMs spread the shared body evidence to the wrong class of the group
- * (out-of-candidate errors). The targets of DESIGN §5 (tiny model without OCR: mAP ≥ 0.8,
+ * (out-of-candidate errors). The targets (docs/data.md; tiny model without OCR: mAP ≥ 0.8,
  * unrestricted-CAM OC-error rate ≥ 15%) must be checked with the trainer; see
  * `SYNTH_VERSION` when changing anything that alters the bytes.
  *

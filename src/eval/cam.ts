@@ -1,9 +1,9 @@
 /**
- * CAM evaluation on the GPU (DESIGN §6), with TypeScript references.
+ * CAM evaluation on the GPU (docs/evaluation.md#of-cams-unrestricted), with TypeScript references.
  *
  * Input per image: class activation maps `[C, h, w]` (f32, any sign), the image size H×W,
- * the image's tags and optionally its ground truth. The maps are ReLU'd (default; DESIGN §6
- * says "CAMs (ReLU)") and bilinearly upsampled to H×W with PyTorch's `align_corners=false`
+ * the image's tags and optionally its ground truth. The maps are ReLU'd (default; see
+ * docs/evaluation.md#of-cams-unrestricted) and bilinearly upsampled to H×W with PyTorch's `align_corners=false`
  * rule (`src = max((dst + 0.5)·in/out − 0.5, 0)`, lambdas clamped to [0, 1]), on the fly in
  * the kernels (shaders/eval.wgsl); maps already at H×W pass through unchanged.
  *
@@ -58,7 +58,7 @@ export interface CamSample {
 
 /** Options shared by the CAM kernels. */
 export interface CamOptions {
-  /** ReLU the CAMs before upsampling (default true, DESIGN §6). */
+  /** ReLU the CAMs before upsampling (default true, docs/evaluation.md). */
   relu?: boolean;
 }
 

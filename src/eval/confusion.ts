@@ -1,5 +1,5 @@
 /**
- * Confusion matrix and OC-error counts of predicted label maps (DESIGN §6), on the GPU with
+ * Confusion matrix and OC-error counts of predicted label maps (docs/evaluation.md), on the GPU with
  * atomics (shaders/eval.wgsl `confusion`) and as a plain TypeScript reference.
  *
  * Conventions: C foreground classes, K = C + 1 with index 0 = background. Label maps are u8,

@@ -1,7 +1,8 @@
 /**
  * Checkpoints and weight loading: named GPU tensors ↔ safetensors files. A checkpoint holds
  * model parameters, buffers (batchnorm running stats) and optimizer state (prefixed
- * `optim.`), with `__metadata__` carrying step, config hash, RNG state and data position.
+ * `optim.`), with `__metadata__` carrying step, config hash and data position (see
+ * docs/data.md#checkpoints).
  * Written atomically (temp file + fsync + rename).
  * @module
  */

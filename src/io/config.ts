@@ -5,7 +5,7 @@
  */
 import { z } from "npm:zod@4.6.7";
 
-/** OCR loss knobs (DESIGN §4), all with the documented defaults. */
+/** OCR loss knobs (docs/ocr.md#knobs), all with the documented defaults. */
 export const OcrConfigSchema = z.object({
   enabled: z.boolean().default(false),
   lambda: z.number().min(0).default(0.3),

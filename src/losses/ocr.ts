@@ -1,5 +1,5 @@
 /**
- * The Out-of-Candidate Rectification (OCR) loss of DESIGN §4: options, the WebGPU
+ * The Out-of-Candidate Rectification (OCR) loss of docs/ocr.md: options, the WebGPU
  * implementation (forward and backward recorded without readback) and a plain f64 TypeScript
  * reference with the same definition.
  *
@@ -40,7 +40,7 @@ export type OcrGradMode = "both" | "oc_only";
 /** What the sum over OC pixels is divided by. */
 export type OcrNorm = "all" | "oc";
 
-/** The knobs of the OCR loss (DESIGN §4), all plain numbers and strings. */
+/** The knobs of the OCR loss (docs/ocr.md#knobs), all plain numbers and strings. */
 export interface OcrOptions {
   /** Loss weight (≥ 0). */
   lambda: number;
@@ -62,7 +62,7 @@ export interface OcrOptions {
   start: number;
 }
 
-/** The defaults of DESIGN §4. */
+/** The defaults (docs/ocr.md#knobs). */
 export const OCR_DEFAULTS: Readonly<OcrOptions> = Object.freeze({
   lambda: 0.3,
   tauAct: 0.3,
@@ -199,7 +199,7 @@ function checkShapes(
 }
 
 /**
- * Records the OCR loss and its gradient (DESIGN §4) on the GPU, without readback: 3
+ * Records the OCR loss and its gradient (docs/ocr.md) on the GPU, without readback: 3
  * dispatches for `norm: "all"`, 4 for `norm: "oc"` (more only when z exceeds the storage
  * binding limit and is split by images). Reductions are deterministic (fixed-order sums).
  *

@@ -1,5 +1,5 @@
 /**
- * The CAM classifier (DESIGN §3): backbone → 1x1 conv classifier without bias (C class maps)
+ * The CAM classifier (docs/architecture.md#the-cam-classifier): backbone → 1x1 conv classifier without bias (C class maps)
  * → global average pool → image logits. The class maps are the CAMs (pre-ReLU).
  * @module
  */

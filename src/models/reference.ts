@@ -5,7 +5,7 @@
  *
  * The architecture is written out here independently of `resnet.ts`, from torchvision's ResNet
  * definition (v1.5 bottleneck: stride on the 3x3 conv; downsample = 1x1 conv + BN whenever the
- * stride or the channel count changes) and this project's conventions (DESIGN §3): output
+ * stride or the channel count changes) and this project's conventions (docs/architecture.md#the-cam-classifier): output
  * stride 16 removes the stride of `layer4` and dilates all its 3x3 convs by 2; output stride 8
  * also removes `layer3`'s stride and dilates it by 2 and `layer4` by 4 (every block of a
  * dilated stage uses the stage's dilation, as DeepLab-v2/psa; torchvision's

@@ -1,7 +1,9 @@
 /**
- * The CAM classifier training loop (DESIGN §3, §4, §7): one command encoder and one submit
- * per step (forward + backward + optimizer), losses read back every `logEvery` steps,
- * checkpoints written atomically with model + optimizer state + RNG + data position, and
+ * The CAM classifier training loop (docs/architecture.md, docs/ocr.md#where-it-plugs-in,
+ * docs/data.md#checkpoints): one command encoder and one submit per step (forward, the tape's
+ * backward, optimizer), losses read back every `logEvery` steps, checkpoints written
+ * atomically with model + optimizer state + step + data position (the stream's order and
+ * augmentation derive from the seed and the position), and
  * `resume` continuing bit for bit.
  * @module
  */
