@@ -1,8 +1,19 @@
 /**
- * Every op unit (./unit.ts) of the project: the generic test (tests/ops_test.ts) runs each
- * one's cases, `deno task bench --op NAME` its benchmark shapes.
+ * Every op unit (src/ops/unit.ts) of the project, and for the ops that models use on the
+ * gradient tape, the differentiable function of src/autograd/functions.ts that the unit's
+ * cases also run through (so each derivative rule is checked against the op's f64 reference
+ * backward). The generic test (tests/ops_test.ts, via ./check.ts) runs every unit's cases,
+ * `deno task bench --op NAME` its benchmark shapes.
  * @module
  */
+import type { Tensor } from "../gpu/tensor.ts";
+import type { Tape } from "../autograd/tape.ts";
+import * as F from "../autograd/functions.ts";
+import type { Conv2dCase } from "../ops/conv.ts";
+import type { BatchNormCase } from "../ops/batchnorm.ts";
+import type { GapCase, MaxPoolCase } from "../ops/pool.ts";
+import type { ResizeCase } from "../ops/resize.ts";
+import type { AffinityCase } from "../ops/affinity.ts";
 import { batchNormEvalUnit, batchNormTrainUnit } from "../ops/batchnorm.ts";
 import { affinityLossUnit } from "../losses/affinity.ts";
 import { multilabelUnit } from "../losses/multilabel.ts";
@@ -41,3 +52,54 @@ export const OP_NAMES: readonly string[] = OP_UNITS.map((u) => u.name);
 export function opUnit(name: string): AnyOpUnit | undefined {
   return OP_UNITS.find((u) => u.name === name);
 }
+
+/**
+ * A unit's op as recorded on a tape: the unit's inputs as tensors in, its gradient outputs
+ * out (new tensors owned by the caller).
+ */
+export type TapeFunction<P = unknown> = (
+  tape: Tape,
+  p: P,
+  x: Record<string, Tensor>,
+) => Record<string, Tensor>;
+
+const conv: TapeFunction<Conv2dCase> = (tape, p, x) => ({
+  y: F.conv2d(tape, x.x, x.w, x.bias ?? null, p.o),
+});
+const bn = (training: boolean): TapeFunction<BatchNormCase> => (tape, _p, x) => ({
+  y: F.batchNorm2d(tape, x.x, {
+    weight: x.weight,
+    bias: x.bias,
+    runningMean: x.runningMean,
+    runningVar: x.runningVar,
+  }, { training }),
+});
+const maxPool: TapeFunction<MaxPoolCase> = (tape, p, x) => ({ y: F.maxPool2d(tape, x.x, p.opts) });
+const gap: TapeFunction<GapCase> = (tape, _p, x) => ({ y: F.globalAvgPool(tape, x.x) });
+const resize: TapeFunction<ResizeCase> = (tape, p, x) => ({
+  y: F.resizeBilinear(tape, x.x, p.opts),
+});
+const affinity: TapeFunction<AffinityCase> = (tape, p, x) => ({
+  aff: F.pairwiseAffinity(tape, x.feat, p.radius),
+});
+const act = (name: F.ActivationName): TapeFunction => (tape, _p, x) => ({
+  y: F.activation(tape, name, x.a),
+});
+const add = (relu: boolean): TapeFunction => (tape, _p, x) => ({
+  y: F.add(tape, x.a, x.b, { relu }),
+});
+
+/** The differentiable function of each unit that has one, by unit name. */
+export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
+  conv2d: conv as TapeFunction,
+  batchnorm_train: bn(true) as TapeFunction,
+  batchnorm_eval: bn(false) as TapeFunction,
+  maxpool: maxPool as TapeFunction,
+  global_avg_pool: gap as TapeFunction,
+  resize_bilinear: resize as TapeFunction,
+  affinity: affinity as TapeFunction,
+  "pointwise.relu": act("relu"),
+  "pointwise.elu": act("elu"),
+  "pointwise.add": add(false),
+  "pointwise.add_relu": add(true),
+};
