@@ -31,6 +31,23 @@ export { numel, Tensor } from "./src/gpu/tensor.ts";
 export { BufferPool, type PoolStats } from "./src/gpu/pool.ts";
 
 // Layers and ops.
+export { declareParams, type FieldType, ParamStruct } from "./src/gpu/kernel.ts";
+export { type ElementChunk, elementChunks, planeChunks } from "./src/gpu/split.ts";
+export {
+  defineOpUnit,
+  type OpCase,
+  type OpUnit,
+  type OpUnitSpec,
+  uniformValues,
+} from "./src/ops/unit.ts";
+export {
+  OP_NAMES,
+  OP_UNITS,
+  opUnit,
+  TAPE_FUNCTIONS,
+  type TapeFunction,
+} from "./src/registry/ops.ts";
+export { type CheckOptions, checkUnitCase } from "./src/registry/check.ts";
 export { claimGrad, type Param, zeroGrads } from "./src/autograd/param.ts";
 export { type BackwardRule, type GradContext, type GradSink, Tape } from "./src/autograd/tape.ts";
 export * as F from "./src/autograd/functions.ts";
