@@ -5,47 +5,21 @@
  */
 import { assertEquals } from "./util.ts";
 
-Deno.test("the README example runs as written", async () => {
+/**
+ * Runs the first ts code block after `heading` in the README, with the placeholder URL
+ * replaced by this checkout's mod.ts, type-checked, in a separate `deno run --no-config`;
+ * returns its standard output (throws with both streams when it fails).
+ */
+async function runReadmeBlock(heading: string): Promise<string> {
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
-  const section = readme.slice(readme.indexOf("## Using it from another Deno script"));
-  const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
+  const at = readme.indexOf(heading);
+  const code = at < 0 ? undefined : /```ts\n([\s\S]*?)```/.exec(readme.slice(at))?.[1];
   if (!code || !code.includes("https://<host>/<path>/mod.ts")) {
-    throw new Error("README example block not found");
+    throw new Error(`README: the example block under "${heading}" was not found`);
   }
   const dir = await Deno.makeTempDir();
   try {
     const script = `${dir}/example.ts`;
-    await Deno.writeTextFile(
-      script,
-      code.replace("https://<host>/<path>/mod.ts", new URL("../mod.ts", import.meta.url).href),
-    );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--no-config", "--no-lock", script],
-      cwd: dir,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    if (!out.success) {
-      throw new Error(`example failed:\n${stdout}\n${new TextDecoder().decode(out.stderr)}`);
-    }
-    assertEquals(/OCR loss \S+ OC pixels \d+/.test(stdout), true, stdout);
-    assertEquals(/pseudo-mask mIoU 0\.\d+ OC-error rate [01]/.test(stdout), true, stdout);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("the README's worked example of adding an op runs as written", async () => {
-  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
-  const section = readme.slice(readme.indexOf("### Adding an op"));
-  const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
-  if (!code || !code.includes("https://<host>/<path>/mod.ts")) {
-    throw new Error("README: the example block of 'Adding an op' was not found");
-  }
-  const dir = await Deno.makeTempDir();
-  try {
-    const script = `${dir}/add_op.ts`;
     const mod = new URL("../mod.ts", import.meta.url).href;
     await Deno.writeTextFile(script, code.replaceAll("https://<host>/<path>/mod.ts", mod));
     const out = await new Deno.Command(Deno.execPath(), {
@@ -58,8 +32,19 @@ Deno.test("the README's worked example of adding an op runs as written", async (
     if (!out.success) {
       throw new Error(`example failed:\n${stdout}\n${new TextDecoder().decode(out.stderr)}`);
     }
-    assertEquals(stdout.trim().split("\n").pop(), "softplus: 2 cases checked, 1 split");
+    return stdout;
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+Deno.test("the README example runs as written", async () => {
+  const stdout = await runReadmeBlock("## Using it from another Deno script");
+  assertEquals(/OCR loss \S+ OC pixels \d+/.test(stdout), true, stdout);
+  assertEquals(/pseudo-mask mIoU 0\.\d+ OC-error rate [01]/.test(stdout), true, stdout);
+});
+
+Deno.test("the README's worked example of adding an op runs as written", async () => {
+  const stdout = await runReadmeBlock("### Adding an op");
+  assertEquals(stdout.trim().split("\n").pop(), "softplus: 2 cases checked, 1 split");
 });
