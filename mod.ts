@@ -210,3 +210,23 @@ export {
   type EvaluateInput,
   EvaluateSchema,
 } from "./src/methods/cam/options.ts";
+export type { Fields, ParamValues } from "./src/gpu/kernel.ts";
+export type { ElementChunkOptions, PlaneChunk, PlaneSpec } from "./src/gpu/split.ts";
+export type { AffinityLossResult, PairCounts, PairLabels } from "./src/losses/affinity.ts";
+export type { AffinityLabelOptions } from "./src/methods/affinitynet/labels.ts";
+export type { RandomWalkResult } from "./src/methods/affinitynet/random_walk.ts";
+export type { AffinityHooks } from "./src/methods/affinitynet/train.ts";
+export type { ImageCams } from "./src/methods/cam/cam_folder.ts";
+export type { BatchNormTensors } from "./src/ops/batchnorm.ts";
+export type { ActivationName } from "./src/autograd/functions.ts";
+export type {
+  AnyOpUnit,
+  HostValues,
+  OpCost,
+  RecordedOp,
+  RefResult,
+  RefValues,
+  UnitTolerance,
+} from "./src/ops/unit.ts";
+export type { PipelineHooks } from "./src/workflows/pipeline.ts";
+export type { ScoreOf } from "./src/workflows/registry.ts";
