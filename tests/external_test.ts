@@ -407,6 +407,7 @@ Deno.test("external: computeCams' pseudo-mask PNGs decode through imagescript to
       assertEquals((await decodeLabelPng(bytes, id)).data, png.data, `${id}: the two decoders`);
       png.data.forEach((v) => seen.add(v));
     }
+    console.log(`labels seen: ${[...seen].sort((a, b) => a - b)}`);
     // Not a degenerate check: background and at least one class occur.
     if (!(seen.has(0) && seen.size >= 2)) throw new Error(`labels seen: ${[...seen]}`);
   } finally {
