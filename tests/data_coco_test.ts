@@ -8,6 +8,8 @@ import { openDataset } from "../src/data/dataset.ts";
 import { encodeJpeg } from "../src/data/image.ts";
 import { rleEncode, rleToString } from "../src/data/coco_rle.ts";
 import { cocoIdOfVoc, generateScene, SYNTH_SIZES, synthesize } from "../src/data/synthetic.ts";
+import { encodeLabelPng, VOC_PALETTE } from "../src/data/png.ts";
+import { decodePaletteMask } from "./independent_png.ts";
 import { assertEquals } from "./util.ts";
 
 const SEED = 5;
@@ -31,6 +33,14 @@ for (const split of ["train", "val"] as const) {
       assertEquals(s.id, `COCO_${split}2014_${String(i + 1).padStart(12, "0")}`);
       const expected = sc.cocoMask.map((v) => (v === 0 || v === 255 ? v : cocoIndex(v - 1) + 1));
       assertEquals(s.mask, expected, `mask of ${s.id}`);
+      // The mask as a palette label PNG (how CAM folders and pseudo masks store COCO labels,
+      // indices up to 80 and 255), read back through imagescript rather than our decoder.
+      const png = await decodePaletteMask(
+        await encodeLabelPng(s.mask!, s.width, s.height, VOC_PALETTE),
+        VOC_PALETTE,
+        s.id,
+      );
+      assertEquals(png.data, expected, `${s.id} label PNG through imagescript`);
       const tags = [...new Set(sc.objects.map((o) => cocoIndex(o.cls)))].sort((a, b) => a - b);
       assertEquals(s.tags, tags);
       assertEquals(ds.tagsOf(i), tags);

@@ -10,6 +10,7 @@ import { encodeLabelPng, VOC_PALETTE } from "../src/data/png.ts";
 import { generateScene, SYNTH_SIZES, synthesize, synthVocId } from "../src/data/synthetic.ts";
 import type { VocDataset } from "../src/data/voc.ts";
 import { child, parseXml } from "../src/data/xml.ts";
+import { decodeGreyMask, decodePaletteMask } from "./independent_png.ts";
 import { assertEquals } from "./util.ts";
 
 const SEED = 7;
@@ -34,6 +35,17 @@ for (const split of ["train", "val", "trainaug"] as const) {
       const s = await ds.load(i);
       assertEquals([s.width, s.height], [sc.width, sc.height]);
       assertEquals(s.mask, sc.vocMask, `mask of ${s.id}`);
+      // The written PNG through a decoder that is not the project's (imagescript, colours
+      // mapped back through the VOC palette; trainaug's masks are grey).
+      const path = (ds as VocDataset).maskPath(i)!;
+      const bytes = await Deno.readFile(path);
+      const png = aug ? await decodeGreyMask(bytes, path) : await decodePaletteMask(
+        bytes,
+        VOC_PALETTE,
+        path,
+      );
+      assertEquals([png.width, png.height], [sc.width, sc.height]);
+      assertEquals(png.data, sc.vocMask, `${path} through imagescript`);
       assertEquals(s.tags, sc.vocTags, `tags of ${s.id}`);
       assertEquals(ds.tagsOf(i), sc.vocTags);
       assertEquals(s.present, sc.present);
