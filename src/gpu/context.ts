@@ -40,7 +40,8 @@ export class GpuError extends Error {
 }
 
 /** How to get a WebGPU adapter on a machine without one. */
-export const ADAPTER_HELP = "Deno exposes WebGPU as navigator.gpu. Without a GPU, install a CPU " +
+export const ADAPTER_HELP: string =
+  "Deno exposes WebGPU as navigator.gpu. Without a GPU, install a CPU " +
   "adapter: Mesa's llvmpipe for GL (Debian/Ubuntu: `apt-get install libegl1 libgl1-mesa-dri`) " +
   "or lavapipe for Vulkan (`apt-get install mesa-vulkan-drivers`, then set " +
   "DENO_WEBGPU_BACKEND=vulkan). On a machine with a GPU, install its Vulkan driver.";
