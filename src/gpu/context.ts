@@ -36,6 +36,7 @@ export interface GpuOptions {
 
 /** Errors about the GPU runtime (missing adapter, failed ops, device loss). */
 export class GpuError extends Error {
+  /** Always "GpuError". */
   override name = "GpuError";
 }
 
@@ -48,8 +49,11 @@ export const ADAPTER_HELP: string =
 
 /** A binding: a whole buffer, or a byte range of one. */
 export interface BufferRange {
+  /** The buffer bound. */
   buffer: GPUBuffer;
+  /** Byte offset of the range (default 0). */
   offset?: number;
+  /** Bytes of the range (default: the rest of the buffer). */
   size?: number;
 }
 
@@ -101,6 +105,7 @@ function toRange(b: Bindable): BufferRange {
  * Ops record into one command encoder; `flush()` submits it. Readbacks flush first.
  */
 export class GpuContext {
+  /** The pool that storage buffers come from. */
   readonly pool: BufferPool;
   /** Bytes one storage binding may span (device limit or the artificial test cap). */
   readonly maxBindingBytes: number;
@@ -126,6 +131,10 @@ export class GpuContext {
   /** Dispatches recorded since creation (for benchmarks/diagnostics). */
   dispatchCount = 0;
 
+  /**
+   * Wraps an opened device ({@link createGpu} does this); `debug` wraps every dispatch in error
+   * scopes; `maxBindingBytes` caps storage bindings below the device limit.
+   */
   constructor(
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,
