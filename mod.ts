@@ -211,8 +211,9 @@ export {
   EvaluateSchema,
 } from "./src/methods/cam/options.ts";
 export type { Fields, ParamValues } from "./src/gpu/kernel.ts";
-export type { ElementChunkOptions, PlaneChunk, PlaneSpec } from "./src/gpu/split.ts";
+export type { ElementChunkOptions, PlaneChunk, PlaneSpec, Sliceable } from "./src/gpu/split.ts";
 export type { AffinityLossResult, PairCounts, PairLabels } from "./src/losses/affinity.ts";
+export type { PairGrid } from "./src/ops/affinity.ts";
 export type { AffinityLabelOptions } from "./src/methods/affinitynet/labels.ts";
 export type { RandomWalkResult } from "./src/methods/affinitynet/random_walk.ts";
 export type { AffinityHooks } from "./src/methods/affinitynet/train.ts";
@@ -221,11 +222,13 @@ export type { BatchNormTensors } from "./src/ops/batchnorm.ts";
 export type { ActivationName } from "./src/autograd/functions.ts";
 export type {
   AnyOpUnit,
+  DeviceArgs,
   HostValues,
   OpCost,
   RecordedOp,
   RefResult,
   RefValues,
+  Tolerance,
   UnitTolerance,
 } from "./src/ops/unit.ts";
 export type { PipelineHooks } from "./src/workflows/pipeline.ts";

@@ -16,7 +16,9 @@ import type { Tensor } from "../gpu/tensor.ts";
 export interface Param {
   /** torchvision-style name, e.g. `layer1.0.conv1.weight`. */
   name: string;
+  /** The parameter's values. */
   value: Tensor;
+  /** Gradient buffer, same shape as `value`; accumulates (see the module doc). */
   grad: Tensor;
   /** Learning-rate group. */
   group: "backbone" | "head";
@@ -26,7 +28,9 @@ export interface Param {
 
 /** A non-trainable state tensor saved in checkpoints (e.g. batchnorm running stats). */
 export interface Buffer {
+  /** torchvision-style name, e.g. `bn1.running_mean`. */
   name: string;
+  /** The state's values. */
   value: Tensor;
 }
 

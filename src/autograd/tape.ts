@@ -29,7 +29,9 @@ import { claimGrad, gradIsZero, type Param } from "./param.ts";
 
 /** Where a rule writes an input's gradient in place (`accumulate`: add into `out`). */
 export interface GradSink {
+  /** The gradient buffer to write. */
   out: Tensor;
+  /** Add into `out` (true) or overwrite it (false). */
   accumulate: boolean;
 }
 

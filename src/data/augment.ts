@@ -38,8 +38,11 @@ const YIQ_INV = (() => {
 
 /** Colour jitter strengths: factors drawn from [1-x, 1+x]; hue shift from [-hue, hue] turns. */
 export interface ColorJitter {
+  /** In [0, 1): scales the pixel values (default 0: off). */
   brightness?: number;
+  /** In [0, 1): scales the distance from the image's mean grey (default 0: off). */
   contrast?: number;
+  /** In [0, 1): scales each pixel's distance from its own grey (default 0: off). */
   saturation?: number;
   /** In [0, 0.5]: fraction of a full turn of the hue circle. */
   hue?: number;

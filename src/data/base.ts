@@ -9,8 +9,11 @@ import { DataError } from "./errors.ts";
 
 /** One decoded dataset image with its annotations. */
 export interface Sample {
+  /** The image id (the split list entry, e.g. VOC `2007_000032`). */
   id: string;
+  /** Image width in pixels. */
   width: number;
+  /** Image height in pixels. */
   height: number;
   /** HWC RGB, 3 bytes per pixel. */
   rgb: Uint8Array;

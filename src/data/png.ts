@@ -78,8 +78,11 @@ const COLOUR_TYPES: Record<number, string> = {
 
 /** A decoded label PNG: `data` holds one value per pixel, row-major. */
 export interface LabelImage {
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
+  /** The stored values (palette indices or grey levels), width·height bytes. */
   data: Uint8Array;
   /** The PLTE chunk (RGB triples) of a palette PNG, else null. */
   palette: Uint8Array | null;

@@ -53,6 +53,7 @@ export interface Batch {
   tags: Float32Array;
   /** [B, S, S] labels (0 bg, 1..C, 255 ignore/padding), or null without masks. */
   masks: Uint8Array | null;
+  /** Image ids of the samples, in batch order. */
   ids: string[];
   /** Dataset indices of the samples. */
   indices: number[];

@@ -344,10 +344,15 @@ export async function camPseudoMask(
  * (no readback unless a pseudo mask is asked for); `result` reads the counts once.
  */
 export class CamEvaluator {
+  /** Labels counted: numClasses + 1 (background). */
   readonly k: number;
+  /** Background thresholds scored, ascending. */
   readonly thresholds: number[];
+  /** Activation ratio of the OC-error rate. */
   readonly tau: number;
+  /** Pixels per invocation of the counting kernels. */
   readonly per: number;
+  /** Whether the CAMs are ReLU'd before upsampling. */
   readonly relu: boolean;
   #oc: GpuCounters;
   #hist: GpuCounters;
@@ -355,6 +360,7 @@ export class CamEvaluator {
   #nImages = 0;
   #nGt = 0;
 
+  /** Allocates the counters for `numClasses` foreground classes; throws RangeError on bad opts. */
   constructor(
     readonly gpu: GpuContext,
     readonly numClasses: number,

@@ -25,8 +25,11 @@ import {
 
 /** A u8 label map (the shape `decodeLabelPng` returns). */
 export interface LabelMap {
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
+  /** One label per pixel, row-major, width·height bytes. */
   data: Uint8Array;
 }
 
@@ -188,11 +191,14 @@ export interface MaskEvaluatorOptions {
  * readback); `result` reads the counts once.
  */
 export class MaskEvaluator {
+  /** Labels counted: numClasses + 1 (background). */
   readonly k: number;
+  /** Pixels per invocation of the counting kernel (a multiple of 4). */
   readonly per: number;
   #counters: GpuCounters;
   #nImages = 0;
 
+  /** Allocates the counters for `numClasses` foreground classes; throws RangeError on bad opts. */
   constructor(
     readonly gpu: GpuContext,
     readonly numClasses: number,

@@ -62,12 +62,14 @@ export const U32_MAX = 0xffffffff;
 
 /** A block of u32 atomic counters on the GPU with exact f64 totals. */
 export class GpuCounters {
+  /** The u32 counters (a pool buffer of at least `bytes` bytes). */
   readonly buffer: GPUBuffer;
   #totals: Float64Array;
   #pending = 0;
   #disposed = false;
 
   /**
+   * Allocates `size` zeroed counters.
    * @param gpu the context
    * @param size number of u32 counters
    * @param drainPixels read + clear before more than this many pixels accumulate (default
@@ -89,6 +91,7 @@ export class GpuCounters {
     this.#totals = new Float64Array(size);
   }
 
+  /** Bytes of the counters, rounded up to a multiple of 16 (the cleared span). */
   get bytes(): number {
     return Math.ceil(this.size * 4 / 16) * 16;
   }

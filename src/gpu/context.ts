@@ -36,19 +36,24 @@ export interface GpuOptions {
 
 /** Errors about the GPU runtime (missing adapter, failed ops, device loss). */
 export class GpuError extends Error {
+  /** Always "GpuError". */
   override name = "GpuError";
 }
 
 /** How to get a WebGPU adapter on a machine without one. */
-export const ADAPTER_HELP = "Deno exposes WebGPU as navigator.gpu. Without a GPU, install a CPU " +
+export const ADAPTER_HELP: string =
+  "Deno exposes WebGPU as navigator.gpu. Without a GPU, install a CPU " +
   "adapter: Mesa's llvmpipe for GL (Debian/Ubuntu: `apt-get install libegl1 libgl1-mesa-dri`) " +
   "or lavapipe for Vulkan (`apt-get install mesa-vulkan-drivers`, then set " +
   "DENO_WEBGPU_BACKEND=vulkan). On a machine with a GPU, install its Vulkan driver.";
 
 /** A binding: a whole buffer, or a byte range of one. */
 export interface BufferRange {
+  /** The buffer bound. */
   buffer: GPUBuffer;
+  /** Byte offset of the range (default 0). */
   offset?: number;
+  /** Bytes of the range (default: the rest of the buffer). */
   size?: number;
 }
 
@@ -100,6 +105,7 @@ function toRange(b: Bindable): BufferRange {
  * Ops record into one command encoder; `flush()` submits it. Readbacks flush first.
  */
 export class GpuContext {
+  /** The pool that storage buffers come from. */
   readonly pool: BufferPool;
   /** Bytes one storage binding may span (device limit or the artificial test cap). */
   readonly maxBindingBytes: number;
@@ -125,6 +131,10 @@ export class GpuContext {
   /** Dispatches recorded since creation (for benchmarks/diagnostics). */
   dispatchCount = 0;
 
+  /**
+   * Wraps an opened device ({@link createGpu} does this); `debug` wraps every dispatch in error
+   * scopes; `maxBindingBytes` caps storage bindings below the device limit.
+   */
   constructor(
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,

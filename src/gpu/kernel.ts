@@ -60,6 +60,7 @@ export class ParamStruct<F extends Fields = Fields> {
   readonly #kinds: Uint8Array;
   readonly #index: Map<string, number>;
 
+  /** Lays out struct `name` of `shaders/<shader>.wgsl`; use {@link declareParams} instead. */
   constructor(readonly shader: string, readonly name: string, readonly fields: F) {
     if (!IDENT.test(name)) throw new Error(`${this.#what()}: bad struct name`);
     const lines: string[] = [];

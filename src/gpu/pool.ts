@@ -40,6 +40,7 @@ export class BufferPool {
   #free = new Map<number, GPUBuffer[]>();
   #stats: PoolStats = { allocated: 0, inUse: 0, peakInUse: 0, peakAllocated: 0, creations: 0 };
 
+  /** A pool on `device`; `acquire` throws past `maxBufferSize` bytes (the device limit). */
   constructor(private readonly device: GPUDevice, private readonly maxBufferSize: number) {}
 
   /** Returns a buffer of at least `bytes` bytes (its content is undefined). */

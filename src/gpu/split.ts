@@ -74,8 +74,11 @@ export type Sliceable = Tensor | { buffer: GPUBuffer; size: number; shape?: unde
  * (base default 0).
  */
 export interface PlaneSpec {
+  /** The tensor or buffer holding the planes. */
   tensor: Sliceable;
+  /** Elements per plane. */
   planeSize: number;
+  /** Element index of plane 0 (default 0). */
   base?: number;
 }
 
@@ -155,7 +158,9 @@ export function planeChunks(
 
 /** An aligned flat element range (no in-binding offset needed). */
 export interface ElementChunk {
+  /** First element of the chunk. */
   start: number;
+  /** Elements in the chunk. */
   count: number;
 }
 

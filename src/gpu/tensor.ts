@@ -143,6 +143,8 @@ export class Tensor {
 
 /** A named GPU tensor (a model's state entry; what checkpoints save and load). */
 export interface NamedTensor {
+  /** State key, e.g. `layer1.0.conv1.weight`. */
   name: string;
+  /** The tensor saved or loaded under `name`. */
   value: Tensor;
 }

@@ -9,13 +9,17 @@ import { writeFileAtomic } from "./atomic.ts";
 
 /** A named f32 tensor on the CPU. */
 export interface HostTensor {
+  /** Dimensions, outermost first. */
   shape: number[];
+  /** The values, row-major (converted to f32 on read). */
   data: Float32Array;
 }
 
 /** Contents of a safetensors file. */
 export interface SafeTensors {
+  /** The tensors by name. */
   tensors: Map<string, HostTensor>;
+  /** The header's `__metadata__` (empty when absent). */
   metadata: Record<string, string>;
 }
 

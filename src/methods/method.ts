@@ -27,6 +27,7 @@ export type StageResult = Record<string, unknown>;
 export interface StageRecord {
   /** Seconds the stage took (in the call that ran it). */
   seconds: number;
+  /** What the stage's `done` or `run` returned. */
   result: StageResult;
 }
 
@@ -72,8 +73,11 @@ export interface Stage<O> {
 
 /** A score of results.json: the field `field` of stage `stage`'s result. */
 export interface ResultColumn<K extends string> {
+  /** The score's key in results.json. */
   key: K;
+  /** The stage whose result holds it. */
   stage: string;
+  /** The field of that result (a non-number records NaN). */
   field: string;
 }
 
@@ -85,6 +89,7 @@ export interface Method<
   S extends z.ZodType<MethodOptions> = z.ZodType<MethodOptions>,
   K extends string = string,
 > {
+  /** Its `--method` name (the `method` option). */
   name: string;
   /** One line: what it is. */
   about: string;
@@ -102,9 +107,11 @@ export interface Method<
 
 /** The options every method has (the runner's). */
 export interface MethodOptions {
+  /** The method's name. */
   method: string;
   /** Train the CAM classifier with OCR. */
   ocr: boolean;
+  /** Seed of the training stages; part of the default run folder's name. */
   seed: number;
   /** Redo this stage and every later one. */
   from?: string;

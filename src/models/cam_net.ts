@@ -14,7 +14,9 @@ import { type Arch, buildBackbone } from "./resnet.ts";
 
 /** Options of {@link createModel}. */
 export interface ModelOptions {
+  /** Backbone architecture. */
   arch: Arch;
+  /** Foreground classes C (the classifier's output channels). */
   numClasses: number;
   /** Default 16 (the dilated last stage); 8 dilates the last two stages. */
   outputStride?: 8 | 16;
@@ -34,11 +36,16 @@ export interface CamOutputs {
 
 /** A CAM classifier. */
 export class CamNet {
+  /** The feature extractor. */
   readonly backbone: Sequential;
+  /** 1x1 convolution, no bias: backbone features to C class maps. */
   readonly classifier: Conv2d;
+  /** Channels of the backbone's output features. */
   readonly featureChannels: number;
+  /** Output stride: input side / class-map side. */
   readonly stride: number;
 
+  /** Builds a randomly initialised model; {@link createModel} fills the default options. */
   constructor(readonly gpu: GpuContext, readonly options: Required<ModelOptions>) {
     const rng = new Rng(options.seed);
     const bb = buildBackbone(gpu, options.arch, {

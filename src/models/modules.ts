@@ -146,15 +146,24 @@ export interface BatchNorm2dOptions {
  * when they are trainable); without a tape: running statistics (eval mode).
  */
 export class BatchNorm2d implements Module {
+  /** `<prefix>.weight` (gamma), [C]. */
   readonly weight: Param;
+  /** `<prefix>.bias` (beta), [C]. */
   readonly bias: Param;
+  /** `<prefix>.running_mean`, [C]. */
   readonly runningMean: Buffer;
+  /** `<prefix>.running_var`, [C]. */
   readonly runningVar: Buffer;
+  /** Added to the variance before the square root. */
   eps: number;
+  /** Running-stat momentum (PyTorch convention: new = (1-m)·old + m·batch). */
   momentum: number;
+  /** Use running statistics even with a tape (see the class doc). */
   frozen: boolean;
+  /** Whether weight/bias are params (trained) rather than buffers. */
   affineTrainable: boolean;
 
+  /** Creates the `channels` per-channel tensors named `<prefix>.*`, initialised as PyTorch. */
   constructor(
     readonly gpu: GpuContext,
     readonly channels: number,
@@ -242,6 +251,7 @@ export class Activation implements Module {
   /** Whether the forward writes over its input. */
   readonly inplace: boolean;
 
+  /** An activation applying `fn`. */
   constructor(readonly fn: F.ActivationName, opts: ActivationOptions = {}) {
     this.inplace = opts.inplace ?? false;
   }
@@ -259,6 +269,7 @@ export class Activation implements Module {
 
 /** `ReLU`: y = max(x, 0). */
 export class ReLU extends Activation {
+  /** A ReLU module (in place with `opts.inplace`). */
   constructor(opts: ActivationOptions = {}) {
     super("relu", opts);
   }
@@ -266,6 +277,7 @@ export class ReLU extends Activation {
 
 /** `ELU` (alpha 1, psa's AffinityNet heads). */
 export class ELU extends Activation {
+  /** An ELU module (in place with `opts.inplace`). */
   constructor(opts: ActivationOptions = {}) {
     super("elu", opts);
   }
@@ -273,6 +285,7 @@ export class ELU extends Activation {
 
 /** `MaxPool2d` (default 3x3, stride 2, padding 1: the ResNet stem pool). */
 export class MaxPool2d implements Module {
+  /** A max pool with the geometry `opts`; throws RangeError on a bad one. */
   constructor(readonly opts: MaxPoolOptions = {}) {
     poolGeometry("MaxPool2d", opts);
   }
@@ -290,6 +303,7 @@ export class MaxPool2d implements Module {
 
 /** A bilinear resize as a module (e.g. upsampling class maps). */
 export class BilinearResize implements Module {
+  /** A resize with `opts`; throws on bad options. */
   constructor(readonly opts: ResizeOptions) {
     checkResizeOptions(opts);
   }
@@ -307,6 +321,7 @@ export class BilinearResize implements Module {
 
 /** Runs modules in order. */
 export class Sequential implements Module {
+  /** Runs `layers` in order. */
   constructor(readonly layers: Module[]) {}
 
   /** The layers' forwards in order (intermediate results are released as they are used). */

@@ -33,7 +33,9 @@ export interface BatchNormTensors {
   weight: Tensor;
   /** beta. */
   bias: Tensor;
+  /** Running per-channel mean (used in eval mode, updated in training mode). */
   runningMean: Tensor;
+  /** Running per-channel variance (used in eval mode, updated in training mode). */
   runningVar: Tensor;
 }
 

@@ -65,7 +65,9 @@ export type PointwiseName = keyof typeof POINTWISE;
 
 /** Options of {@link pointwise}. */
 export interface PointwiseOptions {
+  /** The op's first scalar, `p.alpha` (e.g. the factor of `scale`); default 0. */
   alpha?: number;
+  /** The op's second scalar, `p.beta` (e.g. b's factor in `axpby`); default 0. */
   beta?: number;
   /** Write into this tensor (may be an input for `inplace` semantics: y = op(y, b, c)). */
   out?: Tensor;

@@ -27,8 +27,11 @@ function pair(v: Size2): [number, number] {
 
 /** Options of {@link maxPool2d}: kernel (default 3), stride (default 2), padding (default 1). */
 export interface MaxPoolOptions {
+  /** Window size (default 3). */
   kernel?: Size2;
+  /** Step between windows (default 2). */
   stride?: Size2;
+  /** Padding on each side, never picked by the max (default 1; at most half the kernel). */
   padding?: Size2;
 }
 

@@ -42,8 +42,11 @@ export interface OpCase<P> {
  * (each term defaults to 0; an empty object means exact equality).
  */
 export interface Tolerance {
+  /** Relative to each reference value. */
   rtol?: number;
+  /** Absolute. */
   atol?: number;
+  /** Relative to the reference's largest magnitude. */
   maxRel?: number;
 }
 
@@ -74,7 +77,9 @@ export interface OpCost {
 
 /** Device inputs of a recorded op, with their host copies (for host-side metadata). */
 export interface DeviceArgs {
+  /** The device tensors by input name. */
   tensors: Record<string, Tensor>;
+  /** Their host values, by the same names. */
   host: HostValues;
 }
 
@@ -111,6 +116,7 @@ export interface OpUnit<P = unknown> {
   readonly cases: readonly OpCase<P>[];
   /** Benchmark cases. */
   readonly benchShapes: readonly OpCase<P>[];
+  /** How close the GPU results must be to the references. */
   readonly tolerance: UnitTolerance;
   /** Shapes of a case's inputs by name (absent optional inputs are left out). */
   inputShapes(p: P): Record<string, number[]>;

@@ -27,11 +27,16 @@ export interface AdamWOptions {
  * State: `<param>.exp_avg`, `<param>.exp_avg_sq` and the shared step count.
  */
 export class AdamW extends BaseOptimizer {
+  /** Decay rate of the first moment m. */
   readonly beta1: number;
+  /** Decay rate of the second moment v. */
   readonly beta2: number;
+  /** Added to the bias-corrected sqrt(v) in the denominator. */
   readonly eps: number;
+  /** Decoupled decay rate, for parameters with `decay` set. */
   readonly weightDecay: number;
 
+  /** An AdamW with `opts` (PyTorch's defaults); throws RangeError on a bad value. */
   constructor(gpu: GpuContext, opts: AdamWOptions = {}) {
     super(gpu, "AdamW", opts.lrMult);
     this.beta1 = opts.beta1 ?? 0.9;
@@ -47,10 +52,12 @@ export class AdamW extends BaseOptimizer {
     }
   }
 
+  /** The moments m and v: `exp_avg`, `exp_avg_sq`. */
   protected slots(): string[] {
     return ["exp_avg", "exp_avg_sq"];
   }
 
+  /** Records one AdamW update of `params` with base learning rate `lr` (no readback). */
   step(params: Param[], lr: number): void {
     this.check(params, lr);
     this.stepCount++;

@@ -32,8 +32,11 @@ export const { SgdParams, AdamParams } = declareParams("optim", {
  * (backbone weights 1x, backbone biases 2x, head weights 10x, head biases 20x).
  */
 export interface LrMultipliers {
+  /** Multiplier of group "backbone". */
   backbone: number;
+  /** Multiplier of group "head". */
   head: number;
+  /** Extra multiplier of parameters named `*.bias`, either group. */
   bias: number;
 }
 
@@ -68,9 +71,11 @@ export interface Optimizer {
 /** Shared machinery: lr multipliers, lazily created zero state, save/restore. */
 export abstract class BaseOptimizer implements Optimizer {
   stepCount = 0;
+  /** The multipliers in use: {@link DEFAULT_LR_MULT} overridden by the options. */
   readonly lrMult: LrMultipliers;
   readonly #state = new Map<string, Tensor>();
 
+  /** Merges `lrMult` over the defaults and checks them; `name` labels errors. */
   constructor(readonly gpu: GpuContext, readonly name: string, lrMult?: Partial<LrMultipliers>) {
     this.lrMult = { ...DEFAULT_LR_MULT, ...lrMult };
     for (const [k, v] of Object.entries(this.lrMult)) {
@@ -187,10 +192,14 @@ export interface SgdOptions {
  * g + μ·buf : buf). State: `<param>.momentum_buffer` (none when μ = 0).
  */
 export class SGD extends BaseOptimizer {
+  /** Momentum μ (0: plain SGD, no state). */
   readonly momentum: number;
+  /** L2 weight decay, for parameters with `decay` set. */
   readonly weightDecay: number;
+  /** Whether the update uses Nesterov momentum. */
   readonly nesterov: boolean;
 
+  /** An SGD with `opts` (momentum 0.9 by default); throws RangeError on a bad value. */
   constructor(gpu: GpuContext, opts: SgdOptions = {}) {
     super(gpu, "SGD", opts.lrMult);
     this.momentum = opts.momentum ?? 0.9;
@@ -205,10 +214,12 @@ export class SGD extends BaseOptimizer {
     }
   }
 
+  /** `momentum_buffer`, or none when μ = 0. */
   protected slots(): string[] {
     return this.momentum !== 0 ? ["momentum_buffer"] : [];
   }
 
+  /** Records one SGD update of `params` with base learning rate `lr` (no readback). */
   step(params: Param[], lr: number): void {
     this.check(params, lr);
     this.stepCount++;

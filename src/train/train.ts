@@ -56,13 +56,21 @@ export interface StepLog {
 
 /** What {@link train} returns. */
 export interface TrainResult {
+  /** The run folder. */
   out: string;
+  /** Steps done so far, counting earlier calls of a resumed run. */
   steps: number;
+  /** Wall-clock seconds of this call's training loop. */
   seconds: number;
+  /** Training images per second in this call. */
   imagesPerSecond: number;
+  /** Total loss (classification + OCR) at the last logged step; NaN if none. */
   finalLoss: number;
+  /** Validation classification mAP; NaN when the run stopped early or eval was skipped. */
   valMap: number;
+  /** Peak bytes of pooled GPU buffers in use during this call. */
   peakPoolBytes: number;
+  /** Path of the checkpoint (`<out>/last.safetensors`). */
   checkpoint: string;
 }
 

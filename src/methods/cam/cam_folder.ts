@@ -25,8 +25,11 @@ export interface CamFolder {
   dir: string;
   /** The CAM classifier checkpoint the CAMs came from, if recorded. */
   ckpt: string | null;
+  /** Dataset kind of the images. */
   kind: "voc" | "coco";
+  /** Dataset root folder. */
   root: string;
+  /** Dataset split the CAMs cover. */
   split: string;
   /** Images with CAMs: the first `images` ids of the split (deno task cam --limit). */
   images: number;
@@ -59,7 +62,9 @@ export interface ImageCams {
   cams: Float32Array;
   /** The T classes (0-based). */
   classes: number[];
+  /** CAM height in pixels. */
   height: number;
+  /** CAM width in pixels. */
   width: number;
 }
 

@@ -47,6 +47,7 @@ import { CamError, type CamRunInput, CamRunSchema, readCamJson } from "./options
 
 /** A checkpoint's model, ready for inference. */
 export interface LoadedCamModel {
+  /** The classifier, weights loaded from the checkpoint. */
   model: CamNet;
   /** The run's training config (from config.json). */
   config: TrainConfig;

@@ -17,7 +17,9 @@ export type EvalDataset = Pick<Dataset, "ids" | "numClasses" | "classNames" | "l
 
 /** Options of {@link evaluateMaskFolder}. */
 export interface MaskFolderOptions {
+  /** The GPU that counts. */
   gpu: GpuContext;
+  /** The ground truth: ids, classes and labelled samples. */
   dataset: EvalDataset;
   /** Folder holding `<id>.png` for every image of the dataset. */
   masksDir: string;
@@ -35,8 +37,11 @@ export interface MaskFolderOptions {
 
 /** Result of a folder evaluation. */
 export interface MaskFolderResult {
+  /** The accumulated confusion counts. */
   counts: MaskCounts;
+  /** Metrics computed from `counts`. */
   metrics: Metrics;
+  /** The first `examples` images, for the report. */
   examples: ReportExample[];
 }
 
