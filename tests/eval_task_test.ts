@@ -3,8 +3,8 @@
  * trained for a few steps in the test: the files `computeCams` writes (against plain references
  * in this file: normalised CAMs, pseudo masks), the OC-error rate (against a plain count on the
  * same CAMs), `evaluate` on the checkpoint and on the pseudo-mask folder agreeing exactly, the
- * sweep, the two CLI tasks, and
- * clear errors for bad input (missing checkpoint or config.json, bad options, mask size).
+ * sweep, the two CLI tasks, and clear errors for bad input (missing checkpoint or config.json,
+ * bad options, mask size).
  */
 import { join } from "node:path";
 import { train } from "../src/train/train.ts";
