@@ -234,24 +234,45 @@ Deno.test("AffinityNet: bad CAM folders and checkpoints are clear errors", async
   const gpu = await testGpu();
   const root = await Deno.makeTempDir();
   try {
-    await assertRejects(() => readCamFolder(root), CamError, "no");
-    await Deno.writeTextFile(join(root, "cam.json"), "{not json");
-    await assertRejects(() => readCamFolder(root), CamError, "not valid JSON");
+    // Every message names the file it is about (and the fix).
+    const camJson = join(root, "cam.json");
+    await assertRejects(
+      () => readCamFolder(root),
+      CamError,
+      `${root} is not a CAM folder: no ${camJson} (write one with deno task cam`,
+    );
+    await Deno.writeTextFile(camJson, "{not json");
+    await assertRejects(() => readCamFolder(root), CamError, `${camJson}: not valid JSON`);
+    await Deno.writeTextFile(camJson, JSON.stringify({ dataset: "voc", split: "train" }));
+    await assertRejects(() => readCamFolder(root), Error, `${camJson}: `);
     await Deno.writeTextFile(
-      join(root, "cam.json"),
+      camJson,
       JSON.stringify({ dataset: "voc", root: "/nowhere", split: "train", images: 1, cams: null }),
     );
-    await assertRejects(() => readCamFolder(root), CamError, "--no-cams");
+    await assertRejects(
+      () => readCamFolder(root),
+      CamError,
+      `${camJson}: the CAMs were written with --no-cams; rerun deno task cam`,
+    );
     await assertRejects(
       () => readImageCams(root, "x"),
       CamError,
-      "is missing (rerun deno task cam)",
+      `no CAMs for image x: ${
+        join(root, "cams", "x.safetensors")
+      } is missing (rerun deno task cam)`,
     );
     await Deno.mkdir(join(root, "cams"));
-    await saveTensors(join(root, "cams", "y.safetensors"), [], {});
-    await assertRejects(() => readImageCams(root, "y"), CamError, "expected tensors cams");
+    const y = join(root, "cams", "y.safetensors");
+    await saveTensors(y, [], {});
+    await assertRejects(
+      () => readImageCams(root, "y"),
+      CamError,
+      `${y}: expected tensors cams [T, H, W] and classes [T]`,
+    );
+    await Deno.writeFile(y, new Uint8Array([1, 2, 3]));
+    await assertRejects(() => readImageCams(root, "y"), CamError, `${y}: `);
     await Deno.writeTextFile(
-      join(root, "cam.json"),
+      camJson,
       JSON.stringify({ dataset: "voc", root: "/nowhere", split: "train", images: 1, cams: "x" }),
     );
     const ckpt = join(root, "notaff.safetensors");
@@ -259,7 +280,7 @@ Deno.test("AffinityNet: bad CAM folders and checkpoints are clear errors", async
     await assertRejects(
       () => computeRandomWalk({ ckpt, cams: root }, { gpu, log: () => {} }),
       CamError,
-      "not an AffinityNet checkpoint",
+      `${ckpt} is not an AffinityNet checkpoint (train one with deno task affinity)`,
     );
   } finally {
     await Deno.remove(root, { recursive: true });

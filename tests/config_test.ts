@@ -30,14 +30,18 @@ Deno.test("config: errors name the file and field", async () => {
   await Deno.writeTextFile(path, JSON.stringify({ batch: "sixteen" }));
   await assertRejects(() => resolveTrainConfig(path, {}), ConfigError, `${path}: batch:`);
   await Deno.writeTextFile(path, "{ not json");
-  await assertRejects(() => resolveTrainConfig(path, {}), ConfigError, "not valid JSON");
+  await assertRejects(() => resolveTrainConfig(path, {}), ConfigError, `${path}: not valid JSON`);
   await assertRejects(
     () => resolveTrainConfig(undefined, { ocr: { grad: "sideways" } }),
     ConfigError,
     "ocr.grad",
   );
   await assertRejects(() => resolveTrainConfig(undefined, { stpes: 3 }), ConfigError, "stpes");
-  await assertRejects(() => resolveTrainConfig(`${dir}/none.json`, {}), ConfigError, "none.json");
+  await assertRejects(
+    () => resolveTrainConfig(`${dir}/none.json`, {}),
+    ConfigError,
+    `${dir}/none.json: cannot read`,
+  );
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -63,6 +63,22 @@ Deno.test("cooccurrence: cache round trip, keyed, atomic, rebuilt when corrupt",
     await Deno.writeTextFile(path, JSON.stringify({ ...file, key: "other", counts: [] }));
     await loadOrComputeCooccurrence(dir, "list-hash-1", lists, 4);
     assertEquals(calls, 3, "a file of another key is rebuilt");
+    // A cache file that cannot be read (a folder in its place) or written (a file where its
+    // folder should be) is an error naming the cache file.
+    const blocked = await cooccurrenceCachePath(dir, "blocked", 4);
+    await Deno.mkdir(blocked);
+    await assertRejects(
+      () => loadOrComputeCooccurrence(dir, "blocked", lists, 4),
+      Error,
+      `co-occurrence cache ${blocked}: cannot read it`,
+    );
+    await Deno.writeTextFile(join(dir, "plain"), "");
+    const under = await cooccurrenceCachePath(join(dir, "plain", "sub"), "k", 4);
+    await assertRejects(
+      () => loadOrComputeCooccurrence(join(dir, "plain", "sub"), "k", lists, 4),
+      Error,
+      `co-occurrence cache ${under}: cannot`,
+    );
     // The cache folder is created when missing.
     const sub = join(dir, "a", "b");
     await loadOrComputeCooccurrence(sub, "k", () => LISTS, 4);

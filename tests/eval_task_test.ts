@@ -1,20 +1,22 @@
 /**
  * CAM extraction and evaluation end to end on the synthetic "tiny" data with a checkpoint
- * trained for a few steps in the test: the files `computeCams` writes, `evaluate` on the
- * checkpoint and on the pseudo-mask folder agreeing exactly, the sweep, the two CLI tasks, and
- * clear errors for bad input (missing checkpoint or config.json, bad options, mask size).
+ * trained for a few steps in the test: the files `computeCams` writes (against plain references
+ * in this file: normalised CAMs, pseudo masks), the OC-error rate (against a plain count on the
+ * same CAMs), `evaluate` on the checkpoint and on the pseudo-mask folder agreeing exactly, the
+ * sweep, the two CLI tasks, and clear errors for bad input (missing checkpoint or config.json,
+ * bad options, mask size).
  */
 import { join } from "node:path";
 import { train } from "../src/train/train.ts";
 import { CamError, computeCams, evaluate, loadCamModel } from "../src/methods/cam/mod.ts";
-import { pseudoMaskFromNormalized } from "../src/cam/pseudo_mask.ts";
+import { recordSampleCams } from "../src/methods/cam/extract.ts";
 import { ConfigError } from "../src/io/config.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import { decodeLabelPng, encodeLabelPng } from "../src/data/png.ts";
 import { openDataset } from "../src/data/dataset.ts";
 import { ensureSynthetic } from "../src/data/synthetic.ts";
 import type { Metrics } from "../src/eval/metrics.ts";
-import { assertEquals, assertRejects, testGpu } from "./util.ts";
+import { assertClose, assertEquals, assertRejects, testGpu } from "./util.ts";
 
 const quiet = () => {};
 
@@ -56,6 +58,62 @@ async function runTask(name: string, args: string[]) {
 
 const SCALES = [0.5, 1];
 
+// Plain references of the rules the CAM stage implements, written out here rather than taken
+// from src/ (so that the files and metrics are checked against something the code did not
+// compute itself).
+
+const f32 = Math.fround;
+
+/** Tagged CAMs [C, n] divided by their ReLU'd maximum + 1e-5 (f32), in tag order. */
+function normalizedRef(cam: Float32Array, n: number, tags: readonly number[]): Float32Array {
+  const out = new Float32Array(tags.length * n);
+  tags.forEach((c, t) => {
+    let m = 0;
+    for (let i = 0; i < n; i++) m = Math.max(m, cam[c * n + i]);
+    const d = f32(m + f32(1e-5));
+    for (let i = 0; i < n; i++) out[t * n + i] = Math.max(cam[c * n + i], 0) / d;
+  });
+  return out;
+}
+
+/**
+ * The pseudo mask of normalised tagged CAMs at background threshold `bg`: the first tag with
+ * the largest score, as label tag + 1, where that score is above f32(bg); background otherwise.
+ */
+function maskRef(norm: Float32Array, tags: readonly number[], n: number, bg: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    let best = -1;
+    for (let t = 0; t < tags.length; t++) {
+      if (best < 0 || norm[t * n + i] > norm[best * n + i]) best = t;
+    }
+    out.push(best >= 0 && norm[best * n + i] > f32(bg) ? tags[best] + 1 : 0);
+  }
+  return out;
+}
+
+/**
+ * Unrestricted-CAM OC counts of one image's CAMs [C, n] (tau 0.3): a pixel is active when its
+ * largest CAM is positive and at least f32(tau · the largest tagged class maximum); it is OC
+ * when that largest CAM's class (the lowest on ties) is not a tag.
+ */
+function ocRef(cam: Float32Array, C: number, n: number, tags: readonly number[]) {
+  if (tags.length === 0) return { active: 0, oc: 0 };
+  let a = 0;
+  for (const c of tags) for (let i = 0; i < n; i++) a = Math.max(a, cam[c * n + i]);
+  const thr = f32(f32(0.3) * a);
+  let active = 0, oc = 0;
+  for (let i = 0; i < n; i++) {
+    let best = 0;
+    for (let c = 1; c < C; c++) if (cam[c * n + i] > cam[best * n + i]) best = c;
+    const v = cam[best * n + i];
+    if (!(v > 0 && v >= thr)) continue;
+    active++;
+    if (!tags.includes(best)) oc++;
+  }
+  return { active, oc };
+}
+
 Deno.test("cam + eval: files, checkpoint and mask-folder scores agree, sweep", async () => {
   const gpu = await testGpu();
   const { root, ckpt } = await trainedRun();
@@ -68,6 +126,11 @@ Deno.test("cam + eval: files, checkpoint and mask-folder scores agree, sweep", a
   const ds = await openDataset({ kind: "voc", root: vocRoot, split: "val" });
   assertEquals(r.images, ds.ids.length);
   assertEquals(r.ids, ds.ids);
+  // The unrestricted fused CAMs of each image (the model, scales and flip computeCams and
+  // evaluate use), for the references below.
+  const model = (await loadCamModel(gpu, ckpt)).model;
+  const oc = { active: 0, oc: 0 };
+  let fg = 0;
   for (const [i, id] of ds.ids.entries()) {
     const tags = ds.tagsOf(i);
     const st = await readSafetensors(join(camOut, "cams", `${id}.safetensors`));
@@ -77,6 +140,16 @@ Deno.test("cam + eval: files, checkpoint and mask-folder scores agree, sweep", a
     assertEquals([...st.tensors.get("classes")!.data], tags, `${id} classes`);
     assertEquals(JSON.parse(st.metadata.classes), tags);
     const n = s.width * s.height;
+    const t0 = recordSampleCams(gpu, model, s, { scales: SCALES, flip: true });
+    const full = await t0.read();
+    t0.dispose();
+    const C = ds.numClasses;
+    assertEquals(full.length, C * n);
+    // The saved CAMs are the tagged ones normalised; a division may be 2.5 ulp off in WGSL.
+    assertClose(cams.data, normalizedRef(full, n, tags), { rtol: 3e-7, atol: 0 }, `${id} CAMs`);
+    const r = ocRef(full, C, n, tags);
+    oc.active += r.active;
+    oc.oc += r.oc;
     for (let t = 0; t < tags.length; t++) {
       const plane = cams.data.subarray(t * n, (t + 1) * n);
       const max = Math.max(...plane);
@@ -90,12 +163,17 @@ Deno.test("cam + eval: files, checkpoint and mask-folder scores agree, sweep", a
       id,
     );
     assertEquals([png.width, png.height], [s.width, s.height]);
-    assertEquals(
-      [...png.data],
-      [...pseudoMaskFromNormalized(cams.data, tags, n, 0.2)],
-      `${id}: mask = pseudo mask of the saved CAMs at bg 0.2`,
-    );
+    const want = maskRef(cams.data, tags, n, 0.2);
+    assertEquals([...png.data], want, `${id}: mask = pseudo mask of the saved CAMs at bg 0.2`);
+    fg += want.filter((v) => v > 0).length;
   }
+  // The references must see foreground, background, active, inactive and OC pixels.
+  const pixels = (await Promise.all(ds.ids.map((_, i) => ds.load(i))))
+    .reduce((a, s) => a + s.width * s.height, 0);
+  if (!(fg > 0 && fg < pixels && oc.oc > 0 && oc.oc < oc.active && oc.active < pixels)) {
+    throw new Error(`degenerate: ${fg} fg, ${oc.oc} OC of ${oc.active} active, ${pixels} px`);
+  }
+  model.dispose();
   const camJson = JSON.parse(await Deno.readTextFile(join(camOut, "cam.json")));
   assertEquals([camJson.images, camJson.bg, camJson.scales], [ds.ids.length, 0.2, SCALES]);
 
@@ -118,9 +196,9 @@ Deno.test("cam + eval: files, checkpoint and mask-folder scores agree, sweep", a
   assertEquals(m.miou, mm.miou);
   assertEquals([m.oc_kind, mm.oc_kind, mm.oc_rate], ["cam", "mask", 0]);
   assertEquals([m.n_images, m.n_gt_images, m.bg_threshold, m.sweep], [12, 12, 0.2, null]);
-  if (!(m.oc_denominator > 0 && m.oc_rate !== null && m.oc_rate >= 0 && m.oc_rate <= 1)) {
-    throw new Error(`OC rate ${m.oc_rate} over ${m.oc_denominator} active pixels`);
-  }
+  // The OC rate is the reference's, counted on the same CAMs.
+  assertEquals([m.oc_pixels, m.oc_denominator], [oc.oc, oc.active], "OC and active pixels");
+  assertEquals(m.oc_rate, oc.oc / oc.active);
   const saved: Metrics = JSON.parse(await Deno.readTextFile(join(evalOut, "metrics.json")));
   assertEquals(saved, JSON.parse(JSON.stringify(m)), "metrics.json = the returned metrics");
   const html = await Deno.readTextFile(join(evalOut, "report.html"));
@@ -204,7 +282,13 @@ Deno.test("cam + eval: bad input gives clear errors", async () => {
   const lone = join(root, "lone");
   await Deno.mkdir(lone);
   await Deno.copyFile(ckpt, join(lone, "last.safetensors"));
-  await assertRejects(() => loadCamModel(gpu, lone), CamError, "no config.json");
+  await assertRejects(
+    () => loadCamModel(gpu, lone),
+    CamError,
+    `no config.json beside checkpoint ${join(lone, "last.safetensors")} (looked for ${
+      join(lone, "config.json")
+    })`,
+  );
   await assertRejects(
     () => computeCams({ ckpt: join(lone, "last.safetensors") }, hooks),
     CamError,

@@ -60,7 +60,10 @@ import {
 import { Tensor } from "../src/gpu/tensor.ts";
 import { resizeBilinear } from "../src/ops/resize.ts";
 
-/** Random CAM sample; `quant` rounds values to multiples of 1/8 (exact f32 arithmetic). */
+/**
+ * Random CAM sample; `quant` rounds values to multiples of 1/8: the upsampling is then exact f32
+ * arithmetic, the same with or without fused multiply-adds, so those tests compare exactly.
+ */
 function randomCam(
   rng: Rng,
   id: string,
@@ -131,6 +134,96 @@ Deno.test("CAM OC counts and threshold sweep equal the TS reference (exact data)
   checkNonDegenerate(ref, samples);
 });
 
+/**
+ * Per pixel of a sample (1 = near): whether a decision of the CAM evaluation lies so close to
+ * its threshold or to a tie that a driver rounding the upsampling differently may flip it. A
+ * fusing driver (NVIDIA's Vulkan compiler may turn `a·b + c` into one fma) changes an f32
+ * upsampled value of class c by a few ulp of its largest tap, far less than `relEps` times
+ * T_c (the largest ReLU'd low-resolution value of c), and the class maxima likewise; WGSL's
+ * f32 division may be 2.5 ulp off. Near: the two largest CAMs (argmax), the largest CAM
+ * against 0 and tau·A (activity), the normalised tagged scores' best two (pseudo-mask class)
+ * and the best against each background threshold. A 0 (all taps ReLU'd to 0) is exact.
+ */
+function nearDecisions(
+  s: CamSample,
+  C: number,
+  tau: number,
+  thresholds: readonly number[],
+  relEps = 1e-6,
+): { oc: number; mask: number[]; pixels: Uint8Array } {
+  const [, h, w] = s.camShape!;
+  const n = s.width * s.height;
+  const cam = s.cam as Float32Array;
+  const up = upsampleBilinearRef(cam, C, h, w, s.height, s.width, true);
+  const max = (a: Float32Array) => a.reduce((m, v) => Math.max(m, v), 0);
+  const M = Array.from({ length: C }, (_, c) => max(up.subarray(c * n, (c + 1) * n)));
+  const d = Array.from(
+    { length: C },
+    (_, c) => relEps * max(cam.subarray(c * h * w, (c + 1) * h * w)),
+  );
+  let A = 0, dA = 0;
+  for (const c of s.tags) if (M[c] > A) [A, dA] = [M[c], d[c]];
+  const near = { oc: 0, mask: thresholds.map(() => 0), pixels: new Uint8Array(n) };
+  for (let i = 0; i < n; i++) {
+    const v = Array.from(
+      { length: C },
+      (_, c) => ({ v: up[c * n + i], d: up[c * n + i] ? d[c] : 0 }),
+    )
+      .sort((a, b) => b.v - a.v);
+    const oc = v[0].v > 0 &&
+      (v[0].v - v[1].v <= v[0].d + v[1].d || Math.abs(v[0].v - tau * A) <= v[0].d + tau * dA);
+    if (oc) near.oc++;
+    let tie = false;
+    const atT = thresholds.map(() => false);
+    if (s.tags.length > 0) {
+      // Normalised score and its possible error: numerator and maximum each off by d_c.
+      const sc = s.tags.map((c) => {
+        const den = M[c] + 1e-5;
+        const val = up[c * n + i] / den;
+        return { val, err: val === 0 ? 0 : d[c] * (1 + val) / den + 3e-7 * val };
+      }).sort((a, b) => b.val - a.val);
+      tie = sc.length > 1 && sc[0].val > 0 && sc[0].val - sc[1].val <= sc[0].err + sc[1].err;
+      thresholds.forEach((t, k) => atT[k] = Math.abs(sc[0].val - t) <= sc[0].err);
+    }
+    // A class tie matters where the best score is above the threshold.
+    atT.forEach((at, k) => {
+      if (at || tie) near.mask[k]++;
+    });
+    near.pixels[i] = oc || tie || atT.some((x) => x) ? 1 : 0;
+  }
+  return near;
+}
+
+/**
+ * GPU counts against the reference's where a fusing driver may flip near pixels (see
+ * {@link nearDecisions}, summed over the samples): exact image counts; each pixel near an
+ * activity or argmax decision moves at most one active and one OC count and one OC pair (L1
+ * distance 2); each near a pseudo-mask decision at threshold t one entry of t's confusion
+ * matrix. The near pixels must be few (else the data would make the check loose). On a driver
+ * that rounds as the reference does (llvmpipe) the counts are equal.
+ */
+function assertCountsNear(
+  got: CamCounts,
+  ref: CamCounts,
+  near: { oc: number; mask: number[] },
+  pixels: number,
+): void {
+  const worst = Math.max(near.oc, ...near.mask);
+  if (!(worst <= 0.002 * pixels)) throw new Error(`${worst} of ${pixels} pixels near a decision`);
+  const { confusions: gc, ocPairs: gp, activePixels: ga, ocPixels: go, ...gRest } = got;
+  const { confusions: rc, ocPairs: rp, activePixels: ra, ocPixels: ro, ...rRest } = ref;
+  assertEquals(gRest, rRest);
+  const l1 = (a: Float64Array, b: Float64Array) => a.reduce((s, v, i) => s + Math.abs(v - b[i]), 0);
+  const oc = [Math.abs(ga - ra), Math.abs(go - ro), l1(gp, rp) / 2];
+  const masks = gc.map((m, t) => l1(m, rc[t]) / 2);
+  if (!oc.every((x) => x <= near.oc) || !masks.every((x, t) => x <= near.mask[t])) {
+    throw new Error(
+      `counts differ beyond the pixels near a decision: active/OC/pairs ${oc} (near ${near.oc}), ` +
+        `confusions ${masks} (near ${near.mask})`,
+    );
+  }
+}
+
 Deno.test("CAM evaluation on general sizes and values", async () => {
   const gpu = await testGpu();
   const rng = new Rng(12);
@@ -141,9 +234,18 @@ Deno.test("CAM evaluation on general sizes and values", async () => {
     randomCam(rng, "c", C, 3, 11, 40, 37, false),
   ];
   const { got, ref } = await camCase(gpu, C, samples);
-  assertEquals(got, ref);
+  // General values: compared away from the decision thresholds (see nearDecisions).
+  const near = { oc: 0, mask: SWEEP.map(() => 0) };
+  for (const s of samples) {
+    const r = nearDecisions(s, C, 0.3, SWEEP);
+    near.oc += r.oc;
+    r.mask.forEach((v, t) => near.mask[t] += v);
+  }
+  assertCountsNear(got, ref, near, samples.reduce((a, s) => a + s.width * s.height, 0));
   checkNonDegenerate(ref, samples);
 });
+
+const sum = (a: ArrayLike<number>) => Array.prototype.reduce.call(a, (x, y) => x + y, 0) as number;
 
 import { camMetrics, maskMetrics, parseSweep, segScores, topOcPairs } from "../src/eval/metrics.ts";
 import { assertThrows } from "./util.ts";
@@ -311,8 +413,15 @@ Deno.test("pseudo masks equal the reference and the sweep's confusion", async ()
     const counts = await ev.result();
     ev.dispose();
     const want = pseudoMaskRef(up, C, H * W, s.tags, t);
-    assertEquals(mask?.data, want);
-    assertEquals((await camPseudoMask(gpu, s, C, t)).data, want);
+    // Exact data: exact. General values: equal away from the decision thresholds (a driver
+    // that fuses multiply-adds may flip a pixel within rounding of one; nearDecisions).
+    const near = quant ? new Uint8Array(H * W) : nearDecisions(s, C, 0.3, [t]).pixels;
+    if (!(sum(near) <= 0.01 * H * W)) throw new Error(`${sum(near)} pixels near a decision`);
+    for (const got of [mask!.data, (await camPseudoMask(gpu, s, C, t)).data]) {
+      assertEquals(got.length, want.length);
+      const bad = want.findIndex((v, i) => got[i] !== v && !near[i]);
+      if (bad >= 0) throw new Error(`pixel ${bad}: ${got[bad]}, reference ${want[bad]}`);
+    }
     // Only background and tagged classes; both occur.
     const labels = new Set(want);
     for (const v of labels) if (v > 0 && !s.tags.includes(v - 1)) throw new Error(`OC label ${v}`);

@@ -106,11 +106,23 @@ Deno.test("matmul splits past an artificial binding limit (batch, rows, columns,
         throw new Error(`${variant}: expected the work to be split into many dispatches`);
       }
     }
-    // One operand row that cannot fit is a clear error, not a wrong result.
-    const a = Tensor.zeros(gpu, [1, 1000]);
-    const b = Tensor.zeros(gpu, [1000, 1]);
-    const y = matmul(gpu, a, b, { variant: "rb" });
-    assertClose(await y.read(), [0], {}, "K split of a 1000-long dot product");
+    // Operand rows longer than a binding (1000 floats > 512): the inner dimension is split
+    // and the partial sums accumulated. Random values against the f64 reference, every
+    // variant, plain and accumulating (a split that drops, repeats or overwrites a K chunk
+    // is off by O(1) here).
+    for (const variant of MATMUL_VARIANTS) {
+      const before = gpu.dispatchCount;
+      for (
+        const c of [
+          { M: 1, N: 1, K: 1000, ba: 0, bb: 0 },
+          { M: 3, N: 2, K: 1000, ba: 0, bb: 0, transB: true },
+          { M: 2, N: 3, K: 777, ba: 2, bb: 0, transA: true },
+        ]
+      ) await checkCase(gpu, c, variant);
+      if (gpu.dispatchCount - before < 3 * 2 * 2) {
+        throw new Error(`${variant}: expected the long dot products to be split along K`);
+      }
+    }
   } finally {
     gpu.destroy();
   }

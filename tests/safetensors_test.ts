@@ -1,4 +1,5 @@
 import {
+  type HostTensor,
   parseSafetensors,
   readSafetensors,
   SafetensorsError,
@@ -16,16 +17,35 @@ function withHeader(header: unknown, dataBytes = 0): Uint8Array {
 }
 
 Deno.test("safetensors round trip keeps names, shapes, values and metadata", async () => {
-  const a = { shape: [2, 3], data: Float32Array.from([1, -2, 3.5, 4, 5, 6]) };
-  const b = { shape: [1], data: Float32Array.from([Math.PI]) };
-  const bytes = serializeSafetensors([["layer1.0.conv1.weight", a], ["ü", b]], { step: "7" });
+  // Several tensors: 2-D, 1-element, scalar, empty, 3-D with special values, and a view into
+  // a larger buffer (non-zero byte offset); every one is checked after the round trip.
+  const big = Float32Array.from({ length: 20 }, (_, i) => i - 7.25);
+  const tensors: [string, HostTensor][] = [
+    ["layer1.0.conv1.weight", { shape: [2, 3], data: Float32Array.from([1, -2, 3.5, 4, 5, 6]) }],
+    ["ü", { shape: [1], data: Float32Array.from([Math.PI]) }],
+    ["scalar", { shape: [], data: Float32Array.from([-0.125]) }],
+    ["empty", { shape: [0, 4], data: new Float32Array(0) }],
+    [
+      "special",
+      { shape: [3, 1, 2], data: Float32Array.from([-0, 1e-45, -3e38, Infinity, -Infinity, NaN]) },
+    ],
+    ["view", { shape: [2, 2], data: big.subarray(5, 9) }],
+  ];
+  const metadata = { step: "7", note: "ü → x" };
+  const bytes = serializeSafetensors(tensors, metadata);
   assertEquals(Number(new DataView(bytes.buffer).getBigUint64(0, true)) % 8, 0);
   const dir = await Deno.makeTempDir();
-  await writeSafetensors(`${dir}/x.safetensors`, [["w", a], ["ü", b]], { step: "7" });
+  await writeSafetensors(`${dir}/x.safetensors`, tensors, metadata);
+  const bits = (d: Float32Array) => Array.from(new Uint32Array(Float32Array.from(d).buffer));
   for (const st of [parseSafetensors(bytes), await readSafetensors(`${dir}/x.safetensors`)]) {
-    assertEquals(st.metadata, { step: "7" });
-    assertEquals(st.tensors.get("ü")!.data, b.data);
-    assertEquals(st.tensors.get("ü")!.shape, [1]);
+    assertEquals(st.metadata, metadata);
+    assertEquals([...st.tensors.keys()].sort(), tensors.map(([n]) => n).sort());
+    for (const [name, t] of tensors) {
+      const got = st.tensors.get(name)!;
+      assertEquals(got.shape, t.shape, `${name}: shape`);
+      // Bit patterns: -0 and NaN survive too.
+      assertEquals(bits(got.data), bits(t.data), `${name}: values`);
+    }
   }
   assertEquals([...Deno.readDirSync(dir)].length, 1, "no temp file left behind");
   await Deno.remove(dir, { recursive: true });

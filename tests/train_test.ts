@@ -4,14 +4,8 @@
  * last good checkpoint, and a used run folder is not overwritten.
  */
 import { join } from "node:path";
-import { exists } from "../src/io/atomic.ts";
-import {
-  checkpointMetadata,
-  type StepLog,
-  train,
-  TrainError,
-  type TrainInput,
-} from "../src/train/train.ts";
+import { readSafetensors } from "../src/io/safetensors.ts";
+import { type StepLog, train, TrainError, type TrainInput } from "../src/train/train.ts";
 import { assertEquals, assertRejects, testGpu } from "./util.ts";
 
 const BASE: TrainInput = {
@@ -90,30 +84,63 @@ Deno.test("train: a NaN loss stops with the step and keeps the last good checkpo
   const root = await Deno.makeTempDir();
   try {
     const out = join(root, "nan");
+    const ckpt = join(out, "last.safetensors");
+    // Checkpoints and loss checks at steps 4, 8, 12. After the step-4 checkpoint the test
+    // reads the model and the file; before step 6 it writes NaN into the classifier weight, so the loss
+    // checked at step 8 is NaN.
+    let atFour: { model: Map<string, Float32Array>; file: Map<string, Float32Array> } | null = null;
     const err = await assertRejects(
       () =>
-        train({ ...BASE, out, lr: 1e30, steps: 12, logEvery: 4, ckptEvery: 4 }, {
+        train({ ...BASE, out, steps: 12, logEvery: 4, ckptEvery: 4 }, {
           gpu,
           log: () => {},
           skipEval: true,
           tty: false,
+          beforeStep: async (step, model) => {
+            if (step === 4) {
+              const m = new Map<string, Float32Array>();
+              for (const t of model.stateTensors()) m.set(t.name, await t.value.read());
+              const st = await readSafetensors(ckpt);
+              assertEquals(st.metadata.step, "4");
+              atFour = { model: m, file: new Map([...st.tensors].map(([k, v]) => [k, v.data])) };
+            }
+            if (step === 5) {
+              // The classifier (no ReLU after it, which may map NaN to 0 on some GPUs).
+              const w = model.params().find((p) => p.name === "classifier.weight")!;
+              w.value.write(new Float32Array(w.value.size).fill(NaN));
+            }
+          },
         }),
       TrainError,
       "at step",
     );
-    const failed = Number(/at step (\d+)/.exec(err.message)![1]);
-    const kept = /last good checkpoint \(step (\d+)\)/.exec(err.message);
-    if (kept) {
-      const meta = await checkpointMetadata(join(out, "last.safetensors"));
-      assertEquals(meta.step, kept[1], "the checkpoint named is the one on disk");
-      if (!(Number(kept[1]) < failed)) {
-        throw new Error(`checkpoint ${kept[1]} not before ${failed}`);
-      }
-    } else {
-      if (!err.message.includes("No checkpoint had been written yet")) throw err;
-      assertEquals(await exists(join(out, "last.safetensors")), false);
+    if (!atFour) throw new Error("the run did not reach step 4");
+    const four: { model: Map<string, Float32Array>; file: Map<string, Float32Array> } = atFour;
+    assertEquals(/loss became NaN at step (\d+)/.exec(err.message)?.[1], "8", err.message);
+    if (!err.message.includes(`The last good checkpoint (step 4) is kept in ${ckpt}`)) {
+      throw new Error(`the message does not name the kept checkpoint: ${err.message}`);
     }
+    // The file on disk is still the step-4 checkpoint: its metadata, every tensor finite and
+    // bit-equal to what was written at step 4, and the model tensors equal the model's state
+    // then (optimizer state besides them).
+    const st = await readSafetensors(ckpt);
+    assertEquals(st.metadata.step, "4");
+    assertEquals([...st.tensors.keys()].sort(), [...four.file.keys()].sort());
+    for (const [name, t] of st.tensors) {
+      if (!t.data.every(Number.isFinite)) throw new Error(`${name}: non-finite value kept`);
+      assertEquals(bits(t.data), bits(four.file.get(name)!), `${name}: changed after step 4`);
+    }
+    for (const [name, v] of four.model) {
+      assertEquals(bits(st.tensors.get(name)!.data), bits(v), `${name}: not the step-4 model`);
+    }
+    if (![...st.tensors.keys()].some((k) => k.startsWith("optim."))) {
+      throw new Error("no optimizer state in the checkpoint");
+    }
+    // The log stops at the last good step.
+    assertEquals((await readLog(out)).map((l) => l.step), [4]);
   } finally {
     await Deno.remove(root, { recursive: true });
   }
 });
+
+const bits = (d: Float32Array) => Array.from(new Uint32Array(Float32Array.from(d).buffer));

@@ -54,7 +54,9 @@ export async function cooccurrenceCachePath(
  * The co-occurrence prior for `key` (e.g. a hash of the dataset's list file): read from
  * `cacheDir` when a cache file for the same key and class count exists, otherwise counted
  * from `tagLists()` and written there atomically (temp file + rename) as JSON counts. A cache
- * file that is unreadable or belongs to another key is treated as missing and rewritten.
+ * file that is malformed or belongs to another key is treated as missing and rewritten; one
+ * that cannot be read or written at all (a folder in its place, no permission) is an error
+ * naming the cache file.
  */
 export async function loadOrComputeCooccurrence(
   cacheDir: string,
@@ -67,7 +69,13 @@ export async function loadOrComputeCooccurrence(
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (!(e instanceof Deno.errors.NotFound)) {
+      throw new Error(
+        `co-occurrence cache ${path}: cannot read it (${(e as Error).message}); remove it or ` +
+          `point OCR_WSSS_CACHE at a writable folder`,
+        { cause: e },
+      );
+    }
   }
   const cached = text === null ? null : parseCache(text, key, numClasses);
   if (cached) return cached.matrix();
@@ -80,6 +88,14 @@ export async function loadOrComputeCooccurrence(
     images: counts.images,
     counts: [...counts.counts],
   };
-  await writeJsonAtomic(path, file);
+  try {
+    await writeJsonAtomic(path, file);
+  } catch (e) {
+    throw new Error(
+      `co-occurrence cache ${path}: cannot write it (${(e as Error).message}); point ` +
+        `OCR_WSSS_CACHE at a writable folder`,
+      { cause: e },
+    );
+  }
   return counts.matrix();
 }

@@ -86,6 +86,11 @@ export interface TrainHooks {
   skipEval?: boolean;
   /** Force the progress mode (default: bar on a TTY). */
   tty?: boolean;
+  /**
+   * Called before each step with the number of steps done so far and the model (after that
+   * step's checkpoint, if any, is written): tests read the state or inject a fault.
+   */
+  beforeStep?: (step: number, model: CamNet) => void | Promise<void>;
 }
 
 const CKPT = "last.safetensors";
@@ -163,6 +168,7 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
   gpu.pool.resetPeak();
   while (step < cfg.steps) {
     if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
+    await hooks.beforeStep?.(step, model);
     const next = await batches.next();
     if (next.done) throw new TrainError("the data stream ended early");
     const b = next.value;
