@@ -26,9 +26,9 @@ import { paramLr, SGD } from "../src/optim/mod.ts";
 import { defaultCacheDir } from "../src/data/synthetic.ts";
 import { cooccurrenceCachePath } from "../src/train/cooccurrence.ts";
 import { openTrainingData } from "../src/train/data.ts";
-import { recordTrainStep, type StepLog, train, type TrainInput } from "../src/train/train.ts";
+import { recordTrainStep, train, type TrainInput } from "../src/train/train.ts";
 import { Rng } from "../src/rng.ts";
-import { assertClose, assertEquals, maxRelError, randArray } from "./util.ts";
+import { assertClose, assertEquals, losses, maxRelError, randArray, readLog } from "./util.ts";
 
 let plain: Promise<GpuContext> | null = null;
 
@@ -217,23 +217,6 @@ Deno.test("train step with OCR matches the model + OCR references (grads, losses
       ),
   );
 });
-
-async function readLog(dir: string): Promise<StepLog[]> {
-  const text = await Deno.readTextFile(join(dir, "train.jsonl"));
-  return text.trim().split("\n").map((l) => JSON.parse(l));
-}
-
-/** The deterministic part of a log line (timing fields differ between runs). */
-function losses(log: StepLog[]) {
-  return log.map(({ step, lr, loss, loss_cls, loss_ocr, oc_pixels }) => ({
-    step,
-    lr,
-    loss,
-    loss_cls,
-    loss_ocr,
-    oc_pixels,
-  }));
-}
 
 const OCR_RUN: TrainInput = {
   dataset: "synthetic",

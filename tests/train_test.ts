@@ -5,8 +5,8 @@
  */
 import { join } from "node:path";
 import { readSafetensors } from "../src/io/safetensors.ts";
-import { type StepLog, train, TrainError, type TrainInput } from "../src/train/train.ts";
-import { assertEquals, assertRejects, testGpu } from "./util.ts";
+import { train, TrainError, type TrainInput } from "../src/train/train.ts";
+import { assertEquals, assertRejects, losses, readLog, testGpu } from "./util.ts";
 
 const BASE: TrainInput = {
   dataset: "synthetic",
@@ -22,23 +22,6 @@ const BASE: TrainInput = {
   ckptEvery: 4,
   prefetch: 2,
 };
-
-async function readLog(dir: string): Promise<StepLog[]> {
-  const text = await Deno.readTextFile(join(dir, "train.jsonl"));
-  return text.trim().split("\n").map((l) => JSON.parse(l));
-}
-
-/** The deterministic part of a log line (timing fields differ between runs). */
-function losses(log: StepLog[]) {
-  return log.map(({ step, lr, loss, loss_cls, loss_ocr, oc_pixels }) => ({
-    step,
-    lr,
-    loss,
-    loss_cls,
-    loss_ocr,
-    oc_pixels,
-  }));
-}
 
 Deno.test("train: loss decreases, runs repeat bit for bit, resume equals uninterrupted", async () => {
   const gpu = await testGpu();

@@ -7,6 +7,8 @@ import { deepStrictEqual } from "node:assert";
 import type { GpuContext } from "../src/gpu/context.ts";
 import { createGpu } from "../src/io/gpu.ts";
 import { Rng } from "../src/rng.ts";
+import type { StepLog } from "../src/train/train.ts";
+import { join } from "node:path";
 
 let shared: Promise<GpuContext> | null = null;
 
@@ -137,4 +139,22 @@ export async function assertRejects(
     return checkError(e, cls, includes);
   }
   throw new Error("expected the promise to reject");
+}
+
+/** The lines of a run folder's train.jsonl. */
+export async function readLog(dir: string): Promise<StepLog[]> {
+  const text = await Deno.readTextFile(join(dir, "train.jsonl"));
+  return text.trim().split("\n").map((l) => JSON.parse(l));
+}
+
+/** The deterministic part of train.jsonl lines (timing fields differ between runs). */
+export function losses(log: StepLog[]) {
+  return log.map(({ step, lr, loss, loss_cls, loss_ocr, oc_pixels }) => ({
+    step,
+    lr,
+    loss,
+    loss_cls,
+    loss_ocr,
+    oc_pixels,
+  }));
 }
