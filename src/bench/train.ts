@@ -29,13 +29,16 @@ export interface StepCase {
   ocr: boolean;
 }
 
-/** Median milliseconds of one training step (after `warmup` steps). */
+/**
+ * Median milliseconds of one training step (after `warmup` steps), with the last step's
+ * dispatch count and CPU recording time.
+ */
 export async function timeTrainStep(
   gpu: GpuContext,
   c: StepCase,
   reps = 3,
   warmup = 1,
-): Promise<{ ms: number; ocPixels: number }> {
+): Promise<{ ms: number; ocPixels: number; dispatches: number; encodeMs: number }> {
   const C = 20;
   const rng = new Rng(7);
   const model = createModel(gpu, { arch: c.arch, numClasses: C, seed: 1 });
@@ -54,6 +57,8 @@ export async function timeTrainStep(
   const prior = c.ocr ? Tensor.fromArray(gpu, cooccurrence(tagLists, C), [C, C]) : null;
   const ocr = OcrConfigSchema.parse({ enabled: c.ocr });
   let last: ReturnType<typeof recordTrainStep> | null = null;
+  let dispatches = 0;
+  let encodeMs = 0;
   const step = async () => {
     if (last) {
       last.lossCls.dispose();
@@ -61,7 +66,12 @@ export async function timeTrainStep(
       last.ocPixels?.dispose();
     }
     // One readback per step, as in training with logEvery 1 (the OC count is read at the end).
+    const d0 = gpu.dispatchCount;
+    const t0 = performance.now();
     last = recordTrainStep(gpu, model, opt, params, { x, tags, lr: 1e-4, prior, ocr });
+    // CPU time to record the step (no GPU work waited on) and its dispatch count.
+    encodeMs = performance.now() - t0;
+    dispatches = gpu.dispatchCount - d0;
     const l = await last.lossCls.read();
     if (!Number.isFinite(l[0])) throw new Error(`bench step gave loss ${l[0]}`);
   };
@@ -75,7 +85,7 @@ export async function timeTrainStep(
   prior?.dispose();
   opt.dispose();
   model.dispose();
-  return { ms, ocPixels };
+  return { ms, ocPixels, dispatches, encodeMs };
 }
 
 /**
@@ -94,13 +104,14 @@ export async function benchTrain(
     { arch: "resnet50", size: 224, batch: 8, ocr: false },
   ];
   for (const c of cases) {
-    const { ms } = await timeTrainStep(gpu, c, c.arch === "resnet50" ? 2 : 3);
+    const { ms, dispatches, encodeMs } = await timeTrainStep(gpu, c, c.arch === "resnet50" ? 2 : 3);
     rows.push({
       section: "train",
       name: `${c.arch} ${c.size}px batch ${c.batch}`,
       value: (c.batch * 1000) / ms,
       unit: "img/s",
-      note: `${ms.toFixed(0)} ms/step${PYTORCH_CPU[`${c.arch}@${c.size}`] ?? ""}`,
+      note: `${ms.toFixed(0)} ms/step, ${dispatches} dispatches, ${encodeMs.toFixed(1)} ms to ` +
+        `record${PYTORCH_CPU[`${c.arch}@${c.size}`] ?? ""}`,
     });
   }
   return rows;
