@@ -27,8 +27,8 @@ import { pointwise } from "../ops/pointwise.ts";
 import {
   bytesOf,
   defineOpUnit,
-  type OpCase,
   type OpUnit,
+  shapeOptsCase,
   sizeOf,
   uniformValues,
 } from "../ops/unit.ts";
@@ -445,11 +445,7 @@ const ocrCase = (
   shape: [number, number, number, number],
   opts: Partial<OcrOptions> = {},
   split = true,
-): OpCase<OcrCase> => ({
-  name: `${shape.join("x")} ${JSON.stringify(opts)}`,
-  params: { shape, opts },
-  split,
-});
+) => shapeOptsCase(shape, opts, split);
 
 /**
  * The OCR loss as an op unit (gradient mode "both": the exact gradient with the groups held

@@ -14,6 +14,7 @@ import {
   defineOpUnit,
   type OpCase,
   type OpUnit,
+  shapeOptsCase,
   sizeOf,
   uniformValues,
 } from "./unit.ts";
@@ -314,11 +315,7 @@ const poolCase = (
   shape: [number, number, number, number],
   opts: MaxPoolOptions = {},
   split = true,
-): OpCase<MaxPoolCase> => ({
-  name: `${shape.join("x")} ${JSON.stringify(opts)}`,
-  params: { shape, opts },
-  split,
-});
+) => shapeOptsCase(shape, opts, split);
 
 /** Max pooling as an op unit (forward values and argmax indices, gather backward). */
 export const maxPoolUnit: OpUnit<MaxPoolCase> = defineOpUnit<MaxPoolCase>({

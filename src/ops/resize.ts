@@ -13,8 +13,8 @@ import {
   asShape,
   bytesOf,
   defineOpUnit,
-  type OpCase,
   type OpUnit,
+  shapeOptsCase,
   sizeOf,
   uniformValues,
 } from "./unit.ts";
@@ -265,11 +265,7 @@ const resizeCase = (
   shape: [number, number, number, number],
   opts: ResizeOptions,
   split = true,
-): OpCase<ResizeCase> => ({
-  name: `${shape.join("x")} ${JSON.stringify(opts)}`,
-  params: { shape, opts },
-  split,
-});
+) => shapeOptsCase(shape, opts, split);
 
 /**
  * Bilinear resize as an op unit: up and down, both align_corners, sizes and scale factors,

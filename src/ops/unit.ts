@@ -246,6 +246,18 @@ export function defineOpUnit<P>(spec: OpUnitSpec<P>): OpUnit<P> {
   return unit;
 }
 
+/**
+ * A case of a unit whose parameters are an NCHW shape and an options object, named
+ * `NxCxHxW {options as JSON}`.
+ */
+export function shapeOptsCase<O>(
+  shape: [number, number, number, number],
+  opts: O,
+  split = true,
+): OpCase<{ shape: readonly [number, number, number, number]; opts: O }> {
+  return { name: `${shape.join("x")} ${JSON.stringify(opts)}`, params: { shape, opts }, split };
+}
+
 /** Seeded uniform values in [lo, hi) (f32). */
 export function uniformValues(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   const r = new Rng(seed);
