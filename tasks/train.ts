@@ -9,13 +9,15 @@ import { train } from "../src/train/train.ts";
 const USAGE =
   `usage: deno task train [--config cfg.json] [--data DIR] [--dataset voc|coco|synthetic]
   [--model tiny|resnet18|resnet34|resnet50] [--weights FILE.safetensors] [--out runs/NAME]
-  [--steps N] [--batch B] [--size PX] [--lr LR] [--seed S] [--ocr] [--ocr-lambda L] [--ocr-start F] [--resume]`;
+  [--steps N] [--batch B] [--size PX] [--lr LR] [--seed S] [--ocr] [--ocr-lambda L] [--ocr-start F]
+  [--tags mask|xml|xml-nondifficult (VOC image tags; default mask)] [--resume]`;
 
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
     config: { type: "string" },
     data: { type: "string" },
     dataset: { type: "string" },
+    tags: { type: "string" },
     model: { type: "string" },
     weights: { type: "string" },
     out: { type: "string" },
@@ -39,6 +41,7 @@ await runMain(async () => {
   const overrides = {
     data: f.data,
     dataset: f.dataset,
+    tags: f.tags,
     model: f.model,
     weights: f.weights,
     out: f.out,

@@ -50,3 +50,13 @@ Deno.test("config: stable hashing ignores key order", async () => {
   assertEquals(await hashJson({ x: 1, y: 2 }), await hashJson({ y: 2, x: 1 }));
   assertEquals(deepMerge({ a: { b: 1, c: 2 } }, { a: { c: 3 } }), { a: { b: 1, c: 3 } });
 });
+
+Deno.test("config: VOC tag mode, default mask, a bad one names the field", async () => {
+  assertEquals((await resolveTrainConfig(undefined, {})).tags, "mask");
+  assertEquals((await resolveTrainConfig(undefined, { tags: "xml" })).tags, "xml");
+  await assertRejects(
+    () => resolveTrainConfig(undefined, { tags: "difficult" }),
+    ConfigError,
+    "config: tags:",
+  );
+});

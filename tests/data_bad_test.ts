@@ -3,7 +3,7 @@
  * with skipBad the entry is skipped and counted instead (at open time, on load, and inside
  * the batch stream).
  */
-import { openDataset } from "../src/data/dataset.ts";
+import { openDataset, type VocTagMode } from "../src/data/dataset.ts";
 import { DataError } from "../src/data/errors.ts";
 import { encodeJpeg } from "../src/data/image.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../src/data/png.ts";
@@ -98,13 +98,34 @@ Deno.test("bad VOC: malformed XML", async () => {
   });
 });
 
-/** Opens the tree, checks load(i) fails with the message, and that skipBad skips it. */
-async function loadFails(root: string, i: number, path: string, fragment: string) {
-  const ds = await openDataset({ kind: "voc", root, split: "train" });
+/**
+ * With the default tags ("mask") a bad mask is found when the split is opened: an error naming
+ * it, or with skipBad a skipped entry.
+ */
+async function openFails(root: string, i: number, path: string, fragment: string) {
+  const e = await assertRejects(() => openDataset({ kind: "voc", root, split: "train" }));
+  assertMessage(e, path, fragment);
+  const lenient = await openDataset({ kind: "voc", root, split: "train", skipBad: true });
+  assertEquals(lenient.ids, IDS.filter((_, k) => k !== i));
+  assertEquals(lenient.skippedItems.map((x) => [x.id, x.path]), [[IDS[i], path]]);
+}
+
+/**
+ * Opens the tree, checks load(i) fails with the message, and that skipBad skips it. `tags`:
+ * the tag mode (with the default, "mask", masks are decoded when the split is opened).
+ */
+async function loadFails(
+  root: string,
+  i: number,
+  path: string,
+  fragment: string,
+  tags?: VocTagMode,
+) {
+  const ds = await openDataset({ kind: "voc", root, split: "train", tags });
   const e = await assertRejects(() => ds.load(i));
   assertMessage(e, path, fragment);
   await assertRejects(() => ds.tryLoad(i), DataError);
-  const lenient = await openDataset({ kind: "voc", root, split: "train", skipBad: true });
+  const lenient = await openDataset({ kind: "voc", root, split: "train", skipBad: true, tags });
   assertEquals(await lenient.tryLoad(i), null);
   assertEquals(await lenient.tryLoad(i), null);
   assertEquals(lenient.skipped, 1); // counted once per image
@@ -126,7 +147,8 @@ Deno.test("bad VOC: mask PNG with a bad CRC", async () => {
     const bytes = await Deno.readFile(p);
     bytes[bytes.length - 20] ^= 0xff; // inside the IDAT payload
     await Deno.writeFile(p, bytes);
-    await loadFails(root, 2, p, "bad CRC in IDAT chunk");
+    await openFails(root, 2, p, "bad CRC in IDAT chunk");
+    await loadFails(root, 2, p, "bad CRC in IDAT chunk", "xml-nondifficult");
   });
 });
 
@@ -147,12 +169,9 @@ Deno.test("bad VOC: mask value out of range", async () => {
     const m = new Uint8Array(W * H);
     m[2 * W + 5] = 21;
     await Deno.writeFile(p, await encodeLabelPng(m, W, H, VOC_PALETTE));
-    await loadFails(
-      root,
-      3,
-      p,
-      "mask value 21 at pixel (x=5, y=2) is out of range (expected 0..20 or 255)",
-    );
+    const msg = "mask value 21 at pixel (x=5, y=2) is out of range (expected 0..20 or 255)";
+    await openFails(root, 3, p, msg);
+    await loadFails(root, 3, p, msg, "xml-nondifficult");
   });
 });
 

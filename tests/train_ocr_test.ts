@@ -244,7 +244,7 @@ Deno.test("train with OCR: resumed across ocr.start equals uninterrupted; datase
     const data = await openTrainingData(cfg, () => {});
     const cache = await cooccurrenceCachePath(
       join(defaultCacheDir(), "cooccurrence"),
-      `${data.kind}:${data.root}:${cfg.split}:${data.train.listHash}`,
+      data.priorKey,
       data.numClasses,
     );
     await Deno.remove(cache).catch(() => {});

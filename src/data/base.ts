@@ -22,8 +22,9 @@ export interface Sample {
   /** Image-level training tags: sorted 0-based foreground class indices. */
   tags: number[];
   /**
-   * Classes present in the image for OC evaluation: `tags` plus classes seen only on objects
-   * marked `difficult` (VOC). Sorted 0-based indices.
+   * Classes present in the image for OC evaluation: `tags` plus classes the annotations show
+   * that are not training tags (VOC: objects of the XML, difficult ones included, and the
+   * mask's classes). Sorted 0-based indices.
    */
   present: number[];
 }
@@ -35,6 +36,19 @@ export interface SkippedItem {
   /** The file at fault. */
   path: string;
   /** What was wrong. */
+  problem: string;
+}
+
+/**
+ * A dataset entry that is kept but worth a look (e.g. a VOC image trained with no tags although
+ * its mask shows foreground); the trainer prints them.
+ */
+export interface DataWarning {
+  /** The image id. */
+  id: string;
+  /** The file the warning is about. */
+  path: string;
+  /** What is odd about it. */
   problem: string;
 }
 
@@ -56,7 +70,7 @@ export interface Dataset {
   readonly hasMasks: boolean;
   /** Training tags of image i (no image decode). */
   tagsOf(i: number): number[];
-  /** Classes present in image i, for OC evaluation (tags + difficult-only classes). */
+  /** Classes present in image i, for OC evaluation (tags + annotated non-tag classes). */
   presentOf(i: number): number[];
   /** Decodes image i; throws {@link DataError} naming the file on any bad input. */
   load(i: number): Promise<Sample>;
@@ -68,6 +82,8 @@ export interface Dataset {
   readonly skipped: number;
   /** The skipped entries with their problems. */
   readonly skippedItems: readonly SkippedItem[];
+  /** Entries kept at open time but worth a look (see {@link DataWarning}). */
+  readonly warnings: readonly DataWarning[];
   /** SHA-256 (hex) of the kind, the ids and their tags: a cache key for per-split statistics. */
   readonly listHash: string;
 }
@@ -94,6 +110,8 @@ export abstract class BaseDataset implements Dataset {
   protected tags: number[][] = [];
   protected present: number[][] = [];
   readonly #skipped: SkippedItem[] = [];
+  /** Filled by subclasses at open time. */
+  protected readonly warningList: DataWarning[] = [];
   readonly #badLoads = new Set<number>();
   listHash = "";
 
@@ -116,6 +134,10 @@ export abstract class BaseDataset implements Dataset {
 
   get skippedItems(): readonly SkippedItem[] {
     return this.#skipped;
+  }
+
+  get warnings(): readonly DataWarning[] {
+    return this.warningList;
   }
 
   tagsOf(i: number): number[] {

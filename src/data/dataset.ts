@@ -1,14 +1,16 @@
 /**
- * Opening a dataset split on disk: `openDataset({kind, root, split, skipBad})` gives a
+ * Opening a dataset split on disk: `openDataset({kind, root, split, skipBad, tags})` gives a
  * {@link Dataset} for PASCAL VOC 2012 or MS COCO 2014 (see `voc.ts` and `coco.ts` for the
  * exact conventions).
  * @module
  */
 import type { Dataset } from "./base.ts";
+import type { VocTagMode } from "./classes.ts";
 import { openCoco } from "./coco.ts";
 import { openVoc } from "./voc.ts";
 
-export type { Dataset, Sample, SkippedItem } from "./base.ts";
+export type { Dataset, DataWarning, Sample, SkippedItem } from "./base.ts";
+export type { VocTagMode } from "./classes.ts";
 export { DataError } from "./errors.ts";
 
 /** Options of {@link openDataset}. */
@@ -21,6 +23,11 @@ export interface OpenDatasetOptions {
   split: string;
   /** Skip and count bad entries (see `Dataset.skipped`) instead of failing. */
   skipBad?: boolean;
+  /**
+   * VOC: where the training tags come from (default `mask`, see docs/data.md#image-tags).
+   * COCO's tags are always its annotations' categories; this is ignored there.
+   */
+  tags?: VocTagMode;
 }
 
 /**

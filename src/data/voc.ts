@@ -8,14 +8,25 @@
  * - Masks: palette PNGs from `SegmentationClass/` (stored indices, 255 = void) or grey PNGs
  *   from `SegmentationClassAug/`; splits whose name contains "aug" look in
  *   `SegmentationClassAug/` first. An id without a mask file gets `mask: null`.
- * - Tags: from `Annotations/<id>.xml`, the classes of objects not marked `<difficult>1`; a class
- *   that appears only on difficult objects is not a training tag but is still in `present`
- *   (so predicting it is not an out-of-candidate error). Without an XML file the tags (and
- *   `present`) are the classes found in the mask, which is decoded once at open time.
+ * - Tags (`tags` option, {@link VocTagMode}; docs/data.md#image-tags): by default the classes
+ *   in the mask (`SegmentationClassAug/<id>.png`, else `SegmentationClass/<id>.png`; 0 and 255
+ *   are not classes), decoded once at open time; `present` adds every class of the XML's
+ *   objects. `xml` takes the classes of all XML objects, `xml-nondifficult` those of objects not
+ *   marked `<difficult>1` (`present`: all XML objects). An image whose mask shows foreground
+ *   never gets an empty tag list silently: an XML that lists no objects then is a
+ *   {@link DataError}; with `xml-nondifficult`, an image whose objects are all difficult keeps
+ *   its empty tags (that mode's convention) and is listed in `warnings`.
  * @module
  */
-import { BaseDataset, checkLabels, mapLimit, maskClasses, type Sample } from "./base.ts";
-import { VOC_CLASSES } from "./classes.ts";
+import {
+  BaseDataset,
+  checkLabels,
+  type DataWarning,
+  mapLimit,
+  maskClasses,
+  type Sample,
+} from "./base.ts";
+import { VOC_CLASSES, VOC_TAG_MODES, type VocTagMode } from "./classes.ts";
 import { DataError, isDir, isFile, readFileOr, readTextOr } from "./errors.ts";
 import { decodeImage } from "./image.ts";
 import { decodeLabelPng } from "./png.ts";
@@ -29,7 +40,11 @@ export interface VocOptions {
   split: string;
   /** Skip and count bad images instead of failing. */
   skipBad?: boolean;
+  /** Where the training tags come from (default `mask`; see {@link VocTagMode}). */
+  tags?: VocTagMode;
 }
+
+export type { VocTagMode };
 
 /** Finds the VOC2012 folder under `root`; throws {@link DataError} when there is none. */
 export function resolveVocRoot(root: string): string {
@@ -81,14 +96,27 @@ export function parseVocXml(text: string, path: string): { tags: number[]; prese
   return { tags: sort(tags), present: sort(present) };
 }
 
+/** Sorted union of two sorted class lists. */
+function union(a: number[], b: number[]): number[] {
+  return [...new Set([...a, ...b])].sort((x, y) => x - y);
+}
+
 /** A VOC 2012 split. Open with {@link openVoc}. */
 export class VocDataset extends BaseDataset {
   /** The list file read. */
   readonly listFile: string;
+  /** Where the training tags came from. */
+  readonly tagMode: VocTagMode;
   #maskPaths: (string | null)[] = [];
   readonly #vocDir: string;
 
-  private constructor(vocDir: string, split: string, listFile: string, skipBad: boolean) {
+  private constructor(
+    vocDir: string,
+    split: string,
+    listFile: string,
+    skipBad: boolean,
+    tagMode: VocTagMode,
+  ) {
     const maskDirs = ["SegmentationClass", "SegmentationClassAug"].filter((d) =>
       isDir(`${vocDir}/${d}`)
     );
@@ -102,14 +130,21 @@ export class VocDataset extends BaseDataset {
     });
     this.#vocDir = vocDir;
     this.listFile = listFile;
+    this.tagMode = tagMode;
   }
 
   /** Opens a split: reads the list, checks every image exists, reads tags. */
   static async open(opts: VocOptions): Promise<VocDataset> {
+    const mode = opts.tags ?? "mask";
+    if (!VOC_TAG_MODES.includes(mode)) {
+      throw new RangeError(
+        `openVoc: tags must be one of ${VOC_TAG_MODES.join(", ")}, got '${String(mode)}'`,
+      );
+    }
     const voc = resolveVocRoot(opts.root);
     const list = listPath(voc, opts.split);
     const text = await readTextOr(list, `split list '${opts.split}'`);
-    const ds = new VocDataset(voc, opts.split, list, opts.skipBad ?? false);
+    const ds = new VocDataset(voc, opts.split, list, opts.skipBad ?? false, mode);
     await ds.#init(text);
     return ds;
   }
@@ -125,13 +160,21 @@ export class VocDataset extends BaseDataset {
       },
     );
     if (ids.length === 0) throw new DataError(this.listFile, "split list is empty");
+    const present = (d: string) => isDir(`${voc}/${d}`);
     const aug = this.split.toLowerCase().includes("aug");
+    // The mask a sample carries: the split's own kind first.
     const maskDirs =
       (aug
         ? ["SegmentationClassAug", "SegmentationClass"]
-        : ["SegmentationClass", "SegmentationClassAug"]).filter((d) => isDir(`${voc}/${d}`));
+        : ["SegmentationClass", "SegmentationClassAug"]).filter(present);
+    // The mask tags are read from: SegmentationClassAug first whatever the split, so that an
+    // image has the same tags in every split list (on real VOC both folders hold the same
+    // labels for the images they share).
+    const tagMaskDirs = ["SegmentationClassAug", "SegmentationClass"].filter(present);
     const haveXml = isDir(`${voc}/Annotations`);
     const C = this.numClasses;
+    const mode = this.tagMode;
+    const names = (cs: number[]) => cs.map((c) => VOC_CLASSES[c]).join(", ");
     const results = await mapLimit(ids.length, 16, async (i) => {
       const id = ids[i];
       try {
@@ -140,20 +183,49 @@ export class VocDataset extends BaseDataset {
           throw new DataError(img, `image listed in ${this.listFile} not found`);
         }
         const mask = maskDirs.map((d) => `${voc}/${d}/${id}.png`).find(isFile) ?? null;
-        const xml = `${voc}/Annotations/${id}.xml`;
-        if (haveXml && isFile(xml)) {
-          return { id, mask, ...parseVocXml(await readTextOr(xml, "annotation"), xml) };
-        }
-        if (!mask) {
+        const tagMask = tagMaskDirs.map((d) => `${voc}/${d}/${id}.png`).find(isFile) ?? null;
+        const xmlPath = `${voc}/Annotations/${id}.xml`;
+        const xml = haveXml && isFile(xmlPath)
+          ? parseVocXml(await readTextOr(xmlPath, "annotation"), xmlPath)
+          : null;
+        // The one decode of the tag mask at open time, done only where the mode needs it.
+        const classesOfMask = async (path: string) => {
+          const png = await decodeLabelPng(await readFileOr(path, "mask"), path);
+          checkLabels(png.data, png.width, C, path);
+          return maskClasses(png.data, C);
+        };
+        let warning: DataWarning | null = null;
+        let tags: number[], classes: number[];
+        if (tagMask && (mode === "mask" || !xml)) {
+          tags = await classesOfMask(tagMask);
+          classes = union(tags, xml?.present ?? []);
+        } else if (xml) {
+          // mode "mask" without a mask file takes all the XML's objects, as "xml" does.
+          tags = mode === "xml-nondifficult" ? xml.tags : xml.present;
+          classes = xml.present;
+          const shown = tags.length === 0 && tagMask ? await classesOfMask(tagMask) : [];
+          if (shown.length > 0 && xml.present.length === 0) {
+            throw new DataError(
+              xmlPath,
+              `lists no objects but the mask ${tagMask} shows ${names(shown)}: the image ` +
+                `would train with no tags (fix the XML or use tags "mask")`,
+            );
+          }
+          if (shown.length > 0) {
+            warning = {
+              id,
+              path: xmlPath,
+              problem: `all its objects are difficult: no training tags with tags ` +
+                `"xml-nondifficult" although the mask ${tagMask} shows ${names(shown)}`,
+            };
+          }
+        } else {
           throw new DataError(
             img,
             "no annotation XML and no mask for this image: its tags cannot be known",
           );
         }
-        const png = await decodeLabelPng(await readFileOr(mask, "mask"), mask);
-        checkLabels(png.data, png.width, C, mask);
-        const tags = maskClasses(png.data, C);
-        return { id, mask, tags, present: tags };
+        return { id, mask, tags, present: classes, warning };
       } catch (e) {
         return { id, error: e };
       }
@@ -167,6 +239,7 @@ export class VocDataset extends BaseDataset {
       this.tags.push(r.tags);
       this.present.push(r.present);
       this.#maskPaths.push(r.mask);
+      if (r.warning) this.warningList.push(r.warning);
     }
     this.finish();
   }

@@ -4,6 +4,7 @@
  * @module
  */
 import { z } from "npm:zod@4.6.7";
+import { VOC_TAG_MODES } from "../data/classes.ts";
 
 /** OCR loss knobs (docs/ocr.md#knobs), all with the documented defaults. */
 export const OcrConfigSchema = z.object({
@@ -32,6 +33,11 @@ export const TrainConfigSchema = z.object({
   data: z.string().optional(),
   split: z.string().default("train"),
   valSplit: z.string().default("val"),
+  /**
+   * VOC (and the synthetic data): where the image tags come from, `mask` (the classes in the
+   * segmentation mask), `xml` or `xml-nondifficult` (docs/data.md#image-tags); COCO ignores it.
+   */
+  tags: z.enum(VOC_TAG_MODES).default("mask"),
   synthetic: z.object({
     seed: z.number().int().default(0),
     size: z.enum(["tiny", "small", "medium"]).default("small"),

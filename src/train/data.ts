@@ -33,6 +33,8 @@ export interface TrainingData {
   batches(position: number): AsyncIterator<TrainBatch>;
   valBatches(): AsyncIterable<TrainBatch>;
   prior(): Promise<Float32Array>;
+  /** The co-occurrence prior's cache key (see {@link priorCacheKey}). */
+  priorKey: string;
   configHash(cfg: TrainConfig): Promise<string>;
 }
 
@@ -80,14 +82,33 @@ export function trainingStream(
   });
 }
 
-/** Opens the train and validation splits of a config. */
+/**
+ * The cache key of a training split's co-occurrence prior: the dataset, its split, VOC's tag
+ * mode and the split's list hash (ids and tags). The tag mode is named on its own so that a
+ * prior counted from one convention's tags is never taken for another's.
+ */
+export function priorCacheKey(
+  ds: Dataset,
+  cfg: Pick<TrainConfig, "split" | "tags">,
+): string {
+  const mode = ds.kind === "voc" ? `:tags=${cfg.tags}` : "";
+  return `${ds.kind}:${ds.root}:${cfg.split}${mode}:${ds.listHash}`;
+}
+
+/**
+ * Opens the train and validation splits of a config (VOC tags as `cfg.tags` says); the train
+ * split's warnings (images kept with no tags although their masks show foreground) are
+ * logged.
+ */
 export async function openTrainingData(
   cfg: TrainConfig,
   log: (l: string) => void = console.log,
 ): Promise<TrainingData> {
   const { kind, root, describe } = await resolveDataRoot(cfg, log);
-  const train = await openDataset({ kind, root, split: cfg.split });
-  const val = await openDataset({ kind, root, split: cfg.valSplit });
+  const train = await openDataset({ kind, root, split: cfg.split, tags: cfg.tags });
+  const val = await openDataset({ kind, root, split: cfg.valSplit, tags: cfg.tags });
+  logWarnings(train, log);
+  const priorKey = priorCacheKey(train, cfg);
   const wrap = async function* (it: AsyncIterable<Batch>): AsyncGenerator<TrainBatch> {
     for await (const b of it) {
       yield { images: b.images, tags: b.tags, batchSize: b.size, position: b.position };
@@ -115,10 +136,11 @@ export async function openTrainingData(
         epochs: 1,
         augment: null,
       })),
+    priorKey,
     prior: () =>
       loadOrComputeCooccurrence(
         join(defaultCacheDir(), "cooccurrence"),
-        `${kind}:${root}:${cfg.split}:${train.listHash}`,
+        priorKey,
         () => train.ids.map((_, i) => train.tagsOf(i)),
         train.numClasses,
       ),
@@ -128,4 +150,13 @@ export async function openTrainingData(
       return hashJson(rest);
     },
   };
+}
+
+/** Logs a split's warnings: their count and the first few. */
+export function logWarnings(ds: Dataset, log: (l: string) => void, shown = 5): void {
+  const w = ds.warnings;
+  if (w.length === 0) return;
+  log(`warning: ${w.length} image(s) of ${ds.kind} '${ds.split}' to look at:`);
+  for (const x of w.slice(0, shown)) log(`  ${x.id}: ${x.path}: ${x.problem}`);
+  if (w.length > shown) log(`  ... and ${w.length - shown} more`);
 }

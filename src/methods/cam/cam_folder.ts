@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { validate } from "../../io/config.ts";
+import { VOC_TAG_MODES, type VocTagMode } from "../../data/classes.ts";
 import { parseSafetensors, SafetensorsError } from "../../io/safetensors.ts";
 import { CamError, readCamJson } from "./options.ts";
 
@@ -15,6 +16,7 @@ const CamJsonSchema = z.object({
   dataset: z.enum(["voc", "coco"]),
   root: z.string().min(1),
   split: z.string().min(1),
+  tags: z.enum(VOC_TAG_MODES).optional(),
   cams: z.string().nullable().optional(),
   images: z.number().int().min(0),
 }).loose();
@@ -31,6 +33,8 @@ export interface CamFolder {
   root: string;
   /** Dataset split the CAMs cover. */
   split: string;
+  /** VOC tag mode the split was opened with (cam.json files without it: `mask`). */
+  tags: VocTagMode;
   /** Images with CAMs: the first `images` ids of the split (deno task cam --limit). */
   images: number;
 }
@@ -52,6 +56,7 @@ export async function readCamFolder(dir: string): Promise<CamFolder> {
     kind: c.dataset,
     root: c.root,
     split: c.split,
+    tags: c.tags ?? "mask",
     images: c.images,
   };
 }

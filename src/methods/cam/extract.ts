@@ -151,7 +151,10 @@ export function recordSampleCams(
   }
 }
 
-/** A run's dataset split for CAM work: explicit options first, then the run's config. */
+/**
+ * A run's dataset split for CAM work: explicit options first, then the run's config (VOC tags
+ * in the run's tag mode, so the CAMs are those of the classes the run trained on).
+ */
 export async function openRunDataset(
   o: {
     data?: string;
@@ -170,7 +173,12 @@ export async function openRunDataset(
   const data = o.data ?? (run?.dataset === kind ? run.data : undefined);
   const synthetic = o.synthetic ?? run?.synthetic ?? { seed: 0, size: "small" as const };
   const root = await resolveDataRoot({ dataset: kind, data, synthetic }, log);
-  return await openDataset({ kind: root.kind, root: root.root, split: o.split });
+  return await openDataset({
+    kind: root.kind,
+    root: root.root,
+    split: o.split,
+    tags: run?.tags ?? "mask",
+  });
 }
 
 /** Checks that the model's classes match the dataset's. */
@@ -278,6 +286,7 @@ export async function computeCams(input: CamRunInput, hooks: CamHooks = {}): Pro
       dataset: ds.kind,
       root: ds.root,
       split: ds.split,
+      tags: m.config.tags,
       images: done,
       scales: o.scales,
       flip: o.flip,
