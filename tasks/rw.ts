@@ -8,7 +8,8 @@ import { parseScales, withProgress } from "../src/methods/cam/options.ts";
 import { computeRandomWalk } from "../src/methods/affinitynet/rw.ts";
 
 const USAGE = `usage: deno task rw --ckpt runs/NAME/affinity --cams runs/NAME/cam-val
-  [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt 8] [--alpha 8 | --alpha 1,2,4,8,16] [--limit N]`;
+  [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt 8] [--alpha 8 | --alpha 1,2,4,8,16] [--limit N]
+  [--radius R (default: the one the AffinityNet was trained with)]`;
 
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
@@ -19,6 +20,7 @@ await runMain(async () => {
     logt: { type: "string" },
     alpha: { type: "string" },
     limit: { type: "string" },
+    radius: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (f.help) return console.log(USAGE);
@@ -32,6 +34,7 @@ await runMain(async () => {
       logt: numFlag("logt", f.logt),
       alpha: f.alpha === undefined ? undefined : parseScales(f.alpha, "--alpha"),
       limit: numFlag("limit", f.limit),
+      radius: numFlag("radius", f.radius),
     }, { onProgress }));
   console.log(
     `wrote ${r.images} random-walk pseudo masks per alpha in ${r.seconds.toFixed(1)}s ` +

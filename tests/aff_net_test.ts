@@ -1,7 +1,8 @@
 /**
  * AffinityNet stage: the model's gradients (directional finite differences through the GPU
  * forward), loading a CAM classifier's backbone, the label helpers, the random walk's CAM
- * pooling, AffinityNet training (loss falls, resume is bit-exact), clear errors for bad CAM
+ * pooling, AffinityNet training (loss falls, resume is bit-exact), the pair radius kept in the
+ * checkpoint and used by the walk, no run folder after a failed first batch, clear errors for bad CAM
  * folders, and the resumable pipeline end to end on the tiny synthetic data.
  */
 import { join } from "node:path";
@@ -15,16 +16,21 @@ import { featureLabels, trainAffinity } from "../src/methods/affinitynet/train.t
 import { readCamFolder, readImageCams } from "../src/methods/cam/cam_folder.ts";
 import {
   camsWithBackground,
+  checkpointRadius,
   computeRandomWalk,
+  loadAffinityNet,
+  resolveWalkRadius,
   walkedMasks,
 } from "../src/methods/affinitynet/rw.ts";
+import { readSafetensorsHeader } from "../src/io/safetensors.ts";
+import { exists } from "../src/io/atomic.ts";
 import { CamError } from "../src/methods/cam/options.ts";
 import { computeCams } from "../src/methods/cam/extract.ts";
 import { runPipeline } from "../src/workflows/pipeline.ts";
 import { train } from "../src/train/train.ts";
 import { decodeLabelPng } from "../src/data/png.ts";
 import { Rng } from "../src/rng.ts";
-import { assertEquals, assertRejects, randArray, testGpu } from "./util.ts";
+import { assertEquals, assertRejects, assertThrows, randArray, testGpu } from "./util.ts";
 
 Deno.test("AffinityNet: backward matches directional finite differences of the GPU forward", async () => {
   const gpu = await testGpu();
@@ -225,6 +231,71 @@ Deno.test("AffinityNet training: loss falls, resume is bit-exact, random walk wr
         if (!allowed.has(v)) throw new Error(`${id}: label ${v} outside tags ${meta}`);
       }
     }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("AffinityNet radius: stored in the checkpoint, walked with; a failed first batch leaves no run", async () => {
+  const gpu = await testGpu();
+  const root = await Deno.makeTempDir();
+  const quiet = { gpu, log: () => {}, tty: false };
+  try {
+    const camRun = join(root, "cam");
+    await train({
+      dataset: "synthetic",
+      synthetic: SYNTH,
+      steps: 2,
+      batch: 2,
+      size: 48,
+      out: camRun,
+      logEvery: 2,
+    }, { ...quiet, skipEval: true });
+    const camDir = join(root, "cam-train");
+    await computeCams({ ckpt: camRun, split: "train", out: camDir, scales: [1], limit: 4 }, quiet);
+    const aff = join(root, "aff");
+    const r = await trainAffinity({ cams: camDir, steps: 2, batch: 2, radius: 3, out: aff }, quiet);
+    assertEquals(r.radius, 3);
+    const meta = (await readSafetensorsHeader(join(aff, "last.safetensors"))).metadata;
+    assertEquals([meta.kind, meta.radius], ["affinitynet", "3"]);
+
+    // The walk's radius: the checkpoint's; an explicit one wins with a warning; a checkpoint
+    // without one (written before it was stored) walks with psa's 5 and a note.
+    const loaded = await loadAffinityNet(gpu, aff);
+    loaded.model.dispose();
+    assertEquals(loaded.radius, 3);
+    const lines: string[] = [];
+    const log = (l: string) => lines.push(l);
+    assertEquals(resolveWalkRadius(undefined, loaded.radius, "ck", log), 3);
+    assertEquals(lines, []);
+    assertEquals(resolveWalkRadius(3, 3, "ck", log), 3);
+    assertEquals(lines, []);
+    assertEquals(resolveWalkRadius(5, 3, "ck", log), 5);
+    assertEquals(lines.splice(0).map((l) => l.startsWith("warning: --radius 5 differs")), [true]);
+    assertEquals(resolveWalkRadius(undefined, null, "ck", log), 5);
+    assertEquals(lines.splice(0).map((l) => l.startsWith("note: ck records no pair radius")), [
+      true,
+    ]);
+    assertEquals(checkpointRadius({}, "ck"), null);
+    assertThrows(() => checkpointRadius({ radius: "x" }, "ck"), CamError, "ck: metadata radius");
+    const rw = await computeRandomWalk(
+      { ckpt: aff, cams: camDir, out: join(root, "rw"), limit: 1 },
+      quiet,
+    );
+    assertEquals(rw.images, 1);
+    assertEquals(JSON.parse(await Deno.readTextFile(join(root, "rw", "rw.json"))).radius, 3);
+
+    // Without its CAM files the first batch cannot load: an error, and no run folder.
+    for (const f of [...Deno.readDirSync(join(camDir, "cams"))]) {
+      await Deno.remove(join(camDir, "cams", f.name));
+    }
+    const none = join(root, "aff-none");
+    await assertRejects(
+      () => trainAffinity({ cams: camDir, steps: 2, batch: 2, radius: 3, out: none }, quiet),
+      CamError,
+      "no CAMs for image",
+    );
+    assertEquals(await exists(none), false, "the failed run left a folder behind");
   } finally {
     await Deno.remove(root, { recursive: true });
   }

@@ -1,10 +1,16 @@
 /**
  * Training loop: the loss goes down, two runs with one seed agree bit for bit, an interrupted
  * and resumed run equals an uninterrupted one, a NaN loss stops with the step and keeps the
- * last good checkpoint, and a used run folder is not overwritten.
+ * last good checkpoint, a used run folder is not overwritten, a run that fails on its first
+ * batch leaves no half run, and `--resume` of a run without a checkpoint starts it afresh.
  */
 import { join } from "node:path";
+import { exists } from "../src/io/atomic.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
+import { openDataset } from "../src/data/dataset.ts";
+import { DataError } from "../src/data/errors.ts";
+import { epochOrder } from "../src/data/stream.ts";
+import { synthesize } from "../src/data/synthetic.ts";
 import { train, TrainError, type TrainInput } from "../src/train/train.ts";
 import { assertEquals, assertRejects, losses, readLog, testGpu } from "./util.ts";
 
@@ -127,3 +133,55 @@ Deno.test("train: a NaN loss stops with the step and keeps the last good checkpo
 });
 
 const bits = (d: Float32Array) => Array.from(new Uint32Array(Float32Array.from(d).buffer));
+
+Deno.test("train: a run that fails on its first batch leaves no half run; --resume of one without a checkpoint starts afresh", async () => {
+  const gpu = await testGpu();
+  const root = await Deno.makeTempDir();
+  const lines: string[] = [];
+  const hooks = { gpu, log: (l: string) => lines.push(l), skipEval: true, tty: false };
+  try {
+    const tree = await synthesize({ out: join(root, "data"), seed: 0, size: "tiny" });
+    const run: TrainInput = {
+      ...BASE,
+      dataset: "voc",
+      data: tree.vocRoot,
+      steps: 1,
+      batch: 2,
+      size: 32,
+      logEvery: 1,
+      ckptEvery: 1,
+    };
+    // Corrupt the first image of the first batch (the stream's epoch-0 order).
+    const ds = await openDataset({ kind: "voc", root: tree.vocRoot, split: "train" });
+    const firstId = ds.ids[epochOrder(ds.ids.length, run.seed!, 0, true)[0]];
+    const jpg = join(tree.vocRoot, "JPEGImages", `${firstId}.jpg`);
+    const good = await Deno.readFile(jpg);
+    await Deno.writeFile(jpg, good.slice(0, 200));
+
+    const fresh = join(root, "fresh");
+    const e = await assertRejects(() => train({ ...run, out: fresh }, hooks), DataError);
+    assertEquals((e as DataError).path, jpg);
+    assertEquals(await exists(fresh), false, "the failed run left a folder behind");
+    // A folder that was there before is left as it was.
+    const used = join(root, "used");
+    await Deno.mkdir(used);
+    await Deno.writeTextFile(join(used, "notes.txt"), "mine");
+    await assertRejects(() => train({ ...run, out: used }, hooks), DataError);
+    assertEquals([...Deno.readDirSync(used)].map((f) => f.name), ["notes.txt"]);
+
+    // A run folder with config.json but no checkpoint (stopped before its first one):
+    // --resume starts it afresh with a note.
+    await Deno.writeFile(jpg, good);
+    await Deno.writeTextFile(join(used, "config.json"), "{}");
+    await Deno.writeTextFile(join(used, "train.jsonl"), '{"step":7}\n');
+    const r = await train({ ...run, out: used, resume: true }, hooks);
+    assertEquals(r.steps, 1);
+    if (!lines.some((l) => l.includes("stopped before its first checkpoint; starting it afresh"))) {
+      throw new Error(`no note:\n${lines.join("\n")}`);
+    }
+    assertEquals((await readLog(used)).map((l) => l.step), [1]);
+    assertEquals(await exists(join(used, "last.safetensors")), true);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -100,7 +100,7 @@ export type TrainInput = Partial<TrainConfig> & { resume?: boolean };
 
 /** Trains a CAM classifier as configured; see the module doc. */
 export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<TrainResult> {
-  const { resume = false, ...rest } = input;
+  const { resume: resumeFlag = false, ...rest } = input;
   const cfg = validate(TrainConfigSchema, rest, "train config");
   cfg.lr ??= defaultLr(cfg.optimizer);
   const log = hooks.log ?? ((l: string) => console.log(l));
@@ -108,7 +108,7 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
   cfg.out = out;
   const ckptPath = join(out, CKPT);
   const jsonlPath = join(out, "train.jsonl");
-  await checkRunFolder(out, ckptPath, resume);
+  const resume = await checkRunFolder(out, ckptPath, resumeFlag, log);
 
   const data = await openTrainingData(cfg, log);
   const gpu = hooks.gpu ?? await createGpu();
@@ -140,11 +140,7 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
       configHash,
     ));
     log(`resuming ${out} at step ${step}/${cfg.steps}`);
-  } else {
-    await Deno.mkdir(out, { recursive: true });
-    await writeTextAtomic(jsonlPath, "");
   }
-  await writeJsonAtomic(join(out, "config.json"), cfg);
   log(
     `training ${cfg.model} on ${data.describe} (${data.size} images, ${data.numClasses} classes)` +
       `${cfg.ocr.enabled ? ` with OCR (lambda ${cfg.ocr.lambda})` : ""} on ${gpu.describe()}`,
@@ -157,8 +153,17 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
       elapsedBefore: elapsed,
     });
 
-  const progress = new Progress("train", cfg.steps, { write: log, tty: hooks.tty });
   const batches = data.batches(position);
+  const nextBatch = async () => {
+    const next = await batches.next();
+    if (next.done) throw new TrainError("the data stream ended early");
+    return next.value;
+  };
+  // The first batch is loaded before the run folder is written: a run that fails on its data
+  // (a corrupt image, a missing file) leaves no folder without a checkpoint behind.
+  let first = step < cfg.steps ? await nextBatch() : null;
+  await startRunFolder(out, cfg, !resume);
+  const progress = new Progress("train", cfg.steps, { write: log, tty: hooks.tty });
   const ocrStart = Math.floor(cfg.ocr.start * cfg.steps);
   const t0 = performance.now();
   let imagesSeen = 0;
@@ -169,9 +174,8 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
   while (step < cfg.steps) {
     if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
     await hooks.beforeStep?.(step, model);
-    const next = await batches.next();
-    if (next.done) throw new TrainError("the data stream ended early");
-    const b = next.value;
+    const b = first ?? await nextBatch();
+    first = null;
     const lr = polyLr(cfg.lr, step, cfg.steps);
     const x = Tensor.fromArray(gpu, b.images, [b.batchSize, 3, cfg.size, cfg.size]);
     const tags = Tensor.fromArray(gpu, b.tags, [b.batchSize, data.numClasses]);
@@ -389,19 +393,45 @@ export async function resumeRun(
 }
 
 /**
- * Checks a run folder before training: a fresh run must not overwrite a checkpoint, a resumed
- * one needs it. Errors say which flag to use.
+ * Checks a run folder before training and says whether it is resumed: a fresh run must not
+ * overwrite a checkpoint; `--resume` needs one, except that a folder holding a `config.json`
+ * but no checkpoint (a run that stopped before its first checkpoint) is started afresh, with
+ * a note. Errors say which flag to use.
  */
-export async function checkRunFolder(out: string, ckptPath: string, resume: boolean) {
-  if (!resume && await exists(ckptPath)) {
+export async function checkRunFolder(
+  out: string,
+  ckptPath: string,
+  resume: boolean,
+  log: (l: string) => void = console.log,
+): Promise<boolean> {
+  const haveCkpt = await exists(ckptPath);
+  if (!resume && haveCkpt) {
     throw new TrainError(
       `${out} already holds a run (${ckptPath}); pass --resume to continue it or choose ` +
         `another --out`,
     );
   }
-  if (resume && !await exists(ckptPath)) {
+  if (resume && !haveCkpt) {
+    if (await exists(join(out, "config.json"))) {
+      log(`--resume: ${out} stopped before its first checkpoint; starting it afresh`);
+      return false;
+    }
     throw new TrainError(`--resume: no checkpoint ${ckptPath} to resume from`);
   }
+  return resume;
+}
+
+/**
+ * Writes a fresh run's folder: creates it, an empty `train.jsonl` and its `config.json`
+ * (called once the first batch has loaded, so that a run whose data cannot be read leaves
+ * no half run behind). A resumed run rewrites `config.json` only.
+ */
+export async function startRunFolder(out: string, config: unknown, fresh: boolean) {
+  if (fresh) {
+    await Deno.mkdir(out, { recursive: true });
+    await writeTextAtomic(join(out, "train.jsonl"), "");
+  }
+  await writeJsonAtomic(join(out, "config.json"), config);
 }
 
 /** The configured optimizer: SGD with momentum (psa) or AdamW; head group at headLrMult. */

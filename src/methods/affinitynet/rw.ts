@@ -6,7 +6,8 @@
  *    `(1 - max_t cam)^alpha`, one per swept alpha, in front, are zero-padded to multiples of 8
  *    and average-pooled 8x8 to the feature grid ({@link camsWithBackground});
  * 2. AffinityNet (eval mode) gives the features of the whole image, {@link pairwiseAffinity}
- *    their affinities within the radius, {@link randomWalk} the walked CAMs
+ *    their affinities within the radius (the one the AffinityNet was trained with, from its
+ *    checkpoint's metadata; {@link resolveWalkRadius}), {@link randomWalk} the walked CAMs
  *    (`A^beta`, column-normalised, 2^logt steps);
  * 3. the walked CAMs are bilinearly resized to the padded image size and read back; per alpha
  *    the mask is the argmax over [its background channel, the T class channels] (background
@@ -32,7 +33,7 @@ import { validate } from "../../io/config.ts";
 import { openDataset } from "../../data/dataset.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
 import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
-import { pairwiseAffinity } from "../../ops/affinity.ts";
+import { AFFINITY_RADIUS, pairwiseAffinity } from "../../ops/affinity.ts";
 import { randomWalk } from "./random_walk.ts";
 import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "../cam/extract.ts";
 import { CamError } from "../cam/options.ts";
@@ -57,6 +58,11 @@ export const RwSchema = z.object({
     .refine((a) => new Set(a).size === a.length, "alphas must not repeat"),
   /** Only the first `limit` images of the split. */
   limit: z.number().int().positive().optional(),
+  /**
+   * Pair radius of the affinities; default: the one the AffinityNet was trained with (its
+   * checkpoint's metadata). One that differs from the checkpoint's is used with a warning.
+   */
+  radius: z.number().int().min(2).max(16).optional(),
 }).strict();
 
 /** Input of {@link computeRandomWalk}. */
@@ -141,11 +147,14 @@ export function walkedMasks(
     }));
 }
 
-/** Loads an AffinityNet checkpoint written by `deno task affinity`. */
+/**
+ * Loads an AffinityNet checkpoint written by `deno task affinity`, with the pair radius its
+ * metadata records (null for checkpoints written before the radius was stored).
+ */
 export async function loadAffinityNet(
   gpu: Parameters<typeof createAffinityNet>[0],
   ckpt: string,
-): Promise<{ model: AffinityNet; ckpt: string; runDir: string }> {
+): Promise<{ model: AffinityNet; ckpt: string; runDir: string; radius: number | null }> {
   const file = await resolveCheckpoint(ckpt);
   const { metadata } = await readSafetensorsHeader(file);
   if (metadata.kind !== "affinitynet") {
@@ -153,12 +162,54 @@ export async function loadAffinityNet(
       `${file} is not an AffinityNet checkpoint (train one with deno task affinity)`,
     );
   }
+  const radius = checkpointRadius(metadata, file);
   const arch = metadata.arch as "tiny" | "resnet18" | "resnet34" | "resnet50";
   const model = createAffinityNet(gpu, { arch });
   await loadTensors(file, model.stateTensors(), {
     ignoreUnexpected: (n) => n.startsWith("optim."),
   });
-  return { model, ckpt: file, runDir: dirname(file) };
+  return { model, ckpt: file, runDir: dirname(file), radius };
+}
+
+/**
+ * The pair radius an AffinityNet checkpoint's metadata records (`radius`), or null when it
+ * has none; a value that is not an integer radius is an error naming the file.
+ */
+export function checkpointRadius(metadata: Record<string, string>, file: string): number | null {
+  if (metadata.radius === undefined) return null;
+  const r = Number(metadata.radius);
+  if (!(Number.isInteger(r) && r >= 2 && r <= 16)) {
+    throw new CamError(`${file}: metadata radius "${metadata.radius}" is not an integer 2..16`);
+  }
+  return r;
+}
+
+/**
+ * The radius to walk with: the explicit one (`--radius`) if given, with a warning when the
+ * checkpoint records another; else the checkpoint's; else (a checkpoint written before the
+ * radius was stored) psa's {@link AFFINITY_RADIUS}, with a note.
+ */
+export function resolveWalkRadius(
+  explicit: number | undefined,
+  recorded: number | null,
+  ckpt: string,
+  log: (l: string) => void,
+): number {
+  if (explicit !== undefined) {
+    if (recorded !== null && recorded !== explicit) {
+      log(
+        `warning: --radius ${explicit} differs from the radius ${recorded} ${ckpt} was ` +
+          `trained with; walking with ${explicit}`,
+      );
+    }
+    return explicit;
+  }
+  if (recorded !== null) return recorded;
+  log(
+    `note: ${ckpt} records no pair radius (written before it was stored); walking with ` +
+      `${AFFINITY_RADIUS}, pass --radius if it was trained with another`,
+  );
+  return AFFINITY_RADIUS;
 }
 
 /** `deno task rw`: random-walk pseudo masks of a CAM folder's images (see the module doc). */
@@ -169,12 +220,15 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
   const gpu = hooks.gpu ?? await createGpu();
   const t0 = performance.now();
   try {
-    const { model, ckpt, runDir } = await loadAffinityNet(gpu, o.ckpt);
-    const ds = await openDataset({ kind: cf.kind, root: cf.root, split: cf.split });
+    const loaded = await loadAffinityNet(gpu, o.ckpt);
+    const { model, ckpt, runDir } = loaded;
+    const radius = resolveWalkRadius(o.radius, loaded.radius, ckpt, log);
+    const ds = await openDataset({ kind: cf.kind, root: cf.root, split: cf.split, tags: cf.tags });
     const out = o.out ?? join(runDir, `rw-${cf.split}`);
     const n = Math.min(ds.ids.length, cf.images, o.limit ?? Infinity);
     log(
-      `random walk (beta ${o.beta}, logt ${o.logt}, alpha ${o.alpha.join(",")}) of ${n} images ` +
+      `random walk (beta ${o.beta}, logt ${o.logt}, alpha ${o.alpha.join(",")}, radius ` +
+        `${radius}) of ${n} images ` +
         `of ${cf.kind} '${cf.split}' with ${ckpt}, CAMs from ${cf.dir} → ${out}`,
     );
     const A = o.alpha.length;
@@ -202,10 +256,10 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       if (fh !== pooled.h || fw !== pooled.w) {
         throw new Error(`rw: features ${fh}x${fw} vs CAM grid ${pooled.h}x${pooled.w}`);
       }
-      const aff = pairwiseAffinity(gpu, feat);
+      const aff = pairwiseAffinity(gpu, feat, radius);
       feat.dispose();
       const camT = Tensor.fromArray(gpu, pooled.data, [K, fh, fw]);
-      const walked = randomWalk(gpu, aff, camT, { beta: o.beta, logt: o.logt });
+      const walked = randomWalk(gpu, aff, camT, { beta: o.beta, logt: o.logt, radius });
       aff.dispose();
       camT.dispose();
       walked.labels.dispose();
@@ -237,6 +291,7 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       images: done,
       beta: o.beta,
       logt: o.logt,
+      radius,
       alpha: o.alpha,
       masks: masks.map((m) => ({ alpha: m.alpha, dir: m.dir })),
       format: "<dir>/<id>.png (palette; 0 = background, c+1 = class c)",

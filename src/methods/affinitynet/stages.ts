@@ -89,7 +89,8 @@ export const affinityStage: Stage<AffinityNetOptions> = {
     if (!await exists(ckpt) || !await trainingFinished(ckpt, join(run, "summary.json"))) {
       return null;
     }
-    return { loss: JSON.parse(await Deno.readTextFile(join(run, "summary.json"))).finalLoss };
+    const summary = JSON.parse(await Deno.readTextFile(join(run, "summary.json")));
+    return { loss: summary.finalLoss, radius: summary.radius };
   },
   run: async ({ o, out, log, gpu, tty }) => {
     const { run } = paths(out);
@@ -101,7 +102,7 @@ export const affinityStage: Stage<AffinityNetOptions> = {
       ...(o.affinitySteps ? { steps: o.affinitySteps } : {}),
       resume,
     }, { gpu, tty, log });
-    return { loss: r.finalLoss };
+    return { loss: r.finalLoss, radius: r.radius };
   },
 };
 
@@ -110,14 +111,18 @@ export const rwStage: Stage<AffinityNetOptions> = {
   name: "rw",
   about: "deno task rw on the val CAMs, background exponents 1/2/4/8/16 from one walk",
   outputs: ["rw-val"],
-  run: async ({ o, out, log, gpu, tty }) => {
+  run: async ({ o, out, stages, log, gpu, tty }) => {
     const p = paths(out);
+    // The radius the affinity stage trained with (its checkpoint records it too; a record
+    // from before the radius was kept has none, and the walk then reads the checkpoint).
+    const radius = stages.affinity?.result.radius;
     const r = await withProgress("rw", (onProgress) =>
       computeRandomWalk({
         ckpt: p.run,
         cams: camPaths(out).val,
         out: p.walk,
         alpha: o.alpha,
+        ...(typeof radius === "number" ? { radius } : {}),
       }, { gpu, log, onProgress }), { write: log, tty });
     return { images: r.images, masks: r.masks };
   },

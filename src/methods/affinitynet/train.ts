@@ -34,7 +34,7 @@ import {
   hashJson,
   validate,
 } from "../../io/config.ts";
-import { exists, writeJsonAtomic, writeTextAtomic } from "../../io/atomic.ts";
+import { exists, writeJsonAtomic } from "../../io/atomic.ts";
 import type { NamedTensor } from "../../io/checkpoint.ts";
 import { type Dataset, openDataset, type Sample } from "../../data/dataset.ts";
 import { trainingStream } from "../../train/data.ts";
@@ -51,6 +51,7 @@ import {
   createOptimizer,
   resumeRun,
   saveRunCheckpoint,
+  startRunFolder,
   TrainError,
 } from "../../train/train.ts";
 
@@ -95,6 +96,9 @@ export function withAffinityLabels(
     },
     get skippedItems() {
       return ds.skippedItems;
+    },
+    get warnings() {
+      return ds.warnings;
     },
     listHash: ds.listHash,
   };
@@ -202,6 +206,8 @@ export interface AffinityTrainResult {
   imagesPerSecond: number;
   /** psa's total affinity loss at the last logged step. */
   finalLoss: number;
+  /** The pair radius trained with (recorded in the checkpoint for the random walk). */
+  radius: number;
   /** Peak bytes the GPU buffer pool held. */
   peakPoolBytes: number;
   /** The checkpoint file. */
@@ -228,7 +234,7 @@ export async function trainAffinity(
   input: AffinityInput,
   hooks: AffinityHooks = {},
 ): Promise<AffinityTrainResult> {
-  const { resume = false, ...rest } = input;
+  const { resume: resumeFlag = false, ...rest } = input;
   const cfg: AffinityConfig = validate(AffinityConfigSchema, rest, "affinity config");
   const log = hooks.log ?? ((l: string) => console.log(l));
   const cf = await readCamFolder(cfg.cams);
@@ -258,9 +264,9 @@ export async function trainAffinity(
   }
   const ckptPath = join(out, "last.safetensors");
   const jsonlPath = join(out, "train.jsonl");
-  await checkRunFolder(out, ckptPath, resume);
+  const resume = await checkRunFolder(out, ckptPath, resumeFlag, log);
   const ds = withAffinityLabels(
-    await openDataset({ kind: cf.kind, root: cf.root, split: cf.split }),
+    await openDataset({ kind: cf.kind, root: cf.root, split: cf.split, tags: cf.tags }),
     cf.dir,
     cfg,
     cf.images,
@@ -284,12 +290,9 @@ export async function trainAffinity(
       configHash,
     ));
     log(`resuming ${out} at step ${step}/${cfg.steps}`);
-  } else {
-    if (init) await model.loadBackbone(init);
-    await Deno.mkdir(out, { recursive: true });
-    await writeTextAtomic(jsonlPath, "");
+  } else if (init) {
+    await model.loadBackbone(init);
   }
-  await writeJsonAtomic(join(out, "config.json"), { ...cfg, init, camFolder: cf });
   log(
     `training AffinityNet (${cfg.model}, ${model.featureChannels} feature channels, radius ` +
       `${cfg.radius}) on ${ds.ids.length} images of ${cf.kind} '${cf.split}' with labels from ` +
@@ -297,6 +300,14 @@ export async function trainAffinity(
   );
 
   const stream = trainingStream(ds, { ...cfg, size: S }, position, true)[Symbol.asyncIterator]();
+  const nextBatch = async () => {
+    const next = await stream.next();
+    if (next.done) throw new TrainError("the data stream ended early");
+    return next.value;
+  };
+  // As the CAM trainer: the run folder is written once the first batch has loaded.
+  let first = step < cfg.steps ? await nextBatch() : null;
+  await startRunFolder(out, { ...cfg, init, camFolder: cf }, !resume);
   const progress = new Progress("affinity", cfg.steps, { write: log, tty: hooks.tty });
   const t0 = performance.now();
   let imagesSeen = 0, stepsThisCall = 0, lastGood = resume ? step : 0;
@@ -305,9 +316,8 @@ export async function trainAffinity(
   try {
     while (step < cfg.steps) {
       if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
-      const next = await stream.next();
-      if (next.done) throw new TrainError("the data stream ended early");
-      const b = next.value;
+      const b = first ?? await nextBatch();
+      first = null;
       const lr = polyLr(cfg.lr, step, cfg.steps);
       const x = Tensor.fromArray(gpu, b.images, [b.size, 3, S, S]);
       const { loss, counts } = recordAffinityStep(gpu, model, opt, params, {
@@ -364,7 +374,8 @@ export async function trainAffinity(
             opt,
             configHash,
             { step, position, elapsedBefore: elapsedBefore + el },
-            { kind: "affinitynet", arch: cfg.model },
+            // The radius is the walk's too: deno task rw reads it from here.
+            { kind: "affinitynet", arch: cfg.model, radius: String(cfg.radius) },
           );
           lastGood = step;
         }
@@ -382,6 +393,7 @@ export async function trainAffinity(
     seconds,
     imagesPerSecond: imagesSeen / Math.max(seconds, 1e-9),
     finalLoss: last?.loss ?? NaN,
+    radius: cfg.radius,
     peakPoolBytes: gpu.pool.stats().peakInUse,
     checkpoint: ckptPath,
   };
