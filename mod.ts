@@ -95,12 +95,27 @@ export { cooccurrence } from "./src/losses/cooccurrence.ts";
 export { loadOrComputeCooccurrence } from "./src/train/cooccurrence.ts";
 export { AdamW, type Optimizer, polyLr, SGD } from "./src/optim/mod.ts";
 
+// Errors a script may catch; each message names the file or field at fault.
+/**
+ * A problem with one dataset file (`path`: the file, `problem`: what is wrong with it), from
+ * the VOC and COCO readers, image and mask decoding.
+ */
+export { DataError } from "./src/data/errors.ts";
+/** A bad config file, field or flag; the message names the field. */
+export { ConfigError } from "./src/io/config.ts";
+/** A malformed safetensors file, or a checkpoint or weights file that does not fit the model. */
+export { SafetensorsError } from "./src/io/safetensors.ts";
+/** A training failure (NaN loss, a used or missing run folder); the message says what to do. */
+export { TrainError } from "./src/train/train.ts";
+/** Bad inputs of CAM extraction, evaluation and the random walk (CAM folders, checkpoints). */
+export { CamError } from "./src/methods/cam/options.ts";
+
 // Data.
 export { openDataset } from "./src/data/dataset.ts";
 export type { Dataset, Sample } from "./src/data/base.ts";
 export { type Batch, batches } from "./src/data/stream.ts";
 export { ensureSynthetic, synthesize } from "./src/data/synthetic.ts";
-export { VOC_CLASSES } from "./src/data/classes.ts";
+export { VOC_CLASSES, VOC_TAG_MODES, type VocTagMode } from "./src/data/classes.ts";
 export { decodeLabelPng, encodeLabelPng, VOC_PALETTE } from "./src/data/png.ts";
 
 // Training, evaluation, files.
@@ -140,6 +155,7 @@ export { type CamFolder, readCamFolder, readImageCams } from "./src/methods/cam/
 export {
   camsWithBackground,
   computeRandomWalk,
+  resolveWalkRadius,
   type RwInput,
   type RwResult,
   RwSchema,
@@ -177,7 +193,7 @@ export type { AugmentOptions, ColorJitter } from "./src/data/augment.ts";
 export type { BatchOptions } from "./src/data/stream.ts";
 export type { EnsureSyntheticOptions, SynthOptions, SynthSize } from "./src/data/synthetic.ts";
 export type { OpenDatasetOptions } from "./src/data/dataset.ts";
-export type { SkippedItem } from "./src/data/base.ts";
+export type { DataWarning, SkippedItem } from "./src/data/base.ts";
 export type { LabelImage } from "./src/data/png.ts";
 export type {
   ActivationOptions,

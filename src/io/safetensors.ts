@@ -23,7 +23,10 @@ export interface SafeTensors {
   metadata: Record<string, string>;
 }
 
-/** A malformed safetensors file; the message names the file and the problem. */
+/**
+ * A safetensors file that is malformed, or (checkpoints, weights) does not match the model it
+ * is loaded into; the message names the file and the problem.
+ */
 export class SafetensorsError extends Error {
   override name = "SafetensorsError";
 }
