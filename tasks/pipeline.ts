@@ -23,7 +23,8 @@ const USAGE = `usage: deno task pipeline [--method ${
   [--seeds 0,1,2 (with --compare)] [--out DIR] [--ocr-lambda L] [--ocr-start F]
   [--cam-steps N] [--affinity-steps N] [--train-limit N] [--eval-limit N]
   [--sweep 0.05:0.6:0.05] [--alpha 1,2,4,8,16] [--scales 0.5,1,1.5,2]
-  [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--from STAGE]
+  [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--synthetic-variant v2|v1]
+  [--from STAGE]
 ${STAGES}
   --from STAGE redoes that stage and the later ones (once: rerun without it to resume);
   default --out: runs/pipeline/<method>[-ocr]-s<seed>, or runs/pipeline with --compare;
@@ -48,6 +49,7 @@ await runMain(async () => {
     scales: { type: "string" },
     "synthetic-size": { type: "string" },
     "synthetic-seed": { type: "string" },
+    "synthetic-variant": { type: "string" },
     from: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
@@ -70,7 +72,11 @@ await runMain(async () => {
     sweep: f.sweep,
     alpha: f.alpha === undefined ? undefined : parseScales(f.alpha, "--alpha"),
     scales: f.scales === undefined ? undefined : parseScales(f.scales),
-    synthetic: syntheticFlags(f["synthetic-size"], f["synthetic-seed"]),
+    synthetic: syntheticFlags(
+      f["synthetic-size"],
+      f["synthetic-seed"],
+      f["synthetic-variant"],
+    ),
     from: f.from,
   };
   // Only the options given: a method's schema rejects options it does not have.

@@ -7,13 +7,16 @@ import { parseArgs } from "node:util";
 import { z } from "npm:zod@4.6.7";
 import { defaultCacheDir, ensureSynthetic, synthesize } from "../src/data/synthetic.ts";
 
-const HELP = `usage: deno task synth [--out DIR] [--seed N] [--size tiny|small|medium]
+const HELP =
+  `usage: deno task synth [--out DIR] [--seed N] [--size tiny|small|medium] [--variant v2|v1]
 
   --out DIR    write VOCdevkit/VOC2012/ and coco/ under DIR (default: the cache folder,
                ${"$"}OCR_WSSS_CACHE or ~/.cache/ocr-wsss, generated once per seed and size)
   --seed N     generator seed, integer 0..4294967295 (default 0)
   --size S     tiny (24/12 VOC, 16/8 COCO), small (1000/250, 300/100; default),
-               medium (4000/1000, 1200/400)`;
+               medium (4000/1000, 1200/400)
+  --variant V  generator version: v2 (default; VOC-like object sizes) or v1 (the first
+               version, small objects; reproduces older runs)`;
 
 const Flags = z.object({
   out: z.string().min(1, "--out needs a folder").optional(),
@@ -21,6 +24,7 @@ const Flags = z.object({
     .min(0, "--seed must be >= 0").max(0xffffffff, "--seed must be < 2^32").default(0),
   size: z.enum(["tiny", "small", "medium"], { error: "--size must be tiny, small or medium" })
     .default("small"),
+  variant: z.enum(["v1", "v2"], { error: "--variant must be v1 or v2" }).default("v2"),
   help: z.boolean().default(false),
 });
 
@@ -32,6 +36,7 @@ try {
       out: { type: "string" },
       seed: { type: "string" },
       size: { type: "string" },
+      variant: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -58,8 +63,8 @@ const onProgress = (done: number, total: number) =>
     `synth: ${done}/${total} images (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
   );
 const roots = flags.out
-  ? await synthesize({ out: flags.out, seed: flags.seed, size: flags.size, onProgress })
-  : await ensureSynthetic({ seed: flags.seed, size: flags.size, onProgress });
+  ? await synthesize({ ...flags, out: flags.out, onProgress })
+  : await ensureSynthetic({ ...flags, onProgress });
 console.log(`VOC:  ${roots.vocRoot}`);
 console.log(`COCO: ${roots.cocoRoot}`);
 if (!flags.out) console.log(`(cache folder ${defaultCacheDir()})`);

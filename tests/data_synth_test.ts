@@ -156,34 +156,85 @@ Deno.test("generator design: classes, 1-3 objects, co-occurrence, difficult, COC
 
 Deno.test("confusable groups share size and colour statistics", () => {
   // Within a group only a small part differs, so mean object area and mean brightness of
-  // the classes of a group must be close.
+  // the classes of a group must be close. v1 draws every body colour from the group's
+  // palette; v2 gives each class a preference among the group's colours (its colour
+  // statistics differ as real cats' and dogs' do, but overlap), so its brightness spread is
+  // larger while the areas stay equal.
   const groups = [["cat", "dog"], ["cow", "horse", "sheep"], ["bus", "car", "train"], [
     "bicycle",
     "motorbike",
   ], ["chair", "sofa"]];
-  const stats = new Map<number, { area: number[]; lum: number[] }>();
-  for (let i = 0; i < 600; i++) {
-    const sc = generateScene(9, "voc-train", i);
-    sc.objects.forEach((o, k) => {
-      let lum = 0, m = 0;
-      for (let q = 0; q < sc.owner.length; q++) {
-        if (sc.owner[q] !== k) continue;
-        lum += sc.rgb[3 * q] + sc.rgb[3 * q + 1] + sc.rgb[3 * q + 2];
-        m++;
+  for (const [variant, maxSpread] of [["v1", 30], ["v2", 60]] as const) {
+    groupStats(variant, maxSpread);
+  }
+  function groupStats(variant: "v1" | "v2", maxSpread: number) {
+    const stats = new Map<number, { area: number[]; lum: number[] }>();
+    for (let i = 0; i < 600; i++) {
+      const sc = generateScene(9, "voc-train", i, variant);
+      sc.objects.forEach((o, k) => {
+        let lum = 0, m = 0;
+        for (let q = 0; q < sc.owner.length; q++) {
+          if (sc.owner[q] !== k) continue;
+          lum += sc.rgb[3 * q] + sc.rgb[3 * q + 1] + sc.rgb[3 * q + 2];
+          m++;
+        }
+        const s = stats.get(o.cls) ?? { area: [], lum: [] };
+        s.area.push(o.shape.reduce((a, b) => a + b, 0));
+        s.lum.push(lum / (3 * m));
+        stats.set(o.cls, s);
+      });
+    }
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    for (const g of groups) {
+      const ms = g.map((name) => stats.get(VOC_CLASSES.indexOf(name))!);
+      const lums = ms.map((s) => mean(s.lum));
+      const spread = Math.max(...lums) - Math.min(...lums);
+      if (!(spread < maxSpread)) {
+        throw new Error(`${variant} ${g}: mean brightness differs by ${spread}`);
       }
-      const s = stats.get(o.cls) ?? { area: [], lum: [] };
-      s.area.push(o.shape.reduce((a, b) => a + b, 0));
-      s.lum.push(lum / (3 * m));
-      stats.set(o.cls, s);
-    });
+      const areas = ms.map((s) => mean(s.area));
+      if (!(Math.max(...areas) / Math.min(...areas) < 1.35)) {
+        throw new Error(`${variant} ${g}: areas ${areas}`);
+      }
+    }
   }
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  for (const g of groups) {
-    const ms = g.map((name) => stats.get(VOC_CLASSES.indexOf(name))!);
-    const lums = ms.map((s) => mean(s.lum));
-    const spread = Math.max(...lums) - Math.min(...lums);
-    if (!(spread < 30)) throw new Error(`${g}: mean brightness differs by ${spread}`);
-    const areas = ms.map((s) => mean(s.area));
-    if (!(Math.max(...areas) / Math.min(...areas) < 1.35)) throw new Error(`${g}: areas ${areas}`);
+});
+
+/** FNV-1a of scene 0 (seed 0, voc-train) as the generator wrote it before it had versions. */
+const V1_SCENE0_HASH = "195c902b";
+
+Deno.test("generator v2: a VOC-like foreground share, balanced classes; v1 kept as it was", () => {
+  // VOC: roughly a quarter to a third of the pixels are foreground; v1 had about a tenth.
+  const stats = (variant: "v1" | "v2", n: number) => {
+    let fg = 0, px = 0;
+    const count = new Array(20).fill(0);
+    for (let i = 0; i < n; i++) {
+      const sc = generateScene(5, "voc-train", i, variant);
+      for (let q = 0; q < sc.owner.length; q++) if (sc.owner[q] >= 0) fg++;
+      px += sc.owner.length;
+      for (const c of sc.present) count[c]++;
+    }
+    return { fg: fg / px, count };
+  };
+  const v2 = stats("v2", 400);
+  if (!(v2.fg >= 0.22 && v2.fg <= 0.36)) throw new Error(`v2 foreground share ${v2.fg}`);
+  // Class balance: every class in at least 2.5% of the scenes (VOC's rarest are about 3%) and none but person (VOC's most
+  // frequent class by far) in more than 25%.
+  v2.count.forEach((c, k) => {
+    const share = c / 400;
+    const max = VOC_CLASSES[k] === "person" ? 0.5 : 0.25;
+    if (!(share >= 0.025 && share <= max)) {
+      throw new Error(`v2: ${VOC_CLASSES[k]} in ${(100 * share).toFixed(1)}% of the scenes`);
+    }
+  });
+  const v1 = stats("v1", 150);
+  if (!(v1.fg < 0.16)) throw new Error(`v1 foreground share ${v1.fg}: v1 must not change`);
+  // The first v1 scene of seed 0 still has the bytes it had before versions existed.
+  const sc = generateScene(0, "voc-train", 0, "v1");
+  let h = 0x811c9dc5;
+  for (let q = 0; q < sc.vocMask.length; q++) {
+    h = Math.imul(h ^ sc.vocMask[q], 16777619);
+    h = Math.imul(h ^ sc.rgb[q * 3], 16777619);
   }
+  assertEquals((h >>> 0).toString(16), V1_SCENE0_HASH);
 });

@@ -16,13 +16,15 @@ export async function resolveDataRoot(
     const { vocRoot } = await ensureSynthetic({
       seed: cfg.synthetic.seed,
       size: cfg.synthetic.size,
+      variant: cfg.synthetic.variant,
     });
     const dt = (performance.now() - t0) / 1000;
     if (dt > 1) log(`synthetic data ready in ${dt.toFixed(1)}s: ${vocRoot}`);
     return {
       kind: "voc",
       root: vocRoot,
-      describe: `synthetic VOC-format data (seed ${cfg.synthetic.seed}, ${cfg.synthetic.size})`,
+      describe: `synthetic VOC-format data ${cfg.synthetic.variant} ` +
+        `(seed ${cfg.synthetic.seed}, ${cfg.synthetic.size})`,
     };
   }
   if (!cfg.data) {

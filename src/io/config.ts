@@ -9,7 +9,7 @@ import { VOC_TAG_MODES } from "../data/classes.ts";
 /** OCR loss knobs (docs/ocr.md#knobs), all with the documented defaults. */
 export const OcrConfigSchema = z.object({
   enabled: z.boolean().default(false),
-  lambda: z.number().min(0).default(0.3),
+  lambda: z.number().min(0).default(0.1),
   tauAct: z.number().min(0).max(1).default(0.3),
   alpha: z.number().min(0).max(1).default(0.5),
   tauRel: z.number().min(0).max(1).default(0.5),
@@ -17,8 +17,21 @@ export const OcrConfigSchema = z.object({
   margin: z.number().min(0).default(0),
   grad: z.enum(["both", "oc_only"]).default("both"),
   norm: z.enum(["all", "oc"]).default("all"),
-  start: z.number().min(0).max(1).default(0),
+  start: z.number().min(0).max(1).default(0.3),
 }).strict();
+
+/**
+ * The built-in synthetic data set: generator seed, size and version
+ * (docs/data.md#the-built-in-synthetic-dataset); v1 reproduces runs made before v2.
+ */
+export const SyntheticSchema = z.object({
+  seed: z.number().int().min(0).default(0),
+  size: z.enum(["tiny", "small", "medium"]).default("small"),
+  variant: z.enum(["v1", "v2"]).default("v2"),
+}).strict();
+
+/** A resolved synthetic data set choice. */
+export type SyntheticChoice = z.infer<typeof SyntheticSchema>;
 
 /** Data augmentation used for training (psa/SEAM style). */
 export const AugmentSchema = z.object({
@@ -38,14 +51,11 @@ export const TrainConfigSchema = z.object({
    * segmentation mask), `xml` or `xml-nondifficult` (docs/data.md#image-tags); COCO ignores it.
    */
   tags: z.enum(VOC_TAG_MODES).default("mask"),
-  synthetic: z.object({
-    seed: z.number().int().default(0),
-    size: z.enum(["tiny", "small", "medium"]).default("small"),
-  }).strict().default({ seed: 0, size: "small" }),
+  synthetic: SyntheticSchema.default(SyntheticSchema.parse({})),
   model: z.enum(["tiny", "resnet18", "resnet34", "resnet50"]).default("tiny"),
   weights: z.string().optional(),
   outputStride: z.union([z.literal(8), z.literal(16)]).default(16),
-  steps: z.number().int().positive().default(600),
+  steps: z.number().int().positive().default(1200),
   batch: z.number().int().positive().default(16),
   size: z.number().int().min(16).default(128),
   seed: z.number().int().default(0),
@@ -110,6 +120,8 @@ export function defaultLr(optimizer: "sgd" | "adamw"): number {
 
 /** A resolved training config. */
 export type TrainConfig = z.infer<typeof TrainConfigSchema>;
+/** A training config as given (every field optional, nested defaults filled on validation). */
+export type TrainConfigInput = z.input<typeof TrainConfigSchema>;
 /** Resolved OCR options. */
 export type OcrConfig = z.infer<typeof OcrConfigSchema>;
 

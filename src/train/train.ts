@@ -16,6 +16,7 @@ import {
   defaultLr,
   type OcrConfig,
   type TrainConfig,
+  type TrainConfigInput,
   TrainConfigSchema,
   validate,
 } from "../io/config.ts";
@@ -96,7 +97,7 @@ export interface TrainHooks {
 const CKPT = "last.safetensors";
 
 /** Input for {@link train}: a config, partial or resolved, plus `resume`. */
-export type TrainInput = Partial<TrainConfig> & { resume?: boolean };
+export type TrainInput = TrainConfigInput & { resume?: boolean };
 
 /** Trains a CAM classifier as configured; see the module doc. */
 export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<TrainResult> {

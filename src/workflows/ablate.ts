@@ -9,7 +9,7 @@
  */
 import { join } from "node:path";
 import { writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
-import type { TrainConfig } from "../io/config.ts";
+import type { TrainConfig, TrainConfigInput } from "../io/config.ts";
 import { fmtScore } from "../methods/method.ts";
 import { meanStd, type PipelineHooks, runPipeline, scoreTable } from "./pipeline.ts";
 import { getMethod, type MethodName } from "./registry.ts";
@@ -58,7 +58,7 @@ export interface AblationOptions {
 /** Runs (or resumes) one run's stages; returns its scores. */
 export async function runAblation(
   run: AblationRun,
-  base: Partial<TrainConfig>,
+  base: TrainConfigInput,
   opts: AblationOptions,
   log: (l: string) => void,
   hooks: Omit<PipelineHooks, "log" | "stopAfter"> = {},

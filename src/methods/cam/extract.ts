@@ -29,7 +29,13 @@ import { createGpu } from "../../io/gpu.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import { type CamNet, createModel } from "../../models/cam_net.ts";
 import { loadTensors } from "../../io/checkpoint.ts";
-import { ConfigError, type TrainConfig, TrainConfigSchema, validate } from "../../io/config.ts";
+import {
+  ConfigError,
+  SyntheticSchema,
+  type TrainConfig,
+  TrainConfigSchema,
+  validate,
+} from "../../io/config.ts";
 import { exists, writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
 import {
   readSafetensorsHeader,
@@ -89,6 +95,10 @@ export async function readRunConfig(ckpt: string): Promise<TrainConfig> {
     `no config.json beside checkpoint ${ckpt} (looked for ${path}); it names the model ` +
       `architecture and data: keep the checkpoint in the run folder written by deno task train`,
   );
+  // Runs saved before the generator had versions trained on v1: say so before the default
+  // (v2) fills the field.
+  const synth = (json as { synthetic?: Record<string, unknown> })?.synthetic;
+  if (synth && typeof synth === "object" && synth.variant === undefined) synth.variant = "v1";
   return validate(TrainConfigSchema, json, path);
 }
 
@@ -171,7 +181,7 @@ export async function openRunDataset(
     throw new ConfigError(`--data ${o.data} was given with --dataset synthetic; drop one of them`);
   }
   const data = o.data ?? (run?.dataset === kind ? run.data : undefined);
-  const synthetic = o.synthetic ?? run?.synthetic ?? { seed: 0, size: "small" as const };
+  const synthetic = o.synthetic ?? run?.synthetic ?? SyntheticSchema.parse({});
   const root = await resolveDataRoot({ dataset: kind, data, synthetic }, log);
   return await openDataset({
     kind: root.kind,

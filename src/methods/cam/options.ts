@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "npm:zod@4.6.7";
-import { ConfigError } from "../../io/config.ts";
+import { ConfigError, SyntheticSchema } from "../../io/config.ts";
 import { numFlag } from "../../io/cli.ts";
 import { Progress } from "../../io/progress.ts";
 import { DEFAULT_SCALES } from "../../cam/image.ts";
@@ -60,10 +60,7 @@ const common = {
   /** Dataset kind; default: the run's (config.json), or `voc` when only `data` is given. */
   dataset: z.enum(["synthetic", "voc", "coco"]).optional(),
   /** Synthetic data set (default: the run's, else seed 0, "small"). */
-  synthetic: z.object({
-    seed: z.number().int().min(0).default(0),
-    size: z.enum(["tiny", "small", "medium"]).default("small"),
-  }).strict().optional(),
+  synthetic: SyntheticSchema.optional(),
   /** Inference scales relative to the image size. */
   scales: scales.default([...DEFAULT_SCALES]),
   /** Add the horizontally flipped image at every scale. */
@@ -133,19 +130,24 @@ export function parseScales(spec: string, flag = "--scales"): number[] {
 }
 
 /**
- * The `synthetic` option from `--synthetic-size` / `--synthetic-seed` (undefined when neither
- * is given; the schema checks the values).
+ * The `synthetic` option from `--synthetic-size` / `--synthetic-seed` / `--synthetic-variant`
+ * (undefined when none is given; the schema checks the values).
  */
 export function syntheticFlags(
   size: string | undefined,
   seed: string | undefined,
-): { size?: "tiny" | "small" | "medium"; seed?: number } | undefined {
-  if (size === undefined && seed === undefined) return undefined;
+  variant?: string,
+): { size?: "tiny" | "small" | "medium"; seed?: number; variant?: "v1" | "v2" } | undefined {
+  if (size === undefined && seed === undefined && variant === undefined) return undefined;
   const n = seed === undefined ? undefined : Number(seed);
   if (seed !== undefined && (seed.trim() === "" || !Number.isFinite(n))) {
     throw new ConfigError(`--synthetic-seed: expected a number, got "${seed}"`);
   }
-  return { size: size as "tiny" | "small" | "medium" | undefined, seed: n };
+  return {
+    size: size as "tiny" | "small" | "medium" | undefined,
+    seed: n,
+    variant: variant as "v1" | "v2" | undefined,
+  };
 }
 
 /** `node:util` parseArgs options shared by `deno task cam` and `deno task eval`. */
@@ -155,6 +157,7 @@ export const COMMON_FLAGS = {
   dataset: { type: "string" },
   "synthetic-size": { type: "string" },
   "synthetic-seed": { type: "string" },
+  "synthetic-variant": { type: "string" },
   split: { type: "string" },
   bg: { type: "string" },
   scales: { type: "string" },
@@ -168,7 +171,7 @@ export const COMMON_FLAGS = {
 /** Usage lines of {@link COMMON_FLAGS}. */
 export const COMMON_USAGE =
   `  [--data DIR] [--dataset synthetic|voc|coco] [--synthetic-size tiny|small|medium]
-  [--synthetic-seed S] [--split NAME] [--scales 0.5,1,1.5,2] [--flip | --no-flip] [--limit N]`;
+  [--synthetic-seed S] [--synthetic-variant v2|v1] [--split NAME] [--scales 0.5,1,1.5,2] [--flip | --no-flip] [--limit N]`;
 
 /** The options both tasks share, from parsed {@link COMMON_FLAGS} values. */
 export function commonFlagInput(f: Record<string, string | boolean | undefined>) {
@@ -179,7 +182,11 @@ export function commonFlagInput(f: Record<string, string | boolean | undefined>)
     ckpt: str("ckpt"),
     data: str("data"),
     dataset: str("dataset") as "synthetic" | "voc" | "coco" | undefined,
-    synthetic: syntheticFlags(str("synthetic-size"), str("synthetic-seed")),
+    synthetic: syntheticFlags(
+      str("synthetic-size"),
+      str("synthetic-seed"),
+      str("synthetic-variant"),
+    ),
     split: str("split"),
     bg: numFlag("bg", str("bg")),
     scales: scales === undefined ? undefined : parseScales(scales),

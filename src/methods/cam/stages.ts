@@ -16,7 +16,7 @@
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { exists } from "../../io/atomic.ts";
-import type { TrainConfig } from "../../io/config.ts";
+import { type SyntheticChoice, SyntheticSchema, type TrainConfig } from "../../io/config.ts";
 import { checkpointMetadata, train } from "../../train/train.ts";
 import { computeCams } from "./extract.ts";
 import { evaluate } from "./evaluate.ts";
@@ -38,10 +38,7 @@ export const CAM_FIELDS = {
   ocrLambda: z.number().min(0).optional(),
   ocrStart: z.number().min(0).max(1).optional(),
   /** Synthetic data set (default seed 0, "small"). */
-  synthetic: z.object({
-    seed: z.number().int().min(0).default(0),
-    size: z.enum(["tiny", "small", "medium"]).default("small"),
-  }).strict().optional(),
+  synthetic: SyntheticSchema.optional(),
   /** CAM classifier training steps (default: the train config's, 600). */
   camSteps: z.number().int().positive().optional(),
   /** CAMs (and AffinityNet labels) for only the first N train images (default: all). */
@@ -68,7 +65,7 @@ export interface CamStageOptions {
   ocr: boolean;
   ocrLambda?: number;
   ocrStart?: number;
-  synthetic?: { seed: number; size: "tiny" | "small" | "medium" };
+  synthetic?: Partial<SyntheticChoice>;
   camSteps?: number;
   trainLimit?: number;
   evalLimit?: number;
@@ -117,7 +114,7 @@ export function camData(o: CamStageOptions): {
       ...(t.synthetic !== undefined ? { synthetic: t.synthetic } : {}),
     };
   }
-  return { dataset: "synthetic", synthetic: o.synthetic ?? { seed: 0, size: "small" as const } };
+  return { dataset: "synthetic", synthetic: SyntheticSchema.parse(o.synthetic ?? {}) };
 }
 
 /** The CAM classifier's training config of a run. */
@@ -138,7 +135,7 @@ function camTrainConfig(o: CamStageOptions, runDir: string): Partial<TrainConfig
   }
   return {
     dataset: "synthetic",
-    synthetic: o.synthetic ?? { seed: 0, size: "small" as const },
+    synthetic: SyntheticSchema.parse(o.synthetic ?? {}),
     seed: o.seed,
     out: runDir,
     ...(o.camSteps ? { steps: o.camSteps } : {}),
