@@ -386,9 +386,24 @@ Deno.test("pipeline: stages run in order, a rerun skips finished stages, --from 
     }
     if (!r) throw new Error("no result");
     if (![1, 2, 4, 8, 16].includes(r.rwAlpha)) throw new Error(`rwAlpha ${r.rwAlpha}`);
-    for (const k of ["camMiou", "rwMiou", "ocRate"] as const) {
+    for (
+      const k of [
+        "camMiou",
+        "rwMiou",
+        "ocRate",
+        "camMiouTrain",
+        "rwMiouTrain",
+        "ocRateTrain",
+      ] as const
+    ) {
       if (!(r[k] >= 0 && r[k] <= 1)) throw new Error(`${k} = ${r[k]}`);
     }
+    // The train-split scores are of the train split's images (the peers' protocol).
+    const camTrain = JSON.parse(
+      await Deno.readTextFile(join(root, "eval-cam-train", "metrics.json")),
+    );
+    assertEquals([camTrain.split, camTrain.n_images], ["train", 8]);
+    assertEquals((await readCamFolder(join(root, "cam-train"))).images, 8);
     assertEquals((await readCamFolder(join(root, "cam-train"))).images, 8);
     const saved = JSON.parse(await Deno.readTextFile(join(root, "results.json")));
     assertEquals(saved.rwMiou, r.rwMiou);

@@ -40,7 +40,18 @@ Deno.test("registry: every method's stages, scores and schema agree", () => {
   }
   assertEquals(
     METHODS.affinitynet.stages.map((s) => s.name),
-    ["cam-train", "cams-train", "cams-val", "eval-cam", "affinity", "rw", "eval-rw"],
+    [
+      "cam-train",
+      "cams-train",
+      "cams-val",
+      "eval-cam",
+      "affinity",
+      "rw",
+      "eval-rw",
+      "eval-cam-train",
+      "rw-train",
+      "eval-rw-train",
+    ],
   );
 });
 

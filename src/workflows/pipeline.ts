@@ -27,15 +27,7 @@ import { getMethod, type MethodName, type METHODS, type ScoreOf } from "./regist
 export { RW_ALPHAS };
 
 /** The stage names of the default method (affinitynet), in order. */
-export const PIPELINE_STAGES: readonly [
-  "cam-train",
-  "cams-train",
-  "cams-val",
-  "eval-cam",
-  "affinity",
-  "rw",
-  "eval-rw",
-] = AFFINITYNET_STAGES;
+export const PIPELINE_STAGES: typeof AFFINITYNET_STAGES = AFFINITYNET_STAGES;
 
 /** Options of {@link runPipeline} with the default method (affinitynet). */
 export const PipelineSchema = AffinityNetSchema;

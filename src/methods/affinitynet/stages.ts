@@ -26,6 +26,7 @@ import {
   camsValStage,
   camTrainStage,
   evalCamStage,
+  evalCamTrainStage,
   trainingFinished,
 } from "../cam/stages.ts";
 import { fmtScore, type Method, methodSchema, runnerFields, type Stage } from "../method.ts";
@@ -41,6 +42,9 @@ export const AFFINITYNET_STAGES = [
   "affinity",
   "rw",
   "eval-rw",
+  "eval-cam-train",
+  "rw-train",
+  "eval-rw-train",
 ] as const;
 
 /** The random-walk background exponents a pipeline sweeps by default. */
@@ -72,9 +76,13 @@ export const AffinityNetSchema = methodSchema("affinitynet", {
 /** Resolved options of the `affinitynet` method. */
 export type AffinityNetOptions = z.infer<typeof AffinityNetSchema>;
 
-/** The AffinityNet folders of a run folder. */
-function paths(out: string) {
-  return { run: join(out, "affinity"), walk: join(out, "rw-val"), eval: join(out, "eval-rw") };
+/** The AffinityNet folders of a run folder (walks and their scores per split). */
+function paths(out: string, split: "train" | "val" = "val") {
+  return {
+    run: join(out, "affinity"),
+    walk: join(out, `rw-${split}`),
+    eval: join(out, split === "val" ? "eval-rw" : "eval-rw-train"),
+  };
 }
 
 /** `affinity`: AffinityNet on the train CAMs' confident labels (resumes an interrupted run). */
@@ -106,55 +114,77 @@ export const affinityStage: Stage<AffinityNetOptions> = {
   },
 };
 
-/** `rw`: the random walk of the val CAMs, one mask folder per alpha. */
-export const rwStage: Stage<AffinityNetOptions> = {
-  name: "rw",
-  about: "deno task rw on the val CAMs, background exponents 1/2/4/8/16 from one walk",
-  outputs: ["rw-val"],
-  run: async ({ o, out, stages, log, gpu, tty }) => {
-    const p = paths(out);
-    // The radius the affinity stage trained with (its checkpoint records it too; a record
-    // from before the radius was kept has none, and the walk then reads the checkpoint).
-    const radius = stages.affinity?.result.radius;
-    const r = await withProgress("rw", (onProgress) =>
-      computeRandomWalk({
-        ckpt: p.run,
-        cams: camPaths(out).val,
-        out: p.walk,
-        alpha: o.alpha,
-        ...(typeof radius === "number" ? { radius } : {}),
-      }, { gpu, log, onProgress }), { write: log, tty });
-    return { images: r.images, masks: r.masks };
-  },
-};
-
-/** `eval-rw`: each alpha's masks scored on val; the best alpha's mIoU is the RW mIoU. */
-export const evalRwStage: Stage<AffinityNetOptions> = {
-  name: "eval-rw",
-  about: "deno task eval --masks of each alpha's masks; the best one is the RW mIoU",
-  outputs: ["eval-rw"],
-  run: async ({ o, out, stages, stagesPath, log, gpu, tty }) => {
-    const dirs = stages.rw.result.masks as { alpha: number; dir: string }[] | undefined;
-    if (!Array.isArray(dirs)) {
-      throw new TrainError(`${stagesPath}: the rw stage lists no mask folders; rerun --from rw`);
-    }
-    const sweep: { alpha: number; miou: number | null }[] = [];
-    for (const { alpha, dir } of dirs) {
-      const m = await withProgress("eval", (onProgress) =>
-        evaluate({
-          masks: dir,
-          ...camData(o),
-          split: o.evalSplit ?? "val",
-          limit: o.evalLimit,
-          out: join(paths(out).eval, `alpha-${alpha}`),
+/**
+ * A random-walk stage: the walk of one split's CAMs, one mask folder per alpha (`rw` on val,
+ * `rw-train` on train).
+ */
+function rwStageFor(split: "train" | "val"): Stage<AffinityNetOptions> {
+  return {
+    name: split === "val" ? "rw" : "rw-train",
+    about: `deno task rw on the ${split} CAMs, background exponents 1/2/4/8/16 from one walk`,
+    outputs: [`rw-${split}`],
+    run: async ({ o, out, stages, log, gpu, tty }) => {
+      const p = paths(out, split);
+      // The radius the affinity stage trained with (its checkpoint records it too; a record
+      // from before the radius was kept has none, and the walk then reads the checkpoint).
+      const radius = stages.affinity?.result.radius;
+      const r = await withProgress("rw", (onProgress) =>
+        computeRandomWalk({
+          ckpt: p.run,
+          cams: split === "val" ? camPaths(out).val : camPaths(out).train,
+          out: p.walk,
+          alpha: o.alpha,
+          ...(typeof radius === "number" ? { radius } : {}),
         }, { gpu, log, onProgress }), { write: log, tty });
-      sweep.push({ alpha, miou: m.miou });
-    }
-    const best = sweep.reduce((a, b) => ((b.miou ?? -1) > (a.miou ?? -1) ? b : a));
-    log(`alpha sweep: ${sweep.map((s) => `${s.alpha}: ${fmtScore(s.miou ?? NaN)}`).join(", ")}`);
-    return { miou: best.miou, alpha: best.alpha, sweep };
-  },
-};
+      return { images: r.images, masks: r.masks };
+    },
+  };
+}
+
+/**
+ * An RW evaluation stage: each alpha's masks scored on the split; the best alpha's mIoU is
+ * the RW mIoU (`eval-rw` on val, `eval-rw-train` on train).
+ */
+function evalRwStageFor(split: "train" | "val"): Stage<AffinityNetOptions> {
+  const rw = split === "val" ? "rw" : "rw-train";
+  const name = split === "val" ? "eval-rw" : "eval-rw-train";
+  return {
+    name,
+    about: `deno task eval --masks of each alpha's ${split} masks; the best one is the RW mIoU`,
+    outputs: [name],
+    run: async ({ o, out, stages, stagesPath, log, gpu, tty }) => {
+      const dirs = stages[rw]?.result.masks as { alpha: number; dir: string }[] | undefined;
+      if (!Array.isArray(dirs)) {
+        throw new TrainError(
+          `${stagesPath}: the ${rw} stage lists no mask folders; rerun --from ${rw}`,
+        );
+      }
+      const sweep: { alpha: number; miou: number | null }[] = [];
+      for (const { alpha, dir } of dirs) {
+        const m = await withProgress("eval", (onProgress) =>
+          evaluate({
+            masks: dir,
+            ...camData(o),
+            split: split === "val" ? o.evalSplit ?? "val" : "train",
+            limit: split === "val" ? o.evalLimit : o.trainLimit,
+            out: join(paths(out, split).eval, `alpha-${alpha}`),
+          }, { gpu, log, onProgress }), { write: log, tty });
+        sweep.push({ alpha, miou: m.miou });
+      }
+      const best = sweep.reduce((a, b) => ((b.miou ?? -1) > (a.miou ?? -1) ? b : a));
+      log(
+        `alpha sweep (${split}): ` +
+          sweep.map((s) => `${s.alpha}: ${fmtScore(s.miou ?? NaN)}`).join(", "),
+      );
+      return { miou: best.miou, alpha: best.alpha, sweep, split };
+    },
+  };
+}
+
+/** `rw`: the random walk of the val CAMs, one mask folder per alpha. */
+export const rwStage: Stage<AffinityNetOptions> = rwStageFor("val");
+/** `eval-rw`: each alpha's val masks scored; the best alpha's mIoU is the RW mIoU. */
+export const evalRwStage: Stage<AffinityNetOptions> = evalRwStageFor("val");
 
 const BY_NAME: Record<(typeof AFFINITYNET_STAGES)[number], Stage<AffinityNetOptions>> = {
   "cam-train": camTrainStage,
@@ -164,15 +194,27 @@ const BY_NAME: Record<(typeof AFFINITYNET_STAGES)[number], Stage<AffinityNetOpti
   affinity: affinityStage,
   rw: rwStage,
   "eval-rw": evalRwStage,
+  "eval-cam-train": evalCamTrainStage,
+  "rw-train": rwStageFor("train"),
+  "eval-rw-train": evalRwStageFor("train"),
 };
 
 /** The `affinitynet` method's score names. */
-export type AffinityNetScore = "camMiou" | "camBg" | "ocRate" | "rwMiou" | "rwAlpha" | "map";
+export type AffinityNetScore =
+  | "camMiou"
+  | "camBg"
+  | "ocRate"
+  | "rwMiou"
+  | "rwAlpha"
+  | "camMiouTrain"
+  | "ocRateTrain"
+  | "rwMiouTrain"
+  | "map";
 
 /** psa's AffinityNet after the CAM classifier: affinity training, random walk, evaluation. */
 export const AFFINITYNET: Method<typeof AffinityNetSchema, AffinityNetScore> = {
   name: "affinitynet",
-  about: "psa: CAM classifier → AffinityNet → random walk, scored on val",
+  about: "psa: CAM classifier → AffinityNet → random walk, scored on val and train",
   schema: AffinityNetSchema,
   stages: AFFINITYNET_STAGES.map((n) => BY_NAME[n]),
   results: [
@@ -181,15 +223,21 @@ export const AFFINITYNET: Method<typeof AffinityNetSchema, AffinityNetScore> = {
     CAM_RESULTS.ocRate,
     { key: "rwMiou", stage: "eval-rw", field: "miou" },
     { key: "rwAlpha", stage: "eval-rw", field: "alpha" },
+    { key: "camMiouTrain", stage: "eval-cam-train", field: "miou" },
+    { key: "ocRateTrain", stage: "eval-cam-train", field: "oc_rate" },
+    { key: "rwMiouTrain", stage: "eval-rw-train", field: "miou" },
     CAM_RESULTS.map,
   ],
   table: [
-    { key: "camMiou", header: "CAM mIoU" },
-    { key: "rwMiou", header: "RW mIoU" },
-    { key: "ocRate", header: "OC-error rate (unrestricted CAM)" },
-    { key: "map", header: "mAP" },
+    { key: "camMiouTrain", header: "CAM mIoU (train)" },
+    { key: "rwMiouTrain", header: "RW mIoU (train)" },
+    { key: "camMiou", header: "CAM mIoU (val)" },
+    { key: "rwMiou", header: "RW mIoU (val)" },
+    { key: "ocRate", header: "OC-error rate (val, unrestricted CAM)" },
+    { key: "map", header: "mAP (val)" },
   ],
   summary: (r) =>
-    `CAM mIoU ${fmtScore(r.camMiou)} (bg ${r.camBg}), RW mIoU ${fmtScore(r.rwMiou)} ` +
+    `train: CAM mIoU ${fmtScore(r.camMiouTrain)}, RW mIoU ${fmtScore(r.rwMiouTrain)}; ` +
+    `val: CAM mIoU ${fmtScore(r.camMiou)} (bg ${r.camBg}), RW mIoU ${fmtScore(r.rwMiou)} ` +
     `(alpha ${r.rwAlpha}), OC-error ${fmtScore(r.ocRate)}, mAP ${fmtScore(r.map)}`,
 };

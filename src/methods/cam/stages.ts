@@ -193,25 +193,38 @@ export const camsTrainStage: Stage<CamStageOptions> = camsStage("train");
 /** `cams-val`: the CAM folder of the val split. */
 export const camsValStage: Stage<CamStageOptions> = camsStage("val");
 
+/**
+ * A CAM evaluation stage: pseudo-mask mIoU (best of the sweep) and OC-error rate on the val
+ * split (`eval-cam`, into `<out>/eval-cam`) or on the train split (`eval-cam-train`, the split
+ * psa, SEAM and MCTformer report their seeds and pseudo masks on).
+ */
+function evalCamStageFor(split: "train" | "val"): Stage<CamStageOptions> {
+  const name = split === "val" ? "eval-cam" : "eval-cam-train";
+  return {
+    name,
+    about: `deno task eval of the CAMs on ${split}: mIoU at the best background threshold, ` +
+      "OC-error rate",
+    outputs: [name],
+    run: async ({ o, out, log, gpu, tty }) => {
+      const p = camPaths(out);
+      const m = await withProgress("eval", (onProgress) =>
+        evaluate({
+          ckpt: p.ckpt,
+          split: split === "val" ? o.evalSplit ?? "val" : "train",
+          sweep: o.sweep,
+          limit: split === "val" ? o.evalLimit : o.trainLimit,
+          out: join(out, name),
+          ...(o.scales ? { scales: o.scales } : {}),
+        }, { gpu, log, onProgress }), { write: log, tty });
+      return { miou: m.miou, oc_rate: m.oc_rate, bg: m.bg_threshold, split: m.split };
+    },
+  };
+}
+
 /** `eval-cam`: CAM pseudo-mask mIoU (best of the sweep) and OC-error rate on val. */
-export const evalCamStage: Stage<CamStageOptions> = {
-  name: "eval-cam",
-  about: "deno task eval of the CAMs on val: mIoU at the best background threshold, OC-error rate",
-  outputs: ["eval-cam"],
-  run: async ({ o, out, log, gpu, tty }) => {
-    const p = camPaths(out);
-    const m = await withProgress("eval", (onProgress) =>
-      evaluate({
-        ckpt: p.ckpt,
-        split: o.evalSplit ?? "val",
-        sweep: o.sweep,
-        limit: o.evalLimit,
-        out: p.eval,
-        ...(o.scales ? { scales: o.scales } : {}),
-      }, { gpu, log, onProgress }), { write: log, tty });
-    return { miou: m.miou, oc_rate: m.oc_rate, bg: m.bg_threshold };
-  },
-};
+export const evalCamStage: Stage<CamStageOptions> = evalCamStageFor("val");
+/** `eval-cam-train`: the same on the train split. */
+export const evalCamTrainStage: Stage<CamStageOptions> = evalCamStageFor("train");
 
 /** The CAM stages' scores for results.json (a method lists the ones it reports). */
 export const CAM_RESULTS = {
