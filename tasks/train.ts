@@ -4,13 +4,15 @@
  */
 import { ConfigError, resolveTrainConfig } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
+import { syntheticFlags } from "../src/methods/cam/options.ts";
 import { train } from "../src/train/train.ts";
 
 const USAGE =
   `usage: deno task train [--config cfg.json] [--data DIR] [--dataset voc|coco|synthetic]
   [--model tiny|resnet18|resnet34|resnet50] [--weights FILE.safetensors] [--out runs/NAME]
   [--steps N] [--batch B] [--size PX] [--lr LR] [--seed S] [--ocr] [--ocr-lambda L] [--ocr-start F]
-  [--tags mask|xml|xml-nondifficult (VOC image tags; default mask)] [--resume]`;
+  [--tags mask|xml|xml-nondifficult (VOC image tags; default mask)] [--resume]
+  [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--synthetic-variant v2|v1]`;
 
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
@@ -18,6 +20,9 @@ await runMain(async () => {
     data: { type: "string" },
     dataset: { type: "string" },
     tags: { type: "string" },
+    "synthetic-size": { type: "string" },
+    "synthetic-seed": { type: "string" },
+    "synthetic-variant": { type: "string" },
     model: { type: "string" },
     weights: { type: "string" },
     out: { type: "string" },
@@ -42,6 +47,11 @@ await runMain(async () => {
     data: f.data,
     dataset: f.dataset,
     tags: f.tags,
+    synthetic: syntheticFlags(
+      f["synthetic-size"],
+      f["synthetic-seed"],
+      f["synthetic-variant"],
+    ),
     model: f.model,
     weights: f.weights,
     out: f.out,

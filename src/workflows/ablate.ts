@@ -9,7 +9,7 @@
  */
 import { join } from "node:path";
 import { writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
-import type { TrainConfig, TrainConfigInput } from "../io/config.ts";
+import type { TrainConfigInput } from "../io/config.ts";
 import { fmtScore } from "../methods/method.ts";
 import { meanStd, type PipelineHooks, runPipeline, scoreTable } from "./pipeline.ts";
 import { getMethod, type MethodName } from "./registry.ts";
