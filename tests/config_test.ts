@@ -12,12 +12,12 @@ Deno.test("config: defaults, file, flags layer in order", async () => {
   const path = `${dir}/cfg.json`;
   await Deno.writeTextFile(
     path,
-    JSON.stringify({ steps: 50, ocr: { enabled: true, lambda: 0.1 } }),
+    JSON.stringify({ steps: 50, ocr: { enabled: true, lambda: 0.2 } }),
   );
   const cfg = await resolveTrainConfig(path, { steps: 7, ocr: { margin: 0.5 } });
   assertEquals(cfg.steps, 7);
   assertEquals(cfg.ocr.enabled, true);
-  assertEquals(cfg.ocr.lambda, 0.1);
+  assertEquals(cfg.ocr.lambda, 0.2);
   assertEquals(cfg.ocr.margin, 0.5);
   assertEquals(cfg.ocr.tauAct, 0.3);
   assertEquals(cfg.model, "tiny");

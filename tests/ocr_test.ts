@@ -208,7 +208,7 @@ Deno.test("ocr: ties in the argmax and the relevance resolve to the lowest index
     tags: Float32Array.of(0, 1, 0, 1),
     prior: Float32Array.from({ length: 16 }, (_, i) => (i % 5 === 0 ? 1 : 0)),
   };
-  const ref = ocrLossReference(h.z, h.shape, h.tags, h.prior, { tauRel: 2 });
+  const ref = ocrLossReference(h.z, h.shape, h.tags, h.prior, { tauRel: 2, lambda: 0.3 });
   assertEquals([...ref.role], [-1, 1, 0, 0], "roles of the hand-checked pixel");
   assertClose([ref.loss], [0.3 * Math.log(2)], { rtol: 1e-12 }, "hand-checked loss");
   await compare(gpu, h, { tauRel: 2 }, "hand-checked tie");
@@ -258,7 +258,8 @@ Deno.test("ocr: a batch without OC pixels gives zero loss and gradient, no NaN",
     assertEquals(got.ocPixels, 0);
     assertEquals(got.grad.every((g) => g === 0), true, "all-zero gradient");
     assertEquals(got.stats[3], m.norm === "oc" ? 1 : 36, "normaliser");
-    assertClose([got.stats[4]], [m.norm === "oc" ? 0.3 : 0.3 / 36], { rtol: 1e-6 }, "scale");
+    const lambda = OCR_DEFAULTS.lambda; // scale = lambda / normaliser
+    assertClose([got.stats[4]], [m.norm === "oc" ? lambda : lambda / 36], { rtol: 1e-6 }, "scale");
     // Accumulating adds nothing.
     const init = randArray(k.z.length, 7);
     const acc = await runGpu(gpu, k, m, init);

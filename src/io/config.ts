@@ -4,20 +4,21 @@
  * @module
  */
 import { z } from "npm:zod@4.6.7";
+import { OCR_DEFAULTS } from "../losses/ocr.ts";
 import { VOC_TAG_MODES } from "../data/classes.ts";
 
 /** OCR loss knobs (docs/ocr.md#knobs), all with the documented defaults. */
 export const OcrConfigSchema = z.object({
   enabled: z.boolean().default(false),
-  lambda: z.number().min(0).default(0.1),
-  tauAct: z.number().min(0).max(1).default(0.3),
-  alpha: z.number().min(0).max(1).default(0.5),
-  tauRel: z.number().min(0).max(1).default(0.5),
-  temperature: z.number().positive().default(1),
-  margin: z.number().min(0).default(0),
-  grad: z.enum(["both", "oc_only"]).default("both"),
-  norm: z.enum(["all", "oc"]).default("all"),
-  start: z.number().min(0).max(1).default(0.3),
+  lambda: z.number().min(0).default(OCR_DEFAULTS.lambda),
+  tauAct: z.number().min(0).max(1).default(OCR_DEFAULTS.tauAct),
+  alpha: z.number().min(0).max(1).default(OCR_DEFAULTS.alpha),
+  tauRel: z.number().min(0).max(1).default(OCR_DEFAULTS.tauRel),
+  temperature: z.number().positive().default(OCR_DEFAULTS.temperature),
+  margin: z.number().min(0).default(OCR_DEFAULTS.margin),
+  grad: z.enum(["both", "oc_only"]).default(OCR_DEFAULTS.grad),
+  norm: z.enum(["all", "oc"]).default(OCR_DEFAULTS.norm),
+  start: z.number().min(0).max(1).default(OCR_DEFAULTS.start),
 }).strict();
 
 /**
