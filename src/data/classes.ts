@@ -29,18 +29,8 @@ export const VOC_CLASSES: readonly string[] = Object.freeze([
   "tvmonitor",
 ]);
 
-/**
- * Where the VOC reader takes an image's training tags from (docs/data.md#image-tags):
- * - `mask`: the classes in its segmentation mask (`SegmentationClassAug/<id>.png`, else
- *   `SegmentationClass/<id>.png`), the convention of the image-level label files that the WSSS
- *   code bases train VOC with (the default);
- * - `xml`: the classes of all objects of `Annotations/<id>.xml`;
- * - `xml-nondifficult`: the classes of its objects not marked `<difficult>1`.
- */
-export const VOC_TAG_MODES = ["mask", "xml", "xml-nondifficult"] as const;
-
-/** One of {@link VOC_TAG_MODES}. */
-export type VocTagMode = typeof VOC_TAG_MODES[number];
+// The tag modes are config values: defined beside the config schema (src/io/config.ts).
+export { VOC_TAG_MODES, type VocTagMode } from "../io/config.ts";
 
 /** One COCO category as found in `instances_*.json`. */
 export interface CocoCategory {

@@ -5,7 +5,19 @@
  */
 import { z } from "npm:zod@4.6.7";
 import { OCR_DEFAULTS } from "../losses/ocr.ts";
-import { VOC_TAG_MODES } from "../data/classes.ts";
+
+/**
+ * Where the VOC reader takes an image's training tags from (docs/data.md#image-tags):
+ * - `mask`: the classes in its segmentation mask (`SegmentationClassAug/<id>.png`, else
+ *   `SegmentationClass/<id>.png`), the convention of the image-level label files that the WSSS
+ *   code bases train VOC with (the default);
+ * - `xml`: the classes of all objects of `Annotations/<id>.xml`;
+ * - `xml-nondifficult`: the classes of its objects not marked `<difficult>1`.
+ */
+export const VOC_TAG_MODES = ["mask", "xml", "xml-nondifficult"] as const;
+
+/** One of {@link VOC_TAG_MODES}. */
+export type VocTagMode = typeof VOC_TAG_MODES[number];
 
 /** OCR loss knobs (docs/ocr.md#knobs), all with the documented defaults. */
 export const OcrConfigSchema = z.object({
