@@ -16,7 +16,12 @@
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { exists } from "../../io/atomic.ts";
-import { type SyntheticChoice, SyntheticSchema, type TrainConfig } from "../../io/config.ts";
+import {
+  type SyntheticChoice,
+  SyntheticSchema,
+  type TrainConfig,
+  TrainConfigSchema,
+} from "../../io/config.ts";
 import { checkpointMetadata, train } from "../../train/train.ts";
 import { computeCams } from "./extract.ts";
 import { evaluate } from "./evaluate.ts";
@@ -39,7 +44,7 @@ export const CAM_FIELDS = {
   ocrStart: z.number().min(0).max(1).optional(),
   /** Synthetic data set (default seed 0, "small"). */
   synthetic: SyntheticSchema.optional(),
-  /** CAM classifier training steps (default: the train config's, 600). */
+  /** CAM classifier training steps (default: the train config's). */
   camSteps: z.number().int().positive().optional(),
   /** CAMs (and AffinityNet labels) for only the first N train images (default: all). */
   trainLimit: z.number().int().positive().optional(),
@@ -146,7 +151,7 @@ function camTrainConfig(o: CamStageOptions, runDir: string): Partial<TrainConfig
 /** `cam-train`: the CAM classifier (resumes an interrupted run). */
 export const camTrainStage: Stage<CamStageOptions> = {
   name: "cam-train",
-  about: "deno task train (600 steps by default; --ocr adds OCR)",
+  about: `deno task train (${TrainConfigSchema.parse({}).steps} steps by default; --ocr adds OCR)`,
   outputs: ["cam"],
   restart: true,
   done: async ({ out }) => {
