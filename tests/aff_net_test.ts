@@ -7,6 +7,7 @@
  */
 import { join } from "node:path";
 import { Tensor } from "../src/gpu/tensor.ts";
+import type { GpuContext } from "../src/gpu/context.ts";
 import { zeroGrads } from "../src/autograd/param.ts";
 import { Tape } from "../src/autograd/tape.ts";
 import { createAffinityNet } from "../src/methods/affinitynet/model.ts";
@@ -168,23 +169,29 @@ Deno.test("walkedMasks: per-alpha argmax over its background and the classes, cr
 
 const SYNTH = { seed: 0, size: "tiny" as const };
 
+/** A briefly trained CAM classifier's train-split CAM folder `<root>/cam-train`. */
+async function camFolder(
+  root: string,
+  hooks: { gpu: GpuContext; log: (l: string) => void; tty: boolean },
+  o: { steps: number; batch: number; size: number; limit: number },
+): Promise<string> {
+  const camRun = join(root, "cam");
+  const { limit, ...t } = o;
+  await train({ dataset: "synthetic", synthetic: SYNTH, ...t, out: camRun, logEvery: o.steps }, {
+    ...hooks,
+    skipEval: true,
+  });
+  const camDir = join(root, "cam-train");
+  await computeCams({ ckpt: camRun, split: "train", out: camDir, scales: [1], limit }, hooks);
+  return camDir;
+}
+
 Deno.test("AffinityNet training: loss falls, resume is bit-exact, random walk writes masks", async () => {
   const gpu = await testGpu();
   const root = await Deno.makeTempDir();
   const quiet = { gpu, log: () => {}, tty: false };
   try {
-    const camRun = join(root, "cam");
-    await train({
-      dataset: "synthetic",
-      synthetic: SYNTH,
-      steps: 6,
-      batch: 4,
-      size: 72,
-      out: camRun,
-      logEvery: 6,
-    }, { ...quiet, skipEval: true });
-    const camDir = join(root, "cam-train");
-    await computeCams({ ckpt: camRun, split: "train", out: camDir, scales: [1], limit: 12 }, quiet);
+    const camDir = await camFolder(root, quiet, { steps: 6, batch: 4, size: 72, limit: 12 });
     const base = {
       cams: camDir,
       steps: 8,
@@ -241,18 +248,7 @@ Deno.test("AffinityNet radius: stored in the checkpoint, walked with; a failed f
   const root = await Deno.makeTempDir();
   const quiet = { gpu, log: () => {}, tty: false };
   try {
-    const camRun = join(root, "cam");
-    await train({
-      dataset: "synthetic",
-      synthetic: SYNTH,
-      steps: 2,
-      batch: 2,
-      size: 48,
-      out: camRun,
-      logEvery: 2,
-    }, { ...quiet, skipEval: true });
-    const camDir = join(root, "cam-train");
-    await computeCams({ ckpt: camRun, split: "train", out: camDir, scales: [1], limit: 4 }, quiet);
+    const camDir = await camFolder(root, quiet, { steps: 2, batch: 2, size: 48, limit: 4 });
     const aff = join(root, "aff");
     const r = await trainAffinity({ cams: camDir, steps: 2, batch: 2, radius: 3, out: aff }, quiet);
     assertEquals(r.radius, 3);
