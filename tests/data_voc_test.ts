@@ -16,7 +16,7 @@ import { child, parseXml } from "../src/data/xml.ts";
 import { decodeGreyMask, decodePaletteMask } from "./independent_png.ts";
 import { assertEquals, assertRejects } from "./util.ts";
 
-const SEED = 7;
+const SEED = 12; // a seed whose tiny tree has difficult-only classes (the tag modes differ)
 const dir = await Deno.makeTempDir({ prefix: "ocr-voc-test-" });
 const tree = await synthesize({ out: dir, seed: SEED, size: "tiny" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
