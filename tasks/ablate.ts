@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import { resolveTrainConfig, validate } from "../src/io/config.ts";
+import { syntheticFlags } from "../src/methods/cam/options.ts";
 import { getMethod, METHOD_NAMES, type MethodName } from "../src/workflows/registry.ts";
 import {
   ABLATION_DEFAULTS,
@@ -21,7 +22,8 @@ import {
 const USAGE =
   `usage: deno task ablate [--out runs/ablate] [--seeds 0,1,2] [--steps N] [--config cfg.json]
   [--ocr-lambda L] [--ocr-start F] [--split val] [--sweep 0.05:0.6:0.05] [--limit N] [--jobs N]
-  [--only SETTING-sSEED] [--method ${METHOD_NAMES.join("|")} (default cam)]`;
+  [--only SETTING-sSEED] [--method ${METHOD_NAMES.join("|")} (default cam)]
+  [--synthetic-size tiny|small|medium] [--synthetic-variant v2|v1]`;
 
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
@@ -37,6 +39,8 @@ await runMain(async () => {
     jobs: { type: "string" },
     only: { type: "string" },
     method: { type: "string" },
+    "synthetic-size": { type: "string" },
+    "synthetic-variant": { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (f.help) return console.log(USAGE);
@@ -51,6 +55,7 @@ await runMain(async () => {
   const base = await resolveTrainConfig(f.config, {
     ...(f.config ? {} : ABLATION_DEFAULTS),
     steps: numFlag("steps", f.steps),
+    synthetic: syntheticFlags(f["synthetic-size"], undefined, f["synthetic-variant"]),
     ocr: {
       lambda: numFlag("ocr-lambda", f["ocr-lambda"]),
       start: numFlag("ocr-start", f["ocr-start"]),
