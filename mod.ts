@@ -114,13 +114,23 @@ export { CamError } from "./src/methods/cam/options.ts";
 export { openDataset } from "./src/data/dataset.ts";
 export type { Dataset, Sample } from "./src/data/base.ts";
 export { type Batch, batches } from "./src/data/stream.ts";
-export { ensureSynthetic, synthesize } from "./src/data/synthetic.ts";
+export {
+  DEFAULT_SYNTH_VARIANT,
+  ensureSynthetic,
+  SYNTH_VARIANTS,
+  synthesize,
+} from "./src/data/synthetic.ts";
 export { VOC_CLASSES, VOC_TAG_MODES, type VocTagMode } from "./src/data/classes.ts";
 export { decodeLabelPng, encodeLabelPng, VOC_PALETTE } from "./src/data/png.ts";
 
 // Training, evaluation, files.
 export { train, type TrainResult } from "./src/train/train.ts";
-export { type TrainConfig, TrainConfigSchema } from "./src/io/config.ts";
+export {
+  type SyntheticChoice,
+  type TrainConfig,
+  type TrainConfigInput,
+  TrainConfigSchema,
+} from "./src/io/config.ts";
 export * from "./src/eval/mod.ts";
 export {
   buildReportHtml,
@@ -166,6 +176,7 @@ export {
   trainAffinity,
 } from "./src/methods/affinitynet/train.ts";
 export { type AffinityConfig, AffinityConfigSchema } from "./src/io/config.ts";
+export { AFFINITYNET_STAGES } from "./src/methods/affinitynet/stages.ts";
 export {
   PIPELINE_STAGES,
   type PipelineInput,
@@ -191,7 +202,13 @@ export { readSafetensors, writeSafetensors } from "./src/io/safetensors.ts";
 export type { BaseOptimizer, LrMultipliers } from "./src/optim/sgd.ts";
 export type { AugmentOptions, ColorJitter } from "./src/data/augment.ts";
 export type { BatchOptions } from "./src/data/stream.ts";
-export type { EnsureSyntheticOptions, SynthOptions, SynthSize } from "./src/data/synthetic.ts";
+export type {
+  EnsureSyntheticOptions,
+  SynthOptions,
+  SynthSize,
+  SynthVariant,
+  VariantSpec,
+} from "./src/data/synthetic.ts";
 export type { OpenDatasetOptions } from "./src/data/dataset.ts";
 export type { DataWarning, SkippedItem } from "./src/data/base.ts";
 export type { LabelImage } from "./src/data/png.ts";

@@ -11,6 +11,7 @@ export class DataError extends Error {
   /** What is wrong, without the path. */
   readonly problem: string;
 
+  /** `path`: the offending file; `problem`: what is wrong with it. */
   constructor(path: string, problem: string, options?: { cause?: unknown }) {
     super(`${path}: ${problem}`, options);
     this.name = "DataError";

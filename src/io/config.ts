@@ -44,7 +44,7 @@ export const SyntheticSchema = z.object({
 }).strict();
 
 /** A resolved synthetic data set choice. */
-export type SyntheticChoice = z.infer<typeof SyntheticSchema>;
+export type SyntheticChoice = TrainConfig["synthetic"];
 
 /** Data augmentation used for training (psa/SEAM style). */
 export const AugmentSchema = z.object({
@@ -134,12 +134,19 @@ export function defaultLr(optimizer: "sgd" | "adamw"): number {
 /** A resolved training config. */
 export type TrainConfig = z.infer<typeof TrainConfigSchema>;
 /** A training config as given (every field optional, nested defaults filled on validation). */
-export type TrainConfigInput = z.input<typeof TrainConfigSchema>;
+export type TrainConfigInput =
+  & Partial<Omit<TrainConfig, "synthetic" | "ocr" | "augment">>
+  & {
+    synthetic?: Partial<TrainConfig["synthetic"]>;
+    ocr?: Partial<TrainConfig["ocr"]>;
+    augment?: Partial<TrainConfig["augment"]>;
+  };
 /** Resolved OCR options. */
 export type OcrConfig = z.infer<typeof OcrConfigSchema>;
 
 /** A config or flag error; the message names the field. */
 export class ConfigError extends Error {
+  /** Always "ConfigError". */
   override name = "ConfigError";
 }
 

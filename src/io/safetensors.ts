@@ -28,6 +28,7 @@ export interface SafeTensors {
  * is loaded into; the message names the file and the problem.
  */
 export class SafetensorsError extends Error {
+  /** Always "SafetensorsError". */
   override name = "SafetensorsError";
 }
 

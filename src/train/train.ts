@@ -39,6 +39,7 @@ import { openTrainingData, type TrainingData } from "./data.ts";
 
 /** Raised for training failures (NaN loss, bad run folder); the message says what to do. */
 export class TrainError extends Error {
+  /** Always "TrainError". */
   override name = "TrainError";
 }
 

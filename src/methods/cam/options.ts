@@ -13,6 +13,7 @@ import { DEFAULT_SCALES } from "../../cam/image.ts";
 
 /** Errors of CAM extraction/evaluation inputs; the message names the file or image. */
 export class CamError extends Error {
+  /** Always "CamError". */
   override name = "CamError";
 }
 
