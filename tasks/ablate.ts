@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import { resolveTrainConfig, validate } from "../src/io/config.ts";
-import { syntheticFlags } from "../src/methods/cam/options.ts";
+import { syntheticFromFlags } from "../src/methods/cam/options.ts";
 import { getMethod, METHOD_NAMES, type MethodName } from "../src/workflows/registry.ts";
 import {
   ABLATION_DEFAULTS,
@@ -55,7 +55,7 @@ await runMain(async () => {
   const base = await resolveTrainConfig(f.config, {
     ...(f.config ? {} : ABLATION_DEFAULTS),
     steps: numFlag("steps", f.steps),
-    synthetic: syntheticFlags(f["synthetic-size"], undefined, f["synthetic-variant"]),
+    synthetic: syntheticFromFlags(f),
     ocr: {
       lambda: numFlag("ocr-lambda", f["ocr-lambda"]),
       start: numFlag("ocr-start", f["ocr-start"]),

@@ -9,7 +9,12 @@ import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { ConfigError, validate } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
-import { asUserError, parseScales, syntheticFlags } from "../src/methods/cam/options.ts";
+import {
+  asUserError,
+  parseScales,
+  SYNTHETIC_FLAGS,
+  syntheticFromFlags,
+} from "../src/methods/cam/options.ts";
 import { runComparison, runPipeline } from "../src/workflows/pipeline.ts";
 import { getMethod, METHOD_NAMES, type MethodName, METHODS } from "../src/workflows/registry.ts";
 
@@ -47,9 +52,7 @@ await runMain(async () => {
     sweep: { type: "string" },
     alpha: { type: "string" },
     scales: { type: "string" },
-    "synthetic-size": { type: "string" },
-    "synthetic-seed": { type: "string" },
-    "synthetic-variant": { type: "string" },
+    ...SYNTHETIC_FLAGS,
     from: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
@@ -72,11 +75,7 @@ await runMain(async () => {
     sweep: f.sweep,
     alpha: f.alpha === undefined ? undefined : parseScales(f.alpha, "--alpha"),
     scales: f.scales === undefined ? undefined : parseScales(f.scales),
-    synthetic: syntheticFlags(
-      f["synthetic-size"],
-      f["synthetic-seed"],
-      f["synthetic-variant"],
-    ),
+    synthetic: syntheticFromFlags(f),
     from: f.from,
   };
   // Only the options given: a method's schema rejects options it does not have.

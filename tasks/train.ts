@@ -4,7 +4,7 @@
  */
 import { ConfigError, resolveTrainConfig } from "../src/io/config.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
-import { syntheticFlags } from "../src/methods/cam/options.ts";
+import { SYNTHETIC_FLAGS, syntheticFromFlags } from "../src/methods/cam/options.ts";
 import { train } from "../src/train/train.ts";
 
 const USAGE =
@@ -20,9 +20,7 @@ await runMain(async () => {
     data: { type: "string" },
     dataset: { type: "string" },
     tags: { type: "string" },
-    "synthetic-size": { type: "string" },
-    "synthetic-seed": { type: "string" },
-    "synthetic-variant": { type: "string" },
+    ...SYNTHETIC_FLAGS,
     model: { type: "string" },
     weights: { type: "string" },
     out: { type: "string" },
@@ -47,11 +45,7 @@ await runMain(async () => {
     data: f.data,
     dataset: f.dataset,
     tags: f.tags,
-    synthetic: syntheticFlags(
-      f["synthetic-size"],
-      f["synthetic-seed"],
-      f["synthetic-variant"],
-    ),
+    synthetic: syntheticFromFlags(f),
     model: f.model,
     weights: f.weights,
     out: f.out,

@@ -9,9 +9,9 @@ import { OCR_DEFAULTS } from "../losses/ocr.ts";
 /**
  * Where the VOC reader takes an image's training tags from (docs/data.md#image-tags):
  * - `mask`: the classes in its segmentation mask (`SegmentationClassAug/<id>.png`, else
- *   `SegmentationClass/<id>.png`), the convention of the image-level label files that the WSSS
- *   code bases train VOC with (the default);
- * - `xml`: the classes of all objects of `Annotations/<id>.xml`;
+ *   `SegmentationClass/<id>.png`; the default: every object the mask shows is a tag);
+ * - `xml`: the classes of all objects of `Annotations/<id>.xml`, difficult ones included (what
+ *   psa's and SEAM's `cls_labels.npy` hold);
  * - `xml-nondifficult`: the classes of its objects not marked `<difficult>1`.
  */
 export const VOC_TAG_MODES = ["mask", "xml", "xml-nondifficult"] as const;

@@ -156,15 +156,7 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
     });
 
   const batches = data.batches(position);
-  const nextBatch = async () => {
-    const next = await batches.next();
-    if (next.done) throw new TrainError("the data stream ended early");
-    return next.value;
-  };
-  // The first batch is loaded before the run folder is written: a run that fails on its data
-  // (a corrupt image, a missing file) leaves no folder without a checkpoint behind.
-  let first = step < cfg.steps ? await nextBatch() : null;
-  await startRunFolder(out, cfg, !resume);
+  const nextBatch = await startRun(batches, step < cfg.steps, out, cfg, !resume);
   const progress = new Progress("train", cfg.steps, { write: log, tty: hooks.tty });
   const ocrStart = Math.floor(cfg.ocr.start * cfg.steps);
   const t0 = performance.now();
@@ -176,8 +168,7 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
   while (step < cfg.steps) {
     if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
     await hooks.beforeStep?.(step, model);
-    const b = first ?? await nextBatch();
-    first = null;
+    const b = await nextBatch();
     const lr = polyLr(cfg.lr, step, cfg.steps);
     const x = Tensor.fromArray(gpu, b.images, [b.batchSize, 3, cfg.size, cfg.size]);
     const tags = Tensor.fromArray(gpu, b.tags, [b.batchSize, data.numClasses]);
@@ -424,16 +415,36 @@ export async function checkRunFolder(
 }
 
 /**
- * Writes a fresh run's folder: creates it, an empty `train.jsonl` and its `config.json`
- * (called once the first batch has loaded, so that a run whose data cannot be read leaves
- * no half run behind). A resumed run rewrites `config.json` only.
+ * Starts a run on its batch stream: the first batch is loaded (when a step is left) before
+ * the run folder is written, so that a run that fails on its data (a corrupt image, a missing
+ * file) leaves no folder without a checkpoint behind. A fresh run's folder gets an empty
+ * `train.jsonl`; every run (re)writes `config.json`. Returns the stream's next batch, the
+ * loaded one first; a stream that ends early is a {@link TrainError}.
  */
-export async function startRunFolder(out: string, config: unknown, fresh: boolean) {
+export async function startRun<T>(
+  stream: AsyncIterator<T>,
+  stepsLeft: boolean,
+  out: string,
+  config: unknown,
+  fresh: boolean,
+): Promise<() => Promise<T>> {
+  const next = async () => {
+    const n = await stream.next();
+    if (n.done) throw new TrainError("the data stream ended early");
+    return n.value;
+  };
+  let first: { batch: T } | null = stepsLeft ? { batch: await next() } : null;
   if (fresh) {
     await Deno.mkdir(out, { recursive: true });
     await writeTextAtomic(join(out, "train.jsonl"), "");
   }
   await writeJsonAtomic(join(out, "config.json"), config);
+  return () => {
+    if (!first) return next();
+    const { batch } = first;
+    first = null;
+    return Promise.resolve(batch);
+  };
 }
 
 /** The configured optimizer: SGD with momentum (psa) or AdamW; head group at headLrMult. */

@@ -51,7 +51,7 @@ import {
   createOptimizer,
   resumeRun,
   saveRunCheckpoint,
-  startRunFolder,
+  startRun,
   TrainError,
 } from "../../train/train.ts";
 
@@ -300,14 +300,8 @@ export async function trainAffinity(
   );
 
   const stream = trainingStream(ds, { ...cfg, size: S }, position, true)[Symbol.asyncIterator]();
-  const nextBatch = async () => {
-    const next = await stream.next();
-    if (next.done) throw new TrainError("the data stream ended early");
-    return next.value;
-  };
-  // As the CAM trainer: the run folder is written once the first batch has loaded.
-  let first = step < cfg.steps ? await nextBatch() : null;
-  await startRunFolder(out, { ...cfg, init, camFolder: cf }, !resume);
+  const config = { ...cfg, init, camFolder: cf };
+  const nextBatch = await startRun(stream, step < cfg.steps, out, config, !resume);
   const progress = new Progress("affinity", cfg.steps, { write: log, tty: hooks.tty });
   const t0 = performance.now();
   let imagesSeen = 0, stepsThisCall = 0, lastGood = resume ? step : 0;
@@ -316,8 +310,7 @@ export async function trainAffinity(
   try {
     while (step < cfg.steps) {
       if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
-      const b = first ?? await nextBatch();
-      first = null;
+      const b = await nextBatch();
       const lr = polyLr(cfg.lr, step, cfg.steps);
       const x = Tensor.fromArray(gpu, b.images, [b.size, 3, S, S]);
       const { loss, counts } = recordAffinityStep(gpu, model, opt, params, {

@@ -151,14 +151,27 @@ export function syntheticFlags(
   };
 }
 
+/** `node:util` parseArgs options choosing the built-in synthetic data set (see {@link syntheticFromFlags}). */
+export const SYNTHETIC_FLAGS = {
+  "synthetic-size": { type: "string" },
+  "synthetic-seed": { type: "string" },
+  "synthetic-variant": { type: "string" },
+} as const;
+
+/** The `synthetic` option from parsed {@link SYNTHETIC_FLAGS} values (undefined when none is given). */
+export function syntheticFromFlags(
+  f: Record<string, string | boolean | undefined>,
+): ReturnType<typeof syntheticFlags> {
+  const str = (k: string) => (typeof f[k] === "string" ? f[k] as string : undefined);
+  return syntheticFlags(str("synthetic-size"), str("synthetic-seed"), str("synthetic-variant"));
+}
+
 /** `node:util` parseArgs options shared by `deno task cam` and `deno task eval`. */
 export const COMMON_FLAGS = {
   ckpt: { type: "string" },
   data: { type: "string" },
   dataset: { type: "string" },
-  "synthetic-size": { type: "string" },
-  "synthetic-seed": { type: "string" },
-  "synthetic-variant": { type: "string" },
+  ...SYNTHETIC_FLAGS,
   split: { type: "string" },
   bg: { type: "string" },
   scales: { type: "string" },
@@ -183,11 +196,7 @@ export function commonFlagInput(f: Record<string, string | boolean | undefined>)
     ckpt: str("ckpt"),
     data: str("data"),
     dataset: str("dataset") as "synthetic" | "voc" | "coco" | undefined,
-    synthetic: syntheticFlags(
-      str("synthetic-size"),
-      str("synthetic-seed"),
-      str("synthetic-variant"),
-    ),
+    synthetic: syntheticFromFlags(f),
     split: str("split"),
     bg: numFlag("bg", str("bg")),
     scales: scales === undefined ? undefined : parseScales(scales),
