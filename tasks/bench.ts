@@ -1,7 +1,7 @@
 /**
  * `deno task bench`: prints the benchmark table (every figure beside a reference measured in
  * the same run) and writes bench.json. `--quick` runs the small cases only; `--only` picks
- * sections (runtime,kernels,data,eval,cam,train,ocr,affinity,ops). `--op NAME[,NAME...]` (or
+ * sections (roofline,runtime,kernels,data,eval,cam,train,ocr,affinity,ops). `--op NAME[,NAME...]` (or
  * `all`) runs the generic op rows of those registered op units only (src/registry/ops.ts),
  * and writes a JSON file only with `--out`.
  */
@@ -11,6 +11,7 @@ import { writeJsonAtomic } from "../src/io/atomic.ts";
 import { parseFlags, runMain } from "../src/io/cli.ts";
 import { validate } from "../src/io/config.ts";
 import { benchRuntime } from "../src/bench/runtime.ts";
+import { measureRoofline, type Roofline } from "../src/bench/roofline.ts";
 import { benchKernels } from "../src/bench/kernels.ts";
 import { benchData } from "../src/bench/data.ts";
 import { benchEval } from "../src/bench/eval.ts";
@@ -22,6 +23,7 @@ import { type BenchRow, formatTable } from "../src/bench/table.ts";
 import { OP_NAMES, OP_UNITS } from "../src/registry/ops.ts";
 
 const SECTIONS = [
+  "roofline",
   "runtime",
   "kernels",
   "data",
@@ -78,8 +80,15 @@ await runMain(async () => {
     console.error(`[bench] ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
     console.log(formatTable(r));
   };
+  // The adapter's limits come first: the kernel rows print their share of them.
+  let roof: Roofline | undefined;
+  await run("roofline", async () => {
+    const r = await measureRoofline(gpu, { quick });
+    roof = r.roof;
+    return r.rows;
+  });
   await run("runtime", () => benchRuntime(gpu));
-  await run("kernels", () => benchKernels(gpu, { quick, log }));
+  await run("kernels", () => benchKernels(gpu, { quick, log, roof }));
   await run("data", () => benchData({ log, size: quick ? "tiny" : "small" }));
   await run("eval", () => benchEval(gpu));
   await run(

@@ -26,6 +26,7 @@ import {
   timeDispatchesDetailed,
   tuneMatmul,
 } from "../ops/matmul.ts";
+import { peakShare, type Roofline } from "./roofline.ts";
 import type { BenchRow } from "./table.ts";
 
 /** This process's CPU time (user + system, all threads) in ms. */
@@ -42,6 +43,8 @@ export interface BenchKernelOptions {
   noBlas?: boolean;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
+  /** The adapter's measured limits (./roofline.ts): rows then print their share of the peak. */
+  roof?: Roofline;
 }
 
 /** A conv layer shape of the benchmark. */
@@ -112,7 +115,8 @@ export async function benchKernels(
     return { gf: GF(flops, t.ms), cpuGf: cores ? GF(flops, t.cpuMs / cores) : undefined };
   };
   const cpuNote = (r: Rate) =>
-    r.cpuGf === undefined ? "" : `; CPU-time ${r.cpuGf.toFixed(1)} GFLOP/s over ${cores} cores`;
+    (opts.roof ? `; ${peakShare(r.gf, opts.roof)}` : "") +
+    (r.cpuGf === undefined ? "" : `; CPU-time ${r.cpuGf.toFixed(1)} GFLOP/s over ${cores} cores`);
 
   // --- matmul -----------------------------------------------------------------------------
   const sizes = quick ? [256, 512] : [512, 1024, 2048];
@@ -140,7 +144,10 @@ export async function benchKernels(
         unit: "GFLOP/s",
         reference: naive,
         referenceName: "naive kernel",
-        note: (rows.length === 0 ? `adapter: ${adapter}` : "") + cpuNote(r),
+        note: (rows.length === 0 ? `adapter: ${adapter}` : "") + cpuNote(r) +
+          (chosen && n === 1024 && opts.roof
+            ? `; target ≥ 50% of FMA peak: ${r.gf >= 0.5 * opts.roof.fmaGflops ? "met" : "not met"}`
+            : ""),
       });
       log(`matmul ${n} ${variant}: ${r.gf.toFixed(1)} GFLOP/s (naive ${naive.toFixed(2)})`);
     }
