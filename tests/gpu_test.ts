@@ -90,6 +90,65 @@ Deno.test("pool reuses buffers by size class and tracks the peak", async () => {
   gpu.destroy();
 });
 
+Deno.test("pool hands out the oldest free buffer of a class, whatever the release order", async () => {
+  const gpu = await createGpu();
+  const ts = [0, 1, 2].map(() => Tensor.empty(gpu, [100]));
+  const bufs = ts.map((t) => t.buffer);
+  // Released newest-first, then oldest-first: either way the next acquisitions go oldest first,
+  // so a loop that acquires in a fixed order gets the same buffers every iteration.
+  for (const order of [[2, 1, 0], [0, 2, 1]]) {
+    for (const i of order) ts[i].dispose();
+    for (let i = 0; i < 3; i++) ts[i] = Tensor.empty(gpu, [100]);
+    assertEquals(ts.map((t) => bufs.indexOf(t.buffer)), [0, 1, 2], `release order ${order}`);
+  }
+  ts.forEach((t) => t.dispose());
+  gpu.destroy();
+});
+
+Deno.test("bind groups are reused for repeated dispatches, never for other buffers", async () => {
+  const gpu = await createGpu();
+  const n = 64;
+  const a = Tensor.fromArray(gpu, Float32Array.from({ length: n }, (_, i) => i), [n]);
+  const b = Tensor.fromArray(gpu, new Float32Array(n).fill(10), [n]);
+  const addOne = (t: Tensor) =>
+    gpu.dispatch1d(
+      {
+        shader: "elementwise",
+        entry: "inplace",
+        defines: { EXPR: "a + 1.0" },
+        constants: { WG: 64 },
+        inputs: [gpu.dummy, gpu.dummy, gpu.dummy],
+        outputs: [t],
+        params: PointwiseParams.pack({ n, alpha: 0, beta: 0 }),
+      },
+      n,
+      64,
+    );
+  // A "step" of three dispatches, twice: the second step binds the same ranges (same buffers,
+  // same uniform slots) and creates no bind group.
+  const step = () => {
+    addOne(a);
+    addOne(b);
+    addOne(a);
+  };
+  step();
+  await gpu.sync();
+  const created = gpu.bindGroupsCreated;
+  step();
+  await gpu.sync();
+  assertEquals(gpu.bindGroupsCreated, created, "a repeated step creates no bind group");
+  // Another buffer in a's role gets its own bind group (and the right result).
+  const c = Tensor.fromArray(gpu, new Float32Array(n).fill(-1), [n]);
+  addOne(c);
+  await gpu.sync();
+  assertEquals(gpu.bindGroupsCreated, created + 1);
+  assertClose(await a.read(), Float32Array.from({ length: n }, (_, i) => i + 4), {}, "a");
+  assertClose(await b.read(), new Float32Array(n).fill(12), {}, "b");
+  assertClose(await c.read(), new Float32Array(n).fill(0), {}, "c");
+  [a, b, c].forEach((t) => t.dispose());
+  gpu.destroy();
+});
+
 Deno.test("size classes and workgroup grid splitting", () => {
   assertEquals(sizeClass(1), 256);
   assertEquals(sizeClass(4097), 5120);

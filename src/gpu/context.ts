@@ -68,9 +68,12 @@ export interface DispatchSpec {
   shader: string;
   /** Entry point in that file. */
   entry: string;
-  /** Pipeline-overridable constants. */
+  /** Pipeline-overridable constants (never mutated once dispatched: keys are memoised). */
   constants?: Record<string, number>;
-  /** `{{KEY}}` template substitutions (part of the pipeline key). */
+  /**
+   * `{{KEY}}` template substitutions (part of the pipeline key; never mutated once dispatched:
+   * the key of an object is memoised).
+   */
   defines?: Record<string, string | number>;
   /** Read-only storage bindings: @binding(0..). */
   inputs?: Bindable[];
@@ -95,6 +98,8 @@ export function f32bits(x: number): number {
 }
 
 const UNIFORM_CHUNK = 64 * 1024;
+/** Most bind groups {@link GpuContext} keeps for reuse before it starts over. */
+const BIND_GROUP_CACHE = 8192;
 
 function toRange(b: Bindable): BufferRange {
   return "binding" in b ? b.binding() : b;
@@ -114,7 +119,7 @@ export class GpuContext {
   #sources = new Map<string, string>();
   #composed = new Map<string, string>();
   #modules = new Map<string, GPUShaderModule>();
-  #pipelines = new Map<string, GPUComputePipeline>();
+  #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: string }>();
   #layouts = new Map<string, { bgl: GPUBindGroupLayout; pl: GPUPipelineLayout }>();
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
@@ -128,8 +133,18 @@ export class GpuContext {
   #dummy: GPUBuffer | null = null;
   #staging = new Map<number, GPUBuffer[]>();
   #profiler: Profiler | null = null;
+  // Bind groups by layout + bound ranges. A training step binds the same pooled buffers and
+  // the same uniform-arena slots in the same order every step, and creating a bind group was
+  // the largest CPU cost of recording a dispatch; a buffer's id is never reused, so a key that
+  // names a destroyed buffer just stops matching.
+  #bindGroups = new Map<string, GPUBindGroup>();
+  #bufferIds = new WeakMap<GPUBuffer, number>();
+  #nextBufferId = 1;
+  #jsonOf = new WeakMap<object, string>();
   /** Dispatches recorded since creation (for benchmarks/diagnostics). */
   dispatchCount = 0;
+  /** Bind groups created since creation (a cached one is not counted again). */
+  bindGroupsCreated = 0;
 
   /**
    * Wraps an opened device ({@link createGpu} does this); `debug` wraps every dispatch in error
@@ -253,22 +268,25 @@ export class GpuContext {
 
   /** The cached pipeline for a dispatch shape (shader, entry, constants, defines, layout). */
   pipeline(spec: Omit<DispatchSpec, "workgroups">): GPUComputePipeline {
+    return this.#pipeline(spec).pipeline;
+  }
+
+  #pipeline(
+    spec: Omit<DispatchSpec, "workgroups">,
+  ): { pipeline: GPUComputePipeline; layout: string } {
     const nIn = spec.inputs?.length ?? 0;
     const nOut = spec.outputs?.length ?? 0;
     const uni = spec.params !== undefined;
-    const key = JSON.stringify([
-      spec.shader,
-      spec.entry,
-      spec.constants ?? null,
-      spec.defines ?? null,
-      nIn,
-      nOut,
-      uni,
-    ]);
+    const layout = `${nIn}/${nOut}/${uni}`;
+    // This runs for every dispatch of every step, and generated kernels' defines hold
+    // kilobytes of WGSL: their JSON is memoised per object (ops keep them in caches).
+    const key = `${spec.shader}|${spec.entry}|${layout}|` +
+      (spec.constants ? this.#json(spec.constants) : "") + "|" +
+      (spec.defines ? this.#json(spec.defines) : "");
     let p = this.#pipelines.get(key);
     if (!p) {
       const { pl } = this.#layout(nIn, nOut, uni);
-      p = this.device.createComputePipeline({
+      const pipeline = this.device.createComputePipeline({
         layout: pl,
         label: `${spec.shader}.${spec.entry}`,
         compute: {
@@ -277,9 +295,46 @@ export class GpuContext {
           constants: spec.constants,
         },
       });
+      p = { pipeline, layout };
       this.#pipelines.set(key, p);
     }
     return p;
+  }
+
+  #json(o: object): string {
+    let j = this.#jsonOf.get(o);
+    if (j === undefined) this.#jsonOf.set(o, j = JSON.stringify(o));
+    return j;
+  }
+
+  #bufferId(b: GPUBuffer): number {
+    let id = this.#bufferIds.get(b);
+    if (id === undefined) this.#bufferIds.set(b, id = this.#nextBufferId++);
+    return id;
+  }
+
+  /** The bind group of `ranges` for a layout, from the cache when the same ranges repeat. */
+  #bindGroup(layout: string, ranges: BufferRange[], name: string): GPUBindGroup {
+    let key = layout;
+    for (const r of ranges) key += `|${this.#bufferId(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
+    let bg = this.#bindGroups.get(key);
+    if (!bg) {
+      // A bound on the cache's size: steps of a fixed shape need a few hundred entries, and a
+      // run that keeps changing shapes (multi-scale inference) only loses its hit rate.
+      if (this.#bindGroups.size >= BIND_GROUP_CACHE) this.#bindGroups.clear();
+      const [nIn, nOut, uni] = layout.split("/");
+      bg = this.device.createBindGroup({
+        layout: this.#layout(Number(nIn), Number(nOut), uni === "true").bgl,
+        entries: ranges.map((r, i) => ({
+          binding: i,
+          resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size },
+        })),
+        label: name,
+      });
+      this.bindGroupsCreated++;
+      this.#bindGroups.set(key, bg);
+    }
+    return bg;
   }
 
   /** The command encoder being recorded (created on demand). Ends any open compute pass. */
@@ -339,7 +394,7 @@ export class GpuContext {
     if (x > lim || y > lim || z > lim) {
       throw new GpuError(`${name}: workgroup count ${x}x${y}x${z} exceeds ${lim} per dimension`);
     }
-    const pipeline = this.pipeline(spec);
+    const { pipeline, layout } = this.#pipeline(spec);
     const ranges = [...(spec.inputs ?? []), ...(spec.outputs ?? [])].map(toRange);
     for (const r of ranges) {
       const size = r.size ?? r.buffer.size - (r.offset ?? 0);
@@ -351,14 +406,7 @@ export class GpuContext {
       }
     }
     if (spec.params !== undefined) ranges.push(this.#uniform(spec.params));
-    const bg = this.device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: ranges.map((r, i) => ({
-        binding: i,
-        resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size },
-      })),
-      label: name,
-    });
+    const bg = this.#bindGroup(layout, ranges, name);
     if (x > 0 && y > 0 && z > 0 && this.#profiler) {
       const q = this.#profiler.slot(name);
       const pass = this.encoder().beginComputePass({
@@ -558,6 +606,7 @@ export class GpuContext {
   destroy(): void {
     this.#pass = null;
     this.#encoder = null;
+    this.#bindGroups.clear();
     this.pool.trim();
     for (const c of this.#chunks) c.destroy();
     for (const list of this.#staging.values()) list.forEach((b) => b.destroy());

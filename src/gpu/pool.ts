@@ -37,7 +37,13 @@ export interface PoolStats {
 
 /** A pool of GPU storage buffers keyed by size class. */
 export class BufferPool {
+  // Free buffers per size class, by creation order, newest first: `acquire` takes the oldest.
+  // A canonical choice (rather than the last released) makes every step of a fixed-shape loop
+  // get the same buffers in the same roles once the pool has warmed up, whatever order the
+  // previous step released them in, so the bind groups recorded for a step can be reused.
   #free = new Map<number, GPUBuffer[]>();
+  #order = new WeakMap<GPUBuffer, number>();
+  #created = 0;
   #stats: PoolStats = { allocated: 0, inUse: 0, peakInUse: 0, peakAllocated: 0, creations: 0 };
 
   /** A pool on `device`; `acquire` throws past `maxBufferSize` bytes (the device limit). */
@@ -55,6 +61,7 @@ export class BufferPool {
     let buf = list?.pop();
     if (!buf) {
       buf = this.device.createBuffer({ size, usage: POOL_USAGE, label });
+      this.#order.set(buf, this.#created++);
       this.#stats.allocated += size;
       this.#stats.creations++;
       this.#stats.peakAllocated = Math.max(this.#stats.peakAllocated, this.#stats.allocated);
@@ -70,7 +77,11 @@ export class BufferPool {
     this.#stats.inUse -= size;
     let list = this.#free.get(size);
     if (!list) this.#free.set(size, list = []);
-    list.push(buf);
+    const order = this.#order;
+    const k = order.get(buf) ?? -1;
+    let i = list.length;
+    while (i > 0 && (order.get(list[i - 1]) ?? -1) < k) i--;
+    list.splice(i, 0, buf);
   }
 
   /** Destroys every free buffer (buffers in use are untouched). */
