@@ -1,7 +1,8 @@
 /**
  * `deno task bench`: prints the benchmark table (every figure beside a reference measured in
  * the same run) and writes bench.json. `--quick` runs the small cases only; `--only` picks
- * sections (roofline,runtime,kernels,data,eval,cam,train,ocr,affinity,ops). `--op NAME[,NAME...]` (or
+ * sections (roofline,runtime,kernels,data,eval,cam,train,ocr,affinity,ops); `--no-torch` skips the
+ * same-run PyTorch reference. `--op NAME[,NAME...]` (or
  * `all`) runs the generic op rows of those registered op units only (src/registry/ops.ts),
  * and writes a JSON file only with `--out`.
  */
@@ -34,7 +35,7 @@ const SECTIONS = [
   "affinity",
   "ops",
 ] as const;
-const USAGE = `usage: deno task bench [--quick] [--only ${SECTIONS.join(",")}] ` +
+const USAGE = `usage: deno task bench [--quick] [--no-torch] [--only ${SECTIONS.join(",")}] ` +
   `[--op all|NAME,...] [--out bench.json]\n  ops: ${OP_NAMES.join(", ")}`;
 
 /** `--op`: a comma list of registered op names, or `all`. */
@@ -47,6 +48,7 @@ const OpList = z.array(
 await runMain(async () => {
   const { values: f } = parseFlags(Deno.args, {
     quick: { type: "boolean" },
+    "no-torch": { type: "boolean" },
     only: { type: "string" },
     op: { type: "string" },
     out: { type: "string" },
@@ -65,6 +67,7 @@ await runMain(async () => {
     "--only",
   );
   const quick = f.quick ?? false;
+  const noTorch = f["no-torch"] ?? false;
   const gpu = await createGpu();
   const adapter = gpu.describe();
   const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default";
@@ -88,14 +91,14 @@ await runMain(async () => {
     return r.rows;
   });
   await run("runtime", () => benchRuntime(gpu));
-  await run("kernels", () => benchKernels(gpu, { quick, log, roof }));
+  await run("kernels", () => benchKernels(gpu, { quick, log, roof, noTorch }));
   await run("data", () => benchData({ log, size: quick ? "tiny" : "small" }));
   await run("eval", () => benchEval(gpu));
   await run(
     "cam",
     () => benchCam(gpu, quick ? { cases: [{ arch: "tiny", size: 128, images: 4 }], reps: 1 } : {}),
   );
-  await run("train", () => benchTrain(gpu, { quick }));
+  await run("train", () => benchTrain(gpu, { quick, noTorch }));
   await run("ocr", () => benchOcr(gpu, { quick }));
   await run("affinity", () => benchAffinity(gpu, { quick }));
   await run("ops", () => benchOps(gpu, units, { quick, log }));

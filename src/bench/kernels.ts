@@ -1,8 +1,10 @@
 /**
  * Kernel benchmarks: matmul and conv2d (forward, input gradient, weight gradient) at ResNet-50
  * layer shapes, each beside the naive one-output-per-invocation kernel measured in the same
- * run, plus numpy/OpenBLAS SGEMM (2 threads) as the machine's practical SGEMM peak when a
- * Python with numpy is available.
+ * run, plus numpy/OpenBLAS SGEMM (2 threads) as the machine's practical SGEMM peak and
+ * PyTorch's CPU matmul and conv passes at the same shapes (./torch.ts) when a Python with
+ * numpy/torch is available; with the roofline measured, every row prints its share of the
+ * adapter's FMA peak.
  *
  * Timing: one submit of several repetitions and one wait (see `timeDispatches`), so the fixed
  * cost of a submit + wait (~11 ms on llvmpipe) is cancelled; the naive references of large
@@ -27,6 +29,8 @@ import {
   tuneMatmul,
 } from "../ops/matmul.ts";
 import { peakShare, type Roofline } from "./roofline.ts";
+import { runPythonJson, threadEnv } from "./python.ts";
+import { torchReference } from "./torch.ts";
 import type { BenchRow } from "./table.ts";
 
 /** This process's CPU time (user + system, all threads) in ms. */
@@ -43,6 +47,8 @@ export interface BenchKernelOptions {
   noBlas?: boolean;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
+  /** Skip the same-run PyTorch reference (./torch.ts). */
+  noTorch?: boolean;
   /** The adapter's measured limits (./roofline.ts): rows then print their share of the peak. */
   roof?: Roofline;
 }
@@ -187,6 +193,42 @@ export async function benchKernels(
   const shapes = quick
     ? RESNET50_SHAPES.map((s) => ({ ...s, x: [1, ...s.x.slice(1)] as ConvShape["x"] }))
     : RESNET50_SHAPES;
+
+  // --- PyTorch, same run: matmul at the same sizes, each conv pass at the same shapes ------
+  const torch = opts.noTorch ? null : await torchReference({
+    matmul: sizes,
+    conv: shapes.map((s) => ({
+      name: s.name,
+      x: s.x,
+      w: s.w,
+      stride: typeof s.o.stride === "number" ? s.o.stride : 1,
+      padding: typeof s.o.padding === "number" ? s.o.padding : 0,
+    })),
+  });
+  const torchName = torch && "result" in torch
+    ? `PyTorch ${torch.result.torch} CPU, ${torch.result.threads} threads`
+    : "";
+  if (torch && "error" in torch) {
+    rows.push({
+      section: "matmul",
+      name: "PyTorch reference",
+      value: NaN,
+      unit: "GFLOP/s",
+      note: torch.error,
+    });
+  } else if (torch) {
+    for (const m of torch.result.matmul) {
+      const ours = best[m.n];
+      rows.push({
+        section: "matmul",
+        name: `${m.n}³ ${tuning.variant} vs PyTorch`,
+        value: ours ?? NaN,
+        unit: "GFLOP/s",
+        reference: m.gflops,
+        referenceName: torchName,
+      });
+    }
+  }
   for (const s of shapes) {
     const [n, c, h, w] = s.x;
     const [o, , kh, kw] = s.w;
@@ -230,8 +272,12 @@ export async function benchKernels(
         () => conv2dGradWeight(gpu, x1, dy1, s.w, { ...s.o, variant: "naive", out: dw }),
       ],
     ] as const;
+    const torchConv = torch && "result" in torch
+      ? torch.result.conv.find((t) => t.name === s.name)
+      : undefined;
     for (const [pass, run, runNaive] of passes) {
       const r = await measure(() => void run(), flops, reps);
+      const pt = torchConv?.[pass];
       const naive = GF(flops / n, await timeOnce(gpu, () => void runNaive()));
       const ratio = r.gf / gemm.gf;
       rows.push({
@@ -243,7 +289,10 @@ export async function benchKernels(
         referenceName: "naive kernel, 1 image",
         note: `GEMM ${o}x${c * kh * kw}x${n * oh * ow} ${gemm.gf.toFixed(1)} GFLOP/s, ` +
           `conv/GEMM ${ratio.toFixed(2)} (target ≥ 0.5: ${ratio >= 0.5 ? "met" : "not met"})` +
-          cpuNote(r),
+          cpuNote(r) +
+          (pt === undefined
+            ? ""
+            : `; ${torchName} ${pt.toFixed(1)} GFLOP/s (${(r.gf / pt).toFixed(2)}x)`),
       });
       log(
         `conv ${s.name} ${pass}: ${r.gf.toFixed(1)} GFLOP/s (naive ${naive.toFixed(2)}, ` +
@@ -279,42 +328,21 @@ export async function numpySgemm(
   sizes: number[],
 ): Promise<{ gflops: Record<number, number>; error?: string }> {
   const script = [
-    "import sys, time, numpy as np",
+    "import sys, time, json, numpy as np",
+    "out = {}",
     "for n in map(int, sys.argv[1:]):",
     "    a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)",
     "    a @ b",
     "    best = 1e9",
     "    for _ in range(5):",
     "        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)",
-    "    print(n, 2 * n ** 3 / best / 1e9)",
+    "    out[n] = 2 * n ** 3 / best / 1e9",
+    "print(json.dumps(out))",
   ].join("\n");
-  const env = { OPENBLAS_NUM_THREADS: "2", OMP_NUM_THREADS: "2", MKL_NUM_THREADS: "2" };
-  const errors: string[] = [];
-  for (const py of ["python3", "/usr/bin/python3"]) {
-    try {
-      const out = await new Deno.Command(py, {
-        args: ["-c", script, ...sizes.map(String)],
-        env,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      if (!out.success) {
-        const err = new TextDecoder().decode(out.stderr).trim().split("\n").pop() ?? "";
-        errors.push(`${py}: ${err}`);
-        continue;
-      }
-      const gflops: Record<number, number> = {};
-      for (const line of new TextDecoder().decode(out.stdout).trim().split("\n")) {
-        const [n, g] = line.split(/\s+/).map(Number);
-        if (Number.isFinite(n) && Number.isFinite(g)) gflops[n] = g;
-      }
-      return { gflops };
-    } catch (e) {
-      errors.push(`${py}: ${(e as Error).message}`);
-    }
-  }
-  return {
-    gflops: {},
-    error: `no python3 with numpy (${errors.join("; ")}); on Debian: apt-get install python3-numpy`,
-  };
+  const r = await runPythonJson<Record<string, number>>(script, sizes.map(String), {
+    env: threadEnv(2),
+    hint: "on Debian: apt-get install python3-numpy",
+  });
+  if ("error" in r) return { gflops: {}, error: `no python3 with numpy (${r.error})` };
+  return { gflops: Object.fromEntries(Object.entries(r.value).map(([n, g]) => [Number(n), g])) };
 }

@@ -14,12 +14,7 @@ import { SGD } from "../optim/mod.ts";
 import { Rng } from "../rng.ts";
 import { recordTrainStep } from "../train/train.ts";
 import { type BenchRow, timeMedian } from "./table.ts";
-
-/** Figures the README quotes for PyTorch on this project's 2-core CPU (not measured here). */
-const PYTORCH_CPU: Record<string, string> = {
-  "tiny@128": "; PyTorch CPU ≈ 400 img/s (quoted in the README, not this run)",
-  "resnet50@224": "; PyTorch CPU ≈ 10 img/s (quoted in the README, not this run)",
-};
+import { torchReference } from "./torch.ts";
 
 /** One training-step configuration. */
 export interface StepCase {
@@ -90,11 +85,12 @@ export async function timeTrainStep(
 
 /**
  * Training images/s for `tiny` at 128/224/320 px (batch 16) and `resnet50` at 224 px (batch 8).
- * `quick` keeps only the small case.
+ * `quick` keeps only the small case. Each row's reference is PyTorch's CPU step on the same
+ * shapes, measured in the same run (./torch.ts), unless `noTorch`.
  */
 export async function benchTrain(
   gpu: GpuContext,
-  opts: { quick?: boolean } = {},
+  opts: { quick?: boolean; noTorch?: boolean } = {},
 ): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const cases: StepCase[] = opts.quick ? [{ arch: "tiny", size: 128, batch: 16, ocr: false }] : [
@@ -103,15 +99,35 @@ export async function benchTrain(
     { arch: "tiny", size: 320, batch: 16, ocr: false },
     { arch: "resnet50", size: 224, batch: 8, ocr: false },
   ];
-  for (const c of cases) {
-    const { ms, dispatches, encodeMs } = await timeTrainStep(gpu, c, c.arch === "resnet50" ? 2 : 3);
+  const reps = (c: StepCase) => c.arch === "resnet50" ? 2 : 3;
+  const torch = opts.noTorch
+    ? { error: "PyTorch not measured (--no-torch)" }
+    : await torchReference({
+      train: cases.map((c) => ({ arch: c.arch, size: c.size, batch: c.batch, reps: reps(c) })),
+    });
+  if ("error" in torch) {
+    rows.push({
+      section: "train",
+      name: "PyTorch reference",
+      value: NaN,
+      unit: "img/s",
+      note: torch.error,
+    });
+  }
+  for (const [i, c] of cases.entries()) {
+    const { ms, dispatches, encodeMs } = await timeTrainStep(gpu, c, reps(c));
+    const ref = "result" in torch ? torch.result.train[i] : undefined;
     rows.push({
       section: "train",
       name: `${c.arch} ${c.size}px batch ${c.batch}`,
       value: (c.batch * 1000) / ms,
       unit: "img/s",
+      reference: ref?.img_s,
+      referenceName: "result" in torch
+        ? `PyTorch ${torch.result.torch} CPU, ${torch.result.threads} threads`
+        : undefined,
       note: `${ms.toFixed(0)} ms/step, ${dispatches} dispatches, ${encodeMs.toFixed(1)} ms to ` +
-        `record${PYTORCH_CPU[`${c.arch}@${c.size}`] ?? ""}`,
+        `record`,
     });
   }
   return rows;
