@@ -7,7 +7,7 @@
  * and writes a JSON file only with `--out`.
  */
 import { z } from "npm:zod@4.6.7";
-import { createGpu } from "../src/io/gpu.ts";
+import { createGpu, describeBackend } from "../src/io/gpu.ts";
 import { writeJsonAtomic } from "../src/io/atomic.ts";
 import { parseFlags, runMain } from "../src/io/cli.ts";
 import { validate } from "../src/io/config.ts";
@@ -70,8 +70,8 @@ await runMain(async () => {
   const noTorch = f["no-torch"] ?? false;
   const gpu = await createGpu();
   const adapter = gpu.describe();
-  const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default";
-  console.log(`adapter: ${adapter}; backend ${backend}${quick ? "; quick" : ""}`);
+  const backend = describeBackend(gpu);
+  console.log(`adapter: ${adapter}; ${backend}${quick ? "; quick" : ""}`);
   const rows: BenchRow[] = [];
   const log = (l: string) => console.error(`  ${l}`);
   const run = async (name: (typeof SECTIONS)[number], fn: () => Promise<BenchRow[]>) => {

@@ -2,6 +2,7 @@ import { createGpu, f32bits, GpuError, grid1d } from "../src/gpu/context.ts";
 import { sizeClass } from "../src/gpu/pool.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { expandTemplate } from "../src/gpu/shaders.ts";
+import { describeBackend, vulkanDrivers } from "../src/io/gpu.ts";
 import { POINTWISE, pointwise, type PointwiseName, PointwiseParams } from "../src/ops/pointwise.ts";
 import {
   assertClose,
@@ -264,4 +265,22 @@ Deno.test("readRanges reads several ranges in one readback", async () => {
   assertEquals(Array.from(new Float32Array(rs)), [2, 3]);
   a.dispose();
   b.dispose();
+});
+
+Deno.test("the adapter line names the backend and how it was chosen", async () => {
+  const gpu = await testGpu();
+  const old = Deno.env.get("DENO_WEBGPU_BACKEND");
+  try {
+    Deno.env.set("DENO_WEBGPU_BACKEND", "gl");
+    const line = describeBackend(gpu);
+    assertEquals(line.startsWith("backend gl"), true, line);
+    assertEquals(line.includes("set by DENO_WEBGPU_BACKEND"), true, line);
+    Deno.env.delete("DENO_WEBGPU_BACKEND");
+    const dflt = describeBackend(gpu);
+    const want = vulkanDrivers().length ? "backend vulkan" : "backend gl";
+    assertEquals(dflt.startsWith(want) && dflt.includes("Deno's default"), true, dflt);
+  } finally {
+    if (old === undefined) Deno.env.delete("DENO_WEBGPU_BACKEND");
+    else Deno.env.set("DENO_WEBGPU_BACKEND", old);
+  }
 });

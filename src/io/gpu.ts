@@ -27,3 +27,46 @@ export function createGpu(opts: GpuOptions = {}): Promise<GpuContext> {
   quietVulkanLoader();
   return createCoreGpu(opts);
 }
+
+/** Folders where the Vulkan loader finds driver manifests (ICDs). */
+const VULKAN_ICD_DIRS = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"];
+
+/** The Vulkan driver manifests installed on this machine (file names), empty when unknown. */
+export function vulkanDrivers(): string[] {
+  const out: string[] = [];
+  for (const dir of VULKAN_ICD_DIRS) {
+    try {
+      for (const e of Deno.readDirSync(dir)) if (e.name.endsWith(".json")) out.push(e.name);
+    } catch {
+      // Missing folder or no read permission: nothing found there.
+    }
+  }
+  return out;
+}
+
+/**
+ * Which WebGPU backend this process uses and how to choose another, for the adapter line of
+ * the tasks. Deno takes DENO_WEBGPU_BACKEND when set, and otherwise prefers Vulkan whenever a
+ * Vulkan driver is installed; on a CPU-only machine with Mesa's Vulkan drivers that means
+ * lavapipe, whose adapter describes itself exactly like llvmpipe (GL), so the line says which.
+ */
+export function describeBackend(gpu: GpuContext): string {
+  let env: string | undefined;
+  try {
+    env = Deno.env.get("DENO_WEBGPU_BACKEND");
+  } catch {
+    env = undefined;
+  }
+  const drivers = vulkanDrivers();
+  const backend = env ?? (drivers.length ? "vulkan" : "gl");
+  const cpu = gpu.adapter.info.isFallbackAdapter ||
+    /llvmpipe|lavapipe/i.test(gpu.adapter.info.description);
+  const name = cpu ? (backend === "vulkan" ? "lavapipe" : "llvmpipe") : "";
+  const how = env ? "set by DENO_WEBGPU_BACKEND" : "Deno's default" +
+    (drivers.length ? " with a Vulkan driver installed" : "");
+  const choose = cpu && drivers.some((d) => d.startsWith("lvp_"))
+    ? "; both Mesa CPU adapters are installed: DENO_WEBGPU_BACKEND=gl|vulkan picks one " +
+      "(deno task bench --only roofline,kernels compares them)"
+    : "";
+  return `backend ${backend}${name ? ` (${name})` : ""}, ${how}${choose}`;
+}

@@ -9,7 +9,7 @@
  */
 import { join } from "node:path";
 import type { GpuContext } from "../gpu/context.ts";
-import { createGpu } from "../io/gpu.ts";
+import { createGpu, describeBackend } from "../io/gpu.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { tuneMatmul } from "../ops/matmul.ts";
 import {
@@ -145,7 +145,9 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
   }
   log(
     `training ${cfg.model} on ${data.describe} (${data.size} images, ${data.numClasses} classes)` +
-      `${cfg.ocr.enabled ? ` with OCR (lambda ${cfg.ocr.lambda})` : ""} on ${gpu.describe()}`,
+      `${cfg.ocr.enabled ? ` with OCR (lambda ${cfg.ocr.lambda})` : ""} on ${gpu.describe()}; ${
+        describeBackend(gpu)
+      }`,
   );
 
   const saveCheckpoint = (s: number, pos: number, elapsed: number) =>

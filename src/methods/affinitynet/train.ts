@@ -19,7 +19,7 @@
 import { dirname, join, resolve } from "node:path";
 import type { z } from "npm:zod@4.6.7";
 import type { GpuContext } from "../../gpu/context.ts";
-import { createGpu } from "../../io/gpu.ts";
+import { createGpu, describeBackend } from "../../io/gpu.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import { tuneMatmul } from "../../ops/matmul.ts";
 import { type Param, zeroGrads } from "../../autograd/param.ts";
@@ -296,7 +296,9 @@ export async function trainAffinity(
   log(
     `training AffinityNet (${cfg.model}, ${model.featureChannels} feature channels, radius ` +
       `${cfg.radius}) on ${ds.ids.length} images of ${cf.kind} '${cf.split}' with labels from ` +
-      `${cf.dir}, backbone from ${init ?? "scratch"}, on ${gpu.describe()}`,
+      `${cf.dir}, backbone from ${init ?? "scratch"}, on ${gpu.describe()}; ${
+        describeBackend(gpu)
+      }`,
   );
 
   const stream = trainingStream(ds, { ...cfg, size: S }, position, true)[Symbol.asyncIterator]();
