@@ -140,7 +140,8 @@ export class GpuContext {
   #bindGroups = new Map<string, GPUBindGroup>();
   #bufferIds = new WeakMap<GPUBuffer, number>();
   #nextBufferId = 1;
-  #jsonOf = new WeakMap<object, string>();
+  #idOf = new WeakMap<object, number>();
+  #idOfJson = new Map<string, number>();
   /** Dispatches recorded since creation (for benchmarks/diagnostics). */
   dispatchCount = 0;
   /** Bind groups created since creation (a cached one is not counted again). */
@@ -279,10 +280,11 @@ export class GpuContext {
     const uni = spec.params !== undefined;
     const layout = `${nIn}/${nOut}/${uni}`;
     // This runs for every dispatch of every step, and generated kernels' defines hold
-    // kilobytes of WGSL: their JSON is memoised per object (ops keep them in caches).
+    // kilobytes of WGSL: each distinct content gets a small id, memoised per object (ops keep
+    // their defines in caches), so the key stays short to build and to hash.
     const key = `${spec.shader}|${spec.entry}|${layout}|` +
-      (spec.constants ? this.#json(spec.constants) : "") + "|" +
-      (spec.defines ? this.#json(spec.defines) : "");
+      (spec.constants ? this.#contentId(spec.constants) : "") + "|" +
+      (spec.defines ? this.#contentId(spec.defines) : "");
     let p = this.#pipelines.get(key);
     if (!p) {
       const { pl } = this.#layout(nIn, nOut, uni);
@@ -301,10 +303,15 @@ export class GpuContext {
     return p;
   }
 
-  #json(o: object): string {
-    let j = this.#jsonOf.get(o);
-    if (j === undefined) this.#jsonOf.set(o, j = JSON.stringify(o));
-    return j;
+  #contentId(o: object): number {
+    let id = this.#idOf.get(o);
+    if (id === undefined) {
+      const json = JSON.stringify(o);
+      id = this.#idOfJson.get(json);
+      if (id === undefined) this.#idOfJson.set(json, id = this.#idOfJson.size);
+      this.#idOf.set(o, id);
+    }
+    return id;
   }
 
   #bufferId(b: GPUBuffer): number {

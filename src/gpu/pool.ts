@@ -41,7 +41,7 @@ export class BufferPool {
   // A canonical choice (rather than the last released) makes every step of a fixed-shape loop
   // get the same buffers in the same roles once the pool has warmed up, whatever order the
   // previous step released them in, so the bind groups recorded for a step can be reused.
-  #free = new Map<number, GPUBuffer[]>();
+  #free = new Map<number, { bufs: GPUBuffer[]; ids: number[] }>();
   #order = new WeakMap<GPUBuffer, number>();
   #created = 0;
   #stats: PoolStats = { allocated: 0, inUse: 0, peakInUse: 0, peakAllocated: 0, creations: 0 };
@@ -58,7 +58,8 @@ export class BufferPool {
       );
     }
     const list = this.#free.get(size);
-    let buf = list?.pop();
+    list?.ids.pop();
+    let buf = list?.bufs.pop();
     if (!buf) {
       buf = this.device.createBuffer({ size, usage: POOL_USAGE, label });
       this.#order.set(buf, this.#created++);
@@ -76,18 +77,25 @@ export class BufferPool {
     const size = buf.size;
     this.#stats.inUse -= size;
     let list = this.#free.get(size);
-    if (!list) this.#free.set(size, list = []);
-    const order = this.#order;
-    const k = order.get(buf) ?? -1;
-    let i = list.length;
-    while (i > 0 && (order.get(list[i - 1]) ?? -1) < k) i--;
-    list.splice(i, 0, buf);
+    if (!list) this.#free.set(size, list = { bufs: [], ids: [] });
+    // Binary search in the descending ids: a step releases hundreds of buffers.
+    const ids = list.ids;
+    const k = this.#order.get(buf) ?? -1;
+    let lo = 0;
+    let hi = ids.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (ids[mid] > k) lo = mid + 1;
+      else hi = mid;
+    }
+    ids.splice(lo, 0, k);
+    list.bufs.splice(lo, 0, buf);
   }
 
   /** Destroys every free buffer (buffers in use are untouched). */
   trim(): void {
     for (const list of this.#free.values()) {
-      for (const b of list) {
+      for (const b of list.bufs) {
         this.#stats.allocated -= b.size;
         b.destroy();
       }
