@@ -1,10 +1,11 @@
 /**
  * `deno task bench`: prints the benchmark table (every figure beside a reference measured in
  * the same run) and writes bench.json. `--quick` runs the small cases only; `--only` picks
- * sections (roofline,runtime,kernels,data,eval,cam,train,ocr,affinity,ops); `--no-torch` skips the
- * same-run PyTorch reference. `--op NAME[,NAME...]` (or
- * `all`) runs the generic op rows of those registered op units only (src/registry/ops.ts),
- * and writes a JSON file only with `--out`.
+ * sections (roofline,runtime,kernels,data,eval,cam,train,ocr,affinity,ops; and cold, the time
+ * to a first step in a fresh process with a cold shader cache, which runs only when asked
+ * for); `--no-torch` skips the same-run PyTorch reference. `--op NAME[,NAME...]` (or `all`)
+ * runs the generic op rows of those registered op units only (src/registry/ops.ts), and writes
+ * a JSON file only with `--out`.
  */
 import { z } from "npm:zod@4.6.7";
 import { createGpu, describeBackend } from "../src/io/gpu.ts";
@@ -20,6 +21,7 @@ import { benchOcr, benchTrain } from "../src/bench/train.ts";
 import { benchCam } from "../src/bench/cam.ts";
 import { benchAffinity } from "../src/bench/affinity.ts";
 import { benchOps } from "../src/bench/ops.ts";
+import { benchCold } from "../src/bench/cold.ts";
 import { type BenchRow, formatTable } from "../src/bench/table.ts";
 import { OP_NAMES, OP_UNITS } from "../src/registry/ops.ts";
 
@@ -34,7 +36,10 @@ const SECTIONS = [
   "ocr",
   "affinity",
   "ops",
+  "cold",
 ] as const;
+/** Sections run without --only: all but the minutes-long cold start. */
+const DEFAULT_SECTIONS = SECTIONS.filter((s) => s !== "cold");
 const USAGE = `usage: deno task bench [--quick] [--no-torch] [--only ${SECTIONS.join(",")}] ` +
   `[--op all|NAME,...] [--out bench.json]\n  ops: ${OP_NAMES.join(", ")}`;
 
@@ -63,7 +68,7 @@ await runMain(async () => {
     : OP_UNITS.filter((u) => ops.includes(u.name));
   const only = validate(
     z.array(z.enum(SECTIONS)),
-    f.only ? f.only.split(",").map((s) => s.trim()) : ops ? ["ops"] : [...SECTIONS],
+    f.only ? f.only.split(",").map((s) => s.trim()) : ops ? ["ops"] : [...DEFAULT_SECTIONS],
     "--only",
   );
   const quick = f.quick ?? false;
@@ -102,6 +107,7 @@ await runMain(async () => {
   await run("ocr", () => benchOcr(gpu, { quick }));
   await run("affinity", () => benchAffinity(gpu, { quick }));
   await run("ops", () => benchOps(gpu, units, { quick, log }));
+  await run("cold", () => benchCold({ quick, log }));
   console.log(`\nall sections (${adapter}):\n${formatTable(rows)}`);
   const out = f.out ?? (ops ? null : "bench.json");
   if (out === null) return gpu.destroy();
