@@ -141,6 +141,7 @@ export class GpuContext {
   #bufferIds = new WeakMap<GPUBuffer, number>();
   #nextBufferId = 1;
   #idOf = new WeakMap<object, number>();
+  #limits: GPUSupportedLimits;
   #idOfJson = new Map<string, number>();
   /** Dispatches recorded since creation (for benchmarks/diagnostics). */
   dispatchCount = 0;
@@ -157,6 +158,7 @@ export class GpuContext {
     readonly debug: boolean,
     maxBindingBytes?: number,
   ) {
+    this.#limits = device.limits;
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.maxBindingBytes = Math.min(
       device.limits.maxStorageBufferBindingSize,
@@ -383,7 +385,7 @@ export class GpuContext {
     dst.fill(0);
     if (words instanceof Uint32Array) dst.set(words);
     else for (let i = 0; i < words.length; i++) dst[i] = words[i];
-    const align = this.device.limits.minUniformBufferOffsetAlignment;
+    const align = this.#limits.minUniformBufferOffsetAlignment;
     this.#chunkOffset = Math.ceil((off + bytes) / align) * align;
     return { buffer: this.#chunks[this.#chunkIndex], offset: off, size: bytes };
   }
@@ -397,7 +399,7 @@ export class GpuContext {
       this.device.pushErrorScope("validation");
     }
     const [x, y = 1, z = 1] = spec.workgroups;
-    const lim = this.device.limits.maxComputeWorkgroupsPerDimension;
+    const lim = this.#limits.maxComputeWorkgroupsPerDimension;
     if (x > lim || y > lim || z > lim) {
       throw new GpuError(`${name}: workgroup count ${x}x${y}x${z} exceeds ${lim} per dimension`);
     }
@@ -468,9 +470,9 @@ export class GpuContext {
     return { buffer: this.#dummy, offset: 0, size: 256 };
   }
 
-  /** Device limits. */
+  /** Device limits (read once: the getter of the device builds them on every access). */
   get limits(): GPUSupportedLimits {
-    return this.device.limits;
+    return this.#limits;
   }
 
   /** Runs `fn` after the next flush (used to release staging buffers). */
