@@ -8,7 +8,7 @@ import { parseScales, withProgress } from "../src/methods/cam/options.ts";
 import { computeRandomWalk } from "../src/methods/affinitynet/rw.ts";
 
 const USAGE = `usage: deno task rw --ckpt runs/NAME/affinity --cams runs/NAME/cam-val
-  [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt 8] [--alpha 8 | --alpha 1,2,4,8,16] [--limit N]
+  [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt auto|N (auto: psa's 8 scaled to the grid)] [--alpha 8 | --alpha 1,2,4,8,16] [--limit N]
   [--radius R (default: the one the AffinityNet was trained with)]`;
 
 await runMain(async () => {
@@ -31,7 +31,7 @@ await runMain(async () => {
       cams: f.cams!,
       out: f.out,
       beta: numFlag("beta", f.beta),
-      logt: numFlag("logt", f.logt),
+      logt: f.logt === "auto" ? "auto" : numFlag("logt", f.logt),
       alpha: f.alpha === undefined ? undefined : parseScales(f.alpha, "--alpha"),
       limit: numFlag("limit", f.limit),
       radius: numFlag("radius", f.radius),

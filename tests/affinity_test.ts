@@ -25,6 +25,7 @@ import {
   transitionMatrix,
   transitionMatrixRef,
 } from "../src/methods/affinitynet/random_walk.ts";
+import { autoLogt, RwSchema } from "../src/methods/affinitynet/rw.ts";
 import { createGpu, type GpuContext } from "../src/gpu/context.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { Rng } from "../src/rng.ts";
@@ -363,4 +364,17 @@ Deno.test("affinity ops split work past a small binding limit", async () => {
   } finally {
     gpu.destroy();
   }
+});
+
+Deno.test("rw: the default walk length is psa's 8 scaled to the feature grid", () => {
+  // psa's VOC grids (56x56 crops, ~63x47 whole images) keep 8; the built-in 16x16 grid gets 4.
+  assertEquals(autoLogt(56 * 56), 8);
+  assertEquals(autoLogt(63 * 47), 8);
+  assertEquals(autoLogt(16 * 16), 4);
+  assertEquals(autoLogt(8 * 8), 2);
+  assertEquals(autoLogt(1), 0);
+  assertEquals(autoLogt(1e9), 12);
+  assertThrows(() => autoLogt(0), RangeError, "grid");
+  assertEquals(RwSchema.parse({ ckpt: "a", cams: "b" }).logt, "auto");
+  assertEquals(RwSchema.parse({ ckpt: "a", cams: "b", logt: 6 }).logt, 6);
 });
