@@ -1,4 +1,4 @@
-import { createGpu, f32bits, GpuError, grid1d } from "../src/gpu/context.ts";
+import { createGpu, f32bits, type GpuContext, GpuError, grid1d } from "../src/gpu/context.ts";
 import { sizeClass } from "../src/gpu/pool.ts";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { expandTemplate } from "../src/gpu/shaders.ts";
@@ -91,6 +91,23 @@ Deno.test("pool reuses buffers by size class and tracks the peak", async () => {
   gpu.destroy();
 });
 
+/** Records t[i] += 1 for the first n values, in 64-wide workgroups. */
+function addOneInPlace(gpu: GpuContext, t: Tensor, n: number): void {
+  gpu.dispatch1d(
+    {
+      shader: "elementwise",
+      entry: "inplace",
+      defines: { EXPR: "a + 1.0" },
+      constants: { WG: 64 },
+      inputs: [gpu.dummy, gpu.dummy, gpu.dummy],
+      outputs: [t],
+      params: PointwiseParams.pack({ n, alpha: 0, beta: 0 }),
+    },
+    n,
+    64,
+  );
+}
+
 Deno.test("pool hands out the oldest free buffer of a class, whatever the release order", async () => {
   const gpu = await createGpu();
   const ts = [0, 1, 2].map(() => Tensor.empty(gpu, [100]));
@@ -111,20 +128,7 @@ Deno.test("bind groups are reused for repeated dispatches, never for other buffe
   const n = 64;
   const a = Tensor.fromArray(gpu, Float32Array.from({ length: n }, (_, i) => i), [n]);
   const b = Tensor.fromArray(gpu, new Float32Array(n).fill(10), [n]);
-  const addOne = (t: Tensor) =>
-    gpu.dispatch1d(
-      {
-        shader: "elementwise",
-        entry: "inplace",
-        defines: { EXPR: "a + 1.0" },
-        constants: { WG: 64 },
-        inputs: [gpu.dummy, gpu.dummy, gpu.dummy],
-        outputs: [t],
-        params: PointwiseParams.pack({ n, alpha: 0, beta: 0 }),
-      },
-      n,
-      64,
-    );
+  const addOne = (t: Tensor) => addOneInPlace(gpu, t, n);
   // A "step" of three dispatches, twice: the second step binds the same ranges (same buffers,
   // same uniform slots) and creates no bind group.
   const step = () => {
@@ -164,19 +168,7 @@ Deno.test("dispatch1d covers more workgroups than one dimension allows", async (
   // 65535 * 64 + 100 elements with 64-wide groups: needs a 2-D grid.
   const n = 65535 * 64 + 100;
   const t = Tensor.zeros(gpu, [n]);
-  gpu.dispatch1d(
-    {
-      shader: "elementwise",
-      entry: "inplace",
-      defines: { EXPR: "a + 1.0" },
-      constants: { WG: 64 },
-      inputs: [gpu.dummy, gpu.dummy, gpu.dummy],
-      outputs: [t],
-      params: PointwiseParams.pack({ n, alpha: 0, beta: 0 }),
-    },
-    n,
-    64,
-  );
+  addOneInPlace(gpu, t, n);
   const v = await t.read();
   let bad = 0;
   for (let i = 0; i < n; i++) if (v[i] !== 1) bad++;
