@@ -28,12 +28,6 @@ export interface FirstStepResult {
 const t0 = performance.now();
 
 async function main(args: string[]): Promise<FirstStepResult> {
-  let pipelines = 0;
-  const create = GPUDevice.prototype.createComputePipeline;
-  GPUDevice.prototype.createComputePipeline = function (d) {
-    pipelines++;
-    return create.call(this, d);
-  };
   const gpu = await createGpu();
   const startupS = (performance.now() - t0) / 1000;
   const [kind, arch, size, batch] = [args[0], args[1] as Arch, Number(args[2]), Number(args[3])];
@@ -62,6 +56,7 @@ async function main(args: string[]): Promise<FirstStepResult> {
       `first_step.ts: unknown case "${kind}" (train ARCH SIZE BATCH | cam ARCH SIZE)`,
     );
   }
+  const pipelines = gpu.pipelinesCreated;
   gpu.destroy();
   return { startupS, firstS, warmMs, pipelines };
 }

@@ -30,7 +30,7 @@ import {
 } from "../ops/matmul.ts";
 import { peakShare, type Roofline } from "./roofline.ts";
 import { runPythonJson, threadEnv } from "./python.ts";
-import { torchReference } from "./torch.ts";
+import { torchLabel, torchReference } from "./torch.ts";
 import type { BenchRow } from "./table.ts";
 
 /** This process's CPU time (user + system, all threads) in ms. */
@@ -79,6 +79,15 @@ export const RESNET50_SHAPES: ConvShape[] = [
 ];
 
 const GF = (flops: number, ms: number) => flops / ms / 1e6;
+
+/** A conv option as an [h, w] pair (`d` when unset). */
+const pair = (v: Conv2dOptions["stride"], d: number): [number, number] =>
+  v === undefined ? [d, d] : typeof v === "number" ? [v, v] : [v[0], v[1]];
+
+/** Stride, padding and dilation of a shape as [h, w] pairs. */
+function convGeometry(o: Conv2dOptions): [number, number][] {
+  return [pair(o.stride, 1), pair(o.padding, 0), pair(o.dilation, 1)];
+}
 
 /** Repetitions for about 0.5 s (quick: 0.15 s) of work at 20 GFLOP/s, 1 to 32. */
 const repsFor = (flops: number, quick: boolean) =>
@@ -197,17 +206,12 @@ export async function benchKernels(
   // --- PyTorch, same run: matmul at the same sizes, each conv pass at the same shapes ------
   const torch = opts.noTorch ? null : await torchReference({
     matmul: sizes,
-    conv: shapes.map((s) => ({
-      name: s.name,
-      x: s.x,
-      w: s.w,
-      stride: typeof s.o.stride === "number" ? s.o.stride : 1,
-      padding: typeof s.o.padding === "number" ? s.o.padding : 0,
-    })),
+    conv: shapes.map((s) => {
+      const [stride, padding, dilation] = convGeometry(s.o);
+      return { name: s.name, x: s.x, w: s.w, stride, padding, dilation };
+    }),
   });
-  const torchName = torch && "result" in torch
-    ? `PyTorch ${torch.result.torch} CPU, ${torch.result.threads} threads`
-    : "";
+  const torchName = torch && "result" in torch ? torchLabel(torch.result) : "";
   if (torch && "error" in torch) {
     rows.push({
       section: "matmul",
@@ -232,9 +236,7 @@ export async function benchKernels(
   for (const s of shapes) {
     const [n, c, h, w] = s.x;
     const [o, , kh, kw] = s.w;
-    const pair = (v: Conv2dOptions["stride"], d: number) =>
-      v === undefined ? [d, d] : typeof v === "number" ? [v, v] : [v[0], v[1]];
-    const [st, pd, dl] = [pair(s.o.stride, 1), pair(s.o.padding, 0), pair(s.o.dilation, 1)];
+    const [st, pd, dl] = convGeometry(s.o);
     const oh = convOutSize(h, kh, st[0], pd[0], dl[0]);
     const ow = convOutSize(w, kw, st[1], pd[1], dl[1]);
     const flops = 2 * n * o * oh * ow * c * kh * kw;

@@ -70,6 +70,15 @@ fn copy(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nwg: v
 `;
 }
 
+const registered = new WeakSet<GpuContext>();
+
+/** Adds the probe shader to a context once (the timed loops record it many times). */
+function registerShader(gpu: GpuContext): void {
+  if (registered.has(gpu)) return;
+  gpu.addShader("bench-roofline", rooflineShader());
+  registered.add(gpu);
+}
+
 /**
  * Records the fma probe: `chains` vec4 chains per invocation, `iters` steps of `a·x + b` each,
  * over `n` invocations (a multiple of 64); invocation i writes the sum of its chains to `out[i]`.
@@ -83,7 +92,7 @@ export function recordFma(
   src: Tensor,
   out: Tensor,
 ): void {
-  gpu.addShader("bench-roofline", rooflineShader());
+  registerShader(gpu);
   gpu.dispatch({
     name: `roofline.fma${chains}`,
     shader: "bench-roofline",
@@ -103,7 +112,7 @@ export function recordCopy(
   src: Tensor,
   out: Tensor,
 ): void {
-  gpu.addShader("bench-roofline", rooflineShader());
+  registerShader(gpu);
   gpu.dispatch1d(
     {
       name: `roofline.copy${per}`,

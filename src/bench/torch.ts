@@ -13,8 +13,15 @@ export interface TorchRequest {
   train?: { arch: string; size: number; batch: number; reps?: number }[];
   /** Square matmul sizes. */
   matmul?: number[];
-  /** Conv shapes: input [N, C, H, W], weight [O, C, KH, KW], stride, padding. */
-  conv?: { name: string; x: number[]; w: number[]; stride?: number; padding?: number }[];
+  /** Conv shapes: input [N, C, H, W], weight [O, C, KH, KW], and [h, w] geometry pairs. */
+  conv?: {
+    name: string;
+    x: number[];
+    w: number[];
+    stride: [number, number];
+    padding: [number, number];
+    dilation: [number, number];
+  }[];
 }
 
 /** The reference's figures. */
@@ -29,6 +36,11 @@ export interface TorchResult {
   matmul: { n: number; ms: number; gflops: number }[];
   /** GFLOP/s of each conv pass per shape. */
   conv: { name: string; forward: number; "grad input": number; "grad weight": number }[];
+}
+
+/** How a reference row names PyTorch: version, CPU, threads. */
+export function torchLabel(r: TorchResult): string {
+  return `PyTorch ${r.torch} CPU, ${r.threads} threads`;
 }
 
 /** Threads the reference uses: the machine's cores (what llvmpipe runs on). */

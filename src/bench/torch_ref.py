@@ -2,7 +2,8 @@
 # and kernel shapes as `deno task bench`, on random data, on this machine's CPU threads.
 # Prints one JSON object. Shapes come from argv as JSON, so the bench and this script cannot
 # drift apart: {"threads": 2, "train": [{"arch", "size", "batch", "reps"}],
-#               "matmul": [n, ...], "conv": [{"name", "x", "w", "stride", "padding"}]}.
+#               "matmul": [n, ...], "conv": [{"name", "x", "w", "stride", "padding", "dilation"}]}
+# (the geometry as [h, w] pairs).
 import json
 import sys
 import time
@@ -96,16 +97,16 @@ for n in cfg.get("matmul", []):
 for c in cfg.get("conv", []):
     x = torch.randn(*c["x"], requires_grad=True)
     w = torch.randn(*c["w"], requires_grad=True)
-    s, p = c.get("stride", 1), c.get("padding", 0)
-    y = F.conv2d(x, w, stride=s, padding=p)
+    geo = {k: tuple(c[k]) for k in ("stride", "padding", "dilation")}
+    y = F.conv2d(x, w, **geo)
     dy = torch.randn_like(y)
     flops = 2 * y.numel() * w.shape[1] * w.shape[2] * w.shape[3]
     row = {"name": c["name"]}
     with torch.no_grad():
-        row["forward"] = flops / best_ms(lambda: F.conv2d(x, w, stride=s, padding=p)) / 1e6
+        row["forward"] = flops / best_ms(lambda: F.conv2d(x, w, **geo)) / 1e6
     row["grad input"] = flops / best_ms(
-        lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, stride=s, padding=p)) / 1e6
+        lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, **geo)) / 1e6
     row["grad weight"] = flops / best_ms(
-        lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=p)) / 1e6
+        lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, **geo)) / 1e6
     out["conv"].append(row)
 print(json.dumps(out))

@@ -14,7 +14,7 @@ import { SGD } from "../optim/mod.ts";
 import { Rng } from "../rng.ts";
 import { recordTrainStep } from "../train/train.ts";
 import { type BenchRow, timeMedian } from "./table.ts";
-import { torchReference } from "./torch.ts";
+import { torchLabel, torchReference } from "./torch.ts";
 
 /** One training-step configuration. */
 export interface StepCase {
@@ -126,9 +126,7 @@ export async function benchTrain(
       value: (c.batch * 1000) / ms,
       unit: "img/s",
       reference: ref?.img_s,
-      referenceName: "result" in torch
-        ? `PyTorch ${torch.result.torch} CPU, ${torch.result.threads} threads`
-        : undefined,
+      referenceName: "result" in torch ? torchLabel(torch.result) : undefined,
       note: `${ms.toFixed(0)} ms/step, ${dispatches} dispatches, ${encodeMs.toFixed(1)} ms to ` +
         `record`,
     });

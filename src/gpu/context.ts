@@ -98,6 +98,16 @@ export function f32bits(x: number): number {
 }
 
 const UNIFORM_CHUNK = 64 * 1024;
+/**
+ * A cached pipeline with its bind-group layout and that layout's key (`nIn/nOut/uniform`): bind
+ * groups are shared by every pipeline of one layout.
+ */
+interface CachedPipeline {
+  pipeline: GPUComputePipeline;
+  layout: string;
+  bgl: GPUBindGroupLayout;
+}
+
 /** Most bind groups {@link GpuContext} keeps for reuse before it starts over. */
 const BIND_GROUP_CACHE = 8192;
 
@@ -119,7 +129,7 @@ export class GpuContext {
   #sources = new Map<string, string>();
   #composed = new Map<string, string>();
   #modules = new Map<string, GPUShaderModule>();
-  #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: string }>();
+  #pipelines = new Map<string, CachedPipeline>();
   #layouts = new Map<string, { bgl: GPUBindGroupLayout; pl: GPUPipelineLayout }>();
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
@@ -140,13 +150,16 @@ export class GpuContext {
   #bindGroups = new Map<string, GPUBindGroup>();
   #bufferIds = new WeakMap<GPUBuffer, number>();
   #nextBufferId = 1;
+  // Content ids of defines/constants objects (see #pipeline).
   #idOf = new WeakMap<object, number>();
-  #limits: GPUSupportedLimits;
   #idOfJson = new Map<string, number>();
+  #limits: GPUSupportedLimits;
   /** Dispatches recorded since creation (for benchmarks/diagnostics). */
   dispatchCount = 0;
   /** Bind groups created since creation (a cached one is not counted again). */
   bindGroupsCreated = 0;
+  /** Compute pipelines created since creation (each compiles its shader variant). */
+  pipelinesCreated = 0;
 
   /**
    * Wraps an opened device ({@link createGpu} does this); `debug` wraps every dispatch in error
@@ -274,9 +287,7 @@ export class GpuContext {
     return this.#pipeline(spec).pipeline;
   }
 
-  #pipeline(
-    spec: Omit<DispatchSpec, "workgroups">,
-  ): { pipeline: GPUComputePipeline; layout: string } {
+  #pipeline(spec: Omit<DispatchSpec, "workgroups">): CachedPipeline {
     const nIn = spec.inputs?.length ?? 0;
     const nOut = spec.outputs?.length ?? 0;
     const uni = spec.params !== undefined;
@@ -289,7 +300,7 @@ export class GpuContext {
       (spec.defines ? this.#contentId(spec.defines) : "");
     let p = this.#pipelines.get(key);
     if (!p) {
-      const { pl } = this.#layout(nIn, nOut, uni);
+      const { bgl, pl } = this.#layout(nIn, nOut, uni);
       const pipeline = this.device.createComputePipeline({
         layout: pl,
         label: `${spec.shader}.${spec.entry}`,
@@ -299,7 +310,8 @@ export class GpuContext {
           constants: spec.constants,
         },
       });
-      p = { pipeline, layout };
+      p = { pipeline, layout, bgl };
+      this.pipelinesCreated++;
       this.#pipelines.set(key, p);
     }
     return p;
@@ -322,18 +334,17 @@ export class GpuContext {
     return id;
   }
 
-  /** The bind group of `ranges` for a layout, from the cache when the same ranges repeat. */
-  #bindGroup(layout: string, ranges: BufferRange[], name: string): GPUBindGroup {
-    let key = layout;
+  /** The bind group of `ranges` for a pipeline, from the cache when the same ranges repeat. */
+  #bindGroup(p: CachedPipeline, ranges: BufferRange[], name: string): GPUBindGroup {
+    let key = p.layout;
     for (const r of ranges) key += `|${this.#bufferId(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
     let bg = this.#bindGroups.get(key);
     if (!bg) {
       // A bound on the cache's size: steps of a fixed shape need a few hundred entries, and a
       // run that keeps changing shapes (multi-scale inference) only loses its hit rate.
       if (this.#bindGroups.size >= BIND_GROUP_CACHE) this.#bindGroups.clear();
-      const [nIn, nOut, uni] = layout.split("/");
       bg = this.device.createBindGroup({
-        layout: this.#layout(Number(nIn), Number(nOut), uni === "true").bgl,
+        layout: p.bgl,
         entries: ranges.map((r, i) => ({
           binding: i,
           resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size },
@@ -403,7 +414,8 @@ export class GpuContext {
     if (x > lim || y > lim || z > lim) {
       throw new GpuError(`${name}: workgroup count ${x}x${y}x${z} exceeds ${lim} per dimension`);
     }
-    const { pipeline, layout } = this.#pipeline(spec);
+    const cached = this.#pipeline(spec);
+    const pipeline = cached.pipeline;
     const ranges = [...(spec.inputs ?? []), ...(spec.outputs ?? [])].map(toRange);
     for (const r of ranges) {
       const size = r.size ?? r.buffer.size - (r.offset ?? 0);
@@ -415,7 +427,7 @@ export class GpuContext {
       }
     }
     if (spec.params !== undefined) ranges.push(this.#uniform(spec.params));
-    const bg = this.#bindGroup(layout, ranges, name);
+    const bg = this.#bindGroup(cached, ranges, name);
     if (x > 0 && y > 0 && z > 0 && this.#profiler) {
       const q = this.#profiler.slot(name);
       const pass = this.encoder().beginComputePass({

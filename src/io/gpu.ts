@@ -59,12 +59,12 @@ export function describeBackend(gpu: GpuContext): string {
   }
   const drivers = vulkanDrivers();
   const backend = env ?? (drivers.length ? "vulkan" : "gl");
-  const cpu = gpu.adapter.info.isFallbackAdapter ||
-    /llvmpipe|lavapipe/i.test(gpu.adapter.info.description);
-  const name = cpu ? (backend === "vulkan" ? "lavapipe" : "llvmpipe") : "";
+  // Both Mesa CPU adapters report "llvmpipe (LLVM ...)": the backend tells them apart.
+  const mesa = /llvmpipe|lavapipe/i.test(gpu.adapter.info.description);
+  const name = mesa ? (backend === "vulkan" ? "lavapipe" : "llvmpipe") : "";
   const how = env ? "set by DENO_WEBGPU_BACKEND" : "Deno's default" +
     (drivers.length ? " with a Vulkan driver installed" : "");
-  const choose = cpu && drivers.some((d) => d.startsWith("lvp_"))
+  const choose = mesa && drivers.some((d) => d.startsWith("lvp_"))
     ? "; both Mesa CPU adapters are installed: DENO_WEBGPU_BACKEND=gl|vulkan picks one " +
       "(deno task bench --only roofline,kernels compares them)"
     : "";
