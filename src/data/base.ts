@@ -88,6 +88,46 @@ export interface Dataset {
   readonly listHash: string;
 }
 
+/**
+ * A view of the first `images` samples of `ds` whose samples carry other masks: `mask(s)`
+ * gives the mask of a loaded sample (psa's affinity labels from CAMs, a folder of pseudo
+ * masks). Bad masks fail; they are never skipped.
+ */
+export function withMasks(
+  ds: Dataset,
+  mask: (s: Sample) => Promise<Uint8Array>,
+  images = ds.ids.length,
+): Dataset {
+  const load = async (i: number): Promise<Sample> => {
+    const s = await ds.load(i);
+    return { ...s, mask: await mask(s) };
+  };
+  return {
+    kind: ds.kind,
+    root: ds.root,
+    split: ds.split,
+    ids: ds.ids.slice(0, images),
+    numClasses: ds.numClasses,
+    classNames: ds.classNames,
+    hasMasks: true,
+    tagsOf: (i) => ds.tagsOf(i),
+    presentOf: (i) => ds.presentOf(i),
+    load,
+    tryLoad: load,
+    skipBad: false,
+    get skipped() {
+      return ds.skipped;
+    },
+    get skippedItems() {
+      return ds.skippedItems;
+    },
+    get warnings() {
+      return ds.warnings;
+    },
+    listHash: ds.listHash,
+  };
+}
+
 /** Options of {@link BaseDataset}. */
 export interface BaseInit {
   kind: "voc" | "coco";

@@ -36,7 +36,8 @@ import {
 } from "../../io/config.ts";
 import { exists, writeJsonAtomic } from "../../io/atomic.ts";
 import type { NamedTensor } from "../../io/checkpoint.ts";
-import { type Dataset, openDataset, type Sample } from "../../data/dataset.ts";
+import { type Dataset, openDataset } from "../../data/dataset.ts";
+import { withMasks } from "../../data/base.ts";
 import { trainingStream } from "../../train/data.ts";
 import type { Optimizer } from "../../optim/mod.ts";
 import { polyLr } from "../../optim/mod.ts";
@@ -72,36 +73,10 @@ export function withAffinityLabels(
   alphas: LabelAlphas,
   images = ds.ids.length,
 ): Dataset {
-  const load = async (i: number): Promise<Sample> => {
-    const s = await ds.load(i);
+  return withMasks(ds, async (s) => {
     const c = await readImageCams(camDir, s.id, s);
-    const mask = affinityLabelMap(c.cams, c.classes, c.height, c.width, alphas);
-    return { ...s, mask };
-  };
-  return {
-    kind: ds.kind,
-    root: ds.root,
-    split: ds.split,
-    ids: ds.ids.slice(0, images),
-    numClasses: ds.numClasses,
-    classNames: ds.classNames,
-    hasMasks: true,
-    tagsOf: (i) => ds.tagsOf(i),
-    presentOf: (i) => ds.presentOf(i),
-    load,
-    tryLoad: load,
-    skipBad: false,
-    get skipped() {
-      return ds.skipped;
-    },
-    get skippedItems() {
-      return ds.skippedItems;
-    },
-    get warnings() {
-      return ds.warnings;
-    },
-    listHash: ds.listHash,
-  };
+    return affinityLabelMap(c.cams, c.classes, c.height, c.width, alphas);
+  }, images);
 }
 
 /**

@@ -172,7 +172,7 @@ export async function openRunDataset(
     synthetic?: TrainConfig["synthetic"];
     split: string;
   },
-  run: TrainConfig | null,
+  run: Pick<TrainConfig, "dataset" | "data" | "synthetic" | "tags"> | null,
   log: (l: string) => void,
 ): Promise<Dataset> {
   const kind = o.dataset ?? (o.data ? (run?.dataset === "coco" ? "coco" : "voc") : undefined) ??

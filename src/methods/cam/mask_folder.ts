@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import type { GpuContext } from "../../gpu/context.ts";
-import { decodeLabelPng } from "../../data/png.ts";
+import { decodeLabelPng, type LabelImage } from "../../data/png.ts";
 import type { Dataset } from "../../data/base.ts";
 import { type MaskCounts, MaskEvaluator } from "../../eval/confusion.ts";
 import { maskMetrics, type Metrics } from "../../eval/metrics.ts";
@@ -45,7 +45,8 @@ export interface MaskFolderResult {
   examples: ReportExample[];
 }
 
-async function readPrediction(path: string, id: string) {
+/** Reads the label PNG `path` of image `id`; errors name the image and the file. */
+export async function readMaskPng(path: string, id: string): Promise<LabelImage> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
@@ -59,15 +60,14 @@ async function readPrediction(path: string, id: string) {
 }
 
 /**
- * Scores `<masksDir>/<id>.png` against the dataset's ground truth. The OC-error rate uses each
- * sample's `present` classes (its tags plus classes seen only on objects marked difficult),
- * so predicting a difficult-only class is not an OC error. Errors (each naming the file or
- * image): missing folder; missing PNGs (all listed up front, before any work); undecodable
- * PNG; a mask whose size differs from its image; labels outside 0..C. Images without ground
- * truth count towards the OC rate only.
+ * Checks that the folder `masksDir` holds `<id>.png` for every id: errors name the folder, or
+ * the number of missing files and the first few ids (all found up front, before any work).
  */
-export async function evaluateMaskFolder(opts: MaskFolderOptions): Promise<MaskFolderResult> {
-  const { gpu, dataset, masksDir } = opts;
+export async function checkMaskFolder(
+  masksDir: string,
+  ids: readonly string[],
+  what = "masks",
+): Promise<void> {
   try {
     if (!(await Deno.stat(masksDir)).isDirectory) {
       throw new Error(`mask folder ${masksDir} is not a directory`);
@@ -76,8 +76,6 @@ export async function evaluateMaskFolder(opts: MaskFolderOptions): Promise<MaskF
     if (e instanceof Deno.errors.NotFound) throw new Error(`mask folder ${masksDir} not found`);
     throw e;
   }
-  const n = Math.min(dataset.ids.length, opts.limit ?? Infinity);
-  const ids = dataset.ids.slice(0, n);
   const missing: string[] = [];
   await Promise.all(ids.map(async (id) => {
     try {
@@ -89,10 +87,25 @@ export async function evaluateMaskFolder(opts: MaskFolderOptions): Promise<MaskF
   if (missing.length) {
     missing.sort();
     throw new Error(
-      `${missing.length} of ${n} predictions missing in ${masksDir} (expected <id>.png): ` +
+      `${missing.length} of ${ids.length} ${what} missing in ${masksDir} (expected <id>.png): ` +
         `${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""}`,
     );
   }
+}
+
+/**
+ * Scores `<masksDir>/<id>.png` against the dataset's ground truth. The OC-error rate uses each
+ * sample's `present` classes (its tags plus classes seen only on objects marked difficult),
+ * so predicting a difficult-only class is not an OC error. Errors (each naming the file or
+ * image): missing folder; missing PNGs (all listed up front, before any work); undecodable
+ * PNG; a mask whose size differs from its image; labels outside 0..C. Images without ground
+ * truth count towards the OC rate only.
+ */
+export async function evaluateMaskFolder(opts: MaskFolderOptions): Promise<MaskFolderResult> {
+  const { gpu, dataset, masksDir } = opts;
+  const n = Math.min(dataset.ids.length, opts.limit ?? Infinity);
+  const ids = dataset.ids.slice(0, n);
+  await checkMaskFolder(masksDir, ids, "predictions");
   const C = dataset.numClasses;
   const ev = new MaskEvaluator(gpu, C);
   const examples: ReportExample[] = [];
@@ -101,7 +114,7 @@ export async function evaluateMaskFolder(opts: MaskFolderOptions): Promise<MaskF
   const fetchOne = (i: number) =>
     Promise.all([
       dataset.load(i),
-      readPrediction(join(masksDir, `${ids[i]}.png`), ids[i]),
+      readMaskPng(join(masksDir, `${ids[i]}.png`), ids[i]),
     ]);
   try {
     let next = n > 0 ? fetchOne(0) : null;

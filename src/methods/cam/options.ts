@@ -52,8 +52,11 @@ export { DEFAULT_SCALES };
 const scales = z.array(z.number().positive().max(8)).min(1).max(16)
   .refine((s) => new Set(s).size === s.length, "scales must not repeat");
 
-/** Fields shared by CAM extraction and CAM evaluation. */
-const common = {
+/**
+ * Fields shared by the inference tasks (CAM extraction, CAM evaluation, the segmenter's
+ * prediction): checkpoint, data, scales and flip, limit, output folder.
+ */
+export const INFERENCE_FIELDS = {
   /** Checkpoint (`runs/X/last.safetensors`) or run folder holding `last.safetensors`. */
   ckpt: z.string().min(1),
   /** Dataset root (VOC: VOC2012 or above; COCO: the folder holding `annotations/`). */
@@ -74,7 +77,7 @@ const common = {
 
 /** Options of {@link computeCams} (`deno task cam`). */
 export const CamRunSchema = z.object({
-  ...common,
+  ...INFERENCE_FIELDS,
   split: z.string().min(1).default("train"),
   /** Background threshold of the pseudo masks (normalised CAM scores are in [0, 1]). */
   bg: z.number().min(0).max(1).default(0.15),
@@ -89,8 +92,8 @@ export type CamRunInput = z.input<typeof CamRunSchema>;
 
 /** Options of {@link evaluate} (`deno task eval`). */
 export const EvaluateSchema = z.object({
-  ...common,
-  ckpt: common.ckpt.optional(),
+  ...INFERENCE_FIELDS,
+  ckpt: INFERENCE_FIELDS.ckpt.optional(),
   /** A folder of predicted masks `<id>.png` to score instead of a checkpoint's CAMs. */
   masks: z.string().min(1).optional(),
   split: z.string().min(1).default("val"),
