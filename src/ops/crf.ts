@@ -15,9 +15,13 @@
  * lattice) and runs any number of probability maps on it; {@link denseCrf} is the one-call
  * form. Everything records into the current command encoder; nothing is read back.
  *
- * The op unit {@link denseCrfUnit} (forward only, the exact path against the f64 reference)
- * runs in the generic test; the lattice path has no unit because its reference is a different
- * function (the approximation), tested in tests/crf_test.ts.
+ * The op unit {@link denseCrfUnit} (forward only, the exact path against the f64 reference) is
+ * not in the registry (src/registry/ops.ts): the generic test requires every unit to split
+ * some case on a context whose storage bindings hold 2 KiB, and the CRF does not split its
+ * work past the binding limit (it refuses with a RangeError naming the limit; one image's
+ * lattice cannot be cut into independent pieces). tests/crf_test.ts runs the unit's cases
+ * through the generic checks (`checkUnitCase`) without that context. The lattice path has no
+ * unit: its reference is a different function (the approximation), tested there too.
  * @module
  */
 import type { GpuContext } from "../gpu/context.ts";

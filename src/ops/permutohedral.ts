@@ -57,6 +57,18 @@ export function latticeCoordinateBound(h: number, w: number, k: BilateralKernel)
   return bound + 20;
 }
 
+/**
+ * The largest storage binding (bytes) of the lattice path on an h x w image with `labels`
+ * labels: the sorted entries (16·P, P the next power of two of 6N), the blur neighbours
+ * (2·6·6N u32) or the lattice values (4·6N·L).
+ */
+export function latticeMaxBinding(h: number, w: number, labels: number): number {
+  const nreal = D1 * h * w;
+  let P = 512;
+  while (P < nreal) P *= 2;
+  return Math.max(16 * P, 2 * D1 * nreal * 4, 4 * nreal * labels);
+}
+
 /** Throws a RangeError naming the binding limit when `bytes` exceed it. */
 export function checkBinding(gpu: GpuContext, op: string, what: string, bytes: number): void {
   if (bytes > gpu.maxBindingBytes) {
