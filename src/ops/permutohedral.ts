@@ -283,14 +283,15 @@ export class BilateralLattice {
 
   /**
    * Records alpha·slice(blur(splat(nb·values))) for values [L, N] (label-major): the lattice
-   * sum Σ_q k(f_p, f_q)·nb_q·v_q, not yet multiplied by nb_p. Returns [L, N] (caller owns).
+   * sum Σ_q k(f_p, f_q)·nb_q·v_q, not yet multiplied by nb_p (`scale` [N] replaces nb_q: ones
+   * give the plain lattice sum). Returns [L, N] (caller owns).
    */
-  filter(values: Tensor, labels: number): Tensor {
+  filter(values: Tensor, labels: number, scale: Tensor = this.norm): Tensor {
     if (this.#disposed) throw new Error(`${this.op}: lattice used after dispose`);
-    return this.#filter(values, labels, 0);
+    return this.#filter(values, labels, 0, scale);
   }
 
-  #filter(values: Tensor | null, L: number, mode: 0 | 1): Tensor {
+  #filter(values: Tensor | null, L: number, mode: 0 | 1, scale?: Tensor): Tensor {
     const gpu = this.gpu;
     const op = this.op;
     checkBinding(
@@ -329,7 +330,7 @@ export class BilateralLattice {
           this.#count,
           this.#bary,
           values ?? gpu.dummy,
-          mode === 0 ? this.norm : gpu.dummy,
+          scale ?? gpu.dummy,
         ],
         outputs: [a],
         params: pk(),
