@@ -68,6 +68,16 @@ export { matmul } from "./src/ops/matmul.ts";
 export { globalAvgPool, maxPool2d } from "./src/ops/pool.ts";
 export { resizeBilinear, resizeBilinearBackward } from "./src/ops/resize.ts";
 export { argmaxChannels, softmaxChannels } from "./src/ops/channel.ts";
+export {
+  type BilateralKernel,
+  DenseCrf,
+  denseCrf,
+  denseCrfLatticeRef,
+  type DenseCrfOptions,
+  denseCrfRef,
+  type GaussianKernel,
+  PSA_CRF,
+} from "./src/ops/crf.ts";
 
 // Models.
 export { CamNet, type CamOutputs, createModel, type ModelOptions } from "./src/models/cam_net.ts";

@@ -23,6 +23,9 @@ export const SHADER_NAMES = [
   "ocr",
   "cam",
   "affinity",
+  "crf",
+  "crf_exact",
+  "lattice",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */

@@ -1,0 +1,441 @@
+// Permutohedral lattice for the dense CRF's bilateral kernel (src/ops/permutohedral.ts,
+// docs/crf.md), built and applied on the GPU without hashing or float atomics: d = 5 features
+// (x/sxy, y/sxy, r/srgb, g/srgb, b/srgb), D1 = 6 simplex corners per pixel.
+//
+// Build (once per image):
+//   lat_keys       per pixel: pydensecrf's elevation, closest 0-coloured point, rank,
+//                  barycentric weights; entry e = p·6 + j gets (key of corner j, e) with the
+//                  key's first five coordinates packed as 16-bit fields (+32768) in x, y, z
+//   lat_pad        entries [nreal, P) = all ones (sort last)
+//   bitonic_local  sorts each block of 512 entries (directions of the global network)
+//   bitonic_global one compare-exchange step (k, j) of the global network, j >= 512
+//   bitonic_merge  the steps j = 256 .. 1 of stage k inside blocks of 512
+//   lat_flags      flag[i] = entry i starts a new key
+//   scan_block     inclusive scan of blocks of 256 (block totals to the next level)
+//   scan_add       adds the scanned totals of the previous blocks
+//   lat_vertices   vertex v = scan[i] - 1: uniq[v] = (key, first entry), off[e] = v,
+//                  count[0] = M, uniq[M].w = nreal (the last segment's end)
+//   lat_neighbors  per vertex and direction j = 0..5: the keys ±(1,..,1) ∓ 6·e_j found by
+//                  binary search in uniq (0xffffffff when absent)
+// Filter (per message): lat_splat (per vertex: a fixed-order sum over its segment of sorted
+// entries, which is pixel order), lat_blur (v + 0.5·(n1 + n2), one direction per dispatch),
+// lat_slice (per pixel: alpha·Σ_j bary·A[off]; mode 1 writes 1/sqrt(· + 1e-20)).
+// Lattice values are vertex-major [Mmax, L].
+
+{{struct:LatParams}}
+
+const D: u32 = 5u;
+const D1: u32 = 6u;
+const NONE: u32 = 0xffffffffu;
+const KOFF: i32 = 32768;
+
+fn key_less(a: vec4u, b: vec4u) -> bool {
+  if (a.x != b.x) { return a.x < b.x; }
+  if (a.y != b.y) { return a.y < b.y; }
+  if (a.z != b.z) { return a.z < b.z; }
+  return a.w < b.w;
+}
+
+fn pack_key(c: array<i32, 5>) -> vec3u {
+  let u0 = u32(c[0] + KOFF);
+  let u1 = u32(c[1] + KOFF);
+  let u2 = u32(c[2] + KOFF);
+  let u3 = u32(c[3] + KOFF);
+  let u4 = u32(c[4] + KOFF);
+  return vec3u((u0 << 16u) | u1, (u2 << 16u) | u3, u4 << 16u);
+}
+
+fn unpack_key(k: vec4u) -> array<i32, 5> {
+  return array<i32, 5>(
+    i32(k.x >> 16u) - KOFF,
+    i32(k.x & 0xffffu) - KOFF,
+    i32(k.y >> 16u) - KOFF,
+    i32(k.y & 0xffffu) - KOFF,
+    i32(k.z >> 16u) - KOFF,
+  );
+}
+
+// ---- lat_keys ----
+
+@group(0) @binding(0) var<storage, read> lk_img: array<f32>;
+@group(0) @binding(1) var<storage, read_write> lk_ent: array<vec4u>;
+@group(0) @binding(2) var<storage, read_write> lk_bary: array<f32>;
+@group(0) @binding(3) var<uniform> lk_p: LatParams;
+
+@compute @workgroup_size(64)
+fn lat_keys(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let p = flat_index(gid, nwg, 64u);
+  let N = lk_p.N;
+  if (p >= N) { return; }
+  var f: array<f32, 5>;
+  f[0] = f32(p % lk_p.W) / lk_p.sxy;
+  f[1] = f32(p / lk_p.W) / lk_p.sxy;
+  f[2] = clamp(lk_img[p], 0.0, 255.0) / lk_p.srgb;
+  f[3] = clamp(lk_img[N + p], 0.0, 255.0) / lk_p.srgb;
+  f[4] = clamp(lk_img[2u * N + p], 0.0, 255.0) / lk_p.srgb;
+  // Elevation (pydensecrf: scale_factor[i] = inv_std_dev / sqrt((i+2)(i+1))).
+  let inv_std = sqrt(2.0 / 3.0) * f32(D1);
+  var el: array<f32, 6>;
+  var sm = 0.0;
+  for (var j = D; j > 0u; j--) {
+    let cf = f[j - 1u] * (inv_std / sqrt(f32((j + 1u) * j)));
+    el[j] = sm - f32(j) * cf;
+    sm += cf;
+  }
+  el[0] = sm;
+  // The closest 0-coloured lattice point.
+  var rem0: array<i32, 6>;
+  var sum = 0;
+  for (var i = 0u; i <= D; i++) {
+    let v = el[i] / f32(D1);
+    let up = ceil(v) * f32(D1);
+    let down = floor(v) * f32(D1);
+    var r = down;
+    if (up - el[i] < el[i] - down) { r = up; }
+    rem0[i] = i32(r);
+    sum += rem0[i] / i32(D1);
+  }
+  var rank: array<i32, 6>;
+  for (var i = 0u; i < D; i++) {
+    let di = el[i] - f32(rem0[i]);
+    for (var j = i + 1u; j <= D; j++) {
+      if (di < el[j] - f32(rem0[j])) {
+        rank[i] += 1;
+      } else {
+        rank[j] += 1;
+      }
+    }
+  }
+  for (var i = 0u; i <= D; i++) {
+    rank[i] += sum;
+    if (rank[i] < 0) {
+      rank[i] += i32(D1);
+      rem0[i] += i32(D1);
+    } else if (rank[i] > i32(D)) {
+      rank[i] -= i32(D1);
+      rem0[i] -= i32(D1);
+    }
+  }
+  var b: array<f32, 7>;
+  for (var i = 0u; i <= D; i++) {
+    let v = (el[i] - f32(rem0[i])) / f32(D1);
+    let k = i32(D) - rank[i];
+    b[k] += v;
+    b[k + 1] -= v;
+  }
+  b[0] += 1.0 + b[D1];
+  for (var r = 0u; r <= D; r++) {
+    var c: array<i32, 5>;
+    for (var i = 0u; i < D; i++) {
+      var o = i32(r);
+      if (rank[i] > i32(D - r)) { o = i32(r) - i32(D1); }
+      c[i] = rem0[i] + o;
+    }
+    let e = p * D1 + r;
+    lk_ent[e] = vec4u(pack_key(c), e);
+    lk_bary[e] = b[r];
+  }
+}
+
+// ---- lat_pad ----
+
+@group(0) @binding(0) var<storage, read_write> lp_ent: array<vec4u>;
+@group(0) @binding(1) var<uniform> lp_p: LatParams;
+
+@compute @workgroup_size(64)
+fn lat_pad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = lp_p.nreal + flat_index(gid, nwg, 64u);
+  if (i >= lp_p.P) { return; }
+  lp_ent[i] = vec4u(NONE);
+}
+
+// ---- bitonic sort ----
+
+@group(0) @binding(0) var<storage, read_write> bs_ent: array<vec4u>;
+@group(0) @binding(1) var<uniform> bs_p: LatParams;
+
+var<workgroup> bs_tile: array<vec4u, 512>;
+
+// Compare-exchange of positions lo < hi (ascending when lo & k == 0).
+fn bs_exchange(lo: u32, hi: u32, k: u32) {
+  let a = bs_ent[lo];
+  let b = bs_ent[hi];
+  let up = (lo & k) == 0u;
+  if (key_less(b, a) == up) {
+    bs_ent[lo] = b;
+    bs_ent[hi] = a;
+  }
+}
+
+@compute @workgroup_size(256)
+fn bitonic_global(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, 256u);
+  if (i >= bs_p.P / 2u) { return; }
+  let j = bs_p.j;
+  let lo = ((i & ~(j - 1u)) << 1u) | (i & (j - 1u));
+  bs_exchange(lo, lo | j, bs_p.k);
+}
+
+// The steps j = jstart .. 1 of stage k on the block held in bs_tile (base: its first index).
+fn bs_local_steps(t: u32, base: u32, k: u32, jstart: u32) {
+  var j = jstart;
+  loop {
+    if (j == 0u) { break; }
+    let lo = ((t & ~(j - 1u)) << 1u) | (t & (j - 1u));
+    let hi = lo | j;
+    let a = bs_tile[lo];
+    let b = bs_tile[hi];
+    let up = ((base + lo) & k) == 0u;
+    if (key_less(b, a) == up) {
+      bs_tile[lo] = b;
+      bs_tile[hi] = a;
+    }
+    workgroupBarrier();
+    j = j >> 1u;
+  }
+}
+
+@compute @workgroup_size(256)
+fn bitonic_local(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u,
+                 @builtin(num_workgroups) nwg: vec3u) {
+  let blk = wid.x + wid.y * nwg.x;
+  let base = blk * 512u;
+  if (base >= bs_p.P) { return; }
+  let t = lid.x;
+  bs_tile[t] = bs_ent[base + t];
+  bs_tile[t + 256u] = bs_ent[base + t + 256u];
+  workgroupBarrier();
+  var k = 2u;
+  loop {
+    if (k > 512u || k > bs_p.P) { break; }
+    bs_local_steps(t, base, k, k >> 1u);
+    k = k << 1u;
+  }
+  bs_ent[base + t] = bs_tile[t];
+  bs_ent[base + t + 256u] = bs_tile[t + 256u];
+}
+
+@compute @workgroup_size(256)
+fn bitonic_merge(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u,
+                 @builtin(num_workgroups) nwg: vec3u) {
+  let blk = wid.x + wid.y * nwg.x;
+  let base = blk * 512u;
+  if (base >= bs_p.P) { return; }
+  let t = lid.x;
+  bs_tile[t] = bs_ent[base + t];
+  bs_tile[t + 256u] = bs_ent[base + t + 256u];
+  workgroupBarrier();
+  bs_local_steps(t, base, bs_p.k, 256u);
+  bs_ent[base + t] = bs_tile[t];
+  bs_ent[base + t + 256u] = bs_tile[t + 256u];
+}
+
+// ---- lat_flags ----
+
+@group(0) @binding(0) var<storage, read> lf_ent: array<vec4u>;
+@group(0) @binding(1) var<storage, read_write> lf_flag: array<u32>;
+@group(0) @binding(2) var<uniform> lf_p: LatParams;
+
+@compute @workgroup_size(64)
+fn lat_flags(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, 64u);
+  if (i >= lf_p.nreal) { return; }
+  var f = 1u;
+  if (i > 0u) {
+    let a = lf_ent[i - 1u];
+    let b = lf_ent[i];
+    if (all(a.xyz == b.xyz)) { f = 0u; }
+  }
+  lf_flag[i] = f;
+}
+
+// ---- scan (u32, inclusive) ----
+
+@group(0) @binding(0) var<storage, read_write> sc_data: array<u32>;
+@group(0) @binding(1) var<storage, read_write> sc_sums: array<u32>;
+@group(0) @binding(2) var<uniform> sc_p: LatParams;
+
+var<workgroup> sc_tile: array<u32, 256>;
+
+@compute @workgroup_size(256)
+fn scan_block(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u,
+              @builtin(num_workgroups) nwg: vec3u) {
+  let blk = wid.x + wid.y * nwg.x;
+  let n = sc_p.count;
+  if (blk * 256u >= n) { return; }
+  let i = blk * 256u + lid.x;
+  var v = 0u;
+  if (i < n) { v = sc_data[i]; }
+  sc_tile[lid.x] = v;
+  workgroupBarrier();
+  for (var o = 1u; o < 256u; o = o << 1u) {
+    var add = 0u;
+    if (lid.x >= o) { add = sc_tile[lid.x - o]; }
+    workgroupBarrier();
+    sc_tile[lid.x] += add;
+    workgroupBarrier();
+  }
+  if (i < n) { sc_data[i] = sc_tile[lid.x]; }
+  if (lid.x == 255u && sc_p.mode == 1u) { sc_sums[blk] = sc_tile[255]; }
+}
+
+@compute @workgroup_size(256)
+fn scan_add(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, 256u);
+  if (i >= sc_p.count) { return; }
+  let blk = i / 256u;
+  if (blk > 0u) { sc_data[i] += sc_sums[blk - 1u]; }
+}
+
+// ---- lat_vertices ----
+
+@group(0) @binding(0) var<storage, read> lv_ent: array<vec4u>;
+@group(0) @binding(1) var<storage, read> lv_scan: array<u32>;
+@group(0) @binding(2) var<storage, read_write> lv_uniq: array<vec4u>;
+@group(0) @binding(3) var<storage, read_write> lv_off: array<u32>;
+@group(0) @binding(4) var<storage, read_write> lv_count: array<u32>;
+@group(0) @binding(5) var<uniform> lv_p: LatParams;
+
+@compute @workgroup_size(64)
+fn lat_vertices(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, 64u);
+  if (i >= lv_p.nreal) { return; }
+  let s = lv_scan[i];
+  let v = s - 1u;
+  let en = lv_ent[i];
+  if (i == 0u || lv_scan[i - 1u] != s) {
+    lv_uniq[v] = vec4u(en.xyz, i);
+  }
+  lv_off[en.w] = v;
+  if (i == lv_p.nreal - 1u) {
+    lv_count[0] = s;
+    lv_uniq[s] = vec4u(NONE, NONE, NONE, lv_p.nreal);
+  }
+}
+
+// ---- lat_neighbors ----
+
+@group(0) @binding(0) var<storage, read> ln_uniq: array<vec4u>;
+@group(0) @binding(1) var<storage, read> ln_count: array<u32>;
+@group(0) @binding(2) var<storage, read_write> ln_nbr: array<u32>;
+@group(0) @binding(3) var<uniform> ln_p: LatParams;
+
+// Index of key k among uniq[0, m) (sorted), or NONE.
+fn ln_find(k: vec3u, m: u32) -> u32 {
+  var lo = 0u;
+  var hi = m;
+  while (lo < hi) {
+    let mid = (lo + hi) / 2u;
+    let u = ln_uniq[mid];
+    if (key_less(vec4u(u.xyz, 0u), vec4u(k, 0u))) { lo = mid + 1u; } else { hi = mid; }
+  }
+  if (lo < m && all(ln_uniq[lo].xyz == k)) { return lo; }
+  return NONE;
+}
+
+@compute @workgroup_size(64)
+fn lat_neighbors(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let v = flat_index(gid, nwg, 64u);
+  let m = ln_count[0];
+  if (v >= m) { return; }
+  let key = unpack_key(ln_uniq[v]);
+  for (var j = 0u; j <= D; j++) {
+    var c1: array<i32, 5>;
+    var c2: array<i32, 5>;
+    for (var k = 0u; k < D; k++) {
+      c1[k] = key[k] - 1;
+      c2[k] = key[k] + 1;
+    }
+    if (j < D) {
+      c1[j] = key[j] + i32(D);
+      c2[j] = key[j] - i32(D);
+    }
+    ln_nbr[(j * ln_p.mmax + v) * 2u] = ln_find(pack_key(c1), m);
+    ln_nbr[(j * ln_p.mmax + v) * 2u + 1u] = ln_find(pack_key(c2), m);
+  }
+}
+
+// ---- lat_splat ----
+
+@group(0) @binding(0) var<storage, read> sp_ent: array<vec4u>;
+@group(0) @binding(1) var<storage, read> sp_uniq: array<vec4u>;
+@group(0) @binding(2) var<storage, read> sp_count: array<u32>;
+@group(0) @binding(3) var<storage, read> sp_bary: array<f32>;
+@group(0) @binding(4) var<storage, read> sp_vals: array<f32>;
+@group(0) @binding(5) var<storage, read> sp_norm: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sp_a: array<f32>;
+@group(0) @binding(7) var<uniform> sp_p: LatParams;
+
+@compute @workgroup_size(64)
+fn lat_splat(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let v = flat_index(gid, nwg, 64u);
+  if (v >= sp_count[0]) { return; }
+  let start = sp_uniq[v].w;
+  let end = sp_uniq[v + 1u].w;
+  let L = sp_p.L;
+  let N = sp_p.N;
+  for (var l = 0u; l < L; l++) {
+    var s = 0.0;
+    for (var i = start; i < end; i++) {
+      let e = sp_ent[i].w;
+      var x = 1.0;
+      if (sp_p.mode == 0u) {
+        let p = e / D1;
+        x = sp_norm[p] * sp_vals[l * N + p];
+      }
+      s += sp_bary[e] * x;
+    }
+    sp_a[v * L + l] = s;
+  }
+}
+
+// ---- lat_blur ----
+
+@group(0) @binding(0) var<storage, read> bl_a: array<f32>;
+@group(0) @binding(1) var<storage, read> bl_nbr: array<u32>;
+@group(0) @binding(2) var<storage, read> bl_count: array<u32>;
+@group(0) @binding(3) var<storage, read_write> bl_b: array<f32>;
+@group(0) @binding(4) var<uniform> bl_p: LatParams;
+
+@compute @workgroup_size(64)
+fn lat_blur(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let v = flat_index(gid, nwg, 64u);
+  if (v >= bl_count[0]) { return; }
+  let L = bl_p.L;
+  let n1 = bl_nbr[(bl_p.dir * bl_p.mmax + v) * 2u];
+  let n2 = bl_nbr[(bl_p.dir * bl_p.mmax + v) * 2u + 1u];
+  for (var l = 0u; l < L; l++) {
+    var a1 = 0.0;
+    var a2 = 0.0;
+    if (n1 != NONE) { a1 = bl_a[n1 * L + l]; }
+    if (n2 != NONE) { a2 = bl_a[n2 * L + l]; }
+    bl_b[v * L + l] = bl_a[v * L + l] + 0.5 * (a1 + a2);
+  }
+}
+
+// ---- lat_slice ----
+
+@group(0) @binding(0) var<storage, read> sl_a: array<f32>;
+@group(0) @binding(1) var<storage, read> sl_off: array<u32>;
+@group(0) @binding(2) var<storage, read> sl_bary: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sl_out: array<f32>;
+@group(0) @binding(4) var<uniform> sl_p: LatParams;
+
+@compute @workgroup_size(64)
+fn lat_slice(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let p = flat_index(gid, nwg, 64u);
+  let N = sl_p.N;
+  if (p >= N) { return; }
+  let L = sl_p.L;
+  let alpha = 1.0 / (1.0 + exp2(-f32(D)));
+  for (var l = 0u; l < L; l++) {
+    var s = 0.0;
+    for (var j = 0u; j < D1; j++) {
+      let e = p * D1 + j;
+      s += sl_bary[e] * sl_a[sl_off[e] * L + l];
+    }
+    s *= alpha;
+    if (sl_p.mode == 1u) { s = 1.0 / sqrt(s + 1e-20); }
+    sl_out[l * N + p] = s;
+  }
+}

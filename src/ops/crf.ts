@@ -1,0 +1,433 @@
+/**
+ * Dense CRF (Krähenbühl & Koltun 2011) as pydensecrf's `DenseCRF2D` computes it (psa's
+ * `crf_inference`: a Gaussian and a bilateral Potts kernel, NORMALIZE_SYMMETRIC, mean field),
+ * on the GPU. The model, formulas, defaults and sources: docs/crf.md. Two paths:
+ *
+ * - **exact** (`shaders/crf_exact.wgsl`): every message a brute-force sum over all pixel pairs
+ *   (O(N²) per iteration), equal to the f64 reference {@link denseCrfRef} within f32 rounding;
+ *   the default up to {@link EXACT_MAX_PIXELS} pixels;
+ * - **lattice**: the bilateral message through a permutohedral lattice built on the GPU
+ *   (./permutohedral.ts), the Gaussian one through an exact separable blur truncated at
+ *   {@link GAUSS_TRUNCATE}·sxy (`shaders/crf.wgsl`); the f64 reference of this algorithm is
+ *   {@link denseCrfLatticeRef}.
+ *
+ * {@link DenseCrf} builds what depends on the image once (features and normalisers, or the
+ * lattice) and runs any number of probability maps on it; {@link denseCrf} is the one-call
+ * form. Everything records into the current command encoder; nothing is read back.
+ *
+ * The op unit {@link denseCrfUnit} (forward only, the exact path against the f64 reference) is
+ * not in the registry (src/registry/ops.ts): the generic test requires every unit to split
+ * some case on a context whose storage bindings hold 2 KiB, and the CRF does not split its
+ * work past the binding limit (it refuses with a RangeError naming the limit; one image's
+ * lattice cannot be cut into independent pieces). tests/crf_test.ts runs the unit's cases
+ * through the generic checks (`checkUnitCase`) without that context. The lattice path has no
+ * unit: its reference is a different function (the approximation), tested there too.
+ * @module
+ */
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import { BilateralLattice, checkBinding } from "./permutohedral.ts";
+import {
+  type DenseCrfOptions,
+  denseCrfRef,
+  gaussRadius,
+  resolveCrfOptions,
+  type ResolvedCrf,
+} from "./crf_ref.ts";
+import { defineOpUnit, type OpCase, type OpUnit, uniformValues } from "./unit.ts";
+
+export {
+  type BilateralKernel,
+  crfFeatures,
+  denseCrfLatticeRef,
+  type DenseCrfOptions,
+  denseCrfRef,
+  EXACT_MAX_PIXELS,
+  GAUSS_TRUNCATE,
+  type GaussianKernel,
+  latticeFilterRef,
+  PermutohedralRef,
+  PSA_CRF,
+  resolveCrfOptions,
+  type ResolvedCrf,
+} from "./crf_ref.ts";
+export { BilateralLattice } from "./permutohedral.ts";
+
+const { CrfParams } = declareParams("crf", {
+  CrfParams: {
+    N: "u32",
+    W: "u32",
+    H: "u32",
+    L: "u32",
+    has_g: "u32",
+    has_b: "u32",
+    mode: "u32",
+    radius: "u32",
+    cg: "f32",
+    cb: "f32",
+    clip: "f32",
+    sg: "f32",
+    sb: "f32",
+    srgb: "f32",
+  },
+});
+const { CrfExactParams } = declareParams("crf_exact", {
+  CrfExactParams: { N: "u32", has_g: "u32", has_b: "u32", cg: "f32", cb: "f32" },
+});
+
+/** The exact path's largest label count (its private accumulator). */
+export const EXACT_MAX_LABELS = 96;
+
+/** Checks an image tensor [3, H, W] and returns [H, W]. */
+function imageShape(op: string, image: Tensor): [number, number] {
+  const s = image.shape;
+  if (s.length !== 3 || s[0] !== 3 || !(s[1] >= 1 && s[2] >= 1)) {
+    throw new RangeError(`${op}: image must be [3, H, W] (RGB planes, 0..255), got [${s}]`);
+  }
+  return [s[1], s[2]];
+}
+
+const exactDefines = new Map<number, Record<string, number>>();
+function exactDefine(labels: number): Record<string, number> {
+  let d = exactDefines.get(labels);
+  if (!d) {
+    d = { NL: labels, TILE: labels <= 48 ? 64 : 32 };
+    exactDefines.set(labels, d);
+  }
+  return d;
+}
+
+/**
+ * A dense CRF bound to one image: the constructor records the image-only work (exact path:
+ * features and both normalisers; lattice path: the bilateral lattice and the Gaussian
+ * normaliser), {@link run} the mean field of one probability map. Dispose when done.
+ *
+ * ```ts
+ * const crf = new DenseCrf(gpu, image, { method: "auto" }); // image [3, H, W], 0..255
+ * const qa = crf.run(probsA); // [L, H, W] each, caller owns
+ * const qb = crf.run(probsB);
+ * crf.dispose();
+ * ```
+ */
+export class DenseCrf {
+  /** The resolved options (sxy divided by the scale factor, method decided). */
+  readonly options: ResolvedCrf;
+  readonly h: number;
+  readonly w: number;
+  /** The bilateral lattice (lattice path with a bilateral kernel), else null. */
+  readonly lattice: BilateralLattice | null = null;
+  #feat: Tensor | null = null;
+  #ng: Tensor | null = null;
+  #nb: Tensor | null = null;
+  #disposed = false;
+  readonly #op = "denseCrf";
+
+  constructor(readonly gpu: GpuContext, image: Tensor, opts: DenseCrfOptions = {}) {
+    const op = this.#op;
+    const [h, w] = imageShape(op, image);
+    this.h = h;
+    this.w = w;
+    const r = resolveCrfOptions(op, opts, h * w);
+    this.options = r;
+    const n = h * w;
+    const g = r.gaussian;
+    const b = r.bilateral;
+    const base = {
+      N: n,
+      W: w,
+      H: h,
+      L: 1,
+      has_g: g ? 1 : 0,
+      has_b: b ? 1 : 0,
+      mode: 0,
+      radius: 0,
+      cg: g?.compat ?? 0,
+      cb: b?.compat ?? 0,
+      clip: r.clip,
+      sg: g?.sxy ?? 1,
+      sb: b?.sxy ?? 1,
+      srgb: b?.srgb ?? 1,
+    };
+    if (r.method === "exact") {
+      checkBinding(gpu, op, "the exact path's features", 32 * n);
+      const feat = Tensor.empty(gpu, [8 * n], "crf.features");
+      gpu.dispatch1d(
+        {
+          name: `${op}.features`,
+          shader: "crf",
+          entry: "exact_features",
+          inputs: [image],
+          outputs: [feat],
+          params: CrfParams.pack(base),
+        },
+        n,
+        64,
+      );
+      this.#ng = Tensor.empty(gpu, [n], "crf.norm_g");
+      this.#nb = Tensor.empty(gpu, [n], "crf.norm_b");
+      gpu.dispatch1d(
+        {
+          name: `${op}.norm`,
+          shader: "crf",
+          entry: "exact_norm",
+          inputs: [feat],
+          outputs: [this.#ng, this.#nb],
+          params: CrfParams.pack(base),
+        },
+        n,
+        64,
+      );
+      this.#feat = feat;
+      return;
+    }
+    if (g) {
+      const t = this.#gaussH(null, 1, 1);
+      this.#ng = this.#gaussV(t, 1, 1);
+      t.dispose();
+    }
+    if (b) {
+      this.lattice = new BilateralLattice(gpu, image, h, w, b, op);
+      this.#nb = this.lattice.norm;
+    }
+  }
+
+  #params(o: Partial<Parameters<typeof CrfParams.pack>[0]>): Uint32Array {
+    const r = this.options;
+    return CrfParams.pack({
+      N: this.h * this.w,
+      W: this.w,
+      H: this.h,
+      L: 1,
+      has_g: r.gaussian ? 1 : 0,
+      has_b: r.bilateral ? 1 : 0,
+      mode: 0,
+      radius: r.gaussian ? gaussRadius(r.gaussian.sxy, this.h, this.w) : 0,
+      cg: r.gaussian?.compat ?? 0,
+      cb: r.bilateral?.compat ?? 0,
+      clip: r.clip,
+      sg: r.gaussian?.sxy ?? 1,
+      sb: r.bilateral?.sxy ?? 1,
+      srgb: r.bilateral?.srgb ?? 1,
+      ...o,
+    });
+  }
+
+  #grid2(op: string, labels: number): [number, number] {
+    const x = Math.ceil((this.h * this.w) / 64);
+    const lim = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    if (x > lim) throw new RangeError(`${op}: ${this.h}x${this.w} pixels are too many`);
+    return [x, labels];
+  }
+
+  /** Horizontal pass of the separable Gaussian (mode 1: of ones). */
+  #gaussH(v: Tensor | null, labels: number, mode: 0 | 1): Tensor {
+    const t = Tensor.empty(this.gpu, [labels, this.h * this.w], "crf.gauss_t");
+    this.gpu.dispatch({
+      name: `${this.#op}.gauss_h`,
+      shader: "crf",
+      entry: "gauss_h",
+      inputs: [v ?? this.gpu.dummy, mode === 0 ? this.#ng! : this.gpu.dummy],
+      outputs: [t],
+      params: this.#params({ L: labels, mode }),
+      workgroups: this.#grid2(this.#op, labels),
+    });
+    return t;
+  }
+
+  /** Vertical pass (mode 1: writes the normaliser 1/sqrt(· + 1e-20)). */
+  #gaussV(t: Tensor, labels: number, mode: 0 | 1): Tensor {
+    const g = Tensor.empty(this.gpu, [labels, this.h * this.w], "crf.gauss_g");
+    this.gpu.dispatch({
+      name: `${this.#op}.gauss_v`,
+      shader: "crf",
+      entry: "gauss_v",
+      inputs: [t],
+      outputs: [g],
+      params: this.#params({ L: labels, mode }),
+      workgroups: this.#grid2(this.#op, labels),
+    });
+    return g;
+  }
+
+  /**
+   * Records the mean field of `probs` ([L, H, W], any non-negative scores; clipped to
+   * [clip, 1] before the log) on this image; returns Q [L, H, W] (caller owns).
+   * `iterations` overrides the constructor's.
+   */
+  run(probs: Tensor, iterations = this.options.iterations): Tensor {
+    const op = this.#op;
+    if (this.#disposed) throw new Error(`${op}: used after dispose`);
+    const s = probs.shape;
+    if (s.length !== 3 || s[1] !== this.h || s[2] !== this.w) {
+      throw new RangeError(
+        `${op}: probs must be [L, ${this.h}, ${this.w}] like the image, got [${s}]`,
+      );
+    }
+    const L = s[0];
+    if (!(L >= 1)) throw new RangeError(`${op}: the label count must be >= 1, got ${L}`);
+    if (!Number.isInteger(iterations) || iterations < 0) {
+      throw new RangeError(`${op}: iterations must be an integer >= 0, got ${iterations}`);
+    }
+    const gpu = this.gpu;
+    const n = this.h * this.w;
+    const exact = this.options.method === "exact";
+    if (exact && L > EXACT_MAX_LABELS) {
+      throw new RangeError(
+        `${op}: the exact path takes at most ${EXACT_MAX_LABELS} labels, got ${L}; use ` +
+          `method "lattice"`,
+      );
+    }
+    checkBinding(gpu, op, `probabilities [${L}, ${this.h}, ${this.w}]`, 4 * L * n);
+    const lu = Tensor.empty(gpu, [L, n], "crf.log_unary");
+    let q = Tensor.empty(gpu, [L, this.h, this.w], "crf.q");
+    gpu.dispatch1d(
+      {
+        name: `${op}.unary`,
+        shader: "crf",
+        entry: "unary_init",
+        inputs: [probs],
+        outputs: [lu, q],
+        params: this.#params({ L }),
+      },
+      n,
+      64,
+    );
+    const r = this.options;
+    for (let it = 0; it < iterations; it++) {
+      const next = Tensor.empty(gpu, [L, this.h, this.w], "crf.q");
+      if (exact) {
+        const def = exactDefine(L);
+        gpu.dispatch({
+          name: `${op}.exact_step`,
+          shader: "crf_exact",
+          entry: "exact_step",
+          defines: def,
+          inputs: [lu, q, this.#feat!, this.#ng!, this.#nb!],
+          outputs: [next],
+          params: CrfExactParams.pack({
+            N: n,
+            has_g: r.gaussian ? 1 : 0,
+            has_b: r.bilateral ? 1 : 0,
+            cg: r.gaussian?.compat ?? 0,
+            cb: r.bilateral?.compat ?? 0,
+          }),
+          workgroups: [Math.ceil(n / def.TILE)],
+        });
+      } else {
+        let gMsg: Tensor | null = null;
+        if (r.gaussian) {
+          const t = this.#gaussH(q, L, 0);
+          gMsg = this.#gaussV(t, L, 0);
+          t.dispose();
+        }
+        const bMsg = this.lattice ? this.lattice.filter(q, L) : null;
+        gpu.dispatch1d(
+          {
+            name: `${op}.update`,
+            shader: "crf",
+            entry: "update",
+            inputs: [
+              lu,
+              gMsg ?? gpu.dummy,
+              bMsg ?? gpu.dummy,
+              this.#ng ?? gpu.dummy,
+              this.#nb ?? gpu.dummy,
+            ],
+            outputs: [next],
+            params: this.#params({ L }),
+          },
+          n,
+          64,
+        );
+        gMsg?.dispose();
+        bMsg?.dispose();
+      }
+      q.dispose();
+      q = next;
+    }
+    lu.dispose();
+    return q;
+  }
+
+  /** Releases the image's features, normalisers and lattice. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#feat?.dispose();
+    if (this.lattice) this.lattice.dispose();
+    else this.#nb?.dispose();
+    this.#ng?.dispose();
+  }
+}
+
+/**
+ * Records the dense CRF of `probs` [L, H, W] on `image` [3, H, W] (RGB, 0..255); returns Q
+ * [L, H, W] (caller owns). To run several probability maps on one image, use {@link DenseCrf}.
+ */
+export function denseCrf(
+  gpu: GpuContext,
+  image: Tensor,
+  probs: Tensor,
+  opts: DenseCrfOptions = {},
+): Tensor {
+  const crf = new DenseCrf(gpu, image, opts);
+  try {
+    return crf.run(probs);
+  } finally {
+    crf.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Op unit (forward only: the exact path against the f64 reference).
+
+/** Parameters of a {@link denseCrfUnit} case. */
+export interface CrfCase {
+  h: number;
+  w: number;
+  labels: number;
+  opts: DenseCrfOptions;
+}
+
+const crfCase = (h: number, w: number, labels: number, opts: DenseCrfOptions = {}) =>
+  ({
+    name: `${labels}x${h}x${w} ${JSON.stringify(opts)}`,
+    params: { h, w, labels, opts: { method: "exact", ...opts } as DenseCrfOptions },
+    split: false,
+  }) satisfies OpCase<CrfCase>;
+
+/** The exact dense CRF as a forward-only op unit. */
+export const denseCrfUnit: OpUnit<CrfCase> = defineOpUnit<CrfCase>({
+  name: "dense_crf",
+  description: "dense CRF mean field (pydensecrf DenseCRF2D), exact O(N²) GPU path",
+  bound: "compute",
+  inputs: ["image", "probs"],
+  outputs: ["q"],
+  differentiable: [],
+  cases: [
+    crfCase(7, 9, 3),
+    crfCase(5, 6, 2, { iterations: 3, gaussian: { sxy: 2, compat: 4 }, bilateral: null }),
+    crfCase(6, 4, 21, { bilateral: { sxy: 4, srgb: 20, compat: 5 }, iterations: 4 }),
+  ],
+  benchShapes: [crfCase(32, 32, 21)],
+  tolerance: { forward: { atol: 2e-5 }, backward: {} },
+  inputShapes: (p) => ({ image: [3, p.h, p.w], probs: [p.labels, p.h, p.w] }),
+  outputShapes: (p) => ({ q: [p.labels, p.h, p.w] }),
+  makeInputs: (p, seed) => ({
+    image: uniformValues(3 * p.h * p.w, seed, 0, 255).map(Math.round),
+    probs: uniformValues(p.labels * p.h * p.w, seed + 1, 0, 1),
+  }),
+  refForward: (p, x) => ({ q: denseCrfRef(x.image, x.probs, p.h, p.w, p.labels, p.opts) }),
+  cost: (p) => {
+    const n = p.h * p.w;
+    const it = p.opts.iterations ?? 10;
+    return {
+      forward: { flops: it * n * n * (2 * p.labels + 30), bytes: 4 * n * (3 + 2 * p.labels) },
+    };
+  },
+  gpu: {
+    name: "brute-force kernel",
+    forward: (gpu, p, { tensors: t }) => ({ q: denseCrf(gpu, t.image, t.probs, p.opts) }),
+  },
+});

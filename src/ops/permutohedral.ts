@@ -1,0 +1,389 @@
+/**
+ * The dense CRF's bilateral message through a permutohedral lattice (Adams, Baek & Davis 2010,
+ * as pydensecrf's permutohedral.cpp) built and applied on the GPU, deterministically: no hash
+ * table and no atomics. Kernels: `shaders/lattice.wgsl` (its header lists them).
+ *
+ * Build (once per image, {@link BilateralLattice}): every pixel's 6 simplex corners become
+ * entries (key, e = p·6 + j); a bitonic sort orders them by key then e; a prefix scan over
+ * "new key" flags numbers the M distinct vertices; each vertex keeps its key and the first
+ * entry of its segment, each entry its vertex; blur neighbours are found once by binary search
+ * among the sorted vertex keys. Filtering ({@link BilateralLattice.filter}) splats per vertex
+ * (a fixed-order sum over its segment: pixel order), blurs along the 6 directions and slices per
+ * pixel. The number of vertices M stays on the GPU (no readback): buffers are sized for the
+ * worst case M = 6N, and vertex kernels exit past M.
+ *
+ * Limits: keys pack five 16-bit coordinates, checked on the host from the image size and the
+ * kernel's standard deviations; every binding (the largest is the lattice values, 24·N·L
+ * bytes) must fit `maxStorageBufferBindingSize`, or a RangeError names that limit.
+ * @module
+ */
+import type { GpuContext } from "../gpu/context.ts";
+import { declareParams } from "../gpu/kernel.ts";
+import { Tensor } from "../gpu/tensor.ts";
+import type { BilateralKernel } from "./crf_ref.ts";
+
+const { LatParams } = declareParams("lattice", {
+  LatParams: {
+    N: "u32",
+    W: "u32",
+    P: "u32",
+    nreal: "u32",
+    L: "u32",
+    mmax: "u32",
+    k: "u32",
+    j: "u32",
+    mode: "u32",
+    dir: "u32",
+    count: "u32",
+    sxy: "f32",
+    srgb: "f32",
+  },
+});
+
+const D = 5;
+const D1 = 6;
+const KEY_LIMIT = 32767;
+
+/** The largest |lattice coordinate| a kernel can produce on an h x w image (plus margin). */
+export function latticeCoordinateBound(h: number, w: number, k: BilateralKernel): number {
+  const fmax = [(w - 1) / k.sxy, (h - 1) / k.sxy, 255 / k.srgb, 255 / k.srgb, 255 / k.srgb];
+  const invStd = Math.sqrt(2 / 3) * D1;
+  const cf = fmax.map((f, i) => f * invStd / Math.sqrt((i + 2) * (i + 1)));
+  const total = cf.reduce((a, b) => a + b, 0);
+  let bound = total;
+  for (let j = 1; j <= D; j++) bound = Math.max(bound, total + j * cf[j - 1]);
+  // Rounding to the 0-coloured point (≤ 3), the rank wrap (6), the corner offset (≤ 6) and
+  // the blur neighbours (≤ 5).
+  return bound + 20;
+}
+
+/**
+ * The largest storage binding (bytes) of the lattice path on an h x w image with `labels`
+ * labels: the sorted entries (16·P, P the next power of two of 6N), the blur neighbours
+ * (2·6·6N u32) or the lattice values (4·6N·L).
+ */
+export function latticeMaxBinding(h: number, w: number, labels: number): number {
+  const nreal = D1 * h * w;
+  let P = 512;
+  while (P < nreal) P *= 2;
+  return Math.max(16 * P, 2 * D1 * nreal * 4, 4 * nreal * labels);
+}
+
+/** Throws a RangeError naming the binding limit when `bytes` exceed it. */
+export function checkBinding(gpu: GpuContext, op: string, what: string, bytes: number): void {
+  if (bytes > gpu.maxBindingBytes) {
+    throw new RangeError(
+      `${op}: ${what} needs a ${bytes}-byte storage binding, over this device's ` +
+        `maxStorageBufferBindingSize (${gpu.maxBindingBytes} bytes); use a smaller image ` +
+        `or fewer labels`,
+    );
+  }
+}
+
+/** The bilateral kernel's lattice of one image: build once, filter several value maps. */
+export class BilateralLattice {
+  /** Pixels. */
+  readonly n: number;
+  /** Lattice entries (6 per pixel) = the most vertices there can be. */
+  readonly nreal: number;
+  /** Sorted entry count (a power of two ≥ 512). */
+  readonly padded: number;
+  /** The symmetric normaliser nb_p = 1/sqrt(lattice(1)_p + 1e-20), [N]. */
+  readonly norm: Tensor;
+  #ent: Tensor;
+  #bary: Tensor;
+  #uniq: Tensor;
+  #off: Tensor;
+  #count: Tensor;
+  #nbr: Tensor;
+  #disposed = false;
+
+  /**
+   * Records the lattice build of `image` ([3, H, W], 0..255) for kernel `k` (sxy already
+   * scaled) into the current encoder.
+   */
+  constructor(
+    readonly gpu: GpuContext,
+    image: Tensor,
+    readonly h: number,
+    readonly w: number,
+    readonly kernel: BilateralKernel,
+    readonly op = "denseCrf",
+  ) {
+    const n = h * w;
+    this.n = n;
+    const nreal = n * D1;
+    this.nreal = nreal;
+    const bound = latticeCoordinateBound(h, w, kernel);
+    if (bound > KEY_LIMIT) {
+      throw new RangeError(
+        `${op}: the bilateral lattice's coordinates reach ${Math.ceil(bound)}, past the ` +
+          `16-bit key range (${KEY_LIMIT}): sxy ${kernel.sxy} / srgb ${kernel.srgb} are too ` +
+          `small for a ${h}x${w} image; use method "exact"`,
+      );
+    }
+    let P = 512;
+    while (P < nreal) P *= 2;
+    this.padded = P;
+    checkBinding(gpu, op, "the lattice's sorted entries", P * 16);
+    checkBinding(gpu, op, "the lattice's blur neighbours", 2 * D1 * nreal * 4);
+    const base = { N: n, W: w, P, nreal, L: 1, mmax: nreal, k: 0, j: 0, mode: 0, dir: 0 };
+    const pk = (o: Partial<typeof base> & { count?: number } = {}) =>
+      LatParams.pack({ ...base, count: 0, sxy: kernel.sxy, srgb: kernel.srgb, ...o });
+    const ent = Tensor.empty(gpu, [P * 4], "crf.lattice.entries");
+    const bary = Tensor.empty(gpu, [nreal], "crf.lattice.bary");
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.keys`,
+        shader: "lattice",
+        entry: "lat_keys",
+        inputs: [image],
+        outputs: [ent, bary],
+        params: pk(),
+      },
+      n,
+      64,
+    );
+    if (P > nreal) {
+      gpu.dispatch1d(
+        {
+          name: `${op}.lattice.pad`,
+          shader: "lattice",
+          entry: "lat_pad",
+          outputs: [ent],
+          params: pk(),
+        },
+        P - nreal,
+        64,
+      );
+    }
+    // Bitonic sort: blocks of 512 in workgroup memory, then each stage k ≥ 1024 as global
+    // steps j ≥ 512 and one in-block merge of the steps j ≤ 256.
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.sort`,
+        shader: "lattice",
+        entry: "bitonic_local",
+        outputs: [ent],
+        params: pk(),
+      },
+      P / 2,
+      256,
+    );
+    for (let k = 1024; k <= P; k *= 2) {
+      for (let j = k / 2; j >= 512; j /= 2) {
+        gpu.dispatch1d(
+          {
+            name: `${op}.lattice.sort`,
+            shader: "lattice",
+            entry: "bitonic_global",
+            outputs: [ent],
+            params: pk({ k, j }),
+          },
+          P / 2,
+          256,
+        );
+      }
+      gpu.dispatch1d(
+        {
+          name: `${op}.lattice.sort`,
+          shader: "lattice",
+          entry: "bitonic_merge",
+          outputs: [ent],
+          params: pk({ k }),
+        },
+        P / 2,
+        256,
+      );
+    }
+    // Segment starts, numbered by an inclusive scan.
+    const scan = Tensor.empty(gpu, [nreal], "crf.lattice.scan");
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.flags`,
+        shader: "lattice",
+        entry: "lat_flags",
+        inputs: [ent],
+        outputs: [scan],
+        params: pk(),
+      },
+      nreal,
+      64,
+    );
+    this.#scan(scan, nreal, pk);
+    const uniq = Tensor.empty(gpu, [(nreal + 1) * 4], "crf.lattice.vertices");
+    const off = Tensor.empty(gpu, [nreal], "crf.lattice.offsets");
+    const count = Tensor.empty(gpu, [4], "crf.lattice.count");
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.vertices`,
+        shader: "lattice",
+        entry: "lat_vertices",
+        inputs: [ent, scan],
+        outputs: [uniq, off, count],
+        params: pk(),
+      },
+      nreal,
+      64,
+    );
+    scan.dispose();
+    const nbr = Tensor.empty(gpu, [2 * D1 * nreal], "crf.lattice.neighbours");
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.neighbours`,
+        shader: "lattice",
+        entry: "lat_neighbors",
+        inputs: [uniq, count],
+        outputs: [nbr],
+        params: pk(),
+      },
+      nreal,
+      64,
+    );
+    this.#ent = ent;
+    this.#bary = bary;
+    this.#uniq = uniq;
+    this.#off = off;
+    this.#count = count;
+    this.#nbr = nbr;
+    this.norm = this.#filter(null, 1, 1);
+  }
+
+  /** Inclusive scan of `data` in place: blocks of 256, block totals scanned recursively. */
+  #scan(data: Tensor, count: number, pk: (o: Record<string, number>) => Uint32Array): void {
+    const gpu = this.gpu;
+    const blocks = Math.ceil(count / 256);
+    const sums = blocks > 1 ? Tensor.empty(gpu, [blocks], "crf.lattice.scan_sums") : null;
+    gpu.dispatch1d(
+      {
+        name: `${this.op}.lattice.scan`,
+        shader: "lattice",
+        entry: "scan_block",
+        outputs: [data, sums ?? gpu.dummy],
+        params: pk({ count, mode: sums ? 1 : 0 }),
+      },
+      blocks * 256,
+      256,
+    );
+    if (!sums) return;
+    this.#scan(sums, blocks, pk);
+    gpu.dispatch1d(
+      {
+        name: `${this.op}.lattice.scan`,
+        shader: "lattice",
+        entry: "scan_add",
+        outputs: [data, sums],
+        params: pk({ count, mode: 0 }),
+      },
+      count,
+      256,
+    );
+    sums.dispose();
+  }
+
+  /**
+   * Records alpha·slice(blur(splat(nb·values))) for values [L, N] (label-major): the lattice
+   * sum Σ_q k(f_p, f_q)·nb_q·v_q, not yet multiplied by nb_p (`scale` [N] replaces nb_q: ones
+   * give the plain lattice sum). Returns [L, N] (caller owns).
+   */
+  filter(values: Tensor, labels: number, scale: Tensor = this.norm): Tensor {
+    if (this.#disposed) throw new Error(`${this.op}: lattice used after dispose`);
+    return this.#filter(values, labels, 0, scale);
+  }
+
+  #filter(values: Tensor | null, L: number, mode: 0 | 1, scale?: Tensor): Tensor {
+    const gpu = this.gpu;
+    const op = this.op;
+    checkBinding(
+      gpu,
+      op,
+      `the lattice values (${this.nreal} vertices x ${L} labels)`,
+      4 * this.nreal * L,
+    );
+    const pk = (o: Record<string, number> = {}) =>
+      LatParams.pack({
+        N: this.n,
+        W: this.w,
+        P: this.padded,
+        nreal: this.nreal,
+        L,
+        mmax: this.nreal,
+        k: 0,
+        j: 0,
+        mode,
+        dir: 0,
+        count: 0,
+        sxy: this.kernel.sxy,
+        srgb: this.kernel.srgb,
+        ...o,
+      });
+    let a = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
+    let b = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.splat`,
+        shader: "lattice",
+        entry: "lat_splat",
+        inputs: [
+          this.#ent,
+          this.#uniq,
+          this.#count,
+          this.#bary,
+          values ?? gpu.dummy,
+          scale ?? gpu.dummy,
+        ],
+        outputs: [a],
+        params: pk(),
+      },
+      this.nreal,
+      64,
+    );
+    for (let dir = 0; dir <= D; dir++) {
+      gpu.dispatch1d(
+        {
+          name: `${op}.lattice.blur`,
+          shader: "lattice",
+          entry: "lat_blur",
+          inputs: [a, this.#nbr, this.#count],
+          outputs: [b],
+          params: pk({ dir }),
+        },
+        this.nreal,
+        64,
+      );
+      [a, b] = [b, a];
+    }
+    b.dispose();
+    const out = Tensor.empty(gpu, [L, this.n], "crf.lattice.out");
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.slice`,
+        shader: "lattice",
+        entry: "lat_slice",
+        inputs: [a, this.#off, this.#bary],
+        outputs: [out],
+        params: pk(),
+      },
+      this.n,
+      64,
+    );
+    a.dispose();
+    return out;
+  }
+
+  /** The number of lattice vertices, read back (for tests and the benchmark). */
+  async vertexCount(): Promise<number> {
+    const [buf] = await this.gpu.readRanges([{ buffer: this.#count.buffer, offset: 0, size: 4 }]);
+    return new Uint32Array(buf)[0];
+  }
+
+  /** Releases the lattice's buffers. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const t of [this.#ent, this.#bary, this.#uniq, this.#off, this.#count, this.#nbr]) {
+      t.dispose();
+    }
+    this.norm.dispose();
+  }
+}
