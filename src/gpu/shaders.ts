@@ -23,6 +23,8 @@ export const SHADER_NAMES = [
   "ocr",
   "cam",
   "affinity",
+  "seg_loss",
+  "dropout",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */
