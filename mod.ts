@@ -78,10 +78,22 @@ export {
   type GaussianKernel,
   PSA_CRF,
 } from "./src/ops/crf.ts";
+export { dropout, type DropoutOptions, dropoutRef } from "./src/ops/dropout.ts";
 
 // Models.
 export { CamNet, type CamOutputs, createModel, type ModelOptions } from "./src/models/cam_net.ts";
 export type { Arch } from "./src/models/resnet.ts";
+// The segmenter of the final stage (docs/architecture.md#the-segmenter): DeepLab-v2 ASPP or
+// DeepLab-LargeFOV head on a backbone.
+export {
+  createSegModel,
+  type SegForwardOptions,
+  type SegHead,
+  segModelDefaults,
+  type SegModelOptions,
+  SegNet,
+  type SegNetOptions,
+} from "./src/models/deeplab.ts";
 export {
   type AffinityBranch,
   AffinityNet,
@@ -94,6 +106,15 @@ export {
   multilabelSoftMarginLoss,
   multilabelSoftMarginLossBackward,
 } from "./src/losses/multilabel.ts";
+// Pixel-wise softmax cross-entropy, ignore index 255, mean over valid pixels (the segmenter's).
+export {
+  checkSegLabels,
+  IGNORE_LABEL,
+  type SegCeResult,
+  softmaxCrossEntropyBackward,
+  softmaxCrossEntropyLoss,
+  softmaxCrossEntropyRef,
+} from "./src/losses/segmentation.ts";
 export {
   OCR_DEFAULTS,
   ocrLoss,

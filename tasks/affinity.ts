@@ -9,7 +9,7 @@ import { asUserError } from "../src/methods/cam/options.ts";
 import { trainAffinity } from "../src/methods/affinitynet/train.ts";
 
 const USAGE = `usage: deno task affinity --cams runs/NAME/cam-train [--config cfg.json]
-  [--init CKPT | --scratch] [--model tiny|resnet18|resnet34|resnet50] [--out DIR]
+  [--init CKPT | --scratch] [--model tiny|resnet18|resnet34|resnet50|resnet101] [--out DIR]
   [--steps N] [--batch B] [--size PX] [--lr LR] [--seed S] [--lo-alpha 4] [--hi-alpha 24]
   [--radius 5] [--log-every N] [--resume]
   (default --out: beside the CAM folder, <run>/affinity)`;

@@ -9,7 +9,7 @@ import { train } from "../src/train/train.ts";
 
 const USAGE =
   `usage: deno task train [--config cfg.json] [--data DIR] [--dataset voc|coco|synthetic]
-  [--model tiny|resnet18|resnet34|resnet50] [--weights FILE.safetensors] [--out runs/NAME]
+  [--model tiny|resnet18|resnet34|resnet50|resnet101] [--weights FILE.safetensors] [--out runs/NAME]
   [--steps N] [--batch B] [--size PX] [--lr LR] [--seed S] [--ocr] [--ocr-lambda L] [--ocr-start F]
   [--tags mask|xml|xml-nondifficult (VOC image tags; default mask)] [--resume]
   [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--synthetic-variant v2|v1]`;

@@ -43,6 +43,8 @@ import {
   pairwiseAffinity as affinityKernel,
   pairwiseAffinityBackward,
 } from "../ops/affinity.ts";
+import { dropout as dropoutKernel } from "../ops/dropout.ts";
+import { softmaxCrossEntropyBackward, softmaxCrossEntropyLoss } from "../losses/segmentation.ts";
 import type { Tape } from "./tape.ts";
 
 /** Convolution y = conv(x, w) + b (PyTorch's conv2d, groups 1). Saves x. */
@@ -201,4 +203,47 @@ export function pairwiseAffinity(
     g.give(0, pairwiseAffinityBackward(gpu, feat, aff, g.dy()!, radius));
   }, [feat, aff]);
   return aff;
+}
+
+/**
+ * Pixel-wise softmax cross-entropy of `logits` [B, K, H, W] against `labels` [B, H, W] or
+ * [B, 1, H, W] (f32 class indices, 255 ignored): PyTorch's `F.cross_entropy(...,
+ * ignore_index=255)`, the mean over valid pixels, 0 with a zero gradient when none is valid
+ * (src/losses/segmentation.ts). Returns the 1-element loss; saves the logits, labels and the
+ * reduction's statistics.
+ */
+export function softmaxCrossEntropy(tape: Tape | null, logits: Tensor, labels: Tensor): Tensor {
+  const gpu = logits.gpu;
+  const { loss, stats } = softmaxCrossEntropyLoss(gpu, logits, labels);
+  tape?.record("softmax_cross_entropy", [logits], [loss], (g) => {
+    g.give(0, softmaxCrossEntropyBackward(gpu, logits, labels, stats, g.dy()!));
+  }, [logits, labels, stats]);
+  stats.dispose();
+  return loss;
+}
+
+/** Options of {@link dropout}. */
+export interface DropoutFnOptions {
+  /** Drop probability in [0, 1). */
+  p: number;
+  /** Seed of the mask (u32). */
+  seed: number;
+  /** Apply the mask (default true); false: identity (inference). */
+  training?: boolean;
+}
+
+/**
+ * Dropout y = x·m/(1-p) with a hash mask of (seed, index) (src/ops/dropout.ts); the rule
+ * recomputes the mask on dy, so nothing is saved. Not training, or p = 0: x itself with one
+ * more reference.
+ */
+export function dropout(tape: Tape | null, x: Tensor, opts: DropoutFnOptions): Tensor {
+  if (opts.training === false || opts.p === 0) return x.retain();
+  const gpu = x.gpu;
+  const o = { p: opts.p, seed: opts.seed };
+  const y = dropoutKernel(gpu, x, o);
+  tape?.record("dropout", [x], [y], (g) => {
+    g.give(0, dropoutKernel(gpu, g.dy()!, o));
+  });
+  return y;
 }

@@ -26,6 +26,8 @@ export const SHADER_NAMES = [
   "crf",
   "crf_exact",
   "lattice",
+  "seg_loss",
+  "dropout",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */

@@ -87,8 +87,9 @@ export async function loadTensors(
 }
 
 /**
- * Loads a CAM classifier's weights by torchvision name from a safetensors file (`deno task
- * train --weights`). The classifier may be absent (a freshly converted ImageNet backbone) and
+ * Loads a CAM classifier's or a segmenter's weights by torchvision name from a safetensors file
+ * (`deno task train --weights`). The classifier (`classifier.*`) or the segmentation head
+ * (`head.*`) may be absent (a freshly converted ImageNet backbone) and
  * torchvision's `fc.*` and `*.num_batches_tracked` are ignored; anything else missing,
  * unexpected or mis-shaped is one error listing them.
  */
@@ -97,7 +98,7 @@ export async function loadTorchvisionWeights(
   path: string,
 ): Promise<void> {
   await loadTensors(path, model.stateTensors(), {
-    allowMissing: (n) => n.startsWith("classifier."),
+    allowMissing: (n) => n.startsWith("classifier.") || n.startsWith("head."),
     ignoreUnexpected: (n) => n.startsWith("fc.") || n.endsWith(".num_batches_tracked"),
   });
 }

@@ -65,7 +65,7 @@ export const TrainConfigSchema = z.object({
    */
   tags: z.enum(VOC_TAG_MODES).default("mask"),
   synthetic: SyntheticSchema.default(SyntheticSchema.parse({})),
-  model: z.enum(["tiny", "resnet18", "resnet34", "resnet50"]).default("tiny"),
+  model: z.enum(["tiny", "resnet18", "resnet34", "resnet50", "resnet101"]).default("tiny"),
   weights: z.string().optional(),
   outputStride: z.union([z.literal(8), z.literal(16)]).default(16),
   steps: z.number().int().positive().default(1200),
@@ -97,7 +97,7 @@ export const AffinityConfigSchema = z.object({
   /** Start from random weights instead of `init`. */
   scratch: z.boolean().default(false),
   /** Backbone; default: the CAM run's. */
-  model: z.enum(["tiny", "resnet18", "resnet34", "resnet50"]).optional(),
+  model: z.enum(["tiny", "resnet18", "resnet34", "resnet50", "resnet101"]).optional(),
   steps: z.number().int().positive().default(300),
   batch: z.number().int().positive().default(8),
   /** Crop side; default: the CAM run's training size. */

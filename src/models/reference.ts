@@ -1,7 +1,7 @@
 /**
  * A plain TypeScript CPU reference (f64) of the CAM classifier ({@link CamNet}): forward in
  * eval and training mode (batch statistics with the running-statistic update, or psa's frozen
- * batchnorm) and backward to every parameter, for the `tiny` and `resnet18/34/50` backbones.
+ * batchnorm) and backward to every parameter, for the `tiny` and `resnet18/34/50/101` backbones.
  *
  * The architecture is written out here independently of `resnet.ts`, from torchvision's ResNet
  * definition (v1.5 bottleneck: stride on the 3x3 conv; downsample = 1x1 conv + BN whenever the
@@ -52,6 +52,21 @@ export interface RefModelOptions {
   eps?: number;
   /** Running-statistic momentum (PyTorch convention), default 0.1. */
   momentum?: number;
+  /**
+   * Whether the state has the CAM classifier (`classifier.weight`); default true. False: the
+   * backbone alone ({@link CamNetRef.features}), e.g. under another head.
+   */
+  classifier?: boolean;
+}
+
+/** Result of {@link CamNetRef.features}. */
+export interface RefFeatures {
+  /** Backbone features [N, C, h, w]. */
+  feats: RefTensor;
+  /** Running statistics after this pass (as {@link RefForward.runningStats}). */
+  runningStats: RefState;
+  /** What {@link CamNetRef.backwardFeatures} needs; opaque. */
+  tape: RefTape;
 }
 
 /** Result of {@link CamNetRef.forward}. */
@@ -171,9 +186,14 @@ function architecture(arch: Arch, os: 8 | 16): { nodes: Node[]; channels: number
     });
     return { nodes, channels: cin };
   }
-  const depths = { resnet18: [2, 2, 2, 2], resnet34: [3, 4, 6, 3], resnet50: [3, 4, 6, 3] }[arch];
+  const depths = {
+    resnet18: [2, 2, 2, 2],
+    resnet34: [3, 4, 6, 3],
+    resnet50: [3, 4, 6, 3],
+    resnet101: [3, 4, 23, 3],
+  }[arch];
   if (!depths) throw new RangeError(`reference: unknown architecture "${arch}"`);
-  const isBottleneck = arch === "resnet50";
+  const isBottleneck = arch === "resnet50" || arch === "resnet101";
   const nodes: Node[] = [conv("conv1", 3, 64, 7, 2, 1, 3), bn("bn1", 64), RELU, {
     op: "maxpool",
   }];
@@ -212,7 +232,9 @@ function addInto(a: Float64Array, b: Float64Array): Float64Array {
 }
 
 /** Reads every state tensor of a GPU model back as f64 (parameters and buffers). */
-export async function readModelState(model: CamNet): Promise<RefState> {
+export async function readModelState(
+  model: Pick<CamNet, "stateTensors">,
+): Promise<RefState> {
   const state: RefState = new Map();
   for (const { name, value } of model.stateTensors()) {
     state.set(name, { shape: [...value.shape], data: Float64Array.from(await value.read()) });
@@ -260,7 +282,7 @@ export class CamNetRef {
   names(): { params: string[]; buffers: string[] } {
     const out = { params: [] as string[], buffers: [] as string[] };
     collectNames(this.#nodes, out);
-    out.params.push("classifier.weight");
+    if (this.options.classifier !== false) out.params.push("classifier.weight");
     return out;
   }
 
@@ -281,7 +303,9 @@ export class CamNetRef {
       }
     };
     walk(this.#nodes);
-    m.set("classifier.weight", [this.options.numClasses, this.featureChannels, 1, 1]);
+    if (this.options.classifier !== false) {
+      m.set("classifier.weight", [this.options.numClasses, this.featureChannels, 1, 1]);
+    }
     return m;
   }
 
@@ -300,6 +324,9 @@ export class CamNetRef {
     if (x.shape.length !== 4 || x.shape[1] !== 3) {
       throw new RangeError(`CamNetRef.forward: input must be [N, 3, H, W], got [${x.shape}]`);
     }
+    if (this.options.classifier === false) {
+      throw new Error("CamNetRef.forward: no classifier (use features)");
+    }
     const runningStats: RefState = new Map();
     const steps: RefTape["steps"] = [];
     const feats = this.#run(this.#nodes, x, train, steps, runningStats);
@@ -315,14 +342,45 @@ export class CamNetRef {
   }
 
   /**
+   * The backbone alone: features of an image batch x [N, 3, H, W] (batchnorm as in
+   * {@link forward}).
+   */
+  features(x: RefTensor, train: boolean): RefFeatures {
+    if (x.shape.length !== 4 || x.shape[1] !== 3) {
+      throw new RangeError(`CamNetRef.features: input must be [N, 3, H, W], got [${x.shape}]`);
+    }
+    const runningStats: RefState = new Map();
+    const steps: RefTape["steps"] = [];
+    const feats = this.#run(this.#nodes, x, train, steps, runningStats);
+    return { feats, runningStats, tape: { steps, camShape: feats.shape } };
+  }
+
+  /**
+   * Backward of {@link features} from the gradient of the features: the gradient of every
+   * backbone parameter (the classifier's, if the state has one, stays zero) and of the input.
+   */
+  backwardFeatures(f: RefFeatures, dFeat: Float64Array): RefGradients {
+    return this.#backward(f.tape, dFeat);
+  }
+
+  /**
    * Backward from the gradient of the class maps `dCam` [N, C, h, w] (e.g.
    * `globalAvgPoolBackwardRef` of a logit gradient, plus any loss on the maps). Returns the
    * gradient of every trainable parameter and of the input.
    */
   backward(fwd: RefForward, dCam: Float64Array): RefGradients {
-    const size = fwd.tape.camShape.reduce((a, d) => a * d, 1);
+    if (this.options.classifier === false) {
+      throw new Error("CamNetRef.backward: no classifier (use backwardFeatures)");
+    }
+    return this.#backward(fwd.tape, dCam);
+  }
+
+  #backward(tape: RefTape, dCam: Float64Array): RefGradients {
+    const size = tape.camShape.reduce((a, d) => a * d, 1);
     if (dCam.length !== size) {
-      throw new RangeError(`CamNetRef.backward: dCam has ${dCam.length} values, cam ${size}`);
+      throw new RangeError(
+        `CamNetRef.backward: gradient has ${dCam.length} values, expected ${size}`,
+      );
     }
     const grads = new Map<string, Float64Array>();
     for (const name of this.names().params) {
@@ -330,7 +388,7 @@ export class CamNetRef {
     }
     this.#grads = grads;
     let g = dCam;
-    for (let i = fwd.tape.steps.length - 1; i >= 0; i--) g = fwd.tape.steps[i](g);
+    for (let i = tape.steps.length - 1; i >= 0; i--) g = tape.steps[i](g);
     this.#grads = null;
     return { grads, dx: g };
   }

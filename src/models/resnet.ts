@@ -1,6 +1,6 @@
 /**
  * ResNet backbones (torchvision parameter names, so converted ImageNet weights load by name)
- * and the `tiny` ResNet-style backbone for the built-in synthetic data. Output stride 16 or 8
+ * (resnet18/34/50/101) and the `tiny` ResNet-style backbone for the built-in synthetic data. Output stride 16 or 8
  * by replacing the stride of the last stages with dilation (as DeepLab/psa do).
  * @module
  */
@@ -124,7 +124,7 @@ function bottleneck(
 }
 
 /** Backbone architectures. */
-export type Arch = "tiny" | "resnet18" | "resnet34" | "resnet50";
+export type Arch = "tiny" | "resnet18" | "resnet34" | "resnet50" | "resnet101";
 
 /** A backbone: a layer from image to features, and its feature channel count. */
 export interface Backbone {
@@ -143,6 +143,7 @@ const DEPTHS: Record<Exclude<Arch, "tiny">, [number, number, number, number]> = 
   resnet18: [2, 2, 2, 2],
   resnet34: [3, 4, 6, 3],
   resnet50: [3, 4, 6, 3],
+  resnet101: [3, 4, 23, 3],
 };
 
 /**
@@ -180,7 +181,7 @@ export function buildBackbone(
     return { net: new Sequential(layers), channels: inC, stride: os, stages };
   }
   const depth = DEPTHS[arch];
-  const isBottleneck = arch === "resnet50";
+  const isBottleneck = arch === "resnet50" || arch === "resnet101";
   const layers: Module[] = [
     conv(b, "conv1", 3, 64, 7, 2),
     bn(b, "bn1", 64),

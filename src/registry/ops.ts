@@ -18,6 +18,8 @@ import { batchNormEvalUnit, batchNormTrainUnit } from "../ops/batchnorm.ts";
 import { affinityLossUnit } from "../losses/affinity.ts";
 import { multilabelUnit } from "../losses/multilabel.ts";
 import { ocrUnit } from "../losses/ocr.ts";
+import { type SegCeCase, segCrossEntropyUnit } from "../losses/segmentation.ts";
+import { type DropoutCase, dropoutUnit } from "../ops/dropout.ts";
 import { affinityUnit } from "../ops/affinity.ts";
 import { argmaxUnit, softmaxUnit } from "../ops/channel.ts";
 import { conv2dUnit } from "../ops/conv.ts";
@@ -42,6 +44,8 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(ocrUnit),
   eraseUnit(affinityUnit),
   eraseUnit(affinityLossUnit),
+  eraseUnit(segCrossEntropyUnit),
+  eraseUnit(dropoutUnit),
   ...pointwiseUnits.map(eraseUnit),
 ];
 
@@ -82,6 +86,12 @@ const resize: TapeFunction<ResizeCase> = (tape, p, x) => ({
 const affinity: TapeFunction<AffinityCase> = (tape, p, x) => ({
   aff: F.pairwiseAffinity(tape, x.feat, p.radius),
 });
+const segCe: TapeFunction<SegCeCase> = (tape, _p, x) => ({
+  loss: F.softmaxCrossEntropy(tape, x.logits, x.labels),
+});
+const drop: TapeFunction<DropoutCase> = (tape, p, x) => ({
+  y: F.dropout(tape, x.x, { p: p.p, seed: p.seed }),
+});
 const act = (name: F.ActivationName): TapeFunction => (tape, _p, x) => ({
   y: F.activation(tape, name, x.a),
 });
@@ -98,6 +108,8 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   global_avg_pool: gap as TapeFunction,
   resize_bilinear: resize as TapeFunction,
   affinity: affinity as TapeFunction,
+  softmax_cross_entropy: segCe as TapeFunction,
+  dropout: drop as TapeFunction,
   "pointwise.relu": act("relu"),
   "pointwise.elu": act("elu"),
   "pointwise.add": add(false),

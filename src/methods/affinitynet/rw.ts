@@ -183,7 +183,7 @@ export async function loadAffinityNet(
     );
   }
   const radius = checkpointRadius(metadata, file);
-  const arch = metadata.arch as "tiny" | "resnet18" | "resnet34" | "resnet50";
+  const arch = metadata.arch as "tiny" | "resnet18" | "resnet34" | "resnet50" | "resnet101";
   const model = createAffinityNet(gpu, { arch });
   await loadTensors(file, model.stateTensors(), {
     ignoreUnexpected: (n) => n.startsWith("optim."),
