@@ -11,7 +11,7 @@ import { trainAffinity } from "../src/methods/affinitynet/train.ts";
 const USAGE = `usage: deno task affinity --cams runs/NAME/cam-train [--config cfg.json]
   [--init CKPT | --scratch] [--model tiny|resnet18|resnet34|resnet50|resnet101] [--out DIR]
   [--steps N] [--batch B] [--size PX] [--lr LR] [--seed S] [--lo-alpha 4] [--hi-alpha 24]
-  [--radius 5] [--log-every N] [--resume]
+  [--radius 5] [--crf (psa's CRF-refined labels)] [--log-every N] [--resume]
   (default --out: beside the CAM folder, <run>/affinity)`;
 
 await runMain(async () => {
@@ -31,6 +31,7 @@ await runMain(async () => {
     "lo-alpha": { type: "string" },
     "hi-alpha": { type: "string" },
     radius: { type: "string" },
+    crf: { type: "boolean" },
     "log-every": { type: "string" },
     resume: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -56,6 +57,7 @@ await runMain(async () => {
     loAlpha: numFlag("lo-alpha", f["lo-alpha"]),
     hiAlpha: numFlag("hi-alpha", f["hi-alpha"]),
     radius: numFlag("radius", f.radius),
+    crf: f.crf,
     logEvery: numFlag("log-every", f["log-every"]),
   };
   const input = deepMerge(file, overrides) as Record<string, unknown>;

@@ -26,7 +26,8 @@ const USAGE = `usage: deno task pipeline [--method ${
   METHOD_NAMES.join("|")
 }] [--ocr | --compare] [--seed S]
   [--seeds 0,1,2 (with --compare)] [--out DIR] [--ocr-lambda L] [--ocr-start F]
-  [--cam-steps N] [--affinity-steps N] [--train-limit N] [--eval-limit N]
+  [--cam-steps N] [--affinity-steps N] [--affinity-crf] [--seg-steps N]
+  [--train-limit N] [--eval-limit N]
   [--sweep 0.05:0.6:0.05] [--alpha 1,2,4,8,16] [--scales 0.5,1,1.5,2]
   [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--synthetic-variant v2|v1]
   [--from STAGE]
@@ -47,6 +48,8 @@ await runMain(async () => {
     "ocr-start": { type: "string" },
     "cam-steps": { type: "string" },
     "affinity-steps": { type: "string" },
+    "affinity-crf": { type: "boolean" },
+    "seg-steps": { type: "string" },
     "train-limit": { type: "string" },
     "eval-limit": { type: "string" },
     sweep: { type: "string" },
@@ -70,6 +73,8 @@ await runMain(async () => {
     ocrStart: numFlag("ocr-start", f["ocr-start"]),
     camSteps: numFlag("cam-steps", f["cam-steps"]),
     affinitySteps: numFlag("affinity-steps", f["affinity-steps"]),
+    affinityCrf: f["affinity-crf"],
+    segSteps: numFlag("seg-steps", f["seg-steps"]),
     trainLimit: numFlag("train-limit", f["train-limit"]),
     evalLimit: numFlag("eval-limit", f["eval-limit"]),
     sweep: f.sweep,

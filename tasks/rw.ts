@@ -8,7 +8,7 @@ import { parseScales, withProgress } from "../src/methods/cam/options.ts";
 import { computeRandomWalk } from "../src/methods/affinitynet/rw.ts";
 
 const USAGE = `usage: deno task rw --ckpt runs/NAME/affinity --cams runs/NAME/cam-val
-  [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt auto|N (auto: psa's 8 scaled to the grid)] [--alpha 8 | --alpha 1,2,4,8,16] [--limit N]
+  [--out DIR (default <affinity run>/rw-SPLIT)] [--beta 8] [--logt auto|N (auto: psa's 8 scaled to the grid)] [--alpha 8 | --alpha 1,2,4,8,16] [--limit N] [--crf]
   [--radius R (default: the one the AffinityNet was trained with)]`;
 
 await runMain(async () => {
@@ -20,6 +20,7 @@ await runMain(async () => {
     logt: { type: "string" },
     alpha: { type: "string" },
     limit: { type: "string" },
+    crf: { type: "boolean" },
     radius: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
@@ -34,6 +35,7 @@ await runMain(async () => {
       logt: f.logt === "auto" ? "auto" : numFlag("logt", f.logt),
       alpha: f.alpha === undefined ? undefined : parseScales(f.alpha, "--alpha"),
       limit: numFlag("limit", f.limit),
+      crf: f.crf,
       radius: numFlag("radius", f.radius),
     }, { onProgress }));
   console.log(

@@ -113,6 +113,11 @@ export const AffinityConfigSchema = z.object({
   loAlpha: z.number().positive().default(4),
   /** psa's high background exponent: its confident background. */
   hiAlpha: z.number().positive().default(24),
+  /**
+   * Refine the label maps with the dense CRF as psa does (its `crf_inference` settings); else
+   * the CRF-free rule.
+   */
+  crf: z.boolean().default(false),
   /** Pair radius on the stride-8 feature grid (psa: 5). */
   radius: z.number().int().min(2).max(16).default(5),
   logEvery: z.number().int().positive().default(10),
@@ -122,6 +127,56 @@ export const AffinityConfigSchema = z.object({
   /** Run folder; default <cams>/../affinity. */
   out: z.string().optional(),
 }).strict();
+
+/** Backbones of the segmenter (the CAM classifier's plus ResNet-101). */
+export const SEG_ARCHS = ["tiny", "resnet18", "resnet34", "resnet50", "resnet101"] as const;
+
+/**
+ * The final stage's segmenter (`deno task seg`): DeepLab trained on pseudo masks or ground
+ * truth (docs/segmentation.md). Data fields as in {@link TrainConfigSchema}.
+ */
+export const SegConfigSchema = z.object({
+  /** A folder of `<id>.png` pseudo masks of the train split, or `gt` (the ground truth). */
+  masks: z.string().min(1),
+  dataset: z.enum(["synthetic", "voc", "coco"]).default("synthetic"),
+  data: z.string().optional(),
+  split: z.string().default("train"),
+  valSplit: z.string().default("val"),
+  tags: z.enum(VOC_TAG_MODES).default("mask"),
+  synthetic: SyntheticSchema.default(SyntheticSchema.parse({})),
+  /** Train on the first `limit` images of the split only (every one needs a mask). */
+  limit: z.number().int().positive().optional(),
+  model: z.enum(SEG_ARCHS).default("tiny"),
+  /** DeepLab-v2's ASPP (default) or DeepLab-LargeFOV (v1). */
+  head: z.enum(["aspp", "largefov"]).default("aspp"),
+  outputStride: z.union([z.literal(8), z.literal(16)]).default(8),
+  /** ImageNet weights with torchvision names (safetensors) for the backbone. */
+  weights: z.string().min(1).optional(),
+  /** A checkpoint whose backbone starts the segmenter (e.g. the CAM classifier's). */
+  init: z.string().min(1).optional(),
+  steps: z.number().int().positive().default(600),
+  batch: z.number().int().positive().default(8),
+  /** Crop side. */
+  size: z.number().int().min(16).default(128),
+  seed: z.number().int().min(0).default(0),
+  optimizer: z.enum(["sgd", "adamw"]).default("sgd"),
+  /** Base learning rate; default 1e-3 for AdamW, 0.05 for SGD. */
+  lr: z.number().positive().optional(),
+  momentum: z.number().min(0).max(1).default(0.9),
+  weightDecay: z.number().min(0).default(5e-4),
+  /** The head's learning-rate multiplier (DeepLab: 10). */
+  headLrMult: z.number().positive().default(10),
+  logEvery: z.number().int().positive().default(10),
+  ckptEvery: z.number().int().positive().default(100),
+  prefetch: z.number().int().positive().default(4),
+  /** DeepLab's scale augmentation 0.5–1.5, flip, no colour jitter. */
+  augment: AugmentSchema.default({ scaleRange: [0.5, 1.5], flip: true, colorJitter: 0 }),
+  /** Run folder; default runs/seg-<model>-<UTC timestamp>. */
+  out: z.string().optional(),
+}).strict();
+
+/** A resolved segmenter training config. */
+export type SegConfig = z.infer<typeof SegConfigSchema>;
 
 /** A resolved AffinityNet training config. */
 export type AffinityConfig = z.infer<typeof AffinityConfigSchema>;

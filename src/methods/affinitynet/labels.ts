@@ -1,8 +1,12 @@
 /**
- * psa's affinity labels: the confident label map from CAMs (CRF-free variant of its two-alpha
- * scheme) and the pair codes of a label map.
+ * psa's affinity labels: the confident label map from CAMs (its two-alpha scheme, with the
+ * dense CRF as psa does or without it) and the pair codes of a label map.
  * @module
  */
+import type { GpuContext } from "../../gpu/context.ts";
+import { Tensor } from "../../gpu/tensor.ts";
+import { argmaxChannels } from "../../ops/channel.ts";
+import { DenseCrf, type DenseCrfOptions } from "../../ops/crf.ts";
 import { AFFINITY_IGNORE, AFFINITY_RADIUS, forEachPair, pairGrid } from "../../ops/affinity.ts";
 import { PAIR_BG, PAIR_FG, PAIR_NEG, type PairLabels } from "../../losses/affinity.ts";
 
@@ -65,6 +69,79 @@ export function affinityLabelMap(
     if (r ** hi >= m) out[p] = 0;
     else if (m > r ** lo) out[p] = classes[best] + 1;
     else out[p] = AFFINITY_IGNORE;
+  }
+  return out;
+}
+
+/**
+ * The score maps [T + 1, h, w] of one background exponent: psa's `(1 - max_t cams)^alpha`
+ * background, then the CAMs (the input of its CRF).
+ */
+export function camsWithBackgroundScore(
+  cams: ArrayLike<number>,
+  T: number,
+  n: number,
+  alpha: number,
+): Float32Array {
+  const out = new Float32Array((T + 1) * n);
+  for (let p = 0; p < n; p++) {
+    let m = 0;
+    for (let t = 0; t < T; t++) m = Math.max(m, cams[t * n + p]);
+    out[p] = Math.max(0, 1 - m) ** alpha;
+  }
+  for (let i = 0; i < T * n; i++) out[n + i] = cams[i];
+  return out;
+}
+
+/**
+ * psa's confident label map with its dense CRF (`infer_cls.py`'s `_crf_with_alpha` and
+ * `data.py`'s label rule): the score maps of the low and the high alpha
+ * ({@link camsWithBackgroundScore}) each refined by the CRF on the image, la and ha their
+ * argmax; then `label = la; label[la == 0] = 255; label[ha == 0] = 0` (foreground labels are
+ * la's class + 1). `image`: [3, h, w] RGB planes 0..255 on the GPU; `cams` as
+ * {@link affinityLabelMap}'s. One readback. An image without tags is all background.
+ */
+export async function crfAffinityLabelMap(
+  gpu: GpuContext,
+  image: Tensor,
+  cams: ArrayLike<number>,
+  classes: readonly number[],
+  h: number,
+  w: number,
+  opts: AffinityLabelOptions & { crf?: DenseCrfOptions } = {},
+): Promise<Uint8Array> {
+  const lo = opts.loAlpha ?? 4;
+  const hi = opts.hiAlpha ?? 24;
+  const n = h * w;
+  const T = classes.length;
+  if (cams.length !== T * n) {
+    throw new RangeError(
+      `affinity labels: ${cams.length} CAM values for ${T} classes of ${h}x${w}`,
+    );
+  }
+  if (T === 0) return new Uint8Array(n);
+  const crf = new DenseCrf(gpu, image, opts.crf);
+  const arg = [lo, hi].map((alpha) => {
+    const scores = Tensor.fromArray(gpu, camsWithBackgroundScore(cams, T, n, alpha), [
+      T + 1,
+      h,
+      w,
+    ]);
+    const q = crf.run(scores);
+    scores.dispose();
+    const a = argmaxChannels(gpu, q.reshape([1, T + 1, h, w]));
+    q.dispose();
+    return a;
+  });
+  crf.dispose();
+  const [la, ha] = (await gpu.readRanges(arg.map((a) => a.binding())))
+    .map((b) => new Float32Array(b));
+  for (const a of arg) a.dispose();
+  const out = new Uint8Array(n);
+  for (let p = 0; p < n; p++) {
+    if (ha[p] === 0) out[p] = 0;
+    else if (la[p] === 0) out[p] = AFFINITY_IGNORE;
+    else out[p] = classes[la[p] - 1] + 1;
   }
   return out;
 }

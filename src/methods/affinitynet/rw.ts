@@ -16,6 +16,9 @@
  *    ({@link walkedMasks}). The walk is linear in its input, so every alpha of a sweep comes
  *    from one walk.
  *
+ * With `crf`, step 3's argmax runs on the walked scores refined by the dense CRF on the image
+ * ({@link crfWalkedMasks}).
+ *
  * Writes `<out>/masks/<id>.png` for one alpha, or `<out>/alpha-<a>/masks/<id>.png` per alpha of
  * a sweep (VOC palette, atomically; score them with `deno task eval --masks DIR`), and
  * `<out>/rw.json`.
@@ -36,7 +39,16 @@ import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
 import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
 import { AFFINITY_RADIUS, pairwiseAffinity } from "../../ops/affinity.ts";
 import { randomWalk } from "./random_walk.ts";
-import { type CamHooks, prefetchSamples, resolveCheckpoint, rgbToChw } from "../cam/extract.ts";
+import {
+  type CamHooks,
+  prefetchSamples,
+  resolveCheckpoint,
+  rgbPlanes,
+  rgbToChw,
+} from "../cam/extract.ts";
+import type { GpuContext } from "../../gpu/context.ts";
+import { argmaxChannels } from "../../ops/channel.ts";
+import { DenseCrf, type DenseCrfOptions } from "../../ops/crf.ts";
 import { CamError } from "../cam/options.ts";
 import { pseudoMask } from "../../cam/pseudo_mask.ts";
 
@@ -60,6 +72,8 @@ export const RwSchema = z.object({
     .default(8)
     .transform((a) => (Array.isArray(a) ? a : [a]))
     .refine((a) => new Set(a).size === a.length, "alphas must not repeat"),
+  /** Refine the walked scores with the dense CRF before the argmax. */
+  crf: z.boolean().default(false),
   /** Only the first `limit` images of the split. */
   limit: z.number().int().positive().optional(),
   /**
@@ -165,6 +179,67 @@ export function walkedMasks(
       planeStride: n,
       offset: A * n,
     }));
+}
+
+/**
+ * The masks of walked CAMs `up` (as {@link walkedMasks}) refined by the dense CRF on the image
+ * `image` [3, H, W] (RGB 0..255, psa's CRF settings unless `crf` says otherwise): per
+ * background channel a, the H x W crop of [bg_a, class channels], normalised per pixel to sum
+ * 1 (the walk's scores as probabilities; negatives as 0), through the CRF, then the argmax
+ * (background first on ties), labelled 0 or `classes[t] + 1`. One CRF build and one readback
+ * for all alphas.
+ */
+export async function crfWalkedMasks(
+  gpu: GpuContext,
+  image: Tensor,
+  up: Float32Array,
+  A: number,
+  classes: readonly number[],
+  Hp: number,
+  Wp: number,
+  crf: DenseCrfOptions = {},
+): Promise<Uint8Array[]> {
+  const [, H, W] = image.shape;
+  const T = classes.length;
+  const np = Hp * Wp;
+  const n = H * W;
+  if (up.length !== (A + T) * np) {
+    throw new RangeError(`rw masks: ${up.length} values for ${A + T}x${Hp}x${Wp}`);
+  }
+  const field = new DenseCrf(gpu, image, crf);
+  const args = Array.from({ length: A }, (_, a) => {
+    const probs = new Float32Array((T + 1) * n);
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        const p = y * W + x, q = y * Wp + x;
+        let sum = 0;
+        for (let l = 0; l <= T; l++) {
+          const v = Math.max(0, up[(l === 0 ? a : A + l - 1) * np + q]);
+          probs[l * n + p] = v;
+          sum += v;
+        }
+        const inv = sum > 0 ? 1 / sum : 0;
+        for (let l = 0; l <= T; l++) {
+          probs[l * n + p] = sum > 0 ? probs[l * n + p] * inv : 1 / (T + 1);
+        }
+      }
+    }
+    const t = Tensor.fromArray(gpu, probs, [T + 1, H, W]);
+    const qv = field.run(t);
+    t.dispose();
+    const arg = argmaxChannels(gpu, qv.reshape([1, T + 1, H, W]));
+    qv.dispose();
+    return arg;
+  });
+  field.dispose();
+  const read = await gpu.readRanges(args.map((t) => t.binding()));
+  for (const t of args) t.dispose();
+  return read.map((b) => {
+    const idx = new Float32Array(b);
+    const mask = new Uint8Array(n);
+    for (let p = 0; p < n; p++) mask[p] = idx[p] === 0 ? 0 : classes[idx[p] - 1] + 1;
+    return mask;
+  });
 }
 
 /**
@@ -292,7 +367,18 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       walked.cams.dispose();
       const values = await up.read();
       up.dispose();
-      const perAlpha = walkedMasks(values, A, c.classes, 8 * fh, 8 * fw, s.height, s.width);
+      let perAlpha: Uint8Array[];
+      if (o.crf) {
+        const image = Tensor.fromArray(gpu, rgbPlanes(s.rgb, s.width, s.height), [
+          3,
+          s.height,
+          s.width,
+        ]);
+        perAlpha = await crfWalkedMasks(gpu, image, values, A, c.classes, 8 * fh, 8 * fw);
+        image.dispose();
+      } else {
+        perAlpha = walkedMasks(values, A, c.classes, 8 * fh, 8 * fw, s.height, s.width);
+      }
       await pending;
       pending = Promise.all(perAlpha.map(async (mask, a) => {
         const png = await encodeLabelPng(mask, s.width, s.height, VOC_PALETTE);
@@ -318,6 +404,7 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       logts: [...logts].sort((a, b) => a - b),
       radius,
       alpha: o.alpha,
+      crf: o.crf,
       masks: masks.map((m) => ({ alpha: m.alpha, dir: m.dir })),
       format: "<dir>/<id>.png (palette; 0 = background, c+1 = class c)",
       seconds,

@@ -9,6 +9,10 @@
  * |            | 1/2/4/8/16 from one walk                                                   |
  * | `eval-rw`  | `deno task eval --masks` of each alpha's masks into `<out>/eval-rw`; the    |
  * |            | best one is the RW mIoU                                                    |
+ *
+ * then the same CAM and RW stages on the train split (eval-cam-train, rw-train,
+ * eval-rw-train), and the final segmenter (src/methods/seg/stages.ts) trained on the train
+ * split's RW masks at their best alpha: seg, eval-seg, eval-seg-crf.
  * @module
  */
 import { join } from "node:path";
@@ -29,7 +33,15 @@ import {
   evalCamTrainStage,
   trainingFinished,
 } from "../cam/stages.ts";
-import { fmtScore, type Method, methodSchema, runnerFields, type Stage } from "../method.ts";
+import {
+  fmtScore,
+  type Method,
+  methodSchema,
+  runnerFields,
+  type Stage,
+  type StageContext,
+} from "../method.ts";
+import { SEG_FIELDS, segStages } from "../seg/stages.ts";
 import { computeRandomWalk } from "./rw.ts";
 import { trainAffinity } from "./train.ts";
 
@@ -45,6 +57,9 @@ export const AFFINITYNET_STAGES = [
   "eval-cam-train",
   "rw-train",
   "eval-rw-train",
+  "seg",
+  "eval-seg",
+  "eval-seg-crf",
 ] as const;
 
 /** The random-walk background exponents a pipeline sweeps by default. */
@@ -60,6 +75,8 @@ export const AffinityNetSchema = methodSchema("affinitynet", {
   camSteps: CAM_FIELDS.camSteps,
   /** AffinityNet training steps (default 300). */
   affinitySteps: z.number().int().positive().optional(),
+  /** psa's CRF-refined affinity labels instead of the CRF-free rule. */
+  affinityCrf: z.boolean().default(false),
   trainLimit: CAM_FIELDS.trainLimit,
   evalLimit: CAM_FIELDS.evalLimit,
   sweep: CAM_FIELDS.sweep,
@@ -71,6 +88,7 @@ export const AffinityNetSchema = methodSchema("affinitynet", {
   scales: CAM_FIELDS.scales,
   train: CAM_FIELDS.train,
   evalSplit: CAM_FIELDS.evalSplit,
+  ...SEG_FIELDS,
 });
 
 /** Resolved options of the `affinitynet` method. */
@@ -108,6 +126,7 @@ export const affinityStage: Stage<AffinityNetOptions> = {
       out: run,
       seed: o.seed,
       ...(o.affinitySteps ? { steps: o.affinitySteps } : {}),
+      crf: o.affinityCrf,
       resume,
     }, { gpu, tty, log });
     return { loss: r.finalLoss, radius: r.radius };
@@ -186,6 +205,25 @@ export const rwStage: Stage<AffinityNetOptions> = rwStageFor("val");
 /** `eval-rw`: each alpha's val masks scored; the best alpha's mIoU is the RW mIoU. */
 export const evalRwStage: Stage<AffinityNetOptions> = evalRwStageFor("val");
 
+/**
+ * The train pseudo masks the segmenter learns from: the random walk's train masks at the
+ * background exponent that scored best on train (eval-rw-train).
+ */
+function rwTrainMasks({ stages, stagesPath }: StageContext<AffinityNetOptions>): string {
+  const dirs = stages["rw-train"]?.result.masks as { alpha: number; dir: string }[] | undefined;
+  const alpha = stages["eval-rw-train"]?.result.alpha;
+  const hit = Array.isArray(dirs) ? dirs.find((d) => d.alpha === alpha) : undefined;
+  if (!hit) {
+    throw new TrainError(
+      `${stagesPath}: no train masks at the best alpha (rw-train, eval-rw-train); rerun ` +
+        `--from rw-train`,
+    );
+  }
+  return hit.dir;
+}
+
+const [segStage, evalSegStage, evalSegCrfStage] = segStages(rwTrainMasks);
+
 const BY_NAME: Record<(typeof AFFINITYNET_STAGES)[number], Stage<AffinityNetOptions>> = {
   "cam-train": camTrainStage,
   "cams-train": camsTrainStage,
@@ -197,6 +235,9 @@ const BY_NAME: Record<(typeof AFFINITYNET_STAGES)[number], Stage<AffinityNetOpti
   "eval-cam-train": evalCamTrainStage,
   "rw-train": rwStageFor("train"),
   "eval-rw-train": evalRwStageFor("train"),
+  seg: segStage,
+  "eval-seg": evalSegStage,
+  "eval-seg-crf": evalSegCrfStage,
 };
 
 /** The `affinitynet` method's score names. */
@@ -209,6 +250,9 @@ export type AffinityNetScore =
   | "camMiouTrain"
   | "ocRateTrain"
   | "rwMiouTrain"
+  | "segMiou"
+  | "segMiouCrf"
+  | "segOcRate"
   | "map";
 
 /** psa's AffinityNet after the CAM classifier: affinity training, random walk, evaluation. */
@@ -226,6 +270,9 @@ export const AFFINITYNET: Method<typeof AffinityNetSchema, AffinityNetScore> = {
     { key: "camMiouTrain", stage: "eval-cam-train", field: "miou" },
     { key: "ocRateTrain", stage: "eval-cam-train", field: "oc_rate" },
     { key: "rwMiouTrain", stage: "eval-rw-train", field: "miou" },
+    { key: "segMiou", stage: "eval-seg", field: "miou" },
+    { key: "segMiouCrf", stage: "eval-seg-crf", field: "miou" },
+    { key: "segOcRate", stage: "eval-seg", field: "oc_rate" },
     CAM_RESULTS.map,
   ],
   table: [
@@ -234,10 +281,15 @@ export const AFFINITYNET: Method<typeof AffinityNetSchema, AffinityNetScore> = {
     { key: "camMiou", header: "CAM mIoU (val)" },
     { key: "rwMiou", header: "RW mIoU (val)" },
     { key: "ocRate", header: "OC-error rate (val, unrestricted CAM)" },
+    { key: "segMiou", header: "seg mIoU (val)" },
+    { key: "segMiouCrf", header: "seg + CRF mIoU (val)" },
+    { key: "segOcRate", header: "seg OC-error rate (val, tag-free)" },
     { key: "map", header: "mAP (val)" },
   ],
   summary: (r) =>
     `train: CAM mIoU ${fmtScore(r.camMiouTrain)}, RW mIoU ${fmtScore(r.rwMiouTrain)}; ` +
     `val: CAM mIoU ${fmtScore(r.camMiou)} (bg ${r.camBg}), RW mIoU ${fmtScore(r.rwMiou)} ` +
-    `(alpha ${r.rwAlpha}), OC-error ${fmtScore(r.ocRate)}, mAP ${fmtScore(r.map)}`,
+    `(alpha ${r.rwAlpha}), OC-error ${fmtScore(r.ocRate)}, mAP ${fmtScore(r.map)}; ` +
+    `segmenter (val): mIoU ${fmtScore(r.segMiou)}, + CRF ${fmtScore(r.segMiouCrf)}, ` +
+    `OC-error ${fmtScore(r.segOcRate)}`,
 };

@@ -10,6 +10,9 @@
  * same augmentation as the image (nearest-neighbour for labels, 255 in padding), then each
  * stride-8 feature cell takes the label at its centre ({@link featureLabels}) and pairs within
  * the radius become bg-positive, fg-positive or negative ({@link affinityPairLabels}).
+ * With `crf`, the label maps are psa's own: both alphas' score maps refined by the dense CRF on
+ * the image before the argmax ({@link crfAffinityLabelMap}), computed once per image before
+ * training and kept beside the CAMs (`<cams>/affinity-labels/crf-lo<a>-hi<b>/<id>.png`).
  *
  * The backbone starts from the CAM classifier's checkpoint (named in cam.json) by default:
  * psa starts from ImageNet weights, which `tiny` does not have. `--scratch` starts from random
@@ -34,14 +37,17 @@ import {
   hashJson,
   validate,
 } from "../../io/config.ts";
-import { exists, writeJsonAtomic } from "../../io/atomic.ts";
+import { exists, writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
 import type { NamedTensor } from "../../io/checkpoint.ts";
 import { type Dataset, openDataset } from "../../data/dataset.ts";
 import { withMasks } from "../../data/base.ts";
 import { trainingStream } from "../../train/data.ts";
 import type { Optimizer } from "../../optim/mod.ts";
 import { polyLr } from "../../optim/mod.ts";
-import { affinityLabelMap, affinityPairLabels } from "./labels.ts";
+import { affinityLabelMap, affinityPairLabels, crfAffinityLabelMap } from "./labels.ts";
+import { readMaskPng } from "../cam/mask_folder.ts";
+import { prefetchSamples, rgbPlanes } from "../cam/extract.ts";
+import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
 import { affinityLoss, pairCounts, uploadPairCodes } from "../../losses/affinity.ts";
 import { pairGrid } from "../../ops/affinity.ts";
 import { readRunConfig } from "../cam/extract.ts";
@@ -77,6 +83,69 @@ export function withAffinityLabels(
     const c = await readImageCams(camDir, s.id, s);
     return affinityLabelMap(c.cams, c.classes, c.height, c.width, alphas);
   }, images);
+}
+
+/** Where the CRF label maps of a CAM folder for these alphas go (they depend on nothing else). */
+export function crfLabelDir(camDir: string, alphas: LabelAlphas): string {
+  return join(camDir, "affinity-labels", `crf-lo${alphas.loAlpha}-hi${alphas.hiAlpha}`);
+}
+
+/**
+ * Writes psa's CRF-refined confident label maps ({@link crfAffinityLabelMap}, psa's CRF
+ * settings) of the first `images` samples of `ds` as `<dir>/<id>.png`, from the CAM folder
+ * `camDir`; images already written are skipped (each file is written atomically), so an
+ * interrupted run resumes. Progress with ETA.
+ */
+export async function writeCrfAffinityLabels(
+  gpu: GpuContext,
+  ds: Dataset,
+  camDir: string,
+  images: number,
+  dir: string,
+  alphas: LabelAlphas,
+  hooks: { log?: (l: string) => void; tty?: boolean } = {},
+): Promise<void> {
+  const log = hooks.log ?? ((l: string) => console.log(l));
+  await Deno.mkdir(dir, { recursive: true });
+  const todo: number[] = [];
+  for (let i = 0; i < images; i++) {
+    if (!await exists(join(dir, `${ds.ids[i]}.png`))) todo.push(i);
+  }
+  if (todo.length === 0) return;
+  log(
+    `CRF affinity labels (low alpha ${alphas.loAlpha}, high alpha ${alphas.hiAlpha}) of ` +
+      `${todo.length} of ${images} images → ${dir}`,
+  );
+  const progress = new Progress("crf-labels", todo.length, { write: log, tty: hooks.tty });
+  const sub = { ...ds, load: (j: number) => ds.load(todo[j]) };
+  let done = 0;
+  try {
+    for await (const s of prefetchSamples(sub, todo.length)) {
+      const c = await readImageCams(camDir, s.id, s);
+      const image = Tensor.fromArray(gpu, rgbPlanes(s.rgb, s.width, s.height), [
+        3,
+        s.height,
+        s.width,
+      ]);
+      const labels = await crfAffinityLabelMap(
+        gpu,
+        image,
+        c.cams,
+        c.classes,
+        s.height,
+        s.width,
+        alphas,
+      );
+      image.dispose();
+      await writeFileAtomic(
+        join(dir, `${s.id}.png`),
+        await encodeLabelPng(labels, s.width, s.height, VOC_PALETTE),
+      );
+      progress.update(++done);
+    }
+  } finally {
+    progress.done();
+  }
 }
 
 /**
@@ -240,14 +309,20 @@ export async function trainAffinity(
   const ckptPath = join(out, "last.safetensors");
   const jsonlPath = join(out, "train.jsonl");
   const resume = await checkRunFolder(out, ckptPath, resumeFlag, log);
-  const ds = withAffinityLabels(
-    await openDataset({ kind: cf.kind, root: cf.root, split: cf.split, tags: cf.tags }),
-    cf.dir,
-    cfg,
-    cf.images,
-  );
-
+  const split = await openDataset({ kind: cf.kind, root: cf.root, split: cf.split, tags: cf.tags });
   const gpu = hooks.gpu ?? await createGpu();
+  let ds: Dataset;
+  if (cfg.crf) {
+    const dir = crfLabelDir(cf.dir, cfg);
+    await writeCrfAffinityLabels(gpu, split, cf.dir, cf.images, dir, cfg, hooks);
+    ds = withMasks(
+      split,
+      async (s) => (await readMaskPng(join(dir, `${s.id}.png`), s.id)).data,
+      cf.images,
+    );
+  } else {
+    ds = withAffinityLabels(split, cf.dir, cfg, cf.images);
+  }
   await tuneMatmul(gpu);
   const model = createAffinityNet(gpu, { arch: cfg.model, seed: cfg.seed });
   const params = model.params();

@@ -146,6 +146,17 @@ export function rgbToChw(rgb: Uint8Array, width: number, height: number): Float3
   return out;
 }
 
+/** RGB planes [3, H, W] with values 0..255 of an HWC RGB image (the CRF's colour features). */
+export function rgbPlanes(rgb: Uint8Array, width: number, height: number): Float32Array {
+  const n = width * height;
+  if (rgb.length !== 3 * n) {
+    throw new RangeError(`rgbPlanes: ${rgb.length} bytes for a ${width}x${height} RGB image`);
+  }
+  const out = new Float32Array(3 * n);
+  for (let k = 0; k < 3; k++) for (let i = 0; i < n; i++) out[k * n + i] = rgb[3 * i + k];
+  return out;
+}
+
 /** {@link recordImageCams} of a decoded dataset sample (uploads its normalised pixels). */
 export function recordSampleCams(
   gpu: GpuContext,
