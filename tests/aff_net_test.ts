@@ -354,6 +354,14 @@ Deno.test("AffinityNet: bad CAM folders and checkpoints are clear errors", async
   }
 });
 
+/** The train RW mask folder at the best train alpha, from a stages.json text. */
+function stagesOf(text: string): { masksAtBest: string } {
+  const st = JSON.parse(text);
+  const alpha = st["eval-rw-train"].result.alpha;
+  const dirs = st["rw-train"].result.masks as { alpha: number; dir: string }[];
+  return { masksAtBest: dirs.find((d) => d.alpha === alpha)!.dir };
+}
+
 Deno.test("pipeline: stages run in order, a rerun skips finished stages, --from redoes later ones", async () => {
   const gpu = await testGpu();
   const root = await Deno.makeTempDir();
@@ -362,6 +370,7 @@ Deno.test("pipeline: stages run in order, a rerun skips finished stages, --from 
       synthetic: SYNTH,
       camSteps: 4,
       affinitySteps: 3,
+      segSteps: 2,
       scales: [1],
       trainLimit: 8,
       evalLimit: 6,
@@ -390,6 +399,9 @@ Deno.test("pipeline: stages run in order, a rerun skips finished stages, --from 
         "camMiouTrain",
         "rwMiouTrain",
         "ocRateTrain",
+        "segMiou",
+        "segMiouCrf",
+        "segOcRate",
       ] as const
     ) {
       if (!(r[k] >= 0 && r[k] <= 1)) throw new Error(`${k} = ${r[k]}`);
@@ -403,6 +415,13 @@ Deno.test("pipeline: stages run in order, a rerun skips finished stages, --from 
     assertEquals((await readCamFolder(join(root, "cam-train"))).images, 8);
     const saved = JSON.parse(await Deno.readTextFile(join(root, "results.json")));
     assertEquals(saved.rwMiou, r.rwMiou);
+    // The segmenter learned from the train RW masks of the best alpha and was scored on val.
+    const segCfg = JSON.parse(await Deno.readTextFile(join(root, "seg", "config.json")));
+    const rwTrain = stagesOf(await Deno.readTextFile(join(root, "stages.json")));
+    assertEquals(segCfg.masks, rwTrain.masksAtBest);
+    assertEquals(segCfg.init, join(root, "cam", "last.safetensors"));
+    const segVal = JSON.parse(await Deno.readTextFile(join(root, "eval-seg", "metrics.json")));
+    assertEquals([segVal.split, segVal.n_images], ["val", 6]);
 
     // --from rw redoes the walk and its evaluation only (same inputs, same masks).
     lines.length = 0;

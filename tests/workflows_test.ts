@@ -51,6 +51,9 @@ Deno.test("registry: every method's stages, scores and schema agree", () => {
       "eval-cam-train",
       "rw-train",
       "eval-rw-train",
+      "seg",
+      "eval-seg",
+      "eval-seg-crf",
     ],
   );
 });
