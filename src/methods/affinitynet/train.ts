@@ -117,7 +117,7 @@ export async function writeCrfAffinityLabels(
       `${todo.length} of ${images} images → ${dir}`,
   );
   const progress = new Progress("crf-labels", todo.length, { write: log, tty: hooks.tty });
-  const sub = { ...ds, load: (j: number) => ds.load(todo[j]) };
+  const sub = { load: (j: number) => ds.load(todo[j]) };
   let done = 0;
   try {
     for await (const s of prefetchSamples(sub, todo.length)) {

@@ -237,7 +237,10 @@ export interface CamRunResult {
 /**
  * Loads dataset samples in order, one ahead of the consumer (decode overlaps GPU work).
  */
-export async function* prefetchSamples(ds: Dataset, n: number): AsyncGenerator<Sample> {
+export async function* prefetchSamples(
+  ds: Pick<Dataset, "load">,
+  n: number,
+): AsyncGenerator<Sample> {
   let next = n > 0 ? ds.load(0) : null;
   for (let i = 0; i < n; i++) {
     const cur = next!;

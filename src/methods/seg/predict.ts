@@ -191,7 +191,7 @@ export async function predictSegmenter(
       `segmenting ${ds.kind} '${ds.split}' (${n} images, ${n - todo.length} already written) ` +
         `with ${m.ckpt} (${m.config.model}, step ${m.step ?? "?"}), ${setting} → ${masks}`,
     );
-    const sub = { ...ds, ids: todo.map((i) => ds.ids[i]), load: (j: number) => ds.load(todo[j]) };
+    const sub = { load: (j: number) => ds.load(todo[j]) };
     let done = 0;
     let pending: Promise<void> = Promise.resolve();
     for await (const s of prefetchSamples(sub, todo.length)) {
