@@ -44,6 +44,7 @@ import {
   pairwiseAffinityBackward,
 } from "../ops/affinity.ts";
 import { dropout as dropoutKernel } from "../ops/dropout.ts";
+import { pcmBackward, pcmForward } from "../ops/pcm.ts";
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyLoss } from "../losses/segmentation.ts";
 import type { Tape } from "./tape.ts";
 
@@ -245,5 +246,22 @@ export function dropout(tape: Tape | null, x: Tensor, opts: DropoutFnOptions): T
   tape?.record("dropout", [x], [y], (g) => {
     g.give(0, dropoutKernel(gpu, g.dy()!, o));
   });
+  return y;
+}
+
+/**
+ * SEAM's pixel correlation module (src/ops/pcm.ts): the CAM `cam` [N, C, h, w] refined by the
+ * column-normalised relu affinities of the normalised features `feat` [N, D, h, w]. `cam` is a
+ * constant (SEAM's no-grad `cam_d_norm`): the rule gives a gradient to `feat` only. Saves
+ * feat, cam, the normalised features and the column sums.
+ */
+export function pcm(tape: Tape | null, feat: Tensor, cam: Tensor): Tensor {
+  const gpu = feat.gpu;
+  const { y, fn, s } = pcmForward(gpu, feat, cam);
+  tape?.record("pcm", [feat], [y], (g) => {
+    g.give(0, pcmBackward(gpu, feat, cam, fn, s, g.dy()!));
+  }, [feat, cam, fn, s]);
+  fn.dispose();
+  s.dispose();
   return y;
 }

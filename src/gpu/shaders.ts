@@ -28,6 +28,7 @@ export const SHADER_NAMES = [
   "lattice",
   "seg_loss",
   "dropout",
+  "pcm",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */

@@ -20,6 +20,7 @@ import { multilabelUnit } from "../losses/multilabel.ts";
 import { ocrUnit } from "../losses/ocr.ts";
 import { type SegCeCase, segCrossEntropyUnit } from "../losses/segmentation.ts";
 import { type DropoutCase, dropoutUnit } from "../ops/dropout.ts";
+import { camDNormUnit, type PcmCase, pcmUnit } from "../ops/pcm.ts";
 import { affinityUnit } from "../ops/affinity.ts";
 import { argmaxUnit, softmaxUnit } from "../ops/channel.ts";
 import { conv2dUnit } from "../ops/conv.ts";
@@ -46,6 +47,8 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(affinityLossUnit),
   eraseUnit(segCrossEntropyUnit),
   eraseUnit(dropoutUnit),
+  eraseUnit(pcmUnit),
+  eraseUnit(camDNormUnit),
   ...pointwiseUnits.map(eraseUnit),
 ];
 
@@ -92,6 +95,7 @@ const segCe: TapeFunction<SegCeCase> = (tape, _p, x) => ({
 const drop: TapeFunction<DropoutCase> = (tape, p, x) => ({
   y: F.dropout(tape, x.x, { p: p.p, seed: p.seed }),
 });
+const pcmFn: TapeFunction<PcmCase> = (tape, _p, x) => ({ y: F.pcm(tape, x.feat, x.cam) });
 const act = (name: F.ActivationName): TapeFunction => (tape, _p, x) => ({
   y: F.activation(tape, name, x.a),
 });
@@ -110,6 +114,7 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   affinity: affinity as TapeFunction,
   softmax_cross_entropy: segCe as TapeFunction,
   dropout: drop as TapeFunction,
+  pcm: pcmFn as TapeFunction,
   "pointwise.relu": act("relu"),
   "pointwise.elu": act("elu"),
   "pointwise.add": add(false),
