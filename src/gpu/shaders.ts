@@ -29,6 +29,7 @@ export const SHADER_NAMES = [
   "seg_loss",
   "dropout",
   "pcm",
+  "seam",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */
