@@ -492,3 +492,33 @@ fn ecr_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid
     cb_dy[cb_p.o4 + e] = cb_dv[cb_p.o3 + e] * sign(pr - tgt) * lab;
   }
 }
+
+// ---- drop_bg: y = x[:, 1:] (per sample, S = elements per channel) and its backward ----
+
+@group(0) @binding(0) var<storage, read> df_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> df_y: array<f32>;
+@group(0) @binding(2) var<uniform> df_p: SeamParams;
+
+@compute @workgroup_size(WG)
+fn drop_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let S = df_p.HW;
+  let n = (df_p.C1 - 1u) * S;
+  let i = gid.x;
+  if (i >= n) { return; }
+  df_y[df_p.o1 + wid.y * n + i] = df_x[df_p.o0 + wid.y * df_p.C1 * S + S + i];
+}
+
+@group(0) @binding(0) var<storage, read> db_dy: array<f32>;
+@group(0) @binding(1) var<storage, read_write> db_dx: array<f32>;
+@group(0) @binding(2) var<uniform> db_p: SeamParams;
+
+@compute @workgroup_size(WG)
+fn drop_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let S = db_p.HW;
+  let n = db_p.C1 * S;
+  let i = gid.x;
+  if (i >= n) { return; }
+  var v = 0.0;
+  if (i >= S) { v = db_dy[db_p.o0 + wid.y * (n - S) + i - S]; }
+  db_dx[db_p.o1 + wid.y * n + i] = v;
+}

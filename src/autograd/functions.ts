@@ -329,3 +329,14 @@ export function ecrElems(tape: Tape | null, target: Tensor, y: Tensor, tags: Ten
   }, [target, y, tags]);
   return v;
 }
+
+/** The foreground channels x[:, 1:] of maps [N, C1, ...] (src/losses/seam.ts). */
+export function dropBackground(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const y = seam.dropBackground(gpu, x);
+  const shape = x.shape;
+  tape?.record("drop_bg", [x], [y], (g) => {
+    g.give(0, seam.dropBackgroundBackward(gpu, g.dy()!, shape));
+  });
+  return y;
+}

@@ -377,6 +377,55 @@ export function topkSumBackwardRef(
   return dx;
 }
 
+// ---- drop the background channel -----------------------------------------------------------
+
+function dropShape(op: string, x: Tensor): [number, number, number] {
+  if (x.shape.length < 2 || x.shape[1] < 2) {
+    throw new RangeError(`${op}: need [N, C1 >= 2, ...], got [${x.shape}]`);
+  }
+  const [N, C1] = x.shape;
+  return [N, C1, x.size / (N * C1)];
+}
+
+/** Records y = x[:, 1:] of x [N, C1, ...] (the foreground channels). */
+export function dropBackground(gpu: GpuContext, x: Tensor): Tensor {
+  const op = "seam.drop_bg";
+  const [N, C1, S] = dropShape(op, x);
+  const y = Tensor.empty(gpu, [N, C1 - 1, ...x.shape.slice(2)]);
+  dispatchPlanes(gpu, N, {
+    name: op,
+    shader: "seam",
+    entry: "drop_fwd",
+    inputs: [{ tensor: x, planeSize: C1 * S }],
+    outputs: [{ tensor: y, planeSize: (C1 - 1) * S }],
+    itemsPerPlane: (C1 - 1) * S,
+    params: (ch) => pack({ C1, HW: S }, ch),
+  });
+  return y;
+}
+
+/** Records the gradient of {@link dropBackground}: dy padded with a zero channel 0. */
+export function dropBackgroundBackward(
+  gpu: GpuContext,
+  dy: Tensor,
+  xShape: readonly number[],
+): Tensor {
+  const op = "seam.drop_bg.backward";
+  const dx = Tensor.empty(gpu, xShape);
+  const [N, C1, S] = dropShape(op, dx);
+  if (dy.size !== N * (C1 - 1) * S) throw new RangeError(`${op}: dy has ${dy.size} values`);
+  dispatchPlanes(gpu, N, {
+    name: op,
+    shader: "seam",
+    entry: "drop_bwd",
+    inputs: [{ tensor: dy, planeSize: (C1 - 1) * S }],
+    outputs: [{ tensor: dx, planeSize: C1 * S }],
+    itemsPerPlane: C1 * S,
+    params: (ch) => pack({ C1, HW: S }, ch),
+  });
+  return dx;
+}
+
 // ---- per-pixel element maps ----------------------------------------------------------------
 
 /** Records m [N, h, w] = max over foreground channels c of tag_c·x_c (x [N, C1, h, w]). */
@@ -785,6 +834,54 @@ export const fgMaxUnit: OpUnit<SeamMapCase> = defineOpUnit<SeamMapCase>({
     forward: (gpu, _p, { tensors: t }) => ({ m: fgMax(gpu, t.x, t.tags) }),
     backward: (gpu, p, { tensors: t }, { tensors: d }) => ({
       x: fgMaxBackward(gpu, t.x, t.tags, asShape(d.m, [p.N, p.h, p.w])),
+    }),
+  },
+});
+
+/** dropBackground as an op unit. */
+export const dropBackgroundUnit: OpUnit<SeamMapCase> = defineOpUnit<SeamMapCase>({
+  name: "seam_drop_bg",
+  description: "x[:, 1:]: the foreground channels of [N, C1, ...] maps",
+  bound: "memory",
+  inputs: ["x"],
+  outputs: ["y"],
+  differentiable: ["x"],
+  cases: MAP_CASES,
+  benchShapes: [mapCase(8, 21, 448, 448)],
+  tolerance: { forward: {}, backward: {} },
+  inputShapes: (p) => ({ x: mapShape(p) }),
+  outputShapes: (p) => ({ y: [p.N, p.C1 - 1, p.h, p.w] }),
+  makeInputs: (p, seed) => ({ x: uniformValues(sizeOf(mapShape(p)), seed) }),
+  refForward: (p, x) => {
+    const S = p.h * p.w;
+    return {
+      y: Float64Array.from(
+        { length: p.N * (p.C1 - 1) * S },
+        (_, i) => x.x[Math.floor(i / ((p.C1 - 1) * S)) * p.C1 * S + S + (i % ((p.C1 - 1) * S))],
+      ),
+    };
+  },
+  refBackward: (p, _x, d) => {
+    const S = p.h * p.w;
+    return {
+      x: Float64Array.from({ length: p.N * p.C1 * S }, (_, i) => {
+        const j = i % (p.C1 * S);
+        return j < S ? 0 : d.y[Math.floor(i / (p.C1 * S)) * (p.C1 - 1) * S + j - S];
+      }),
+    };
+  },
+  cost: (p) => {
+    const s = mapShape(p);
+    return {
+      forward: { flops: 0, bytes: 2 * bytesOf(s) },
+      backward: { flops: 0, bytes: 2 * bytesOf(s) },
+    };
+  },
+  gpu: {
+    name: "copy kernel",
+    forward: (gpu, _p, { tensors: t }) => ({ y: dropBackground(gpu, t.x) }),
+    backward: (gpu, p, { tensors: t }, { tensors: d }) => ({
+      x: dropBackgroundBackward(gpu, d.y, t.x.shape),
     }),
   },
 });

@@ -22,6 +22,7 @@ import { type SegCeCase, segCrossEntropyUnit } from "../losses/segmentation.ts";
 import { type DropoutCase, dropoutUnit } from "../ops/dropout.ts";
 import { camDNormUnit, type PcmCase, pcmUnit } from "../ops/pcm.ts";
 import {
+  dropBackgroundUnit,
   ecrUnit,
   erUnit,
   fgMaxUnit,
@@ -62,6 +63,7 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(topkUnit),
   eraseUnit(fgMaxUnit),
   eraseUnit(erUnit),
+  eraseUnit(dropBackgroundUnit),
   eraseUnit(ecrUnit),
   ...pointwiseUnits.map(eraseUnit),
 ];
@@ -114,6 +116,7 @@ const maxNormFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({ y: F.maxNorm(ta
 const topkFn: TapeFunction<TopkCase> = (tape, p, x) => ({ loss: F.topkSum(tape, x.x, p.opts) });
 const fgMaxFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({ m: F.fgMax(tape, x.x, x.tags) });
 const erFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({ v: F.erElems(tape, x.a, x.b, x.tags) });
+const dropFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({ y: F.dropBackground(tape, x.x) });
 const ecrFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({
   v: F.ecrElems(tape, x.target, x.y, x.tags),
 });
@@ -141,6 +144,7 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   seam_fg_max: fgMaxFn as TapeFunction,
   seam_er: erFn as TapeFunction,
   seam_ecr: ecrFn as TapeFunction,
+  seam_drop_bg: dropFn as TapeFunction,
   "pointwise.relu": act("relu"),
   "pointwise.elu": act("elu"),
   "pointwise.add": add(false),
