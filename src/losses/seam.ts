@@ -880,7 +880,7 @@ export const dropBackgroundUnit: OpUnit<SeamMapCase> = defineOpUnit<SeamMapCase>
   gpu: {
     name: "copy kernel",
     forward: (gpu, _p, { tensors: t }) => ({ y: dropBackground(gpu, t.x) }),
-    backward: (gpu, p, { tensors: t }, { tensors: d }) => ({
+    backward: (gpu, _p, { tensors: t }, { tensors: d }) => ({
       x: dropBackgroundBackward(gpu, d.y, t.x.shape),
     }),
   },
