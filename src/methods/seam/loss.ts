@@ -65,7 +65,7 @@ export interface SeamStepInputs extends SeamLossOptions {
   prior: Tensor | null;
   /** OCR's knobs. */
   ocr: OcrConfig;
-  /** Dropout seed of the step (the branches use 2·seed and 2·seed + 1). */
+  /** Dropout seed of the step (the branches use 2·seed and 2·seed + 1, mod 2³²). */
   dropoutSeed: number;
   /**
    * Branches whose outputs are copied off the tape before the losses (tests: the gradient of
@@ -170,7 +170,7 @@ export function recordSeamLosses(
   };
 
   const branch = (img: Tensor, i: 0 | 1) => {
-    const maps = model.forwardMaps(img, tape, { dropoutSeed: 2 * s.dropoutSeed + i });
+    const maps = model.forwardMaps(img, tape, { dropoutSeed: (2 * s.dropoutSeed + i) >>> 0 });
     const size = [img.shape[2], img.shape[3]] as const;
     let out: SeamOutputs = {
       cam: resizeBilinear(tape, maps.cam, { size, alignCorners: true }),

@@ -25,7 +25,16 @@ import type { NamedTensor } from "../../io/checkpoint.ts";
 import { Rng } from "../../rng.ts";
 import type { Buffer, Param } from "../../autograd/param.ts";
 import type { Tape } from "../../autograd/tape.ts";
-import { activation, add, dropout, pcm, resizeBilinear } from "../../autograd/functions.ts";
+import {
+  activation,
+  add,
+  dropBackground,
+  dropout,
+  globalAvgPool,
+  pcm,
+  resizeBilinear,
+} from "../../autograd/functions.ts";
+import type { CamModel } from "../../cam/image.ts";
 import { camDNorm } from "../../ops/pcm.ts";
 import { resizeBilinear as resizeKernel } from "../../ops/resize.ts";
 import { Conv2d, Sequential } from "../../models/modules.ts";
@@ -196,6 +205,26 @@ export class SeamNet {
       return r;
     };
     return { cam: up(m.cam), camRv: up(m.camRv) };
+  }
+
+  /**
+   * The network as a CAM model for inference (src/cam: multi-scale + flip CAMs, validation
+   * mAP): the foreground channels of the PCM-refined maps (`which` "rv", SEAM's inference
+   * CAM) or of the class maps ("cam"), at the map grid; logits = GAP of the class maps'
+   * foreground channels (SEAM's `label`).
+   */
+  camView(which: "rv" | "cam" = "rv"): CamModel {
+    return {
+      options: { numClasses: this.options.numClasses },
+      forward: (x: Tensor) => {
+        const m = this.forwardMaps(x, null);
+        const fg = dropBackground(null, which === "rv" ? m.camRv : m.cam);
+        const gap = globalAvgPool(null, m.cam);
+        const logits = dropBackground(null, gap);
+        for (const t of [m.cam, m.camRv, gap]) t.dispose();
+        return { cam: fg, logits };
+      },
+    };
   }
 
   /** Trainable parameters: backbone, then fc8, f8_3, f8_4, f9. */
