@@ -24,6 +24,8 @@ export interface CamModel {
   readonly options: { readonly numClasses: number };
   /** Inference forward (tape null): class maps [B, C, h, w] and image logits [B, C]. */
   forward(x: Tensor, tape: null): CamOutputs;
+  /** Frees the model's tensors. */
+  dispose(): void;
 }
 
 /** The default CAM inference scales (psa/SEAM). */

@@ -211,7 +211,7 @@ export class SeamNet {
    * The network as a CAM model for inference (src/cam: multi-scale + flip CAMs, validation
    * mAP): the foreground channels of the PCM-refined maps (`which` "rv", SEAM's inference
    * CAM) or of the class maps ("cam"), at the map grid; logits = GAP of the class maps'
-   * foreground channels (SEAM's `label`).
+   * foreground channels (SEAM's `label`). Its `dispose` frees this network.
    */
   camView(which: "rv" | "cam" = "rv"): CamModel {
     return {
@@ -224,6 +224,7 @@ export class SeamNet {
         for (const t of [m.cam, m.camRv, gap]) t.dispose();
         return { cam: fg, logits };
       },
+      dispose: () => this.dispose(),
     };
   }
 
