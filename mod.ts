@@ -178,7 +178,7 @@ export {
   type MaskFolderOptions,
   type MaskFolderResult,
 } from "./src/methods/cam/mask_folder.ts";
-export { recordImageCams } from "./src/cam/image.ts";
+export { type CamModel, recordImageCams } from "./src/cam/image.ts";
 export { pseudoMask, pseudoMaskFromNormalized, type ScoreGrid } from "./src/cam/pseudo_mask.ts";
 export { computeCams, evaluate, loadCamModel } from "./src/methods/cam/mod.ts";
 export { tuneMatmul } from "./src/ops/matmul.ts";

@@ -13,7 +13,7 @@ import { ablationRuns, ablationTable, runAblation } from "../src/workflows/ablat
 import { assertEquals, assertRejects, testGpu } from "./util.ts";
 
 Deno.test("registry: every method's stages, scores and schema agree", () => {
-  assertEquals(METHOD_NAMES, ["affinitynet", "cam"]);
+  assertEquals(METHOD_NAMES, ["affinitynet", "cam", "seam"]);
   for (const name of METHOD_NAMES) {
     const m = getMethod(name);
     assertEquals(m, METHODS[name] as unknown);
@@ -60,10 +60,10 @@ Deno.test("registry: every method's stages, scores and schema agree", () => {
 
 Deno.test("pipeline: an unknown method is an error listing the known ones", async () => {
   const e = await assertRejects(
-    () => runPipeline({ method: "seam" } as never, { log: () => {} }),
+    () => runPipeline({ method: "mctformer" } as never, { log: () => {} }),
     ConfigError,
   );
-  assertEquals(e.message, `unknown method "seam"; known methods: affinitynet, cam`);
+  assertEquals(e.message, `unknown method "mctformer"; known methods: affinitynet, cam, seam`);
 });
 
 Deno.test("ablate: the cam method's stages per setting and seed, resumable, tabulated", async () => {

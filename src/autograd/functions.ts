@@ -44,6 +44,8 @@ import {
   pairwiseAffinityBackward,
 } from "../ops/affinity.ts";
 import { dropout as dropoutKernel } from "../ops/dropout.ts";
+import { pcmBackward, pcmForward } from "../ops/pcm.ts";
+import * as seam from "../losses/seam.ts";
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyLoss } from "../losses/segmentation.ts";
 import type { Tape } from "./tape.ts";
 
@@ -244,6 +246,97 @@ export function dropout(tape: Tape | null, x: Tensor, opts: DropoutFnOptions): T
   const y = dropoutKernel(gpu, x, o);
   tape?.record("dropout", [x], [y], (g) => {
     g.give(0, dropoutKernel(gpu, g.dy()!, o));
+  });
+  return y;
+}
+
+/**
+ * SEAM's pixel correlation module (src/ops/pcm.ts): the CAM `cam` [N, C, h, w] refined by the
+ * column-normalised relu affinities of the normalised features `feat` [N, D, h, w]. `cam` is a
+ * constant (SEAM's no-grad `cam_d_norm`): the rule gives a gradient to `feat` only. Saves
+ * feat, cam, the normalised features and the column sums.
+ */
+export function pcm(tape: Tape | null, feat: Tensor, cam: Tensor): Tensor {
+  const gpu = feat.gpu;
+  const { y, fn, s } = pcmForward(gpu, feat, cam);
+  tape?.record("pcm", [feat], [y], (g) => {
+    g.give(0, pcmBackward(gpu, feat, cam, fn, s, g.dy()!));
+  }, [feat, cam, fn, s]);
+  fn.dispose();
+  s.dispose();
+  return y;
+}
+
+/** SEAM's `max_norm` per (n, c) plane (src/losses/seam.ts); saves x and the plane statistics. */
+export function maxNorm(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const { y, stats } = seam.maxNorm(gpu, x);
+  tape?.record("max_norm", [x], [y], (g) => {
+    g.give(0, seam.maxNormBackward(gpu, x, stats, g.dy()!));
+  }, [x, stats]);
+  stats.dispose();
+  return y;
+}
+
+/**
+ * scale · Σ_rows of the sum of the k largest (or smallest; optionally relu'd) values of each
+ * row of x (leading dimension = rows), selected exactly (src/losses/seam.ts). Returns the
+ * 1-element loss; saves x and the selection.
+ */
+export function topkSum(tape: Tape | null, x: Tensor, opts: seam.TopkOptions): Tensor {
+  const gpu = x.gpu;
+  const { loss, stats } = seam.topkSum(gpu, x, opts);
+  tape?.record("topk_sum", [x], [loss], (g) => {
+    g.give(0, seam.topkSumBackward(gpu, x, stats, g.dy()!, opts));
+  }, [x, stats]);
+  stats.dispose();
+  return loss;
+}
+
+/** SEAM's per-pixel max over tagged foreground channels [N, h, w]; saves x and tags. */
+export function fgMax(tape: Tape | null, x: Tensor, tags: Tensor): Tensor {
+  const gpu = x.gpu;
+  const m = seam.fgMax(gpu, x, tags);
+  tape?.record("fg_max", [x], [m], (g) => {
+    g.give(0, seam.fgMaxBackward(gpu, x, tags, g.dy()!));
+  }, [x, tags]);
+  return m;
+}
+
+/** |tag_c (a_c - b_c)| over foreground channels (SEAM's ER elements); saves a, b, tags. */
+export function erElems(tape: Tape | null, a: Tensor, b: Tensor, tags: Tensor): Tensor {
+  const gpu = a.gpu;
+  const v = seam.erElems(gpu, a, b, tags);
+  tape?.record("seam_er", [a, b], [v], (g) => {
+    const { da, db } = seam.erElemsBackward(gpu, a, b, tags, g.dy()!);
+    if (g.needs(0)) g.give(0, da);
+    else da.dispose();
+    if (g.needs(1)) g.give(1, db);
+    else db.dispose();
+  }, [a, b, tags]);
+  return v;
+}
+
+/**
+ * |max_onehot(tag ⊙ target) - lab ⊙ y| (SEAM's ECR elements); the target is a constant (SEAM
+ * detaches it). Saves target, y, tags.
+ */
+export function ecrElems(tape: Tape | null, target: Tensor, y: Tensor, tags: Tensor): Tensor {
+  const gpu = y.gpu;
+  const v = seam.ecrElems(gpu, target, y, tags);
+  tape?.record("seam_ecr", [y], [v], (g) => {
+    g.give(0, seam.ecrElemsBackward(gpu, target, y, tags, g.dy()!));
+  }, [target, y, tags]);
+  return v;
+}
+
+/** The foreground channels x[:, 1:] of maps [N, C1, ...] (src/losses/seam.ts). */
+export function dropBackground(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const y = seam.dropBackground(gpu, x);
+  const shape = x.shape;
+  tape?.record("drop_bg", [x], [y], (g) => {
+    g.give(0, seam.dropBackgroundBackward(gpu, g.dy()!, shape));
   });
   return y;
 }

@@ -11,9 +11,22 @@
  */
 import type { GpuContext } from "../gpu/context.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import type { CamNet } from "../models/cam_net.ts";
+import type { CamOutputs } from "../models/cam_net.ts";
 import { resizeBilinear } from "../ops/resize.ts";
 import { accumulateCam, flipHorizontal } from "./fuse.ts";
+
+/**
+ * What CAM inference needs of a model: its class count and an inference forward giving the C
+ * class maps (the CAM classifier; SEAM's network through its CAM view).
+ */
+export interface CamModel {
+  /** `numClasses`: the C maps the forward returns. */
+  readonly options: { readonly numClasses: number };
+  /** Inference forward (tape null): class maps [B, C, h, w] and image logits [B, C]. */
+  forward(x: Tensor, tape: null): CamOutputs;
+  /** Frees the model's tensors. */
+  dispose(): void;
+}
 
 /** The default CAM inference scales (psa/SEAM). */
 export const DEFAULT_SCALES: readonly number[] = [0.5, 1, 1.5, 2];
@@ -44,7 +57,7 @@ function checkScales(scales: readonly number[]): void {
  */
 export function recordImageCams(
   gpu: GpuContext,
-  model: CamNet,
+  model: CamModel,
   x: Tensor,
   opts: ImageCamOptions = {},
 ): Tensor {

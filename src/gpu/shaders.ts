@@ -28,6 +28,8 @@ export const SHADER_NAMES = [
   "lattice",
   "seg_loss",
   "dropout",
+  "pcm",
+  "seam",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */

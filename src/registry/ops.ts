@@ -20,6 +20,17 @@ import { multilabelUnit } from "../losses/multilabel.ts";
 import { ocrUnit } from "../losses/ocr.ts";
 import { type SegCeCase, segCrossEntropyUnit } from "../losses/segmentation.ts";
 import { type DropoutCase, dropoutUnit } from "../ops/dropout.ts";
+import { camDNormUnit, type PcmCase, pcmUnit } from "../ops/pcm.ts";
+import {
+  dropBackgroundUnit,
+  ecrUnit,
+  erUnit,
+  fgMaxUnit,
+  maxNormUnit,
+  type SeamMapCase,
+  type TopkCase,
+  topkUnit,
+} from "../losses/seam.ts";
 import { affinityUnit } from "../ops/affinity.ts";
 import { argmaxUnit, softmaxUnit } from "../ops/channel.ts";
 import { conv2dUnit } from "../ops/conv.ts";
@@ -46,6 +57,14 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(affinityLossUnit),
   eraseUnit(segCrossEntropyUnit),
   eraseUnit(dropoutUnit),
+  eraseUnit(pcmUnit),
+  eraseUnit(camDNormUnit),
+  eraseUnit(maxNormUnit),
+  eraseUnit(topkUnit),
+  eraseUnit(fgMaxUnit),
+  eraseUnit(erUnit),
+  eraseUnit(dropBackgroundUnit),
+  eraseUnit(ecrUnit),
   ...pointwiseUnits.map(eraseUnit),
 ];
 
@@ -92,6 +111,15 @@ const segCe: TapeFunction<SegCeCase> = (tape, _p, x) => ({
 const drop: TapeFunction<DropoutCase> = (tape, p, x) => ({
   y: F.dropout(tape, x.x, { p: p.p, seed: p.seed }),
 });
+const pcmFn: TapeFunction<PcmCase> = (tape, _p, x) => ({ y: F.pcm(tape, x.feat, x.cam) });
+const maxNormFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({ y: F.maxNorm(tape, x.x) });
+const topkFn: TapeFunction<TopkCase> = (tape, p, x) => ({ loss: F.topkSum(tape, x.x, p.opts) });
+const fgMaxFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({ m: F.fgMax(tape, x.x, x.tags) });
+const erFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({ v: F.erElems(tape, x.a, x.b, x.tags) });
+const dropFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({ y: F.dropBackground(tape, x.x) });
+const ecrFn: TapeFunction<SeamMapCase> = (tape, _p, x) => ({
+  v: F.ecrElems(tape, x.target, x.y, x.tags),
+});
 const act = (name: F.ActivationName): TapeFunction => (tape, _p, x) => ({
   y: F.activation(tape, name, x.a),
 });
@@ -110,6 +138,13 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   affinity: affinity as TapeFunction,
   softmax_cross_entropy: segCe as TapeFunction,
   dropout: drop as TapeFunction,
+  pcm: pcmFn as TapeFunction,
+  seam_max_norm: maxNormFn as TapeFunction,
+  seam_topk: topkFn as TapeFunction,
+  seam_fg_max: fgMaxFn as TapeFunction,
+  seam_er: erFn as TapeFunction,
+  seam_ecr: ecrFn as TapeFunction,
+  seam_drop_bg: dropFn as TapeFunction,
   "pointwise.relu": act("relu"),
   "pointwise.elu": act("elu"),
   "pointwise.add": add(false),

@@ -25,6 +25,7 @@ import { loadTensors, loadTorchvisionWeights, saveTensors } from "../io/checkpoi
 import { readSafetensorsHeader } from "../io/safetensors.ts";
 import { Tape } from "../autograd/tape.ts";
 import { type CamNet, createModel } from "../models/cam_net.ts";
+import type { CamModel } from "../cam/image.ts";
 import {
   multilabelSoftMarginLoss,
   multilabelSoftMarginLossBackward,
@@ -476,7 +477,7 @@ export async function truncateJsonl(path: string, step: number): Promise<void> {
 /** Classification mAP of the model on the validation split (eval mode, no augmentation). */
 export async function validationMap(
   gpu: GpuContext,
-  model: CamNet,
+  model: CamModel,
   data: TrainingData,
   cfg: TrainConfig,
   log: (l: string) => void,

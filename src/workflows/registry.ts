@@ -7,11 +7,13 @@ import { ConfigError } from "../io/config.ts";
 import type { Method } from "../methods/method.ts";
 import { AFFINITYNET } from "../methods/affinitynet/stages.ts";
 import { CAM_METHOD } from "../methods/cam/stages.ts";
+import { SEAM } from "../methods/seam/stages.ts";
 
 /** Every method by name. */
 export const METHODS = {
   affinitynet: AFFINITYNET,
   cam: CAM_METHOD,
+  seam: SEAM,
 } as const;
 
 /** A method's name. */

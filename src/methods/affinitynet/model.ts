@@ -168,8 +168,9 @@ export class AffinityNet {
   }
 
   /**
-   * Loads the backbone (torchvision names) from a CAM classifier checkpoint or converted
-   * ImageNet weights; the classifier, optimizer state and torchvision's `fc.*` are ignored,
+   * Loads the backbone (torchvision names) from a CAM classifier or SEAM checkpoint or converted
+   * ImageNet weights; the classifier (SEAM's fc8 and PCM convs), optimizer state and
+   * torchvision's `fc.*` are ignored,
    * the branch and fuse convs keep their initialisation.
    */
   async loadBackbone(path: string): Promise<void> {
@@ -177,7 +178,9 @@ export class AffinityNet {
       allowMissing: (n) => n.startsWith("f8.") || n.startsWith("f9."),
       ignoreUnexpected: (n) =>
         n.startsWith("classifier.") || n.startsWith("optim.") || n.startsWith("fc.") ||
-        n.endsWith(".num_batches_tracked"),
+        n.endsWith(".num_batches_tracked") ||
+        // SEAM's heads (fc8, its PCM's f8_3, f8_4 and f9 blocks): a SEAM checkpoint's backbone.
+        n.startsWith("fc8.") || n.startsWith("f8_") || n.startsWith("f9."),
     });
   }
 

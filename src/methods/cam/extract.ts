@@ -27,7 +27,7 @@ import { dirname, join } from "node:path";
 import type { GpuContext } from "../../gpu/context.ts";
 import { createGpu } from "../../io/gpu.ts";
 import { Tensor } from "../../gpu/tensor.ts";
-import { type CamNet, createModel } from "../../models/cam_net.ts";
+import { createModel } from "../../models/cam_net.ts";
 import { loadTensors } from "../../io/checkpoint.ts";
 import {
   ConfigError,
@@ -47,14 +47,14 @@ import { IMAGENET_MEAN, IMAGENET_STD } from "../../data/augment.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
 import { resolveDataRoot } from "../../data/root.ts";
 import { normalizeTagged } from "../../cam/fuse.ts";
-import { type ImageCamOptions, recordImageCams } from "../../cam/image.ts";
+import { type CamModel, type ImageCamOptions, recordImageCams } from "../../cam/image.ts";
 import { pseudoMaskFromNormalized } from "../../cam/pseudo_mask.ts";
 import { CamError, type CamRunInput, CamRunSchema, readCamJson } from "./options.ts";
 
 /** A checkpoint's model, ready for inference. */
 export interface LoadedCamModel {
-  /** The classifier, weights loaded from the checkpoint. */
-  model: CamNet;
+  /** The classifier (or another method's CAM model), weights loaded from the checkpoint. */
+  model: CamModel;
   /** The run's training config (from config.json). */
   config: TrainConfig;
   /** Number of foreground classes C (from the checkpoint's classifier). */
@@ -85,20 +85,53 @@ export async function resolveCheckpoint(path: string): Promise<string> {
 }
 
 /**
- * Reads and validates the training config saved beside a checkpoint (`config.json` in the
- * same folder); errors say what is missing.
+ * Loads another method's CAM-producing checkpoint for inference (its run's config.json names
+ * the method in `method`): the model and its foreground class count. See
+ * {@link registerCamModelLoader}.
  */
-export async function readRunConfig(ckpt: string): Promise<TrainConfig> {
+export type CamModelLoader = (
+  gpu: GpuContext,
+  file: string,
+  config: Record<string, unknown>,
+) => Promise<{ model: CamModel; numClasses: number; step: number | null }>;
+
+const CAM_MODEL_LOADERS = new Map<string, CamModelLoader>();
+
+/**
+ * Registers the CAM model loader of a method whose training run writes `method: NAME` in its
+ * config.json (SEAM): {@link loadCamModel}, and so `deno task cam` / `eval` and the pipeline's
+ * CAM stages, then load its checkpoints through it.
+ */
+export function registerCamModelLoader(method: string, load: CamModelLoader): void {
+  CAM_MODEL_LOADERS.set(method, load);
+}
+
+async function rawRunConfig(ckpt: string): Promise<{ path: string; json: unknown }> {
   const path = join(dirname(ckpt), "config.json");
   const json = await readCamJson(
     path,
     `no config.json beside checkpoint ${ckpt} (looked for ${path}); it names the model ` +
       `architecture and data: keep the checkpoint in the run folder written by deno task train`,
   );
+  return { path, json };
+}
+
+/**
+ * Reads and validates the training config saved beside a checkpoint (`config.json` in the
+ * same folder); errors say what is missing.
+ */
+export async function readRunConfig(ckpt: string): Promise<TrainConfig> {
+  const { path, json } = await rawRunConfig(ckpt);
   // Runs saved before the generator had versions trained on v1: say so before the default
   // (v2) fills the field.
   const synth = (json as { synthetic?: Record<string, unknown> })?.synthetic;
   if (synth && typeof synth === "object" && synth.variant === undefined) synth.variant = "v1";
+  // Another method's run (e.g. SEAM's) extends the CAM config with its own fields: the CAM
+  // fields are read, the rest left to the method.
+  const method = (json as { method?: unknown })?.method;
+  if (typeof method === "string" && CAM_MODEL_LOADERS.has(method)) {
+    return validate(TrainConfigSchema.strip(), json, path);
+  }
   return validate(TrainConfigSchema, json, path);
 }
 
@@ -109,6 +142,13 @@ export async function readRunConfig(ckpt: string): Promise<TrainConfig> {
 export async function loadCamModel(gpu: GpuContext, ckpt: string): Promise<LoadedCamModel> {
   const file = await resolveCheckpoint(ckpt);
   const config = await readRunConfig(file);
+  const method = ((await rawRunConfig(file)).json as { method?: unknown }).method;
+  const loader = typeof method === "string" ? CAM_MODEL_LOADERS.get(method) : undefined;
+  if (loader) {
+    const raw = (await rawRunConfig(file)).json as Record<string, unknown>;
+    const r = await loader(gpu, file, raw);
+    return { ...r, config, ckpt: file, runDir: dirname(file) };
+  }
   const shape = (await readSafetensorsHeader(file)).shapes.get("classifier.weight");
   if (!shape) {
     throw new SafetensorsError(
@@ -160,7 +200,7 @@ export function rgbPlanes(rgb: Uint8Array, width: number, height: number): Float
 /** {@link recordImageCams} of a decoded dataset sample (uploads its normalised pixels). */
 export function recordSampleCams(
   gpu: GpuContext,
-  model: CamNet,
+  model: CamModel,
   s: Pick<Sample, "rgb" | "width" | "height">,
   opts: ImageCamOptions = {},
 ): Tensor {

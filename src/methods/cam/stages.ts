@@ -123,7 +123,7 @@ export function camData(o: CamStageOptions): {
 }
 
 /** The CAM classifier's training config of a run. */
-function camTrainConfig(o: CamStageOptions, runDir: string): Partial<TrainConfig> {
+export function camTrainConfig(o: CamStageOptions, runDir: string): Partial<TrainConfig> {
   const ocr = {
     ...(o.ocrLambda !== undefined ? { lambda: o.ocrLambda } : {}),
     ...(o.ocrStart !== undefined ? { start: o.ocrStart } : {}),

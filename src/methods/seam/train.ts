@@ -1,0 +1,321 @@
+/**
+ * SEAM training (`deno task seam`): the CAM classifier's data, optimizer, schedule, run folder,
+ * atomic checkpoints and bit-exact `--resume` (src/train/train.ts's helpers), with SEAM's
+ * network (./model.ts) and two-branch loss (./loss.ts) in place of the classifier and its
+ * loss; one command encoder per step. `ocr.enabled` adds OCR on both branches' class maps.
+ *
+ * The config is the CAM classifier's ({@link TrainConfigSchema}) with SEAM's fields: output
+ * stride 8 by default (SEAM's), `scaleFactor` (0.3), `ecrTopk` (0.2), `dropout` (0.5) and the
+ * PCM widths. The run folder holds config.json (with `method: "seam"`), train.jsonl,
+ * last.safetensors (metadata kind "seam") and summary.json, like a CAM run's.
+ * @module
+ */
+import { join } from "node:path";
+import { z } from "npm:zod@4.6.7";
+import type { GpuContext } from "../../gpu/context.ts";
+import { createGpu, describeBackend } from "../../io/gpu.ts";
+import { Tensor } from "../../gpu/tensor.ts";
+import { tuneMatmul } from "../../ops/matmul.ts";
+import { defaultLr, TrainConfigSchema, validate } from "../../io/config.ts";
+import { writeJsonAtomic } from "../../io/atomic.ts";
+import { loadTorchvisionWeights, type NamedTensor } from "../../io/checkpoint.ts";
+import { Tape } from "../../autograd/tape.ts";
+import { type Param, zeroGrads } from "../../autograd/param.ts";
+import { type Optimizer, polyLr } from "../../optim/mod.ts";
+import { fmtDuration, Progress } from "../../io/progress.ts";
+import { openTrainingData } from "../../train/data.ts";
+import {
+  checkRunFolder,
+  createOptimizer,
+  resumeRun,
+  saveRunCheckpoint,
+  startRun,
+  TrainError,
+  validationMap,
+} from "../../train/train.ts";
+import { createSeamNet, type SeamNet } from "./model.ts";
+import {
+  checkSeamLossOptions,
+  recordSeamLosses,
+  type SeamLosses,
+  type SeamStepInputs,
+  seamTotal,
+} from "./loss.ts";
+
+/** SEAM's training config: the CAM classifier's plus SEAM's fields (module doc). */
+export const SeamConfigSchema = TrainConfigSchema.extend({
+  /** Marks the run folder as SEAM's (CAM inference reads it). */
+  method: z.literal("seam").default("seam"),
+  outputStride: z.union([z.literal(8), z.literal(16)]).default(8),
+  /** img2 = img1 resized by this factor (SEAM: 0.3). */
+  scaleFactor: z.number().gt(0).lt(1).default(0.3),
+  /** Fraction of each image's (C+1)·h·w ECR values averaged (SEAM: 0.2). */
+  ecrTopk: z.number().gt(0).max(1).default(0.2),
+  /** Dropout before fc8 (SEAM: 0.5). */
+  dropout: z.number().min(0).lt(1).default(0.5),
+  /** f8_3 / f8_4 widths (default 64/128, tiny 16/32). */
+  pcmWidths: z.tuple([z.number().int().positive(), z.number().int().positive()]).optional(),
+  /** PCM feature channels (default 192, tiny 48; at most 256). */
+  pcmChannels: z.number().int().positive().max(256).optional(),
+}).strict();
+
+/** A resolved SEAM config. */
+export type SeamConfig = z.infer<typeof SeamConfigSchema>;
+/** A SEAM config as given, plus `resume`. */
+export type SeamInput = z.input<typeof SeamConfigSchema> & { resume?: boolean };
+
+/** One line of SEAM's train.jsonl. */
+export interface SeamStepLog {
+  step: number;
+  lr: number;
+  /** The total loss. */
+  loss: number;
+  loss_cls: number;
+  loss_rvmin: number;
+  loss_er: number;
+  loss_ecr: number;
+  loss_ocr: number;
+  images_per_s: number;
+  elapsed_s: number;
+}
+
+/** What {@link trainSeam} returns. */
+export interface SeamTrainResult {
+  out: string;
+  steps: number;
+  seconds: number;
+  imagesPerSecond: number;
+  finalLoss: number;
+  /** Classification mAP on the val split (GAP of the class maps), NaN when skipped. */
+  valMap: number;
+  peakPoolBytes: number;
+  checkpoint: string;
+}
+
+/** Hooks of {@link trainSeam}. */
+export interface SeamHooks {
+  gpu?: GpuContext;
+  log?: (line: string) => void;
+  /** Stop after this many steps of this call (tests simulate an interruption). */
+  stopAfter?: number;
+  /** Skip the validation mAP. */
+  skipEval?: boolean;
+  tty?: boolean;
+}
+
+/** Builds the network of a SEAM config. */
+export function seamNetOf(gpu: GpuContext, cfg: SeamConfig, numClasses: number): SeamNet {
+  return createSeamNet(gpu, {
+    arch: cfg.model,
+    numClasses,
+    outputStride: cfg.outputStride,
+    seed: cfg.seed,
+    dropout: cfg.dropout,
+    pcmWidths: cfg.pcmWidths,
+    pcmChannels: cfg.pcmChannels,
+  });
+}
+
+/** The dropout seed of a step (a function of the run's seed and the step: resumable). */
+export function stepDropoutSeed(seed: number, step: number): number {
+  return (Math.imul(seed, 1000003) ^ Math.imul(step, 0x9e3779b1)) >>> 0;
+}
+
+/**
+ * Records one SEAM step: both branches, the losses, the backward, the optimizer update.
+ * Nothing is submitted or read back; the caller disposes the losses.
+ */
+export function recordSeamStep(
+  gpu: GpuContext,
+  model: SeamNet,
+  opt: Optimizer,
+  params: Param[],
+  s: SeamStepInputs & { lr: number },
+): { losses: SeamLosses; camShape: readonly number[] } {
+  const tape = new Tape(gpu, params);
+  zeroGrads(params);
+  const r = recordSeamLosses(gpu, model, tape, s);
+  tape.backward(r.seeds);
+  r.release();
+  opt.step(params, s.lr);
+  return { losses: r.losses, camShape: r.camShape };
+}
+
+const CKPT = "last.safetensors";
+
+/** Trains SEAM (module doc). */
+export async function trainSeam(
+  input: SeamInput,
+  hooks: SeamHooks = {},
+): Promise<SeamTrainResult> {
+  const { resume: resumeFlag = false, ...rest } = input;
+  const cfg = validate(SeamConfigSchema, rest, "seam config");
+  checkSeamLossOptions(cfg);
+  cfg.lr ??= defaultLr(cfg.optimizer);
+  const log = hooks.log ?? ((l: string) => console.log(l));
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
+  const out = cfg.out ?? `runs/seam-${cfg.model}${cfg.ocr.enabled ? "-ocr" : ""}-${stamp}`;
+  cfg.out = out;
+  const ckptPath = join(out, CKPT);
+  const jsonlPath = join(out, "train.jsonl");
+  const resume = await checkRunFolder(out, ckptPath, resumeFlag, log);
+  const data = await openTrainingData(cfg, log);
+  const S2 = Math.floor(cfg.size * cfg.scaleFactor);
+  if (S2 < 2) {
+    throw new TrainError(`--size ${cfg.size} x scaleFactor ${cfg.scaleFactor} is under 2 pixels`);
+  }
+  const gpu = hooks.gpu ?? await createGpu();
+  await tuneMatmul(gpu);
+  const model = seamNetOf(gpu, cfg, data.numClasses);
+  if (cfg.weights && !resume) await loadTorchvisionWeights(model, cfg.weights);
+  const params = model.params();
+  const opt = createOptimizer(gpu, cfg);
+  const optState = (): NamedTensor[] =>
+    opt.state(params).map((b) => ({ name: `optim.${b.name}`, value: b.value }));
+  const prior = cfg.ocr.enabled
+    ? Tensor.fromArray(gpu, await data.prior(), [data.numClasses, data.numClasses])
+    : null;
+  let step = 0, position = 0, elapsedBefore = 0;
+  const configHash = await data.configHash(cfg);
+  if (resume) {
+    ({ step, position, elapsedBefore } = await resumeRun(
+      out,
+      [...model.stateTensors(), ...optState()],
+      opt,
+      configHash,
+    ));
+    log(`resuming ${out} at step ${step}/${cfg.steps}`);
+  }
+  log(
+    `training SEAM (${cfg.model}, output stride ${cfg.outputStride}, branch 2 at ` +
+      `${cfg.scaleFactor}x) on ${data.describe} (${data.size} images, ${data.numClasses} ` +
+      `classes)${
+        cfg.ocr.enabled ? ` with OCR (lambda ${cfg.ocr.lambda})` : ""
+      } on ${gpu.describe()}; ${describeBackend(gpu)}`,
+  );
+  const batches = data.batches(position);
+  const nextBatch = await startRun(batches, step < cfg.steps, out, cfg, !resume);
+  const progress = new Progress("seam", cfg.steps, { write: log, tty: hooks.tty });
+  const ocrStart = Math.floor(cfg.ocr.start * cfg.steps);
+  const t0 = performance.now();
+  let imagesSeen = 0, stepsThisCall = 0, lastGood = resume ? step : 0;
+  let last: SeamStepLog | null = null;
+  gpu.pool.resetPeak();
+  try {
+    while (step < cfg.steps) {
+      if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
+      const b = await nextBatch();
+      const lr = polyLr(cfg.lr, step, cfg.steps);
+      const x = Tensor.fromArray(gpu, b.images, [b.batchSize, 3, cfg.size, cfg.size]);
+      const tags = Tensor.fromArray(gpu, b.tags, [b.batchSize, data.numClasses]);
+      const { losses } = recordSeamStep(gpu, model, opt, params, {
+        x,
+        tags,
+        lr,
+        prior: prior && step >= ocrStart ? prior : null,
+        ocr: cfg.ocr,
+        dropoutSeed: stepDropoutSeed(cfg.seed, step),
+        scaleFactor: cfg.scaleFactor,
+        ecrTopk: cfg.ecrTopk,
+      });
+      x.dispose();
+      tags.dispose();
+      gpu.flush();
+      step++;
+      stepsThisCall++;
+      imagesSeen += b.batchSize;
+      position = b.position;
+      const isLog = step % cfg.logEvery === 0 || step === cfg.steps;
+      const isCkpt = step % cfg.ckptEvery === 0 || step === cfg.steps;
+      if (isLog || isCkpt) {
+        const keys = ["cls1", "cls2", "rvmin1", "rvmin2", "er", "ecr1", "ecr2"] as const;
+        const ts = [...keys.map((k) => losses[k]), losses.ocr1, losses.ocr2].filter((t) =>
+          t !== null
+        );
+        const vals = (await gpu.readRanges(ts.map((t) => t.binding())))
+          .map((buf) => new Float32Array(buf)[0]);
+        const v = Object.fromEntries(keys.map((k, i) => [k, vals[i]])) as Record<
+          typeof keys[number],
+          number
+        >;
+        const ocr = (vals[7] ?? 0) + (vals[8] ?? 0);
+        const total = seamTotal(v, ocr);
+        const el = (performance.now() - t0) / 1000;
+        if (!Number.isFinite(total)) {
+          throw new TrainError(
+            `SEAM loss became ${total} at step ${step}; stopped. ` +
+              (lastGood > 0
+                ? `The last good checkpoint (step ${lastGood}) is kept in ${ckptPath}`
+                : "No checkpoint had been written yet") +
+              "; lower --lr or check the data.",
+          );
+        }
+        last = {
+          step,
+          lr,
+          loss: total,
+          loss_cls: (v.cls1 + v.cls2) / 2,
+          loss_rvmin: (v.rvmin1 + v.rvmin2) / 2,
+          loss_er: v.er,
+          loss_ecr: v.ecr1 + v.ecr2,
+          loss_ocr: ocr,
+          images_per_s: imagesSeen / el,
+          elapsed_s: elapsedBefore + el,
+        };
+        if (isLog) {
+          await Deno.writeTextFile(jsonlPath, JSON.stringify(last) + "\n", { append: true });
+          progress.update(step, {
+            loss: total.toFixed(4),
+            "cls/er/ecr": `${last.loss_cls.toFixed(3)}/${v.er.toFixed(3)}/${
+              last.loss_ecr.toFixed(3)
+            }`,
+            ...(prior ? { ocr: ocr.toFixed(4) } : {}),
+            "img/s": last.images_per_s.toFixed(1),
+          });
+        }
+        if (isCkpt) {
+          await saveRunCheckpoint(
+            out,
+            [...model.stateTensors(), ...optState()],
+            opt,
+            configHash,
+            { step, position, elapsedBefore: elapsedBefore + el },
+            { kind: "seam", arch: cfg.model },
+          );
+          lastGood = step;
+        }
+      }
+      for (const t of Object.values(losses)) t?.dispose();
+    }
+  } finally {
+    progress.done();
+    await batches.return?.(undefined);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const ips = imagesSeen / Math.max(seconds, 1e-9);
+  let valMap = NaN;
+  if (!hooks.skipEval && step >= cfg.steps) {
+    valMap = await validationMap(gpu, model.camView("cam"), data, cfg, log);
+  }
+  const result: SeamTrainResult = {
+    out,
+    steps: step,
+    seconds,
+    imagesPerSecond: ips,
+    finalLoss: last?.loss ?? NaN,
+    valMap,
+    peakPoolBytes: gpu.pool.stats().peakInUse,
+    checkpoint: ckptPath,
+  };
+  if (step >= cfg.steps) await writeJsonAtomic(join(out, "summary.json"), result);
+  log(
+    `done: ${step} steps in ${fmtDuration(seconds)} (${ips.toFixed(1)} img/s), final loss ` +
+      `${result.finalLoss.toFixed(4)}, val mAP ${
+        Number.isNaN(valMap) ? "n/a" : valMap.toFixed(3)
+      } → ${ckptPath}`,
+  );
+  prior?.dispose();
+  model.dispose();
+  if (!hooks.gpu) gpu.destroy();
+  return result;
+}
