@@ -39,7 +39,8 @@ await runMain(async () => {
   if (!f.ckpt === !f.masks) {
     throw new ConfigError(`give exactly one of --ckpt and --masks\n${USAGE}`);
   }
-  if (f.ckpt && await isSegCheckpoint(f.ckpt)) {
+  // A checkpoint that cannot be read is left to the CAM path, whose errors name the fix.
+  if (f.ckpt && await isSegCheckpoint(f.ckpt).catch(() => false)) {
     if (f.bg || f.sweep || f.tau) {
       throw new ConfigError("--bg, --sweep and --tau apply to CAMs, not to a segmenter");
     }
