@@ -371,13 +371,15 @@ export async function resumeRun(
   configHash: string,
 ): Promise<ResumePoint> {
   const ckptPath = join(out, CKPT);
-  const meta = await loadTensors(ckptPath, tensors);
+  // The config first: a changed config (another optimizer, say) also changes the tensors.
+  const meta = (await readSafetensorsHeader(ckptPath)).metadata;
   if (meta.config_hash !== configHash) {
     throw new TrainError(
       `--resume: ${ckptPath} was written with a different config (hash ${meta.config_hash}, ` +
         `now ${configHash}); resume with the saved ${join(out, "config.json")}`,
     );
   }
+  await loadTensors(ckptPath, tensors);
   const step = Number(meta.step);
   opt.stepCount = Number(meta.optim_steps);
   await truncateJsonl(join(out, "train.jsonl"), step);

@@ -111,8 +111,8 @@ async function runStages<O extends z.infer<Method["schema"]>>(
 
   if (o.from) {
     // Forget the records of the stage and every later one; training stages start over.
+    // An interrupted training stage has no record but a checkpoint: it starts over too.
     for (const stage of method.stages.slice(names.indexOf(o.from))) {
-      if (!stages[stage.name]) continue;
       delete stages[stage.name];
       if (stage.restart) { for (const p of stage.outputs) await removeAll(join(out, p)); }
     }
