@@ -6,10 +6,9 @@
 //   lat_keys       per pixel: pydensecrf's elevation, closest 0-coloured point, rank,
 //                  barycentric weights; entry e = p·6 + j gets (key of corner j, e) with the
 //                  key's first five coordinates packed as 16-bit fields (+32768) in x, y, z
-//   lat_pad        entries [nreal, P) = all ones (sort last)
-//   bitonic_local  sorts each block of 512 entries (directions of the global network)
-//   bitonic_global one compare-exchange step (k, j) of the global network, j >= 512
-//   bitonic_merge  the steps j = 256 .. 1 of stage k inside blocks of 512
+//   sort_runs      sorts each run of 16 entries (insertion sort in registers)
+//   merge_pass     merges sorted runs of width k pairwise (merge path: 16 outputs per
+//                  invocation, no workgroup memory), until one run holds all nreal entries
 //   lat_flags      flag[i] = entry i starts a new key
 //   scan_block     inclusive scan of blocks of 256 (block totals to the next level)
 //   scan_add       adds the scanned totals of the previous blocks
@@ -137,97 +136,83 @@ fn lat_keys(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) 
   }
 }
 
-// ---- lat_pad ----
+// ---- merge sort (stable; keys are unique anyway: the entry index breaks ties) ----
 
-@group(0) @binding(0) var<storage, read_write> lp_ent: array<vec4u>;
-@group(0) @binding(1) var<uniform> lp_p: LatParams;
+const MS_RUN: u32 = 16u;
+const MS_OUT: u32 = 16u;
 
+@group(0) @binding(0) var<storage, read_write> mr_ent: array<vec4u>;
+@group(0) @binding(1) var<uniform> mr_p: LatParams;
+
+// Insertion sort of each run of MS_RUN entries [t·MS_RUN, ..) of [0, nreal), in place.
 @compute @workgroup_size(64)
-fn lat_pad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = lp_p.nreal + flat_index(gid, nwg, 64u);
-  if (i >= lp_p.P) { return; }
-  lp_ent[i] = vec4u(NONE);
-}
-
-// ---- bitonic sort ----
-
-@group(0) @binding(0) var<storage, read_write> bs_ent: array<vec4u>;
-@group(0) @binding(1) var<uniform> bs_p: LatParams;
-
-var<workgroup> bs_tile: array<vec4u, 512>;
-
-// Compare-exchange of positions lo < hi (ascending when lo & k == 0).
-fn bs_exchange(lo: u32, hi: u32, k: u32) {
-  let a = bs_ent[lo];
-  let b = bs_ent[hi];
-  let up = (lo & k) == 0u;
-  if (key_less(b, a) == up) {
-    bs_ent[lo] = b;
-    bs_ent[hi] = a;
-  }
-}
-
-@compute @workgroup_size(256)
-fn bitonic_global(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, 256u);
-  if (i >= bs_p.P / 2u) { return; }
-  let j = bs_p.j;
-  let lo = ((i & ~(j - 1u)) << 1u) | (i & (j - 1u));
-  bs_exchange(lo, lo | j, bs_p.k);
-}
-
-// The steps j = jstart .. 1 of stage k on the block held in bs_tile (base: its first index).
-fn bs_local_steps(t: u32, base: u32, k: u32, jstart: u32) {
-  var j = jstart;
-  loop {
-    if (j == 0u) { break; }
-    let lo = ((t & ~(j - 1u)) << 1u) | (t & (j - 1u));
-    let hi = lo | j;
-    let a = bs_tile[lo];
-    let b = bs_tile[hi];
-    let up = ((base + lo) & k) == 0u;
-    if (key_less(b, a) == up) {
-      bs_tile[lo] = b;
-      bs_tile[hi] = a;
+fn sort_runs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = flat_index(gid, nwg, 64u);
+  let n = mr_p.nreal;
+  let base = t * MS_RUN;
+  if (base >= n) { return; }
+  let cnt = min(MS_RUN, n - base);
+  var r: array<vec4u, MS_RUN>;
+  for (var i = 0u; i < cnt; i++) {
+    let x = mr_ent[base + i];
+    var j = i;
+    loop {
+      if (j == 0u) { break; }
+      if (!key_less(x, r[j - 1u])) { break; }
+      r[j] = r[j - 1u];
+      j--;
     }
-    workgroupBarrier();
-    j = j >> 1u;
+    r[j] = x;
   }
+  for (var i = 0u; i < cnt; i++) { mr_ent[base + i] = r[i]; }
 }
 
-@compute @workgroup_size(256)
-fn bitonic_local(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u,
-                 @builtin(num_workgroups) nwg: vec3u) {
-  let blk = wid.x + wid.y * nwg.x;
-  let base = blk * 512u;
-  if (base >= bs_p.P) { return; }
-  let t = lid.x;
-  bs_tile[t] = bs_ent[base + t];
-  bs_tile[t + 256u] = bs_ent[base + t + 256u];
-  workgroupBarrier();
-  var k = 2u;
-  loop {
-    if (k > 512u || k > bs_p.P) { break; }
-    bs_local_steps(t, base, k, k >> 1u);
-    k = k << 1u;
-  }
-  bs_ent[base + t] = bs_tile[t];
-  bs_ent[base + t + 256u] = bs_tile[t + 256u];
-}
+@group(0) @binding(0) var<storage, read> mg_src: array<vec4u>;
+@group(0) @binding(1) var<storage, read_write> mg_dst: array<vec4u>;
+@group(0) @binding(2) var<uniform> mg_p: LatParams;
 
-@compute @workgroup_size(256)
-fn bitonic_merge(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u,
-                 @builtin(num_workgroups) nwg: vec3u) {
-  let blk = wid.x + wid.y * nwg.x;
-  let base = blk * 512u;
-  if (base >= bs_p.P) { return; }
-  let t = lid.x;
-  bs_tile[t] = bs_ent[base + t];
-  bs_tile[t + 256u] = bs_ent[base + t + 256u];
-  workgroupBarrier();
-  bs_local_steps(t, base, bs_p.k, 256u);
-  bs_ent[base + t] = bs_tile[t];
-  bs_ent[base + t + 256u] = bs_tile[t + 256u];
+// One merge pass: sorted runs of width k (a multiple of MS_OUT) pairwise into runs of 2k; each
+// invocation finds its MS_OUT outputs' split by a merge-path binary search, then merges them.
+@compute @workgroup_size(64)
+fn merge_pass(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = flat_index(gid, nwg, 64u);
+  let n = mg_p.nreal;
+  let out0 = t * MS_OUT;
+  if (out0 >= n) { return; }
+  let w = mg_p.k;
+  let blk = out0 - out0 % (2u * w);
+  let a0 = blk;
+  let a1 = min(blk + w, n);
+  let b1 = min(blk + 2u * w, n);
+  let la = a1 - a0;
+  let lb = b1 - a1;
+  let d = out0 - blk;
+  // The number i of outputs before out0 taken from A: the first i with B[d-i-1] < A[i].
+  var lo = select(0u, d - lb, d > lb);
+  var hi = min(d, la);
+  while (lo < hi) {
+    let mid = (lo + hi) / 2u;
+    if (key_less(mg_src[a1 + d - mid - 1u], mg_src[a0 + mid])) { hi = mid; } else { lo = mid + 1u; }
+  }
+  var i = lo;
+  var j = d - lo;
+  let cnt = min(MS_OUT, n - out0);
+  var va = vec4u(NONE);
+  var vb = vec4u(NONE);
+  if (i < la) { va = mg_src[a0 + i]; }
+  if (j < lb) { vb = mg_src[a1 + j]; }
+  for (var c = 0u; c < cnt; c++) {
+    let take_b = j < lb && (i >= la || key_less(vb, va));
+    if (take_b) {
+      mg_dst[out0 + c] = vb;
+      j++;
+      if (j < lb) { vb = mg_src[a1 + j]; }
+    } else {
+      mg_dst[out0 + c] = va;
+      i++;
+      if (i < la) { va = mg_src[a0 + i]; }
+    }
+  }
 }
 
 // ---- lat_flags ----

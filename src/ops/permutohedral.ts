@@ -26,12 +26,10 @@ const { LatParams } = declareParams("lattice", {
   LatParams: {
     N: "u32",
     W: "u32",
-    P: "u32",
     nreal: "u32",
     L: "u32",
     mmax: "u32",
     k: "u32",
-    j: "u32",
     mode: "u32",
     dir: "u32",
     count: "u32",
@@ -43,6 +41,8 @@ const { LatParams } = declareParams("lattice", {
 const D = 5;
 const D1 = 6;
 const KEY_LIMIT = 32767;
+/** Entries per run of the merge sort's first pass (MS_RUN = MS_OUT in lattice.wgsl). */
+const SORT_RUN = 16;
 
 /** The largest |lattice coordinate| a kernel can produce on an h x w image (plus margin). */
 export function latticeCoordinateBound(h: number, w: number, k: BilateralKernel): number {
@@ -59,14 +59,12 @@ export function latticeCoordinateBound(h: number, w: number, k: BilateralKernel)
 
 /**
  * The largest storage binding (bytes) of the lattice path on an h x w image with `labels`
- * labels: the sorted entries (16·P, P the next power of two of 6N), the blur neighbours
+ * labels: the sorted entries (16·6N), the blur neighbours
  * (2·6·6N u32) or the lattice values (4·6N·L).
  */
 export function latticeMaxBinding(h: number, w: number, labels: number): number {
   const nreal = D1 * h * w;
-  let P = 512;
-  while (P < nreal) P *= 2;
-  return Math.max(16 * P, 2 * D1 * nreal * 4, 4 * nreal * labels);
+  return Math.max(16 * nreal, 2 * D1 * nreal * 4, 4 * nreal * labels);
 }
 
 /** Throws a RangeError naming the binding limit when `bytes` exceed it. */
@@ -86,8 +84,6 @@ export class BilateralLattice {
   readonly n: number;
   /** Lattice entries (6 per pixel) = the most vertices there can be. */
   readonly nreal: number;
-  /** Sorted entry count (a power of two ≥ 512). */
-  readonly padded: number;
   /** The symmetric normaliser nb_p = 1/sqrt(lattice(1)_p + 1e-20), [N]. */
   readonly norm: Tensor;
   #ent: Tensor;
@@ -122,15 +118,12 @@ export class BilateralLattice {
           `small for a ${h}x${w} image; use method "exact"`,
       );
     }
-    let P = 512;
-    while (P < nreal) P *= 2;
-    this.padded = P;
-    checkBinding(gpu, op, "the lattice's sorted entries", P * 16);
+    checkBinding(gpu, op, "the lattice's sorted entries", nreal * 16);
     checkBinding(gpu, op, "the lattice's blur neighbours", 2 * D1 * nreal * 4);
-    const base = { N: n, W: w, P, nreal, L: 1, mmax: nreal, k: 0, j: 0, mode: 0, dir: 0 };
+    const base = { N: n, W: w, nreal, L: 1, mmax: nreal, k: 0, mode: 0, dir: 0 };
     const pk = (o: Partial<typeof base> & { count?: number } = {}) =>
       LatParams.pack({ ...base, count: 0, sxy: kernel.sxy, srgb: kernel.srgb, ...o });
-    const ent = Tensor.empty(gpu, [P * 4], "crf.lattice.entries");
+    const ent = Tensor.empty(gpu, [nreal * 4], "crf.lattice.entries");
     const bary = Tensor.empty(gpu, [nreal], "crf.lattice.bary");
     gpu.dispatch1d(
       {
@@ -144,57 +137,38 @@ export class BilateralLattice {
       n,
       64,
     );
-    if (P > nreal) {
-      gpu.dispatch1d(
-        {
-          name: `${op}.lattice.pad`,
-          shader: "lattice",
-          entry: "lat_pad",
-          outputs: [ent],
-          params: pk(),
-        },
-        P - nreal,
-        64,
-      );
-    }
-    // Bitonic sort: blocks of 512 in workgroup memory, then each stage k ≥ 1024 as global
-    // steps j ≥ 512 and one in-block merge of the steps j ≤ 256.
+    // Merge sort: runs of 16 sorted in registers, then merge passes of doubling width
+    // (ping-pong between two buffers; the last pass's output is kept).
+    let sorted = ent;
     gpu.dispatch1d(
       {
         name: `${op}.lattice.sort`,
         shader: "lattice",
-        entry: "bitonic_local",
+        entry: "sort_runs",
         outputs: [ent],
         params: pk(),
       },
-      P / 2,
-      256,
+      Math.ceil(nreal / SORT_RUN),
+      64,
     );
-    for (let k = 1024; k <= P; k *= 2) {
-      for (let j = k / 2; j >= 512; j /= 2) {
+    if (nreal > SORT_RUN) {
+      let other = Tensor.empty(gpu, [nreal * 4], "crf.lattice.entries");
+      for (let k = SORT_RUN; k < nreal; k *= 2) {
         gpu.dispatch1d(
           {
             name: `${op}.lattice.sort`,
             shader: "lattice",
-            entry: "bitonic_global",
-            outputs: [ent],
-            params: pk({ k, j }),
+            entry: "merge_pass",
+            inputs: [sorted],
+            outputs: [other],
+            params: pk({ k }),
           },
-          P / 2,
-          256,
+          Math.ceil(nreal / SORT_RUN),
+          64,
         );
+        [sorted, other] = [other, sorted];
       }
-      gpu.dispatch1d(
-        {
-          name: `${op}.lattice.sort`,
-          shader: "lattice",
-          entry: "bitonic_merge",
-          outputs: [ent],
-          params: pk({ k }),
-        },
-        P / 2,
-        256,
-      );
+      other.dispose();
     }
     // Segment starts, numbered by an inclusive scan.
     const scan = Tensor.empty(gpu, [nreal], "crf.lattice.scan");
@@ -203,7 +177,7 @@ export class BilateralLattice {
         name: `${op}.lattice.flags`,
         shader: "lattice",
         entry: "lat_flags",
-        inputs: [ent],
+        inputs: [sorted],
         outputs: [scan],
         params: pk(),
       },
@@ -219,7 +193,7 @@ export class BilateralLattice {
         name: `${op}.lattice.vertices`,
         shader: "lattice",
         entry: "lat_vertices",
-        inputs: [ent, scan],
+        inputs: [sorted, scan],
         outputs: [uniq, off, count],
         params: pk(),
       },
@@ -240,7 +214,7 @@ export class BilateralLattice {
       nreal,
       64,
     );
-    this.#ent = ent;
+    this.#ent = sorted;
     this.#bary = bary;
     this.#uniq = uniq;
     this.#off = off;
@@ -304,12 +278,10 @@ export class BilateralLattice {
       LatParams.pack({
         N: this.n,
         W: this.w,
-        P: this.padded,
         nreal: this.nreal,
         L,
         mmax: this.nreal,
         k: 0,
-        j: 0,
         mode,
         dir: 0,
         count: 0,
