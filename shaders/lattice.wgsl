@@ -4,22 +4,28 @@
 //
 // Build (once per image):
 //   lat_keys       per pixel: pydensecrf's elevation, closest 0-coloured point, rank,
-//                  barycentric weights; entry e = p·6 + j gets (key of corner j, e) with the
-//                  key's first five coordinates packed as 16-bit fields (+32768) in x, y, z
+//                  barycentric weights (corner[e].y); entry e = p·6 + j gets (key of corner
+//                  j, e) with the key's first five coordinates packed as 16-bit fields
+//                  (+32768) in x, y, z
 //   sort_runs      sorts each run of 16 entries (insertion sort in registers)
 //   merge_pass     merges sorted runs of width k pairwise (merge path: 16 outputs per
 //                  invocation, no workgroup memory), until one run holds all nreal entries
 //   lat_flags      flag[i] = entry i starts a new key
 //   scan_block     inclusive scan of blocks of 256 (block totals to the next level)
 //   scan_add       adds the scanned totals of the previous blocks
-//   lat_vertices   vertex v = scan[i] - 1: uniq[v] = (key, first entry), off[e] = v,
+//   lat_vertices   vertex v = scan[i] - 1: uniq[v] = (key, first entry), corner[e].x = v,
 //                  count[0] = M, uniq[M].w = nreal (the last segment's end)
+//   lat_sorted     per sorted entry: (pixel | segment start << 31, weight bits), for the splat
 //   lat_neighbors  per vertex and direction j = 0..5: the keys ±(1,..,1) ∓ 6·e_j found by
 //                  binary search in uniq (0xffffffff when absent)
-// Filter (per message): lat_splat (per vertex: a fixed-order sum over its segment of sorted
-// entries, which is pixel order), lat_blur (v + 0.5·(n1 + n2), one direction per dispatch),
-// lat_slice (per pixel: alpha·Σ_j bary·A[off]; mode 1 writes 1/sqrt(· + 1e-20)).
-// Lattice values are vertex-major [Mmax, L].
+// Filter (per message): lat_splat (per chunk of 32 sorted entries and 4 labels: each vertex's
+// sum over its entries in the chunk, in entry order = pixel order; segments inside the chunk
+// are written, the chunk's first and last vertex kept as partials), lat_splat_combine (per
+// vertex reaching a chunk's end: its partials in chunk order), lat_blur (v + 0.5·(n1 + n2),
+// one direction per dispatch), lat_slice (per pixel: alpha·Σ_j bary·A[off]; mode 1 writes
+// 1/sqrt(· + 1e-20); the CRF's update kernel fuses it, shaders/crf.wgsl). Vertex kernels loop
+// over the vertices with a stride (M is on the GPU only). Lattice values are vertex-major
+// [Mmax, L]; corner[e] = (vertex, bits of the barycentric weight) per entry.
 
 {{struct:LatParams}}
 
@@ -58,7 +64,7 @@ fn unpack_key(k: vec4u) -> array<i32, 5> {
 
 @group(0) @binding(0) var<storage, read> lk_img: array<f32>;
 @group(0) @binding(1) var<storage, read_write> lk_ent: array<vec4u>;
-@group(0) @binding(2) var<storage, read_write> lk_bary: array<f32>;
+@group(0) @binding(2) var<storage, read_write> lk_corner: array<vec2u>;
 @group(0) @binding(3) var<uniform> lk_p: LatParams;
 
 @compute @workgroup_size(64)
@@ -132,7 +138,7 @@ fn lat_keys(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) 
     }
     let e = p * D1 + r;
     lk_ent[e] = vec4u(pack_key(c), e);
-    lk_bary[e] = b[r];
+    lk_corner[e] = vec2u(0u, bitcast<u32>(b[r]));
   }
 }
 
@@ -277,7 +283,7 @@ fn scan_add(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) 
 @group(0) @binding(0) var<storage, read> lv_ent: array<vec4u>;
 @group(0) @binding(1) var<storage, read> lv_scan: array<u32>;
 @group(0) @binding(2) var<storage, read_write> lv_uniq: array<vec4u>;
-@group(0) @binding(3) var<storage, read_write> lv_off: array<u32>;
+@group(0) @binding(3) var<storage, read_write> lv_corner: array<vec2u>;
 @group(0) @binding(4) var<storage, read_write> lv_count: array<u32>;
 @group(0) @binding(5) var<uniform> lv_p: LatParams;
 
@@ -291,11 +297,29 @@ fn lat_vertices(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgrou
   if (i == 0u || lv_scan[i - 1u] != s) {
     lv_uniq[v] = vec4u(en.xyz, i);
   }
-  lv_off[en.w] = v;
+  lv_corner[en.w].x = v;
   if (i == lv_p.nreal - 1u) {
     lv_count[0] = s;
     lv_uniq[s] = vec4u(NONE, NONE, NONE, lv_p.nreal);
   }
+}
+
+// ---- lat_sorted: per sorted entry i, (pixel | (segment start) << 31, bits of its weight) ----
+
+@group(0) @binding(0) var<storage, read> ls_ent: array<vec4u>;
+@group(0) @binding(1) var<storage, read> ls_seg: array<u32>;
+@group(0) @binding(2) var<storage, read> ls_corner: array<vec2u>;
+@group(0) @binding(3) var<storage, read_write> ls_sent: array<vec2u>;
+@group(0) @binding(4) var<uniform> ls_p: LatParams;
+
+@compute @workgroup_size(64)
+fn lat_sorted(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, 64u);
+  if (i >= ls_p.nreal) { return; }
+  let e = ls_ent[i].w;
+  var start = 0u;
+  if (i == 0u || ls_seg[i - 1u] != ls_seg[i]) { start = 0x80000000u; }
+  ls_sent[i] = vec2u((e / D1) | start, ls_corner[e].y);
 }
 
 // ---- lat_neighbors ----
@@ -320,9 +344,8 @@ fn ln_find(k: vec3u, m: u32) -> u32 {
 
 @compute @workgroup_size(64)
 fn lat_neighbors(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let v = flat_index(gid, nwg, 64u);
   let m = ln_count[0];
-  if (v >= m) { return; }
+  for (var v = flat_index(gid, nwg, 64u); v < m; v += ln_p.stride) {
   let key = unpack_key(ln_uniq[v]);
   for (var j = 0u; j <= D; j++) {
     var c1: array<i32, 5>;
@@ -338,39 +361,112 @@ fn lat_neighbors(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
     ln_nbr[(j * ln_p.mmax + v) * 2u] = ln_find(pack_key(c1), m);
     ln_nbr[(j * ln_p.mmax + v) * 2u + 1u] = ln_find(pack_key(c2), m);
   }
+  }
 }
 
-// ---- lat_splat ----
+// ---- lat_splat (chunks of SPC sorted entries, then a per-vertex combine) ----
 
-@group(0) @binding(0) var<storage, read> sp_ent: array<vec4u>;
-@group(0) @binding(1) var<storage, read> sp_uniq: array<vec4u>;
-@group(0) @binding(2) var<storage, read> sp_count: array<u32>;
-@group(0) @binding(3) var<storage, read> sp_bary: array<f32>;
-@group(0) @binding(4) var<storage, read> sp_vals: array<f32>;
-@group(0) @binding(5) var<storage, read> sp_norm: array<f32>;
-@group(0) @binding(6) var<storage, read_write> sp_a: array<f32>;
+const SPC: u32 = 32u;
+
+@group(0) @binding(0) var<storage, read> sp_sent: array<vec2u>;
+@group(0) @binding(1) var<storage, read> sp_seg: array<u32>;
+@group(0) @binding(2) var<storage, read> sp_vals: array<f32>;
+@group(0) @binding(3) var<storage, read> sp_vals4: array<vec4f>;
+@group(0) @binding(4) var<storage, read> sp_norm: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sp_a: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sp_part: array<f32>;
 @group(0) @binding(7) var<uniform> sp_p: LatParams;
 
+fn sp_store(v: u32, c: u32, first: u32, last: u32, l0: u32, s: vec4f) {
+  let L = sp_p.L;
+  let nch = (sp_p.nreal + SPC - 1u) / SPC;
+  for (var k = 0u; k < 4u; k++) {
+    let l = l0 + k;
+    if (l >= L) { break; }
+    if (v == first) { sp_part[c * L + l] = s[k]; }
+    if (v == last) { sp_part[(nch + c) * L + l] = s[k]; }
+    if (v != first && v != last) { sp_a[v * L + l] = s[k]; }
+  }
+}
+
+// Per chunk c and group g of 4 labels: the in-order sum of each vertex's entries in the chunk;
+// the chunk's first and last vertices go to the partials (head [c], tail [nch + c]), the
+// vertices between (whole segments) straight to the lattice values. Values: mode 0
+// norm[p]·vals[l·N + p], mode 1 ones, mode 2 vals4[p·G + g] (pixel-major, labels padded to G
+// groups of 4, from element voff of the buffer).
 @compute @workgroup_size(64)
 fn lat_splat(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let v = flat_index(gid, nwg, 64u);
-  if (v >= sp_count[0]) { return; }
-  let start = sp_uniq[v].w;
-  let end = sp_uniq[v + 1u].w;
+  let c = gid.x;
+  let g = gid.y;
+  let l0 = g * 4u;
+  let n = sp_p.nreal;
+  let i0 = c * SPC;
+  if (i0 >= n) { return; }
+  let i1 = min(i0 + SPC, n);
   let L = sp_p.L;
+  let G = (L + 3u) / 4u;
   let N = sp_p.N;
-  for (var l = 0u; l < L; l++) {
-    var s = 0.0;
-    for (var i = start; i < end; i++) {
-      let e = sp_ent[i].w;
-      var x = 1.0;
-      if (sp_p.mode == 0u) {
-        let p = e / D1;
-        x = sp_norm[p] * sp_vals[l * N + p];
-      }
-      s += sp_bary[e] * x;
+  let mode = sp_p.mode;
+  let v4off = sp_p.voff / 4u;
+  let first = sp_seg[i0] - 1u;
+  let last = sp_seg[i1 - 1u] - 1u;
+  var cur = first;
+  var s = vec4f(0.0);
+  for (var i = i0; i < i1; i++) {
+    let se = sp_sent[i];
+    let p = se.x & 0x7fffffffu;
+    if (i > i0 && (se.x >> 31u) != 0u) {
+      sp_store(cur, c, first, last, l0, s);
+      cur++;
+      s = vec4f(0.0);
     }
-    sp_a[v * L + l] = s;
+    let b = bitcast<f32>(se.y);
+    var x = vec4f(1.0);
+    if (mode == 2u) {
+      x = sp_vals4[v4off + p * G + g];
+    } else if (mode == 0u) {
+      for (var k = 0u; k < 4u; k++) {
+        let l = min(l0 + k, L - 1u);
+        x[k] = sp_norm[p] * sp_vals[l * N + p];
+      }
+    }
+    s += b * x;
+  }
+  sp_store(cur, c, first, last, l0, s);
+}
+
+@group(0) @binding(0) var<storage, read> sc2_uniq: array<vec4u>;
+@group(0) @binding(1) var<storage, read> sc2_count: array<u32>;
+@group(0) @binding(2) var<storage, read> sc2_part: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sc2_a: array<f32>;
+@group(0) @binding(4) var<uniform> sc2_p: LatParams;
+
+// Per vertex whose segment touches a chunk's end: the chunks' partials in chunk order.
+@compute @workgroup_size(64)
+fn lat_splat_combine(@builtin(global_invocation_id) gid: vec3u,
+                     @builtin(num_workgroups) nwg: vec3u) {
+  let m = sc2_count[0];
+  let n = sc2_p.nreal;
+  let L = sc2_p.L;
+  let nch = (n + SPC - 1u) / SPC;
+  for (var v = flat_index(gid, nwg, 64u); v < m; v += sc2_p.stride) {
+    let start = sc2_uniq[v].w;
+    let end = sc2_uniq[v + 1u].w;
+    let c0 = start / SPC;
+    let c1 = (end - 1u) / SPC;
+    if (c0 == c1) {
+      if (start == c0 * SPC) {
+        for (var l = 0u; l < L; l++) { sc2_a[v * L + l] = sc2_part[c0 * L + l]; }
+      } else if (end == min(c0 * SPC + SPC, n)) {
+        for (var l = 0u; l < L; l++) { sc2_a[v * L + l] = sc2_part[(nch + c0) * L + l]; }
+      }
+      continue;
+    }
+    for (var l = 0u; l < L; l++) {
+      var s = sc2_part[(nch + c0) * L + l];
+      for (var c = c0 + 1u; c <= c1; c++) { s += sc2_part[c * L + l]; }
+      sc2_a[v * L + l] = s;
+    }
   }
 }
 
@@ -384,27 +480,27 @@ fn lat_splat(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 
 @compute @workgroup_size(64)
 fn lat_blur(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let v = flat_index(gid, nwg, 64u);
-  if (v >= bl_count[0]) { return; }
+  let m = bl_count[0];
   let L = bl_p.L;
-  let n1 = bl_nbr[(bl_p.dir * bl_p.mmax + v) * 2u];
-  let n2 = bl_nbr[(bl_p.dir * bl_p.mmax + v) * 2u + 1u];
-  for (var l = 0u; l < L; l++) {
-    var a1 = 0.0;
-    var a2 = 0.0;
-    if (n1 != NONE) { a1 = bl_a[n1 * L + l]; }
-    if (n2 != NONE) { a2 = bl_a[n2 * L + l]; }
-    bl_b[v * L + l] = bl_a[v * L + l] + 0.5 * (a1 + a2);
+  for (var v = flat_index(gid, nwg, 64u); v < m; v += bl_p.stride) {
+    let n1 = bl_nbr[(bl_p.dir * bl_p.mmax + v) * 2u];
+    let n2 = bl_nbr[(bl_p.dir * bl_p.mmax + v) * 2u + 1u];
+    for (var l = 0u; l < L; l++) {
+      var a1 = 0.0;
+      var a2 = 0.0;
+      if (n1 != NONE) { a1 = bl_a[n1 * L + l]; }
+      if (n2 != NONE) { a2 = bl_a[n2 * L + l]; }
+      bl_b[v * L + l] = bl_a[v * L + l] + 0.5 * (a1 + a2);
+    }
   }
 }
 
 // ---- lat_slice ----
 
 @group(0) @binding(0) var<storage, read> sl_a: array<f32>;
-@group(0) @binding(1) var<storage, read> sl_off: array<u32>;
-@group(0) @binding(2) var<storage, read> sl_bary: array<f32>;
-@group(0) @binding(3) var<storage, read_write> sl_out: array<f32>;
-@group(0) @binding(4) var<uniform> sl_p: LatParams;
+@group(0) @binding(1) var<storage, read> sl_corner: array<vec2u>;
+@group(0) @binding(2) var<storage, read_write> sl_out: array<f32>;
+@group(0) @binding(3) var<uniform> sl_p: LatParams;
 
 @compute @workgroup_size(64)
 fn lat_slice(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -413,11 +509,17 @@ fn lat_slice(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
   if (p >= N) { return; }
   let L = sl_p.L;
   let alpha = 1.0 / (1.0 + exp2(-f32(D)));
+  var off: array<u32, 6>;
+  var bary: array<f32, 6>;
+  for (var j = 0u; j < D1; j++) {
+    let c = sl_corner[p * D1 + j];
+    off[j] = c.x * L;
+    bary[j] = bitcast<f32>(c.y);
+  }
   for (var l = 0u; l < L; l++) {
     var s = 0.0;
     for (var j = 0u; j < D1; j++) {
-      let e = p * D1 + j;
-      s += sl_bary[e] * sl_a[sl_off[e] * L + l];
+      s += bary[j] * sl_a[off[j] + l];
     }
     s *= alpha;
     if (sl_p.mode == 1u) { s = 1.0 / sqrt(s + 1e-20); }

@@ -54,24 +54,25 @@ export {
 } from "./crf_ref.ts";
 export { BilateralLattice } from "./permutohedral.ts";
 
-const { CrfParams } = declareParams("crf", {
-  CrfParams: {
-    N: "u32",
-    W: "u32",
-    H: "u32",
-    L: "u32",
-    has_g: "u32",
-    has_b: "u32",
-    mode: "u32",
-    radius: "u32",
-    cg: "f32",
-    cb: "f32",
-    clip: "f32",
-    sg: "f32",
-    sb: "f32",
-    srgb: "f32",
-  },
-});
+const crfFields = {
+  N: "u32",
+  W: "u32",
+  H: "u32",
+  L: "u32",
+  has_g: "u32",
+  has_b: "u32",
+  mode: "u32",
+  radius: "u32",
+  cg: "f32",
+  cb: "f32",
+  clip: "f32",
+  sg: "f32",
+  sb: "f32",
+  srgb: "f32",
+} as const;
+const { CrfParams } = declareParams("crf", { CrfParams: crfFields });
+// The same layout: CrfParams.pack serves both files.
+declareParams("crf_gauss", { CrfGaussParams: crfFields });
 const { CrfExactParams } = declareParams("crf_exact", {
   CrfExactParams: { N: "u32", has_g: "u32", has_b: "u32", cg: "f32", cb: "f32" },
 });
@@ -86,6 +87,39 @@ function imageShape(op: string, image: Tensor): [number, number] {
     throw new RangeError(`${op}: image must be [3, H, W] (RGB planes, 0..255), got [${s}]`);
   }
   return [s[1], s[2]];
+}
+
+const gaussDefines = new Map<number, Record<string, string>>();
+/**
+ * shaders/crf_gauss.wgsl's unrolled bodies for radius r: 4 outputs per invocation, the taps
+ * d = -r .. 3 + r in increasing order, each added to the outputs k with |d - k| <= r.
+ */
+function gaussDefine(r: number): Record<string, string> {
+  let d = gaussDefines.get(r);
+  if (d) return d;
+  const weights = (buf: string) =>
+    Array.from({ length: r + 1 }, (_, i) => `  let w${i} = ${buf}[wo + ${i}u];`).join("\n");
+  const body = (acc: string, pos: string, limit: string, load: (at: string) => string) => {
+    const lines: string[] = [];
+    for (let t = -r; t <= 3 + r; t++) {
+      const adds: string[] = [];
+      for (let k = 0; k < 4; k++) {
+        if (Math.abs(t - k) <= r) adds.push(`${acc}${k} += w${Math.abs(t - k)} * v;`);
+      }
+      const at = `${pos} + ${t < 0 ? `(${t})` : t}`;
+      const cond = t < 0 ? `${at} >= 0` : t > 0 ? `${at} < ${limit}` : "true";
+      lines.push(`    if (${cond}) { let v = ${load(at)}; ${adds.join(" ")} }`);
+    }
+    return lines.join("\n");
+  };
+  d = {
+    H_WEIGHTS: weights("gh_pix"),
+    H_BODY: body("s", "x0", "iW", (at) => `gh_val(base + u32(${at}))`),
+    V_WEIGHTS: weights("up_pix"),
+    V_BODY: body("g", "iy0", "iH", (at) => `up_t[base + u32(${at}) * W]`),
+  };
+  gaussDefines.set(r, d);
+  return d;
 }
 
 const exactDefines = new Map<number, Record<string, number>>();
@@ -120,6 +154,8 @@ export class DenseCrf {
   #feat: Tensor | null = null;
   #ng: Tensor | null = null;
   #nb: Tensor | null = null;
+  /** Lattice path: per-pixel constants [ng (N), nb (N), Gaussian weights (radius + 1)]. */
+  #pix: Tensor | null = null;
   #disposed = false;
   readonly #op = "denseCrf";
 
@@ -181,15 +217,46 @@ export class DenseCrf {
       this.#feat = feat;
       return;
     }
+    const radius = g ? gaussRadius(g.sxy, h, w) : 0;
+    const pix = Tensor.empty(gpu, [2 * n + radius + 1], "crf.pixel_constants");
+    this.#pix = pix;
     if (g) {
+      gpu.dispatch1d(
+        {
+          name: `${op}.gauss_weights`,
+          shader: "crf",
+          entry: "gauss_weights",
+          outputs: [pix],
+          params: this.#params({}),
+        },
+        radius + 1,
+        64,
+      );
       const t = this.#gaussH(null, 1, 1);
-      this.#ng = this.#gaussV(t, 1, 1);
+      gpu.dispatch1d(
+        {
+          name: `${op}.gauss_norm`,
+          shader: "crf",
+          entry: "gauss_norm",
+          inputs: [t],
+          outputs: [pix],
+          params: this.#params({}),
+        },
+        n,
+        64,
+      );
       t.dispose();
     }
     if (b) {
       this.lattice = new BilateralLattice(gpu, image, h, w, b, op);
-      this.#nb = this.lattice.norm;
+      gpu.encoder().copyBufferToBuffer(this.lattice.norm.buffer, 0, pix.buffer, 4 * n, 4 * n);
     }
+  }
+
+  /** The Gaussian's radius (0 without one). */
+  get #radius(): number {
+    const g = this.options.gaussian;
+    return g ? gaussRadius(g.sxy, this.h, this.w) : 0;
   }
 
   #params(o: Partial<Parameters<typeof CrfParams.pack>[0]>): Uint32Array {
@@ -213,41 +280,30 @@ export class DenseCrf {
     });
   }
 
-  #grid2(op: string, labels: number): [number, number] {
-    const x = Math.ceil((this.h * this.w) / 64);
+  #grid2(op: string, labels: number, items = this.h * this.w): [number, number] {
+    const x = Math.ceil(items / 64);
     const lim = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     if (x > lim) throw new RangeError(`${op}: ${this.h}x${this.w} pixels are too many`);
     return [x, labels];
   }
 
-  /** Horizontal pass of the separable Gaussian (mode 1: of ones). */
+  /**
+   * Horizontal pass of the separable Gaussian of `v` (ng·Q, [L, N] from element 0; mode 1: of
+   * ones), 4 pixels of a row per invocation.
+   */
   #gaussH(v: Tensor | null, labels: number, mode: 0 | 1): Tensor {
     const t = Tensor.empty(this.gpu, [labels, this.h * this.w], "crf.gauss_t");
     this.gpu.dispatch({
       name: `${this.#op}.gauss_h`,
-      shader: "crf",
+      shader: "crf_gauss",
       entry: "gauss_h",
-      inputs: [v ?? this.gpu.dummy, mode === 0 ? this.#ng! : this.gpu.dummy],
+      defines: gaussDefine(this.#radius),
+      inputs: [v ?? this.gpu.dummy, this.#pix!],
       outputs: [t],
       params: this.#params({ L: labels, mode }),
-      workgroups: this.#grid2(this.#op, labels),
+      workgroups: this.#grid2(this.#op, labels, Math.ceil(this.w / 4) * this.h),
     });
     return t;
-  }
-
-  /** Vertical pass (mode 1: writes the normaliser 1/sqrt(· + 1e-20)). */
-  #gaussV(t: Tensor, labels: number, mode: 0 | 1): Tensor {
-    const g = Tensor.empty(this.gpu, [labels, this.h * this.w], "crf.gauss_g");
-    this.gpu.dispatch({
-      name: `${this.#op}.gauss_v`,
-      shader: "crf",
-      entry: "gauss_v",
-      inputs: [t],
-      outputs: [g],
-      params: this.#params({ L: labels, mode }),
-      workgroups: this.#grid2(this.#op, labels),
-    });
-    return g;
   }
 
   /**
@@ -281,14 +337,21 @@ export class DenseCrf {
     checkBinding(gpu, op, `probabilities [${L}, ${this.h}, ${this.w}]`, 4 * L * n);
     const lu = Tensor.empty(gpu, [L, n], "crf.log_unary");
     let q = Tensor.empty(gpu, [L, this.h, this.w], "crf.q");
+    // Lattice path: the next messages' inputs, written by the softmax kernels: ng·Q [L, N]
+    // label-major, then from qbOffset nb·Q [N, L4] pixel-major (labels padded to L4 = a
+    // multiple of 4; shaders/crf.wgsl's qb_offset).
+    const qbOffset = Math.ceil((L * n) / 4) * 4;
+    const scaledLen = qbOffset + n * Math.ceil(L / 4) * 4;
+    const scaled = !exact && iterations > 0 ? Tensor.empty(gpu, [scaledLen], "crf.q_scaled") : null;
+    if (scaled) checkBinding(gpu, op, `the scaled probabilities (${L} labels)`, 4 * scaledLen);
     gpu.dispatch1d(
       {
         name: `${op}.unary`,
         shader: "crf",
         entry: "unary_init",
-        inputs: [probs],
-        outputs: [lu, q],
-        params: this.#params({ L }),
+        inputs: [probs, this.#pix ?? probs],
+        outputs: [lu, q, scaled ?? gpu.dummy],
+        params: this.#params({ L, mode: scaled ? 1 : 0 }),
       },
       n,
       64,
@@ -315,37 +378,33 @@ export class DenseCrf {
           workgroups: [Math.ceil(n / def.TILE)],
         });
       } else {
-        let gMsg: Tensor | null = null;
-        if (r.gaussian) {
-          const t = this.#gaussH(q, L, 0);
-          gMsg = this.#gaussV(t, L, 0);
-          t.dispose();
-        }
-        const bMsg = this.lattice ? this.lattice.filter(q, L) : null;
-        gpu.dispatch1d(
+        const t = r.gaussian ? this.#gaussH(scaled, L, 0) : null;
+        const a = this.lattice ? this.lattice.blurredScaled(scaled!, L, qbOffset) : null;
+        gpu.dispatch(
           {
             name: `${op}.update`,
-            shader: "crf",
+            shader: "crf_gauss",
             entry: "update",
+            defines: gaussDefine(this.#radius),
             inputs: [
               lu,
-              gMsg ?? gpu.dummy,
-              bMsg ?? gpu.dummy,
-              this.#ng ?? gpu.dummy,
-              this.#nb ?? gpu.dummy,
+              t ?? gpu.dummy,
+              a ?? gpu.dummy,
+              this.lattice?.corners ?? gpu.dummy,
+              this.#pix!,
             ],
-            outputs: [next],
-            params: this.#params({ L }),
+            outputs: [next, scaled!],
+            params: this.#params({ L, mode: it + 1 < iterations ? 1 : 0 }),
+            workgroups: this.#grid2(op, 1, this.w * Math.ceil(this.h / 4)),
           },
-          n,
-          64,
         );
-        gMsg?.dispose();
-        bMsg?.dispose();
+        t?.dispose();
+        a?.dispose();
       }
       q.dispose();
       q = next;
     }
+    scaled?.dispose();
     lu.dispose();
     return q;
   }
@@ -358,6 +417,7 @@ export class DenseCrf {
     if (this.lattice) this.lattice.dispose();
     else this.#nb?.dispose();
     this.#ng?.dispose();
+    this.#pix?.dispose();
   }
 }
 

@@ -33,6 +33,8 @@ const { LatParams } = declareParams("lattice", {
     mode: "u32",
     dir: "u32",
     count: "u32",
+    stride: "u32",
+    voff: "u32",
     sxy: "f32",
     srgb: "f32",
   },
@@ -43,6 +45,16 @@ const D1 = 6;
 const KEY_LIMIT = 32767;
 /** Entries per run of the merge sort's first pass (MS_RUN = MS_OUT in lattice.wgsl). */
 const SORT_RUN = 16;
+/** Sorted entries per splat chunk (SPC in lattice.wgsl). */
+const SPLAT_CHUNK = 32;
+/**
+ * Invocations of a vertex kernel: they loop over the M vertices (known on the GPU only) with
+ * this stride (a multiple of their workgroup size, 64: every invocation has its own residue),
+ * so that a lattice with few vertices does not pay for 6N idle invocations.
+ */
+function vertexStride(nreal: number): number {
+  return Math.ceil(Math.min(nreal, 16384) / 64) * 64;
+}
 
 /** The largest |lattice coordinate| a kernel can produce on an h x w image (plus margin). */
 export function latticeCoordinateBound(h: number, w: number, k: BilateralKernel): number {
@@ -86,10 +98,10 @@ export class BilateralLattice {
   readonly nreal: number;
   /** The symmetric normaliser nb_p = 1/sqrt(lattice(1)_p + 1e-20), [N]. */
   readonly norm: Tensor;
-  #ent: Tensor;
-  #bary: Tensor;
+  #sent: Tensor;
+  #seg: Tensor;
   #uniq: Tensor;
-  #off: Tensor;
+  #corner: Tensor;
   #count: Tensor;
   #nbr: Tensor;
   #disposed = false;
@@ -120,18 +132,29 @@ export class BilateralLattice {
     }
     checkBinding(gpu, op, "the lattice's sorted entries", nreal * 16);
     checkBinding(gpu, op, "the lattice's blur neighbours", 2 * D1 * nreal * 4);
-    const base = { N: n, W: w, nreal, L: 1, mmax: nreal, k: 0, mode: 0, dir: 0 };
+    const base = {
+      N: n,
+      W: w,
+      nreal,
+      L: 1,
+      mmax: nreal,
+      k: 0,
+      mode: 0,
+      dir: 0,
+      stride: vertexStride(nreal),
+      voff: 0,
+    };
     const pk = (o: Partial<typeof base> & { count?: number } = {}) =>
       LatParams.pack({ ...base, count: 0, sxy: kernel.sxy, srgb: kernel.srgb, ...o });
     const ent = Tensor.empty(gpu, [nreal * 4], "crf.lattice.entries");
-    const bary = Tensor.empty(gpu, [nreal], "crf.lattice.bary");
+    const corner = Tensor.empty(gpu, [2 * nreal], "crf.lattice.corners");
     gpu.dispatch1d(
       {
         name: `${op}.lattice.keys`,
         shader: "lattice",
         entry: "lat_keys",
         inputs: [image],
-        outputs: [ent, bary],
+        outputs: [ent, corner],
         params: pk(),
       },
       n,
@@ -186,7 +209,6 @@ export class BilateralLattice {
     );
     this.#scan(scan, nreal, pk);
     const uniq = Tensor.empty(gpu, [(nreal + 1) * 4], "crf.lattice.vertices");
-    const off = Tensor.empty(gpu, [nreal], "crf.lattice.offsets");
     const count = Tensor.empty(gpu, [4], "crf.lattice.count");
     gpu.dispatch1d(
       {
@@ -194,13 +216,12 @@ export class BilateralLattice {
         shader: "lattice",
         entry: "lat_vertices",
         inputs: [sorted, scan],
-        outputs: [uniq, off, count],
+        outputs: [uniq, corner, count],
         params: pk(),
       },
       nreal,
       64,
     );
-    scan.dispose();
     const nbr = Tensor.empty(gpu, [2 * D1 * nreal], "crf.lattice.neighbours");
     gpu.dispatch1d(
       {
@@ -211,16 +232,32 @@ export class BilateralLattice {
         outputs: [nbr],
         params: pk(),
       },
+      base.stride,
+      64,
+    );
+    const sent = Tensor.empty(gpu, [2 * nreal], "crf.lattice.sorted");
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.sorted`,
+        shader: "lattice",
+        entry: "lat_sorted",
+        inputs: [sorted, scan, corner],
+        outputs: [sent],
+        params: pk(),
+      },
       nreal,
       64,
     );
-    this.#ent = sorted;
-    this.#bary = bary;
+    sorted.dispose();
+    this.#sent = sent;
+    this.#seg = scan;
     this.#uniq = uniq;
-    this.#off = off;
+    this.#corner = corner;
     this.#count = count;
     this.#nbr = nbr;
-    this.norm = this.#filter(null, 1, 1);
+    const ones = this.#blurred(null, 1, 1, undefined, 0);
+    this.norm = this.#slice(ones, 1, 1);
+    ones.dispose();
   }
 
   /** Inclusive scan of `data` in place: blocks of 256, block totals scanned recursively. */
@@ -262,54 +299,104 @@ export class BilateralLattice {
    */
   filter(values: Tensor, labels: number, scale: Tensor = this.norm): Tensor {
     if (this.#disposed) throw new Error(`${this.op}: lattice used after dispose`);
-    return this.#filter(values, labels, 0, scale);
+    const a = this.#blurred(values, labels, 0, scale, 0);
+    const out = this.#slice(a, labels, 0);
+    a.dispose();
+    return out;
   }
 
-  #filter(values: Tensor | null, L: number, mode: 0 | 1, scale?: Tensor): Tensor {
-    const gpu = this.gpu;
-    const op = this.op;
+  /**
+   * Records blur(splat(values)) for values already multiplied by the normaliser, pixel-major
+   * from element `offset` (a multiple of 4) of `values`: [N, 4·ceil(L/4)] (the labels padded
+   * to groups of 4). Returns the lattice values [Mmax, L] before the slice (caller owns), for
+   * a kernel that slices them itself (the CRF's update).
+   */
+  blurredScaled(values: Tensor, labels: number, offset: number): Tensor {
+    if (this.#disposed) throw new Error(`${this.op}: lattice used after dispose`);
+    return this.#blurred(values, labels, 2, undefined, offset);
+  }
+
+  /** Per entry e = p·6 + j: (vertex of pixel p's corner j, bits of its barycentric weight). */
+  get corners(): Tensor {
+    return this.#corner;
+  }
+
+  #pk(L: number, mode: number, o: Record<string, number> = {}): Uint32Array {
+    return LatParams.pack({
+      N: this.n,
+      W: this.w,
+      nreal: this.nreal,
+      L,
+      mmax: this.nreal,
+      k: 0,
+      mode,
+      dir: 0,
+      count: 0,
+      stride: vertexStride(this.nreal),
+      voff: 0,
+      sxy: this.kernel.sxy,
+      srgb: this.kernel.srgb,
+      ...o,
+    });
+  }
+
+  #checkValues(L: number): void {
     checkBinding(
-      gpu,
-      op,
+      this.gpu,
+      this.op,
       `the lattice values (${this.nreal} vertices x ${L} labels)`,
       4 * this.nreal * L,
     );
-    const pk = (o: Record<string, number> = {}) =>
-      LatParams.pack({
-        N: this.n,
-        W: this.w,
-        nreal: this.nreal,
-        L,
-        mmax: this.nreal,
-        k: 0,
-        mode,
-        dir: 0,
-        count: 0,
-        sxy: this.kernel.sxy,
-        srgb: this.kernel.srgb,
-        ...o,
-      });
+  }
+
+  /** Splat (mode 0: scale·values, 1: ones, 2: values as they are) and blur: [Mmax, L]. */
+  #blurred(
+    values: Tensor | null,
+    L: number,
+    mode: 0 | 1 | 2,
+    scale: Tensor | undefined,
+    voff: number,
+  ): Tensor {
+    const gpu = this.gpu;
+    const op = this.op;
+    this.#checkValues(L);
+    const chunks = Math.ceil(this.nreal / SPLAT_CHUNK);
+    checkBinding(gpu, op, `the splat's partial sums (${chunks} chunks)`, 8 * chunks * L);
     let a = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
-    let b = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
+    const part = Tensor.empty(gpu, [2 * chunks * L], "crf.lattice.partials");
+    const lim = gpu.limits.maxComputeWorkgroupsPerDimension;
+    const wx = Math.ceil(chunks / 64);
+    if (wx > lim) throw new RangeError(`${op}: ${this.nreal} lattice entries are too many`);
+    gpu.dispatch({
+      name: `${op}.lattice.splat`,
+      shader: "lattice",
+      entry: "lat_splat",
+      inputs: [
+        this.#sent,
+        this.#seg,
+        mode === 0 ? values! : gpu.dummy,
+        mode === 2 ? values! : gpu.dummy,
+        scale ?? gpu.dummy,
+      ],
+      outputs: [a, part],
+      params: this.#pk(L, mode, { voff }),
+      workgroups: [wx, Math.ceil(L / 4)],
+    });
+    const stride = vertexStride(this.nreal);
     gpu.dispatch1d(
       {
         name: `${op}.lattice.splat`,
         shader: "lattice",
-        entry: "lat_splat",
-        inputs: [
-          this.#ent,
-          this.#uniq,
-          this.#count,
-          this.#bary,
-          values ?? gpu.dummy,
-          scale ?? gpu.dummy,
-        ],
+        entry: "lat_splat_combine",
+        inputs: [this.#uniq, this.#count, part],
         outputs: [a],
-        params: pk(),
+        params: this.#pk(L, mode),
       },
-      this.nreal,
+      stride,
       64,
     );
+    part.dispose();
+    let b = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
     for (let dir = 0; dir <= D; dir++) {
       gpu.dispatch1d(
         {
@@ -318,28 +405,32 @@ export class BilateralLattice {
           entry: "lat_blur",
           inputs: [a, this.#nbr, this.#count],
           outputs: [b],
-          params: pk({ dir }),
+          params: this.#pk(L, mode, { dir }),
         },
-        this.nreal,
+        stride,
         64,
       );
       [a, b] = [b, a];
     }
     b.dispose();
-    const out = Tensor.empty(gpu, [L, this.n], "crf.lattice.out");
-    gpu.dispatch1d(
+    return a;
+  }
+
+  /** Slice (mode 1: 1/sqrt(· + 1e-20)): [L, N]. */
+  #slice(a: Tensor, L: number, mode: 0 | 1): Tensor {
+    const out = Tensor.empty(this.gpu, [L, this.n], "crf.lattice.out");
+    this.gpu.dispatch1d(
       {
-        name: `${op}.lattice.slice`,
+        name: `${this.op}.lattice.slice`,
         shader: "lattice",
         entry: "lat_slice",
-        inputs: [a, this.#off, this.#bary],
+        inputs: [a, this.#corner],
         outputs: [out],
-        params: pk(),
+        params: this.#pk(L, mode),
       },
       this.n,
       64,
     );
-    a.dispose();
     return out;
   }
 
@@ -353,7 +444,7 @@ export class BilateralLattice {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const t of [this.#ent, this.#bary, this.#uniq, this.#off, this.#count, this.#nbr]) {
+    for (const t of [this.#sent, this.#seg, this.#uniq, this.#corner, this.#count, this.#nbr]) {
       t.dispose();
     }
     this.norm.dispose();
