@@ -3,9 +3,9 @@
 // placeholders (straight-line code, weights in registers, each output's taps in increasing
 // column / row order, as a plain loop adds them). Label-major [L, N] layouts.
 //
-//   gauss_h  t[l,y,x] = Σ_|dx|<=R w(dx)·v[l,y,x+dx]   (v = ng·q, or 1 for ones; 4 pixels of a
-//            row per invocation)
-//   update   q = softmax_l(lu + cg·ng·G + cb·nb·B) for 4 pixels of a column per invocation, G
+//   gauss_h  t[l,y,x] = Σ_|dx|<=R w(dx)·v[l,y,x+dx]   (v = ng·q, or 1 for ones; HB pixels of
+//            a row per invocation)
+//   update   q = softmax_l(lu + cg·ng·G + cb·nb·B) for VB pixels of a column per invocation, G
 //            the vertical pass of the Gaussian over t and B the lattice slice of the blurred
 //            lattice values A (alpha·Σ_j bary·A[vertex]); mode 1 also writes the next
 //            messages' inputs s = [ng·q label-major, nb·q pixel-major]
@@ -23,7 +23,10 @@ fn qb_index(L: u32, N: u32, p: u32, l: u32) -> u32 {
   return qb_offset(L, N) + p * ((L + 3u) / 4u * 4u) + l;
 }
 
-// ---- gauss_h: one invocation per 4 pixels x0 .. x0 + 3 of a row and one label ----
+const HB: u32 = {{HB}}u;
+const VB: u32 = {{VB}}u;
+
+// ---- gauss_h: one invocation per HB pixels x0 .. x0 + HB - 1 of a row and one label ----
 
 @group(0) @binding(0) var<storage, read> gh_v: array<f32>;
 @group(0) @binding(1) var<storage, read> gh_pix: array<f32>;
@@ -38,29 +41,23 @@ fn gh_val(i: u32) -> f32 {
 @compute @workgroup_size(64)
 fn gauss_h(@builtin(global_invocation_id) gid: vec3u) {
   let W = gh_p.W;
-  let nbx = (W + 3u) / 4u;
+  let nbx = (W + HB - 1u) / HB;
   let b = gid.x;
   let l = gid.y;
   if (b >= nbx * gh_p.H) { return; }
   let N = gh_p.N;
   let iW = i32(W);
   let base = l * N + (b / nbx) * W;
-  let x0 = i32((b % nbx) * 4u);
+  let x0 = i32((b % nbx) * HB);
   let wo = 2u * N;
 {{H_WEIGHTS}}
-  var s0 = 0.0;
-  var s1 = 0.0;
-  var s2 = 0.0;
-  var s3 = 0.0;
+{{H_ACC}}
 {{H_BODY}}
   let o = base + u32(x0);
-  gh_t[o] = s0;
-  if (x0 + 1 < iW) { gh_t[o + 1u] = s1; }
-  if (x0 + 2 < iW) { gh_t[o + 2u] = s2; }
-  if (x0 + 3 < iW) { gh_t[o + 3u] = s3; }
+{{H_STORE}}
 }
 
-// ---- update: one invocation per column x and 4 rows y0 .. y0 + 3 ----
+// ---- update: one invocation per column x and VB rows y0 .. y0 + VB - 1 ----
 
 @group(0) @binding(0) var<storage, read> up_lu: array<f32>;
 @group(0) @binding(1) var<storage, read> up_t: array<f32>;
@@ -76,24 +73,24 @@ fn update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
   let b = flat_index(gid, nwg, 64u);
   let W = up_p.W;
   let H = up_p.H;
-  if (b >= W * ((H + 3u) / 4u)) { return; }
+  if (b >= W * ((H + VB - 1u) / VB)) { return; }
   let N = up_p.N;
   let L = up_p.L;
   let x = b % W;
-  let y0 = (b / W) * 4u;
+  let y0 = (b / W) * VB;
   let iy0 = i32(y0);
   let iH = i32(H);
-  let nk = min(4u, H - y0);
+  let nk = min(VB, H - y0);
   let alpha = 1.0 / (1.0 + exp2(-5.0));
   let wo = 2u * N;
   let has_g = up_p.has_g != 0u;
   let has_b = up_p.has_b != 0u;
-  var off: array<u32, 24>;
-  var bary: array<f32, 24>;
-  var wg: array<f32, 4>;
-  var wb: array<f32, 4>;
-  var m: array<f32, 4>;
-  for (var k = 0u; k < 4u; k++) {
+  var off: array<u32, VB * 6u>;
+  var bary: array<f32, VB * 6u>;
+  var wg: array<f32, VB>;
+  var wb: array<f32, VB>;
+  var m: array<f32, VB>;
+  for (var k = 0u; k < VB; k++) {
     if (k >= nk) { break; }
     let p = (y0 + k) * W + x;
     wg[k] = up_p.cg * up_pix[p];
@@ -109,16 +106,13 @@ fn update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
   }
 {{V_WEIGHTS}}
   for (var l = 0u; l < L; l++) {
-    var g0 = 0.0;
-    var g1 = 0.0;
-    var g2 = 0.0;
-    var g3 = 0.0;
+{{V_ACC}}
     if (has_g) {
       let base = l * N + x;
 {{V_BODY}}
     }
-    let g = array<f32, 4>(g0, g1, g2, g3);
-    for (var k = 0u; k < 4u; k++) {
+    let g = array<f32, VB>({{V_LIST}});
+    for (var k = 0u; k < VB; k++) {
       if (k >= nk) { break; }
       let p = (y0 + k) * W + x;
       var t = up_lu[l * N + p];
@@ -136,7 +130,7 @@ fn update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
       m[k] = max(m[k], t);
     }
   }
-  for (var k = 0u; k < 4u; k++) {
+  for (var k = 0u; k < VB; k++) {
     if (k >= nk) { break; }
     let p = (y0 + k) * W + x;
     var z = 0.0;

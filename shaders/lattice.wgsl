@@ -389,16 +389,14 @@ fn sp_store(v: u32, c: u32, first: u32, last: u32, l0: u32, s: vec4f) {
   }
 }
 
-// Per chunk c and group g of 4 labels: the in-order sum of each vertex's entries in the chunk;
-// the chunk's first and last vertices go to the partials (head [c], tail [nch + c]), the
-// vertices between (whole segments) straight to the lattice values. Values: mode 0
-// norm[p]·vals[l·N + p], mode 1 ones, mode 2 vals4[p·G + g] (pixel-major, labels padded to G
-// groups of 4, from element voff of the buffer).
+// Per chunk c, for each group of 4 labels in turn (the chunk's values stay in cache): the
+// in-order sum of each vertex's entries in the chunk; the chunk's first and last vertices go
+// to the partials (head [c], tail [nch + c]), the vertices between (whole segments) straight
+// to the lattice values. Values: mode 0 norm[p]·vals[l·N + p], mode 1 ones, mode 2
+// vals4[p·G + g] (pixel-major, labels padded to G groups of 4, from element voff).
 @compute @workgroup_size(64)
 fn lat_splat(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let c = gid.x;
-  let g = gid.y;
-  let l0 = g * 4u;
+  let c = flat_index(gid, nwg, 64u);
   let n = sp_p.nreal;
   let i0 = c * SPC;
   if (i0 >= n) { return; }
@@ -410,29 +408,45 @@ fn lat_splat(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
   let v4off = sp_p.voff / 4u;
   let first = sp_seg[i0] - 1u;
   let last = sp_seg[i1 - 1u] - 1u;
-  var cur = first;
-  var s = vec4f(0.0);
-  for (var i = i0; i < i1; i++) {
-    let se = sp_sent[i];
-    let p = se.x & 0x7fffffffu;
-    if (i > i0 && (se.x >> 31u) != 0u) {
-      sp_store(cur, c, first, last, l0, s);
-      cur++;
-      s = vec4f(0.0);
-    }
-    let b = bitcast<f32>(se.y);
-    var x = vec4f(1.0);
-    if (mode == 2u) {
-      x = sp_vals4[v4off + p * G + g];
-    } else if (mode == 0u) {
-      for (var k = 0u; k < 4u; k++) {
-        let l = min(l0 + k, L - 1u);
-        x[k] = sp_norm[p] * sp_vals[l * N + p];
+  for (var g = 0u; g < G; g++) {
+    let l0 = g * 4u;
+    var cur = first;
+    var s = vec4f(0.0);
+    for (var j = 0u; j < SPC; j++) {
+      let i = i0 + j;
+      if (i >= i1) { break; }
+      let se = sp_sent[i];
+      let p = se.x & 0x7fffffffu;
+      if (j > 0u && (se.x >> 31u) != 0u) {
+        sp_store(cur, c, first, last, l0, s);
+        cur++;
+        s = vec4f(0.0);
       }
+      let b = bitcast<f32>(se.y);
+      var x: vec4f;
+      if (mode == 2u) {
+        x = sp_vals4[v4off + p * G + g];
+      } else {
+        x = sp_value(mode, p, l0);
+      }
+      s += b * x;
     }
-    s += b * x;
+    sp_store(cur, c, first, last, l0, s);
   }
-  sp_store(cur, c, first, last, l0, s);
+}
+
+// Mode 1: ones; mode 0: norm[p]·vals[l·N + p] for the labels l0 .. l0 + 3 (clamped to L - 1).
+fn sp_value(mode: u32, p: u32, l0: u32) -> vec4f {
+  if (mode == 1u) { return vec4f(1.0); }
+  let L = sp_p.L;
+  let N = sp_p.N;
+  let nm = sp_norm[p];
+  return nm * vec4f(
+    sp_vals[min(l0, L - 1u) * N + p],
+    sp_vals[min(l0 + 1u, L - 1u) * N + p],
+    sp_vals[min(l0 + 2u, L - 1u) * N + p],
+    sp_vals[min(l0 + 3u, L - 1u) * N + p],
+  );
 }
 
 @group(0) @binding(0) var<storage, read> sc2_uniq: array<vec4u>;

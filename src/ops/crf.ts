@@ -89,34 +89,55 @@ function imageShape(op: string, image: Tensor): [number, number] {
   return [s[1], s[2]];
 }
 
-const gaussDefines = new Map<number, Record<string, string>>();
+/** Pixels per invocation of gauss_h (along a row) and of update (along a column). */
+const GAUSS_HB = 8;
+const GAUSS_VB = 8;
+const gaussDefines = new Map<number, Record<string, string | number>>();
 /**
- * shaders/crf_gauss.wgsl's unrolled bodies for radius r: 4 outputs per invocation, the taps
- * d = -r .. 3 + r in increasing order, each added to the outputs k with |d - k| <= r.
+ * shaders/crf_gauss.wgsl's unrolled bodies for radius r: B outputs per invocation, the taps
+ * d = -r .. B - 1 + r in increasing order, each added to the outputs k with |d - k| <= r.
  */
-function gaussDefine(r: number): Record<string, string> {
+function gaussDefine(r: number): Record<string, string | number> {
   let d = gaussDefines.get(r);
   if (d) return d;
   const weights = (buf: string) =>
     Array.from({ length: r + 1 }, (_, i) => `  let w${i} = ${buf}[wo + ${i}u];`).join("\n");
-  const body = (acc: string, pos: string, limit: string, load: (at: string) => string) => {
+  const acc = (name: string, nb: number, indent: string) =>
+    Array.from({ length: nb }, (_, k) => `${indent}var ${name}${k} = 0.0;`).join("\n");
+  const body = (
+    name: string,
+    nb: number,
+    pos: string,
+    limit: string,
+    load: (at: string) => string,
+  ) => {
     const lines: string[] = [];
-    for (let t = -r; t <= 3 + r; t++) {
+    for (let t = -r; t <= nb - 1 + r; t++) {
       const adds: string[] = [];
-      for (let k = 0; k < 4; k++) {
-        if (Math.abs(t - k) <= r) adds.push(`${acc}${k} += w${Math.abs(t - k)} * v;`);
+      for (let k = 0; k < nb; k++) {
+        if (Math.abs(t - k) <= r) adds.push(`${name}${k} += w${Math.abs(t - k)} * v;`);
       }
       const at = `${pos} + ${t < 0 ? `(${t})` : t}`;
       const cond = t < 0 ? `${at} >= 0` : t > 0 ? `${at} < ${limit}` : "true";
-      lines.push(`    if (${cond}) { let v = ${load(at)}; ${adds.join(" ")} }`);
+      lines.push(`      if (${cond}) { let v = ${load(at)}; ${adds.join(" ")} }`);
     }
     return lines.join("\n");
   };
+  const hStore = Array.from(
+    { length: GAUSS_HB },
+    (_, k) => k === 0 ? "  gh_t[o] = s0;" : `  if (x0 + ${k} < iW) { gh_t[o + ${k}u] = s${k}; }`,
+  ).join("\n");
   d = {
+    HB: GAUSS_HB,
+    VB: GAUSS_VB,
     H_WEIGHTS: weights("gh_pix"),
-    H_BODY: body("s", "x0", "iW", (at) => `gh_val(base + u32(${at}))`),
+    H_ACC: acc("s", GAUSS_HB, "  "),
+    H_BODY: body("s", GAUSS_HB, "x0", "iW", (at) => `gh_val(base + u32(${at}))`),
+    H_STORE: hStore,
     V_WEIGHTS: weights("up_pix"),
-    V_BODY: body("g", "iy0", "iH", (at) => `up_t[base + u32(${at}) * W]`),
+    V_ACC: acc("g", GAUSS_VB, "    "),
+    V_BODY: body("g", GAUSS_VB, "iy0", "iH", (at) => `up_t[base + u32(${at}) * W]`),
+    V_LIST: Array.from({ length: GAUSS_VB }, (_, k) => `g${k}`).join(", "),
   };
   gaussDefines.set(r, d);
   return d;
@@ -289,7 +310,7 @@ export class DenseCrf {
 
   /**
    * Horizontal pass of the separable Gaussian of `v` (ng·Q, [L, N] from element 0; mode 1: of
-   * ones), 4 pixels of a row per invocation.
+   * ones), GAUSS_HB pixels of a row per invocation.
    */
   #gaussH(v: Tensor | null, labels: number, mode: 0 | 1): Tensor {
     const t = Tensor.empty(this.gpu, [labels, this.h * this.w], "crf.gauss_t");
@@ -301,7 +322,7 @@ export class DenseCrf {
       inputs: [v ?? this.gpu.dummy, this.#pix!],
       outputs: [t],
       params: this.#params({ L: labels, mode }),
-      workgroups: this.#grid2(this.#op, labels, Math.ceil(this.w / 4) * this.h),
+      workgroups: this.#grid2(this.#op, labels, Math.ceil(this.w / GAUSS_HB) * this.h),
     });
     return t;
   }
@@ -395,7 +416,7 @@ export class DenseCrf {
             ],
             outputs: [next, scaled!],
             params: this.#params({ L, mode: it + 1 < iterations ? 1 : 0 }),
-            workgroups: this.#grid2(op, 1, this.w * Math.ceil(this.h / 4)),
+            workgroups: this.#grid2(op, 1, this.w * Math.ceil(this.h / GAUSS_VB)),
           },
         );
         t?.dispose();

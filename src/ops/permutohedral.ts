@@ -53,7 +53,7 @@ const SPLAT_CHUNK = 32;
  * so that a lattice with few vertices does not pay for 6N idle invocations.
  */
 function vertexStride(nreal: number): number {
-  return Math.ceil(Math.min(nreal, 16384) / 64) * 64;
+  return Math.ceil(Math.min(nreal, 4096) / 64) * 64;
 }
 
 /** The largest |lattice coordinate| a kernel can produce on an h x w image (plus margin). */
@@ -364,24 +364,24 @@ export class BilateralLattice {
     checkBinding(gpu, op, `the splat's partial sums (${chunks} chunks)`, 8 * chunks * L);
     let a = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
     const part = Tensor.empty(gpu, [2 * chunks * L], "crf.lattice.partials");
-    const lim = gpu.limits.maxComputeWorkgroupsPerDimension;
-    const wx = Math.ceil(chunks / 64);
-    if (wx > lim) throw new RangeError(`${op}: ${this.nreal} lattice entries are too many`);
-    gpu.dispatch({
-      name: `${op}.lattice.splat`,
-      shader: "lattice",
-      entry: "lat_splat",
-      inputs: [
-        this.#sent,
-        this.#seg,
-        mode === 0 ? values! : gpu.dummy,
-        mode === 2 ? values! : gpu.dummy,
-        scale ?? gpu.dummy,
-      ],
-      outputs: [a, part],
-      params: this.#pk(L, mode, { voff }),
-      workgroups: [wx, Math.ceil(L / 4)],
-    });
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.splat`,
+        shader: "lattice",
+        entry: "lat_splat",
+        inputs: [
+          this.#sent,
+          this.#seg,
+          mode === 0 ? values! : gpu.dummy,
+          mode === 2 ? values! : gpu.dummy,
+          scale ?? gpu.dummy,
+        ],
+        outputs: [a, part],
+        params: this.#pk(L, mode, { voff }),
+      },
+      chunks,
+      64,
+    );
     const stride = vertexStride(this.nreal);
     gpu.dispatch1d(
       {
