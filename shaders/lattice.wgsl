@@ -10,12 +10,12 @@
 //   sort_runs      sorts each run of 16 entries (insertion sort in registers)
 //   merge_pass     merges sorted runs of width k pairwise (merge path: 16 outputs per
 //                  invocation, no workgroup memory), until one run holds all nreal entries
-//   lat_flags      flag[i] = entry i starts a new key
-//   scan_block     inclusive scan of blocks of 256 (block totals to the next level)
-//   scan_add       adds the scanned totals of the previous blocks
-//   lat_vertices   vertex v = scan[i] - 1: uniq[v] = (key, first entry), corner[e].x = v,
-//                  count[0] = M, uniq[M].w = nreal (the last segment's end)
-//   lat_sorted     per sorted entry: (pixel | segment start << 31, weight bits), for the splat
+//   vert_count     per chunk of 128 sorted entries: how many start a new key
+//   vert_offsets   one invocation: the chunk counts scanned serially into offsets
+//   vert_write     per chunk: vertex v of each entry (the running count - 1): seg[i] = v + 1,
+//                  uniq[v] = (key, first entry) at a segment start, corner[e].x = v,
+//                  sent[i] = (pixel | start << 31, weight bits) for the splat; count[0] = M,
+//                  uniq[M].w = nreal (the last segment's end)
 //   lat_neighbors  per vertex and direction j = 0..5: the keys ±(1,..,1) ∓ 6·e_j found by
 //                  binary search in uniq (0xffffffff when absent)
 // Filter (per message): lat_splat (per chunk of 32 sorted entries and 4 labels: each vertex's
@@ -221,105 +221,93 @@ fn merge_pass(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups
   }
 }
 
-// ---- lat_flags ----
+// ---- vertex numbering: a three-pass scan of the "new key" flags, in registers ----
 
-@group(0) @binding(0) var<storage, read> lf_ent: array<vec4u>;
-@group(0) @binding(1) var<storage, read_write> lf_flag: array<u32>;
-@group(0) @binding(2) var<uniform> lf_p: LatParams;
+const SCC: u32 = 128u;
 
+fn new_key(ent_prev: vec4u, ent_i: vec4u) -> bool {
+  return any(ent_prev.xyz != ent_i.xyz);
+}
+
+@group(0) @binding(0) var<storage, read> vc_ent: array<vec4u>;
+@group(0) @binding(1) var<storage, read_write> vc_sums: array<u32>;
+@group(0) @binding(2) var<uniform> vc_p: LatParams;
+
+// Per chunk of SCC sorted entries: how many start a new key.
 @compute @workgroup_size(64)
-fn lat_flags(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, 64u);
-  if (i >= lf_p.nreal) { return; }
-  var f = 1u;
-  if (i > 0u) {
-    let a = lf_ent[i - 1u];
-    let b = lf_ent[i];
-    if (all(a.xyz == b.xyz)) { f = 0u; }
+fn vert_count(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let c = flat_index(gid, nwg, 64u);
+  let n = vc_p.nreal;
+  let i0 = c * SCC;
+  if (i0 >= n) { return; }
+  var cnt = 0u;
+  var prev = vec4u(NONE);
+  if (i0 > 0u) { prev = vc_ent[i0 - 1u]; }
+  for (var j = 0u; j < SCC; j++) {
+    let i = i0 + j;
+    if (i >= n) { break; }
+    let e = vc_ent[i];
+    if (i == 0u || new_key(prev, e)) { cnt++; }
+    prev = e;
   }
-  lf_flag[i] = f;
+  vc_sums[c] = cnt;
 }
 
-// ---- scan (u32, inclusive) ----
+@group(0) @binding(0) var<storage, read_write> vs_sums: array<u32>;
+@group(0) @binding(1) var<uniform> vs_p: LatParams;
 
-@group(0) @binding(0) var<storage, read_write> sc_data: array<u32>;
-@group(0) @binding(1) var<storage, read_write> sc_sums: array<u32>;
-@group(0) @binding(2) var<uniform> sc_p: LatParams;
-
-var<workgroup> sc_tile: array<u32, 256>;
-
-@compute @workgroup_size(256)
-fn scan_block(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u,
-              @builtin(num_workgroups) nwg: vec3u) {
-  let blk = wid.x + wid.y * nwg.x;
-  let n = sc_p.count;
-  if (blk * 256u >= n) { return; }
-  let i = blk * 256u + lid.x;
-  var v = 0u;
-  if (i < n) { v = sc_data[i]; }
-  sc_tile[lid.x] = v;
-  workgroupBarrier();
-  for (var o = 1u; o < 256u; o = o << 1u) {
-    var add = 0u;
-    if (lid.x >= o) { add = sc_tile[lid.x - o]; }
-    workgroupBarrier();
-    sc_tile[lid.x] += add;
-    workgroupBarrier();
+// One invocation: the chunk counts become exclusive offsets (serial, in order).
+@compute @workgroup_size(1)
+fn vert_offsets() {
+  let nch = (vs_p.nreal + SCC - 1u) / SCC;
+  var acc = 0u;
+  for (var c = 0u; c < nch; c++) {
+    let v = vs_sums[c];
+    vs_sums[c] = acc;
+    acc += v;
   }
-  if (i < n) { sc_data[i] = sc_tile[lid.x]; }
-  if (lid.x == 255u && sc_p.mode == 1u) { sc_sums[blk] = sc_tile[255]; }
 }
 
-@compute @workgroup_size(256)
-fn scan_add(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, 256u);
-  if (i >= sc_p.count) { return; }
-  let blk = i / 256u;
-  if (blk > 0u) { sc_data[i] += sc_sums[blk - 1u]; }
-}
+@group(0) @binding(0) var<storage, read> vw_ent: array<vec4u>;
+@group(0) @binding(1) var<storage, read> vw_sums: array<u32>;
+@group(0) @binding(2) var<storage, read_write> vw_seg: array<u32>;
+@group(0) @binding(3) var<storage, read_write> vw_uniq: array<vec4u>;
+@group(0) @binding(4) var<storage, read_write> vw_corner: array<vec2u>;
+@group(0) @binding(5) var<storage, read_write> vw_count: array<u32>;
+@group(0) @binding(6) var<storage, read_write> vw_sent: array<vec2u>;
+@group(0) @binding(7) var<uniform> vw_p: LatParams;
 
-// ---- lat_vertices ----
-
-@group(0) @binding(0) var<storage, read> lv_ent: array<vec4u>;
-@group(0) @binding(1) var<storage, read> lv_scan: array<u32>;
-@group(0) @binding(2) var<storage, read_write> lv_uniq: array<vec4u>;
-@group(0) @binding(3) var<storage, read_write> lv_corner: array<vec2u>;
-@group(0) @binding(4) var<storage, read_write> lv_count: array<u32>;
-@group(0) @binding(5) var<uniform> lv_p: LatParams;
-
+// Per chunk: each entry's vertex v = (inclusive count) - 1: seg[i] = v + 1, uniq[v] = (key,
+// first entry) at a segment start, corner[e].x = v, sent[i] = (pixel | start << 31, weight
+// bits); the last entry writes count[0] = M and uniq[M].w = nreal (the last segment's end).
 @compute @workgroup_size(64)
-fn lat_vertices(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, 64u);
-  if (i >= lv_p.nreal) { return; }
-  let s = lv_scan[i];
-  let v = s - 1u;
-  let en = lv_ent[i];
-  if (i == 0u || lv_scan[i - 1u] != s) {
-    lv_uniq[v] = vec4u(en.xyz, i);
+fn vert_write(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let c = flat_index(gid, nwg, 64u);
+  let n = vw_p.nreal;
+  let i0 = c * SCC;
+  if (i0 >= n) { return; }
+  var s = vw_sums[c];
+  var prev = vec4u(NONE);
+  if (i0 > 0u) { prev = vw_ent[i0 - 1u]; }
+  for (var j = 0u; j < SCC; j++) {
+    let i = i0 + j;
+    if (i >= n) { break; }
+    let en = vw_ent[i];
+    let start = i == 0u || new_key(prev, en);
+    prev = en;
+    if (start) { s++; }
+    let v = s - 1u;
+    vw_seg[i] = s;
+    if (start) { vw_uniq[v] = vec4u(en.xyz, i); }
+    let e = en.w;
+    let cr = vw_corner[e];
+    vw_corner[e] = vec2u(v, cr.y);
+    vw_sent[i] = vec2u((e / D1) | select(0u, 0x80000000u, start), cr.y);
+    if (i == n - 1u) {
+      vw_count[0] = s;
+      vw_uniq[s] = vec4u(NONE, NONE, NONE, n);
+    }
   }
-  lv_corner[en.w].x = v;
-  if (i == lv_p.nreal - 1u) {
-    lv_count[0] = s;
-    lv_uniq[s] = vec4u(NONE, NONE, NONE, lv_p.nreal);
-  }
-}
-
-// ---- lat_sorted: per sorted entry i, (pixel | (segment start) << 31, bits of its weight) ----
-
-@group(0) @binding(0) var<storage, read> ls_ent: array<vec4u>;
-@group(0) @binding(1) var<storage, read> ls_seg: array<u32>;
-@group(0) @binding(2) var<storage, read> ls_corner: array<vec2u>;
-@group(0) @binding(3) var<storage, read_write> ls_sent: array<vec2u>;
-@group(0) @binding(4) var<uniform> ls_p: LatParams;
-
-@compute @workgroup_size(64)
-fn lat_sorted(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, 64u);
-  if (i >= ls_p.nreal) { return; }
-  let e = ls_ent[i].w;
-  var start = 0u;
-  if (i == 0u || ls_seg[i - 1u] != ls_seg[i]) { start = 0x80000000u; }
-  ls_sent[i] = vec2u((e / D1) | start, ls_corner[e].y);
 }
 
 // ---- lat_neighbors ----

@@ -45,6 +45,8 @@ const D1 = 6;
 const KEY_LIMIT = 32767;
 /** Entries per run of the merge sort's first pass (MS_RUN = MS_OUT in lattice.wgsl). */
 const SORT_RUN = 16;
+/** Sorted entries per chunk of the vertex numbering (SCC in lattice.wgsl). */
+const VERT_CHUNK = 128;
 /** Sorted entries per splat chunk (SPC in lattice.wgsl). */
 const SPLAT_CHUNK = 32;
 /**
@@ -193,35 +195,49 @@ export class BilateralLattice {
       }
       other.dispose();
     }
-    // Segment starts, numbered by an inclusive scan.
-    const scan = Tensor.empty(gpu, [nreal], "crf.lattice.scan");
-    gpu.dispatch1d(
-      {
-        name: `${op}.lattice.flags`,
-        shader: "lattice",
-        entry: "lat_flags",
-        inputs: [sorted],
-        outputs: [scan],
-        params: pk(),
-      },
-      nreal,
-      64,
-    );
-    this.#scan(scan, nreal, pk);
-    const uniq = Tensor.empty(gpu, [(nreal + 1) * 4], "crf.lattice.vertices");
-    const count = Tensor.empty(gpu, [4], "crf.lattice.count");
+    // Vertex numbering: "new key" counts per chunk, their serial scan, then each chunk's
+    // entries numbered in order (the segment table, the vertex keys, each corner's vertex and
+    // the splat's sorted entries).
+    const chunks = Math.ceil(nreal / VERT_CHUNK);
+    const sums = Tensor.empty(gpu, [chunks], "crf.lattice.chunk_counts");
     gpu.dispatch1d(
       {
         name: `${op}.lattice.vertices`,
         shader: "lattice",
-        entry: "lat_vertices",
-        inputs: [sorted, scan],
-        outputs: [uniq, corner, count],
+        entry: "vert_count",
+        inputs: [sorted],
+        outputs: [sums],
         params: pk(),
       },
-      nreal,
+      chunks,
       64,
     );
+    gpu.dispatch({
+      name: `${op}.lattice.vertices`,
+      shader: "lattice",
+      entry: "vert_offsets",
+      outputs: [sums],
+      params: pk(),
+      workgroups: [1],
+    });
+    const scan = Tensor.empty(gpu, [nreal], "crf.lattice.segments");
+    const uniq = Tensor.empty(gpu, [(nreal + 1) * 4], "crf.lattice.vertices");
+    const count = Tensor.empty(gpu, [4], "crf.lattice.count");
+    const sent = Tensor.empty(gpu, [2 * nreal], "crf.lattice.sorted");
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.vertices`,
+        shader: "lattice",
+        entry: "vert_write",
+        inputs: [sorted, sums],
+        outputs: [scan, uniq, corner, count, sent],
+        params: pk(),
+      },
+      chunks,
+      64,
+    );
+    sums.dispose();
+    sorted.dispose();
     const nbr = Tensor.empty(gpu, [2 * D1 * nreal], "crf.lattice.neighbours");
     gpu.dispatch1d(
       {
@@ -235,20 +251,6 @@ export class BilateralLattice {
       base.stride,
       64,
     );
-    const sent = Tensor.empty(gpu, [2 * nreal], "crf.lattice.sorted");
-    gpu.dispatch1d(
-      {
-        name: `${op}.lattice.sorted`,
-        shader: "lattice",
-        entry: "lat_sorted",
-        inputs: [sorted, scan, corner],
-        outputs: [sent],
-        params: pk(),
-      },
-      nreal,
-      64,
-    );
-    sorted.dispose();
     this.#sent = sent;
     this.#seg = scan;
     this.#uniq = uniq;
@@ -258,38 +260,6 @@ export class BilateralLattice {
     const ones = this.#blurred(null, 1, 1, undefined, 0);
     this.norm = this.#slice(ones, 1, 1);
     ones.dispose();
-  }
-
-  /** Inclusive scan of `data` in place: blocks of 256, block totals scanned recursively. */
-  #scan(data: Tensor, count: number, pk: (o: Record<string, number>) => Uint32Array): void {
-    const gpu = this.gpu;
-    const blocks = Math.ceil(count / 256);
-    const sums = blocks > 1 ? Tensor.empty(gpu, [blocks], "crf.lattice.scan_sums") : null;
-    gpu.dispatch1d(
-      {
-        name: `${this.op}.lattice.scan`,
-        shader: "lattice",
-        entry: "scan_block",
-        outputs: [data, sums ?? gpu.dummy],
-        params: pk({ count, mode: sums ? 1 : 0 }),
-      },
-      blocks * 256,
-      256,
-    );
-    if (!sums) return;
-    this.#scan(sums, blocks, pk);
-    gpu.dispatch1d(
-      {
-        name: `${this.op}.lattice.scan`,
-        shader: "lattice",
-        entry: "scan_add",
-        outputs: [data, sums],
-        params: pk({ count, mode: 0 }),
-      },
-      count,
-      256,
-    );
-    sums.dispose();
   }
 
   /**
