@@ -25,6 +25,9 @@ fn qb_index(L: u32, N: u32, p: u32, l: u32) -> u32 {
 
 const HB: u32 = {{HB}}u;
 const VB: u32 = {{VB}}u;
+// The label count when at most 32 (the softmax stays in registers), else 1 and PRIV false.
+const NLP: u32 = {{NLP}}u;
+const PRIV: bool = {{PRIV}};
 
 // ---- gauss_h: one invocation per HB pixels x0 .. x0 + HB - 1 of a row and one label ----
 
@@ -90,6 +93,8 @@ fn update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
   var wg: array<f32, VB>;
   var wb: array<f32, VB>;
   var m: array<f32, VB>;
+  // The logits, then their exponentials, of the VB pixels (labels below NLP: L <= 32).
+  var tq: array<f32, VB * NLP>;
   for (var k = 0u; k < VB; k++) {
     if (k >= nk) { break; }
     let p = (y0 + k) * W + x;
@@ -126,7 +131,7 @@ fn update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
         s *= alpha;
         t += wb[k] * s;
       }
-      up_q[l * N + p] = t;
+      if (PRIV) { tq[k * NLP + l] = t; } else { up_q[l * N + p] = t; }
       m[k] = max(m[k], t);
     }
   }
@@ -135,15 +140,23 @@ fn update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
     let p = (y0 + k) * W + x;
     var z = 0.0;
     for (var l = 0u; l < L; l++) {
-      let e = exp(up_q[l * N + p] - m[k]);
-      up_q[l * N + p] = e;
-      z += e;
+      if (PRIV) {
+        let e = exp(tq[k * NLP + l] - m[k]);
+        tq[k * NLP + l] = e;
+        z += e;
+      } else {
+        let e = exp(up_q[l * N + p] - m[k]);
+        up_q[l * N + p] = e;
+        z += e;
+      }
     }
     let iz = 1.0 / z;
     let ng = up_pix[p];
     let nb = up_pix[N + p];
     for (var l = 0u; l < L; l++) {
-      let v = up_q[l * N + p] * iz;
+      var e: f32;
+      if (PRIV) { e = tq[k * NLP + l]; } else { e = up_q[l * N + p]; }
+      let v = e * iz;
       up_q[l * N + p] = v;
       if (up_p.mode == 1u) {
         up_s[l * N + p] = ng * v;

@@ -92,13 +92,17 @@ function imageShape(op: string, image: Tensor): [number, number] {
 /** Pixels per invocation of gauss_h (along a row) and of update (along a column). */
 const GAUSS_HB = 8;
 const GAUSS_VB = 8;
-const gaussDefines = new Map<number, Record<string, string | number>>();
+const gaussDefines = new Map<string, Record<string, string | number>>();
+/** The most labels whose softmax shaders/crf_gauss.wgsl's update keeps in registers. */
+const GAUSS_PRIVATE_LABELS = 32;
 /**
  * shaders/crf_gauss.wgsl's unrolled bodies for radius r: B outputs per invocation, the taps
  * d = -r .. B - 1 + r in increasing order, each added to the outputs k with |d - k| <= r.
  */
-function gaussDefine(r: number): Record<string, string | number> {
-  let d = gaussDefines.get(r);
+function gaussDefine(r: number, labels: number): Record<string, string | number> {
+  const priv = labels <= GAUSS_PRIVATE_LABELS;
+  const key = `${r}/${priv ? labels : 0}`;
+  let d = gaussDefines.get(key);
   if (d) return d;
   const weights = (buf: string) =>
     Array.from({ length: r + 1 }, (_, i) => `  let w${i} = ${buf}[wo + ${i}u];`).join("\n");
@@ -128,6 +132,8 @@ function gaussDefine(r: number): Record<string, string | number> {
     (_, k) => k === 0 ? "  gh_t[o] = s0;" : `  if (x0 + ${k} < iW) { gh_t[o + ${k}u] = s${k}; }`,
   ).join("\n");
   d = {
+    NLP: priv ? labels : 1,
+    PRIV: priv ? "true" : "false",
     HB: GAUSS_HB,
     VB: GAUSS_VB,
     H_WEIGHTS: weights("gh_pix"),
@@ -139,7 +145,7 @@ function gaussDefine(r: number): Record<string, string | number> {
     V_BODY: body("g", GAUSS_VB, "iy0", "iH", (at) => `up_t[base + u32(${at}) * W]`),
     V_LIST: Array.from({ length: GAUSS_VB }, (_, k) => `g${k}`).join(", "),
   };
-  gaussDefines.set(r, d);
+  gaussDefines.set(key, d);
   return d;
 }
 
@@ -318,7 +324,7 @@ export class DenseCrf {
       name: `${this.#op}.gauss_h`,
       shader: "crf_gauss",
       entry: "gauss_h",
-      defines: gaussDefine(this.#radius),
+      defines: gaussDefine(this.#radius, 1),
       inputs: [v ?? this.gpu.dummy, this.#pix!],
       outputs: [t],
       params: this.#params({ L: labels, mode }),
@@ -406,7 +412,7 @@ export class DenseCrf {
             name: `${op}.update`,
             shader: "crf_gauss",
             entry: "update",
-            defines: gaussDefine(this.#radius),
+            defines: gaussDefine(this.#radius, L),
             inputs: [
               lu,
               t ?? gpu.dummy,
