@@ -24,7 +24,7 @@
  * unit: its reference is a different function (the approximation), tested there too.
  * @module
  */
-import type { GpuContext } from "../gpu/context.ts";
+import { type GpuContext, grid1d } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { BilateralLattice, checkBinding } from "./permutohedral.ts";
@@ -153,7 +153,7 @@ const exactDefines = new Map<number, Record<string, number>>();
 function exactDefine(labels: number): Record<string, number> {
   let d = exactDefines.get(labels);
   if (!d) {
-    d = { NL: labels, TILE: labels <= 48 ? 64 : 32 };
+    d = { NL: labels };
     exactDefines.set(labels, d);
   }
   return d;
@@ -402,7 +402,7 @@ export class DenseCrf {
             cg: r.gaussian?.compat ?? 0,
             cb: r.bilateral?.compat ?? 0,
           }),
-          workgroups: [Math.ceil(n / def.TILE)],
+          workgroups: grid1d(n, 64, gpu.limits.maxComputeWorkgroupsPerDimension),
         });
       } else {
         const t = r.gaussian ? this.#gaussH(scaled, L, 0) : null;
