@@ -145,7 +145,7 @@ fn lat_keys(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) 
 // ---- merge sort (stable; keys are unique anyway: the entry index breaks ties) ----
 
 const MS_RUN: u32 = 16u;
-const MS_OUT: u32 = 16u;
+const MS_OUT: u32 = 32u;
 
 @group(0) @binding(0) var<storage, read_write> mr_ent: array<vec4u>;
 @group(0) @binding(1) var<uniform> mr_p: LatParams;
@@ -177,7 +177,7 @@ fn sort_runs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
 @group(0) @binding(1) var<storage, read_write> mg_dst: array<vec4u>;
 @group(0) @binding(2) var<uniform> mg_p: LatParams;
 
-// One merge pass: sorted runs of width k (a multiple of MS_OUT) pairwise into runs of 2k; each
+// One merge pass: sorted runs of width k (2k a multiple of MS_OUT) pairwise into runs of 2k; each
 // invocation finds its MS_OUT outputs' split by a merge-path binary search, then merges them.
 @compute @workgroup_size(64)
 fn merge_pass(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -43,8 +43,10 @@ const { LatParams } = declareParams("lattice", {
 const D = 5;
 const D1 = 6;
 const KEY_LIMIT = 32767;
-/** Entries per run of the merge sort's first pass (MS_RUN = MS_OUT in lattice.wgsl). */
+/** Entries per run of the merge sort's first pass (MS_RUN in lattice.wgsl). */
 const SORT_RUN = 16;
+/** Outputs per invocation of a merge pass (MS_OUT in lattice.wgsl; divides 2·SORT_RUN). */
+const MERGE_OUT = 32;
 /** Sorted entries per chunk of the vertex numbering (SCC in lattice.wgsl). */
 const VERT_CHUNK = 128;
 /** Sorted entries per splat chunk (SPC in lattice.wgsl). */
@@ -188,7 +190,7 @@ export class BilateralLattice {
             outputs: [other],
             params: pk({ k }),
           },
-          Math.ceil(nreal / SORT_RUN),
+          Math.ceil(nreal / MERGE_OUT),
           64,
         );
         [sorted, other] = [other, sorted];
