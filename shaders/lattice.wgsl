@@ -18,13 +18,15 @@
 //                  uniq[M].w = nreal (the last segment's end)
 //   lat_neighbors  per vertex and direction j = 0..5: the keys ±(1,..,1) ∓ 6·e_j found by
 //                  binary search in uniq (0xffffffff when absent)
-// Filter (per message): lat_splat (per chunk of 32 sorted entries and 4 labels: each vertex's
-// sum over its entries in the chunk, in entry order = pixel order; segments inside the chunk
-// are written, the chunk's first and last vertex kept as partials), lat_splat_combine (per
-// vertex reaching a chunk's end: its partials in chunk order), lat_blur (v + 0.5·(n1 + n2),
-// one direction per dispatch), lat_slice (per pixel: alpha·Σ_j bary·A[off]; mode 1 writes
-// 1/sqrt(· + 1e-20); the CRF's update kernel fuses it, shaders/crf.wgsl). Vertex kernels loop
-// over the vertices with a stride (M is on the GPU only). Lattice values are vertex-major
+// Filter (per message): lat_splat (per chunk of 64 sorted entries, label groups of 4 in
+// turn: each vertex's sum over its entries in the chunk, in entry order = pixel order;
+// segments inside the chunk are written, the chunk's first and last vertex kept as partials),
+// lat_splat_combine (per vertex reaching a chunk's end and label group: its partials in chunk
+// order), lat_blur (v + 0.5·(n1 + n2), one direction per dispatch), lat_slice (per pixel:
+// alpha·Σ_j bary·A[off]; mode 1 writes 1/sqrt(· + 1e-20); the CRF's update kernel fuses it,
+// shaders/crf_gauss.wgsl). Vertex kernels loop over the vertices with a stride (M is on the
+// GPU only). No invocation runs long serial loops: llvmpipe ends an invocation's loops
+// silently after 65535 iterations in all. Lattice values are vertex-major
 // [Mmax, L]; corner[e] = (vertex, bits of the barycentric weight) per entry.
 
 {{struct:LatParams}}
@@ -354,7 +356,7 @@ fn lat_neighbors(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
 
 // ---- lat_splat (chunks of SPC sorted entries, then a per-vertex combine) ----
 
-const SPC: u32 = 32u;
+const SPC: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> sp_sent: array<vec2u>;
 @group(0) @binding(1) var<storage, read> sp_seg: array<u32>;
@@ -443,33 +445,52 @@ fn sp_value(mode: u32, p: u32, l0: u32) -> vec4f {
 @group(0) @binding(3) var<storage, read_write> sc2_a: array<f32>;
 @group(0) @binding(4) var<uniform> sc2_p: LatParams;
 
-// Per vertex whose segment touches a chunk's end: the chunks' partials in chunk order.
+// Per vertex whose segment touches a chunk's end and group of 4 labels (gid.y): its chunks'
+// partials in chunk order. One invocation's loops stay within llvmpipe's budget of 65535 loop
+// iterations per invocation (shared by all its loops; past it loops end silently): it walks
+// at most nreal / SPC chunks in all.
 @compute @workgroup_size(64)
-fn lat_splat_combine(@builtin(global_invocation_id) gid: vec3u,
-                     @builtin(num_workgroups) nwg: vec3u) {
+fn lat_splat_combine(@builtin(global_invocation_id) gid: vec3u) {
   let m = sc2_count[0];
   let n = sc2_p.nreal;
   let L = sc2_p.L;
+  let l0 = gid.y * 4u;
+  let nk = min(4u, L - l0);
   let nch = (n + SPC - 1u) / SPC;
-  for (var v = flat_index(gid, nwg, 64u); v < m; v += sc2_p.stride) {
+  for (var v = gid.x; v < m; v += sc2_p.stride) {
     let start = sc2_uniq[v].w;
     let end = sc2_uniq[v + 1u].w;
     let c0 = start / SPC;
     let c1 = (end - 1u) / SPC;
+    var s: vec4f;
     if (c0 == c1) {
       if (start == c0 * SPC) {
-        for (var l = 0u; l < L; l++) { sc2_a[v * L + l] = sc2_part[c0 * L + l]; }
+        s = sc2_read(c0, l0, L);
       } else if (end == min(c0 * SPC + SPC, n)) {
-        for (var l = 0u; l < L; l++) { sc2_a[v * L + l] = sc2_part[(nch + c0) * L + l]; }
+        s = sc2_read(nch + c0, l0, L);
+      } else {
+        continue;
       }
-      continue;
+    } else {
+      s = sc2_read(nch + c0, l0, L);
+      for (var c = c0 + 1u; c <= c1; c++) { s += sc2_read(c, l0, L); }
     }
-    for (var l = 0u; l < L; l++) {
-      var s = sc2_part[(nch + c0) * L + l];
-      for (var c = c0 + 1u; c <= c1; c++) { s += sc2_part[c * L + l]; }
-      sc2_a[v * L + l] = s;
-    }
+    sc2_a[v * L + l0] = s.x;
+    if (nk > 1u) { sc2_a[v * L + l0 + 1u] = s.y; }
+    if (nk > 2u) { sc2_a[v * L + l0 + 2u] = s.z; }
+    if (nk > 3u) { sc2_a[v * L + l0 + 3u] = s.w; }
   }
+}
+
+// The partial row r's labels l0 .. l0 + 3 (clamped to L - 1).
+fn sc2_read(r: u32, l0: u32, L: u32) -> vec4f {
+  let o = r * L;
+  return vec4f(
+    sc2_part[o + l0],
+    sc2_part[o + min(l0 + 1u, L - 1u)],
+    sc2_part[o + min(l0 + 2u, L - 1u)],
+    sc2_part[o + min(l0 + 3u, L - 1u)],
+  );
 }
 
 // ---- lat_blur ----

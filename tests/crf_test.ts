@@ -158,6 +158,26 @@ Deno.test("dense CRF lattice with other kernels (DeepLab-like, tight colours) vs
   assertClose(got, denseCrfLatticeRef(img, probs, h, w, labels, opts), { atol: 1e-4, rtol: 0 });
 });
 
+Deno.test("dense CRF lattice with long vertex segments (a near-flat image, 21 labels) vs its f64 reference", async () => {
+  // 86 vertices for 55296 corners: segments of thousands of entries. llvmpipe ends an
+  // invocation's loops silently after 65535 iterations in all; a per-vertex serial splat over
+  // every label went past that here (max |ΔQ| 1.0 before the chunked splat).
+  const h = 96;
+  const w = 96;
+  const labels = 21;
+  const n = h * w;
+  const r = new Rng(11);
+  const img = new Float32Array(3 * n);
+  for (let p = 0; p < n; p++) {
+    for (let c = 0; c < 3; c++) {
+      img[c * n + p] = Math.round(120 + 20 * c + r.uniform(-3, 3) + (p % w > 70 ? 60 : 0));
+    }
+  }
+  const probs = new Float32Array(labels * n).map(() => r.uniform(0, 1));
+  const got = await gpuCrf(img, probs, h, w, labels, { method: "lattice" });
+  assertClose(got, denseCrfLatticeRef(img, probs, h, w, labels), { atol: 1e-4, rtol: 0 });
+});
+
 Deno.test("dense CRF cleans a noisy map on a two-region image (both paths)", async () => {
   const h = 18;
   const w = 22;

@@ -50,14 +50,17 @@ const MERGE_OUT = 32;
 /** Sorted entries per chunk of the vertex numbering (SCC in lattice.wgsl). */
 const VERT_CHUNK = 128;
 /** Sorted entries per splat chunk (SPC in lattice.wgsl). */
-const SPLAT_CHUNK = 32;
+const SPLAT_CHUNK = 64;
 /**
  * Invocations of a vertex kernel: they loop over the M vertices (known on the GPU only) with
  * this stride (a multiple of their workgroup size, 64: every invocation has its own residue),
- * so that a lattice with few vertices does not pay for 6N idle invocations.
+ * so that a lattice with few vertices does not pay for 6N idle invocations. At most 256
+ * vertices per invocation (for M = 6N): llvmpipe ends an invocation's loops silently after
+ * 65535 iterations in all (its shared loop limiter), and the neighbour search takes ~130 per
+ * vertex.
  */
 function vertexStride(nreal: number): number {
-  return Math.ceil(Math.min(nreal, 4096) / 64) * 64;
+  return Math.ceil(Math.min(nreal, Math.max(4096, nreal / 256)) / 64) * 64;
 }
 
 /** The largest |lattice coordinate| a kernel can produce on an h x w image (plus margin). */
@@ -355,18 +358,15 @@ export class BilateralLattice {
       64,
     );
     const stride = vertexStride(this.nreal);
-    gpu.dispatch1d(
-      {
-        name: `${op}.lattice.splat`,
-        shader: "lattice",
-        entry: "lat_splat_combine",
-        inputs: [this.#uniq, this.#count, part],
-        outputs: [a],
-        params: this.#pk(L, mode),
-      },
-      stride,
-      64,
-    );
+    gpu.dispatch({
+      name: `${op}.lattice.splat`,
+      shader: "lattice",
+      entry: "lat_splat_combine",
+      inputs: [this.#uniq, this.#count, part],
+      outputs: [a],
+      params: this.#pk(L, mode),
+      workgroups: [stride / 64, Math.ceil(L / 4)],
+    });
     part.dispose();
     let b = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
     for (let dir = 0; dir <= D; dir++) {
