@@ -4,7 +4,8 @@
 // accumulates, for every label l in a fixed order,
 //   acc_l = Σ_q (cg·ng_p·kg(p,q)·ng_q + cb·nb_p·kb(p,q)·nb_q)·Q_l(q)   (q = p included)
 // then writes Q'_l(p) = softmax_l(lu_l(p) + acc_l). Templated on the label count NL (the
-// private accumulator).
+// private accumulator, its update unrolled into ACC_BODY). On llvmpipe, whose invocations run
+// at most 65535 loop iterations in all, N + 3·NL must stay below that.
 
 const NL: u32 = {{NL}}u;
 
@@ -40,9 +41,9 @@ fn exact_step(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups
     if (ex_p.has_b != 0u) {
       w += wb * exp(-0.5 * (dot(da.zw, da.zw) + dot(dc.xyz, dc.xyz))) * ex_nb[q];
     }
-    for (var l = 0u; l < NL; l++) {
-      acc[l] += w * ex_q[l * N + q];
-    }
+    // acc[l] += w * Q_l(q) for every label, unrolled (src/ops/crf.ts): no inner loop, since
+    // llvmpipe ends an invocation's loops silently after 65535 iterations in all.
+{{ACC_BODY}}
   }
   var m = -3.0e38;
   for (var l = 0u; l < NL; l++) {

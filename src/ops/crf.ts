@@ -149,11 +149,15 @@ function gaussDefine(r: number, labels: number): Record<string, string | number>
   return d;
 }
 
-const exactDefines = new Map<number, Record<string, number>>();
-function exactDefine(labels: number): Record<string, number> {
+const exactDefines = new Map<number, Record<string, string | number>>();
+function exactDefine(labels: number): Record<string, string | number> {
   let d = exactDefines.get(labels);
   if (!d) {
-    d = { NL: labels };
+    const body = Array.from(
+      { length: labels },
+      (_, l) => `    acc[${l}] += w * ex_q[${l}u * N + q];`,
+    ).join("\n");
+    d = { NL: labels, ACC_BODY: body };
     exactDefines.set(labels, d);
   }
   return d;
