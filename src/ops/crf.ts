@@ -8,8 +8,9 @@
  *   the default up to {@link EXACT_MAX_PIXELS} pixels;
  * - **lattice**: the bilateral message through a permutohedral lattice built on the GPU
  *   (./permutohedral.ts), the Gaussian one through an exact separable blur truncated at
- *   {@link GAUSS_TRUNCATE}·sxy (`shaders/crf.wgsl`); the f64 reference of this algorithm is
- *   {@link denseCrfLatticeRef}.
+ *   {@link GAUSS_TRUNCATE}·sxy (`shaders/crf_gauss.wgsl`: taps unrolled per radius; its update
+ *   kernel also slices the lattice and takes the softmax); the f64 reference of this algorithm
+ *   is {@link denseCrfLatticeRef}.
  *
  * {@link DenseCrf} builds what depends on the image once (features and normalisers, or the
  * lattice) and runs any number of probability maps on it; {@link denseCrf} is the one-call

@@ -4,13 +4,16 @@
  * table and no atomics. Kernels: `shaders/lattice.wgsl` (its header lists them).
  *
  * Build (once per image, {@link BilateralLattice}): every pixel's 6 simplex corners become
- * entries (key, e = p·6 + j); a bitonic sort orders them by key then e; a prefix scan over
- * "new key" flags numbers the M distinct vertices; each vertex keeps its key and the first
- * entry of its segment, each entry its vertex; blur neighbours are found once by binary search
- * among the sorted vertex keys. Filtering ({@link BilateralLattice.filter}) splats per vertex
- * (a fixed-order sum over its segment: pixel order), blurs along the 6 directions and slices per
+ * entries (key, e = p·6 + j); a merge sort (register runs, merge-path passes) orders them by key
+ * then e; a three-pass integer scan over "new key" flags numbers the M distinct vertices; each
+ * vertex keeps its key and the first entry of its segment, each entry its vertex; blur
+ * neighbours are found once by binary search among the sorted vertex keys. Filtering
+ * ({@link BilateralLattice.filter}) splats per fixed chunk of sorted entries (in-order sums per
+ * vertex, chunk partials combined in chunk order), blurs along the 6 directions and slices per
  * pixel. The number of vertices M stays on the GPU (no readback): buffers are sized for the
- * worst case M = 6N, and vertex kernels exit past M.
+ * worst case M = 6N, and vertex kernels loop over the vertices with a stride. No invocation
+ * runs a long serial loop (llvmpipe ends an invocation's loops silently after 65535 iterations
+ * in all; docs/crf.md).
  *
  * Limits: keys pack five 16-bit coordinates, checked on the host from the image size and the
  * kernel's standard deviations; every binding (the largest is the lattice values, 24·N·L
