@@ -36,6 +36,11 @@ const PRIV: bool = {{PRIV}};
 @group(0) @binding(2) var<storage, read_write> gh_t: array<f32>;
 @group(0) @binding(3) var<uniform> gh_p: CrfGaussParams;
 
+// Weight i (the loop form of a large radius).
+fn gh_w(i: u32) -> f32 {
+  return gh_pix[2u * gh_p.N + i];
+}
+
 fn gh_val(i: u32) -> f32 {
   if (gh_p.mode == 0u) { return gh_v[i]; }
   return 1.0;
@@ -70,6 +75,10 @@ fn gauss_h(@builtin(global_invocation_id) gid: vec3u) {
 @group(0) @binding(5) var<storage, read_write> up_q: array<f32>;
 @group(0) @binding(6) var<storage, read_write> up_s: array<f32>;
 @group(0) @binding(7) var<uniform> up_p: CrfGaussParams;
+
+fn up_w(i: u32) -> f32 {
+  return up_pix[2u * up_p.N + i];
+}
 
 @compute @workgroup_size(64)
 fn update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

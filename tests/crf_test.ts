@@ -161,6 +161,22 @@ Deno.test("dense CRF lattice with other kernels (DeepLab-like, tight colours) vs
   assertClose(got, denseCrfLatticeRef(img, probs, h, w, labels, opts), { atol: 1e-4, rtol: 0 });
 });
 
+Deno.test("dense CRF lattice with a wide Gaussian (radius past the unrolled taps) vs its f64 reference", async () => {
+  const h = 22;
+  const w = 40;
+  const labels = 3;
+  const { img, region } = twoRegions(h, w, 12, 30);
+  const probs = noisyProbs(region, labels, 13, 0.3);
+  // Radius ceil(4·8) = 32: the kernels loop over the taps.
+  const opts: DenseCrfOptions = {
+    gaussian: { sxy: 8, compat: 3 },
+    iterations: 4,
+    method: "lattice",
+  };
+  const got = await gpuCrf(img, probs, h, w, labels, opts);
+  assertClose(got, denseCrfLatticeRef(img, probs, h, w, labels, opts), { atol: 1e-4, rtol: 0 });
+});
+
 Deno.test("dense CRF lattice with long vertex segments (a near-flat image, 21 labels) vs its f64 reference", async () => {
   // 86 vertices for 55296 corners: segments of thousands of entries. llvmpipe ends an
   // invocation's loops silently after 65535 iterations in all; a per-vertex serial splat over

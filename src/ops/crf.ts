@@ -94,6 +94,8 @@ function imageShape(op: string, image: Tensor): [number, number] {
 const GAUSS_HB = 8;
 const GAUSS_VB = 8;
 const gaussDefines = new Map<string, Record<string, string | number>>();
+/** The largest Gaussian radius whose taps are unrolled (larger ones loop: compile time). */
+const GAUSS_UNROLL_MAX = 24;
 /** The most labels whose softmax shaders/crf_gauss.wgsl's update keeps in registers. */
 const GAUSS_PRIVATE_LABELS = 32;
 /**
@@ -105,8 +107,11 @@ function gaussDefine(r: number, labels: number): Record<string, string | number>
   const key = `${r}/${priv ? labels : 0}`;
   let d = gaussDefines.get(key);
   if (d) return d;
+  // Unrolled: the weights in registers; past GAUSS_UNROLL_MAX, a loop reading them.
   const weights = (buf: string) =>
-    Array.from({ length: r + 1 }, (_, i) => `  let w${i} = ${buf}[wo + ${i}u];`).join("\n");
+    r > GAUSS_UNROLL_MAX
+      ? ""
+      : Array.from({ length: r + 1 }, (_, i) => `  let w${i} = ${buf}[wo + ${i}u];`).join("\n");
   const acc = (name: string, nb: number, indent: string) =>
     Array.from({ length: nb }, (_, k) => `${indent}var ${name}${k} = 0.0;`).join("\n");
   const body = (
@@ -115,7 +120,24 @@ function gaussDefine(r: number, labels: number): Record<string, string | number>
     pos: string,
     limit: string,
     load: (at: string) => string,
+    wt: string,
   ) => {
+    if (r > GAUSS_UNROLL_MAX) {
+      // A loop over the taps (same order), the weights read from `buf` as needed.
+      const adds = Array.from(
+        { length: nb },
+        (_, k) => `if (abs(d - ${k}) <= ${r}) { ${name}${k} += ${wt}(u32(abs(d - ${k}))) * v; }`,
+      );
+      return [
+        `      for (var d = -${r}; d < ${nb + r}; d++) {`,
+        `        let at = ${pos} + d;`,
+        `        if (at >= 0 && at < ${limit}) {`,
+        `          let v = ${load("at")};`,
+        ...adds.map((a) => `          ${a}`),
+        `        }`,
+        `      }`,
+      ].join("\n");
+    }
     const lines: string[] = [];
     for (let t = -r; t <= nb - 1 + r; t++) {
       const adds: string[] = [];
@@ -139,11 +161,11 @@ function gaussDefine(r: number, labels: number): Record<string, string | number>
     VB: GAUSS_VB,
     H_WEIGHTS: weights("gh_pix"),
     H_ACC: acc("s", GAUSS_HB, "  "),
-    H_BODY: body("s", GAUSS_HB, "x0", "iW", (at) => `gh_val(base + u32(${at}))`),
+    H_BODY: body("s", GAUSS_HB, "x0", "iW", (at) => `gh_val(base + u32(${at}))`, "gh_w"),
     H_STORE: hStore,
     V_WEIGHTS: weights("up_pix"),
     V_ACC: acc("g", GAUSS_VB, "    "),
-    V_BODY: body("g", GAUSS_VB, "iy0", "iH", (at) => `up_t[base + u32(${at}) * W]`),
+    V_BODY: body("g", GAUSS_VB, "iy0", "iH", (at) => `up_t[base + u32(${at}) * W]`, "up_w"),
     V_LIST: Array.from({ length: GAUSS_VB }, (_, k) => `g${k}`).join(", "),
   };
   gaussDefines.set(key, d);
