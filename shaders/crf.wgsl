@@ -2,83 +2,69 @@
 // features and normalisers, and the lattice path's separable Gaussian. Label-major layouts:
 // probabilities, -U, Q and messages are [L, N] (N = H·W pixels, p = y·W + x).
 //
-//   unary_init      lu = log(clamp(probs, clip, 1)) (= -U), q = softmax_l(lu)
-//   update          q = softmax_l(lu + cg·ng·G + cb·nb·B)   (G, B: unnormalised-on-output
-//                   filtered messages; ng, nb: the per-pixel normalisers)
+//   unary_init      lu = log(clamp(probs, clip, 1)) (= -U), q = softmax_l(lu); mode 1 also
+//                   writes s = [ng·q, nb·q] ([2, L, N]: the next messages' inputs)
+//   update          (lattice path) q = softmax_l(lu + cg·ng·G + cb·nb·B) with G the vertical
+//                   pass of the Gaussian over t and B the lattice slice of the blurred lattice
+//                   values A (alpha·Σ_j bary·A[vertex]); mode 1 also writes s as above
 //   exact_features  feat[2p] = (x/sg, y/sg, x/sb, y/sb), feat[2p+1] = (r/sr, g/sr, b/sr, 0)
 //   exact_norm      ng = 1/sqrt(Σ_q kg(p,q) + 1e-20), nb likewise (O(N) per pixel)
-//   gauss_h         t[l,y,x] = Σ_|dx|<=r w(dx)·s(y,x+dx)·v[l,y,x+dx]   (s = ng, or 1 for ones)
-//   gauss_v         g[l,y,x] = Σ_|dy|<=r w(dy)·t[l,y+dy,x]; mode 1: g = 1/sqrt(g + 1e-20)
-// with w(i) = exp(-0.5·(i/sxy)²). Every sum runs in a fixed order: runs repeat bit for bit.
+//   gauss_weights   pix[2N + i] = w(i), i = 0..radius
+//   gauss_h         t[l,y,x] = Σ_|dx|<=r w(dx)·v[l,y,x+dx]   (v = ng·q, or 1 for ones)
+//   gauss_norm      ng = pix[0, N) = 1/sqrt(Σ_|dy|<=r w(dy)·t[y+dy,x] + 1e-20)
+// with w(i) = exp(-0.5·(i/sxy)²); pix = [ng (N), nb (N), w (radius + 1)] per image. Every sum
+// runs in a fixed order: runs repeat bit for bit.
 
 {{struct:CrfParams}}
+
+// The scaled probabilities s: ng·Q label-major [L, N], then from qb_offset nb·Q pixel-major
+// [N, L4] (labels padded with zeros to L4 = 4·ceil(L/4): the splat reads them as vec4).
+fn qb_offset(L: u32, N: u32) -> u32 {
+  return (L * N + 3u) / 4u * 4u;
+}
+
+fn qb_index(L: u32, N: u32, p: u32, l: u32) -> u32 {
+  return qb_offset(L, N) + p * ((L + 3u) / 4u * 4u) + l;
+}
 
 // ---- unary_init ----
 
 @group(0) @binding(0) var<storage, read> ui_probs: array<f32>;
-@group(0) @binding(1) var<storage, read_write> ui_lu: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ui_q: array<f32>;
-@group(0) @binding(3) var<uniform> ui_p: CrfParams;
+@group(0) @binding(1) var<storage, read> ui_pix: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ui_lu: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ui_q: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ui_s: array<f32>;
+@group(0) @binding(5) var<uniform> ui_p: CrfParams;
 
 @compute @workgroup_size(64)
 fn unary_init(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let p = flat_index(gid, nwg, 64u);
   let N = ui_p.N;
   if (p >= N) { return; }
+  let L = ui_p.L;
   var m = -3.0e38;
-  for (var l = 0u; l < ui_p.L; l++) {
+  for (var l = 0u; l < L; l++) {
     let v = log(clamp(ui_probs[l * N + p], ui_p.clip, 1.0));
     ui_lu[l * N + p] = v;
     m = max(m, v);
   }
   var z = 0.0;
-  for (var l = 0u; l < ui_p.L; l++) {
-    z += exp(ui_lu[l * N + p] - m);
+  for (var l = 0u; l < L; l++) {
+    let e = exp(ui_lu[l * N + p] - m);
+    ui_q[l * N + p] = e;
+    z += e;
   }
   let iz = 1.0 / z;
-  for (var l = 0u; l < ui_p.L; l++) {
-    ui_q[l * N + p] = exp(ui_lu[l * N + p] - m) * iz;
+  for (var l = 0u; l < L; l++) {
+    let v = ui_q[l * N + p] * iz;
+    ui_q[l * N + p] = v;
+    if (ui_p.mode == 1u) {
+      ui_s[l * N + p] = ui_pix[p] * v;
+      ui_s[qb_index(L, N, p, l)] = ui_pix[N + p] * v;
+    }
   }
-}
-
-// ---- update ----
-
-@group(0) @binding(0) var<storage, read> up_lu: array<f32>;
-@group(0) @binding(1) var<storage, read> up_g: array<f32>;
-@group(0) @binding(2) var<storage, read> up_b: array<f32>;
-@group(0) @binding(3) var<storage, read> up_ng: array<f32>;
-@group(0) @binding(4) var<storage, read> up_nb: array<f32>;
-@group(0) @binding(5) var<storage, read_write> up_q: array<f32>;
-@group(0) @binding(6) var<uniform> up_p: CrfParams;
-
-fn up_tmp(l: u32, p: u32, wg: f32, wb: f32) -> f32 {
-  let i = l * up_p.N + p;
-  var t = up_lu[i];
-  if (up_p.has_g != 0u) { t += wg * up_g[i]; }
-  if (up_p.has_b != 0u) { t += wb * up_b[i]; }
-  return t;
-}
-
-@compute @workgroup_size(64)
-fn update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let p = flat_index(gid, nwg, 64u);
-  let N = up_p.N;
-  if (p >= N) { return; }
-  var wg = 0.0;
-  var wb = 0.0;
-  if (up_p.has_g != 0u) { wg = up_p.cg * up_ng[p]; }
-  if (up_p.has_b != 0u) { wb = up_p.cb * up_nb[p]; }
-  var m = -3.0e38;
-  for (var l = 0u; l < up_p.L; l++) {
-    m = max(m, up_tmp(l, p, wg, wb));
-  }
-  var z = 0.0;
-  for (var l = 0u; l < up_p.L; l++) {
-    z += exp(up_tmp(l, p, wg, wb) - m);
-  }
-  let iz = 1.0 / z;
-  for (var l = 0u; l < up_p.L; l++) {
-    up_q[l * N + p] = exp(up_tmp(l, p, wg, wb) - m) * iz;
+  if (ui_p.mode == 1u) {
+    for (var l = L; l < (L + 3u) / 4u * 4u; l++) { ui_s[qb_index(L, N, p, l)] = 0.0; }
   }
 }
 
@@ -128,59 +114,39 @@ fn exact_norm(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups
   en_nb[p] = 1.0 / sqrt(sb + 1e-20);
 }
 
-// ---- gauss_h / gauss_v: one invocation per (pixel, label) ----
+// ---- gauss_weights: pix[2N + i] = w(i), i = 0..radius ----
 
-@group(0) @binding(0) var<storage, read> gh_v: array<f32>;
-@group(0) @binding(1) var<storage, read> gh_s: array<f32>;
-@group(0) @binding(2) var<storage, read_write> gh_t: array<f32>;
-@group(0) @binding(3) var<uniform> gh_p: CrfParams;
+@group(0) @binding(0) var<storage, read_write> gw_pix: array<f32>;
+@group(0) @binding(1) var<uniform> gw_p: CrfParams;
 
 @compute @workgroup_size(64)
-fn gauss_h(@builtin(global_invocation_id) gid: vec3u) {
-  let p = gid.x;
-  let l = gid.y;
-  let N = gh_p.N;
-  if (p >= N) { return; }
-  let W = gh_p.W;
-  let x = i32(p % W);
-  let row = p - u32(x);
-  let r = i32(gh_p.radius);
-  let lo = max(x - r, 0);
-  let hi = min(x + r, i32(W) - 1);
-  var s = 0.0;
-  for (var xx = lo; xx <= hi; xx++) {
-    let dx = f32(xx - x) / gh_p.sg;
-    let q = row + u32(xx);
-    var v = 1.0;
-    if (gh_p.mode == 0u) { v = gh_s[q] * gh_v[l * N + q]; }
-    s += exp(-0.5 * dx * dx) * v;
-  }
-  gh_t[l * N + p] = s;
+fn gauss_weights(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i > gw_p.radius) { return; }
+  let d = f32(i) / gw_p.sg;
+  gw_pix[2u * gw_p.N + i] = exp(-0.5 * d * d);
 }
 
-@group(0) @binding(0) var<storage, read> gv_t: array<f32>;
-@group(0) @binding(1) var<storage, read_write> gv_g: array<f32>;
-@group(0) @binding(2) var<uniform> gv_p: CrfParams;
+// ---- gauss_norm: the vertical pass of the blur of ones, pix[p] = 1/sqrt(· + 1e-20) ----
+
+@group(0) @binding(0) var<storage, read> gn_t: array<f32>;
+@group(0) @binding(1) var<storage, read_write> gn_pix: array<f32>;
+@group(0) @binding(2) var<uniform> gn_p: CrfParams;
 
 @compute @workgroup_size(64)
-fn gauss_v(@builtin(global_invocation_id) gid: vec3u) {
-  let p = gid.x;
-  let l = gid.y;
-  let N = gv_p.N;
+fn gauss_norm(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let p = flat_index(gid, nwg, 64u);
+  let N = gn_p.N;
   if (p >= N) { return; }
-  let W = gv_p.W;
+  let W = gn_p.W;
   let y = i32(p / W);
   let x = p % W;
-  let r = i32(gv_p.radius);
+  let r = i32(gn_p.radius);
   let lo = max(y - r, 0);
-  let hi = min(y + r, i32(gv_p.H) - 1);
+  let hi = min(y + r, i32(gn_p.H) - 1);
   var s = 0.0;
   for (var yy = lo; yy <= hi; yy++) {
-    let dy = f32(yy - y) / gv_p.sg;
-    s += exp(-0.5 * dy * dy) * gv_t[l * N + u32(yy) * W + x];
+    s += gn_pix[2u * N + u32(abs(yy - y))] * gn_t[u32(yy) * W + x];
   }
-  if (gv_p.mode == 1u) {
-    s = 1.0 / sqrt(s + 1e-20);
-  }
-  gv_g[l * N + p] = s;
+  gn_pix[p] = 1.0 / sqrt(s + 1e-20);
 }

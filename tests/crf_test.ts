@@ -93,6 +93,9 @@ Deno.test("dense CRF exact GPU path matches the f64 brute-force reference", asyn
     [8, 11, 21, {}],
     [13, 10, 3, { bilateral: { sxy: 6, srgb: 20, compat: 8 }, gaussian: null, scaleFactor: 2 }],
     [16, 24, 3, { bilateral: { sxy: 10, srgb: 15, compat: 10 } }],
+    // N·L past llvmpipe's 65535 loop iterations per invocation (a label loop inside the pixel
+    // loop ended early there: max |ΔQ| 1.0).
+    [30, 30, 90, { iterations: 2 }],
   ];
   for (const [i, [h, w, labels, opts]] of cases.entries()) {
     const { img, region } = twoRegions(h, w, 10 + i, 40);
@@ -156,6 +159,42 @@ Deno.test("dense CRF lattice with other kernels (DeepLab-like, tight colours) vs
   };
   const got = await gpuCrf(img, probs, h, w, labels, opts);
   assertClose(got, denseCrfLatticeRef(img, probs, h, w, labels, opts), { atol: 1e-4, rtol: 0 });
+});
+
+Deno.test("dense CRF lattice with a wide Gaussian (radius past the unrolled taps) vs its f64 reference", async () => {
+  const h = 22;
+  const w = 40;
+  const labels = 3;
+  const { img, region } = twoRegions(h, w, 12, 30);
+  const probs = noisyProbs(region, labels, 13, 0.3);
+  // Radius ceil(4·8) = 32: the kernels loop over the taps.
+  const opts: DenseCrfOptions = {
+    gaussian: { sxy: 8, compat: 3 },
+    iterations: 4,
+    method: "lattice",
+  };
+  const got = await gpuCrf(img, probs, h, w, labels, opts);
+  assertClose(got, denseCrfLatticeRef(img, probs, h, w, labels, opts), { atol: 1e-4, rtol: 0 });
+});
+
+Deno.test("dense CRF lattice with long vertex segments (a near-flat image, 21 labels) vs its f64 reference", async () => {
+  // 86 vertices for 55296 corners: segments of thousands of entries. llvmpipe ends an
+  // invocation's loops silently after 65535 iterations in all; a per-vertex serial splat over
+  // every label went past that here (max |ΔQ| 1.0 before the chunked splat).
+  const h = 96;
+  const w = 96;
+  const labels = 21;
+  const n = h * w;
+  const r = new Rng(11);
+  const img = new Float32Array(3 * n);
+  for (let p = 0; p < n; p++) {
+    for (let c = 0; c < 3; c++) {
+      img[c * n + p] = Math.round(120 + 20 * c + r.uniform(-3, 3) + (p % w > 70 ? 60 : 0));
+    }
+  }
+  const probs = new Float32Array(labels * n).map(() => r.uniform(0, 1));
+  const got = await gpuCrf(img, probs, h, w, labels, { method: "lattice" });
+  assertClose(got, denseCrfLatticeRef(img, probs, h, w, labels), { atol: 1e-4, rtol: 0 });
 });
 
 Deno.test("dense CRF cleans a noisy map on a two-region image (both paths)", async () => {

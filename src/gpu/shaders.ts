@@ -25,6 +25,7 @@ export const SHADER_NAMES = [
   "affinity",
   "crf",
   "crf_exact",
+  "crf_gauss",
   "lattice",
   "seg_loss",
   "dropout",

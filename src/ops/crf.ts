@@ -8,8 +8,9 @@
  *   the default up to {@link EXACT_MAX_PIXELS} pixels;
  * - **lattice**: the bilateral message through a permutohedral lattice built on the GPU
  *   (./permutohedral.ts), the Gaussian one through an exact separable blur truncated at
- *   {@link GAUSS_TRUNCATE}·sxy (`shaders/crf.wgsl`); the f64 reference of this algorithm is
- *   {@link denseCrfLatticeRef}.
+ *   {@link GAUSS_TRUNCATE}·sxy (`shaders/crf_gauss.wgsl`: taps unrolled per radius; its update
+ *   kernel also slices the lattice and takes the softmax); the f64 reference of this algorithm
+ *   is {@link denseCrfLatticeRef}.
  *
  * {@link DenseCrf} builds what depends on the image once (features and normalisers, or the
  * lattice) and runs any number of probability maps on it; {@link denseCrf} is the one-call
@@ -24,7 +25,7 @@
  * unit: its reference is a different function (the approximation), tested there too.
  * @module
  */
-import type { GpuContext } from "../gpu/context.ts";
+import { type GpuContext, grid1d } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { BilateralLattice, checkBinding } from "./permutohedral.ts";
@@ -54,24 +55,25 @@ export {
 } from "./crf_ref.ts";
 export { BilateralLattice } from "./permutohedral.ts";
 
-const { CrfParams } = declareParams("crf", {
-  CrfParams: {
-    N: "u32",
-    W: "u32",
-    H: "u32",
-    L: "u32",
-    has_g: "u32",
-    has_b: "u32",
-    mode: "u32",
-    radius: "u32",
-    cg: "f32",
-    cb: "f32",
-    clip: "f32",
-    sg: "f32",
-    sb: "f32",
-    srgb: "f32",
-  },
-});
+const crfFields = {
+  N: "u32",
+  W: "u32",
+  H: "u32",
+  L: "u32",
+  has_g: "u32",
+  has_b: "u32",
+  mode: "u32",
+  radius: "u32",
+  cg: "f32",
+  cb: "f32",
+  clip: "f32",
+  sg: "f32",
+  sb: "f32",
+  srgb: "f32",
+} as const;
+const { CrfParams } = declareParams("crf", { CrfParams: crfFields });
+// The same layout: CrfParams.pack serves both files.
+declareParams("crf_gauss", { CrfGaussParams: crfFields });
 const { CrfExactParams } = declareParams("crf_exact", {
   CrfExactParams: { N: "u32", has_g: "u32", has_b: "u32", cg: "f32", cb: "f32" },
 });
@@ -88,11 +90,97 @@ function imageShape(op: string, image: Tensor): [number, number] {
   return [s[1], s[2]];
 }
 
-const exactDefines = new Map<number, Record<string, number>>();
-function exactDefine(labels: number): Record<string, number> {
+/** Pixels per invocation of gauss_h (along a row) and of update (along a column). */
+const GAUSS_HB = 8;
+const GAUSS_VB = 8;
+const gaussDefines = new Map<string, Record<string, string | number>>();
+/** The largest Gaussian radius whose taps are unrolled (larger ones loop: compile time). */
+const GAUSS_UNROLL_MAX = 24;
+/** The most labels whose softmax shaders/crf_gauss.wgsl's update keeps in registers. */
+const GAUSS_PRIVATE_LABELS = 32;
+/**
+ * shaders/crf_gauss.wgsl's unrolled bodies for radius r: B outputs per invocation, the taps
+ * d = -r .. B - 1 + r in increasing order, each added to the outputs k with |d - k| <= r.
+ */
+function gaussDefine(r: number, labels: number): Record<string, string | number> {
+  const priv = labels <= GAUSS_PRIVATE_LABELS;
+  const key = `${r}/${priv ? labels : 0}`;
+  let d = gaussDefines.get(key);
+  if (d) return d;
+  // Unrolled: the weights in registers; past GAUSS_UNROLL_MAX, a loop reading them.
+  const weights = (buf: string) =>
+    r > GAUSS_UNROLL_MAX
+      ? ""
+      : Array.from({ length: r + 1 }, (_, i) => `  let w${i} = ${buf}[wo + ${i}u];`).join("\n");
+  const acc = (name: string, nb: number, indent: string) =>
+    Array.from({ length: nb }, (_, k) => `${indent}var ${name}${k} = 0.0;`).join("\n");
+  const body = (
+    name: string,
+    nb: number,
+    pos: string,
+    limit: string,
+    load: (at: string) => string,
+    wt: string,
+  ) => {
+    if (r > GAUSS_UNROLL_MAX) {
+      // A loop over the taps (same order), the weights read from `buf` as needed.
+      const adds = Array.from(
+        { length: nb },
+        (_, k) => `if (abs(d - ${k}) <= ${r}) { ${name}${k} += ${wt}(u32(abs(d - ${k}))) * v; }`,
+      );
+      return [
+        `      for (var d = -${r}; d < ${nb + r}; d++) {`,
+        `        let at = ${pos} + d;`,
+        `        if (at >= 0 && at < ${limit}) {`,
+        `          let v = ${load("at")};`,
+        ...adds.map((a) => `          ${a}`),
+        `        }`,
+        `      }`,
+      ].join("\n");
+    }
+    const lines: string[] = [];
+    for (let t = -r; t <= nb - 1 + r; t++) {
+      const adds: string[] = [];
+      for (let k = 0; k < nb; k++) {
+        if (Math.abs(t - k) <= r) adds.push(`${name}${k} += w${Math.abs(t - k)} * v;`);
+      }
+      const at = `${pos} + ${t < 0 ? `(${t})` : t}`;
+      const cond = t < 0 ? `${at} >= 0` : t > 0 ? `${at} < ${limit}` : "true";
+      lines.push(`      if (${cond}) { let v = ${load(at)}; ${adds.join(" ")} }`);
+    }
+    return lines.join("\n");
+  };
+  const hStore = Array.from(
+    { length: GAUSS_HB },
+    (_, k) => k === 0 ? "  gh_t[o] = s0;" : `  if (x0 + ${k} < iW) { gh_t[o + ${k}u] = s${k}; }`,
+  ).join("\n");
+  d = {
+    NLP: priv ? labels : 1,
+    PRIV: priv ? "true" : "false",
+    HB: GAUSS_HB,
+    VB: GAUSS_VB,
+    H_WEIGHTS: weights("gh_pix"),
+    H_ACC: acc("s", GAUSS_HB, "  "),
+    H_BODY: body("s", GAUSS_HB, "x0", "iW", (at) => `gh_val(base + u32(${at}))`, "gh_w"),
+    H_STORE: hStore,
+    V_WEIGHTS: weights("up_pix"),
+    V_ACC: acc("g", GAUSS_VB, "    "),
+    V_BODY: body("g", GAUSS_VB, "iy0", "iH", (at) => `up_t[base + u32(${at}) * W]`, "up_w"),
+    V_LIST: Array.from({ length: GAUSS_VB }, (_, k) => `g${k}`).join(", "),
+  };
+  gaussDefines.set(key, d);
+  return d;
+}
+
+const exactDefines = new Map<number, Record<string, string | number>>();
+function exactDefine(labels: number): Record<string, string | number> {
   let d = exactDefines.get(labels);
   if (!d) {
-    d = { NL: labels, TILE: labels <= 48 ? 64 : 32 };
+    const body = Array.from(
+      { length: labels },
+      (_, l) => `    acc[${l}] += w * ex_q[${l}u * N + q];`,
+    ).join("\n");
+    d = { NL: labels, ACC_BODY: body };
     exactDefines.set(labels, d);
   }
   return d;
@@ -120,6 +208,8 @@ export class DenseCrf {
   #feat: Tensor | null = null;
   #ng: Tensor | null = null;
   #nb: Tensor | null = null;
+  /** Lattice path: per-pixel constants [ng (N), nb (N), Gaussian weights (radius + 1)]. */
+  #pix: Tensor | null = null;
   #disposed = false;
   readonly #op = "denseCrf";
 
@@ -181,15 +271,46 @@ export class DenseCrf {
       this.#feat = feat;
       return;
     }
+    const radius = g ? gaussRadius(g.sxy, h, w) : 0;
+    const pix = Tensor.empty(gpu, [2 * n + radius + 1], "crf.pixel_constants");
+    this.#pix = pix;
     if (g) {
+      gpu.dispatch1d(
+        {
+          name: `${op}.gauss_weights`,
+          shader: "crf",
+          entry: "gauss_weights",
+          outputs: [pix],
+          params: this.#params({}),
+        },
+        radius + 1,
+        64,
+      );
       const t = this.#gaussH(null, 1, 1);
-      this.#ng = this.#gaussV(t, 1, 1);
+      gpu.dispatch1d(
+        {
+          name: `${op}.gauss_norm`,
+          shader: "crf",
+          entry: "gauss_norm",
+          inputs: [t],
+          outputs: [pix],
+          params: this.#params({}),
+        },
+        n,
+        64,
+      );
       t.dispose();
     }
     if (b) {
       this.lattice = new BilateralLattice(gpu, image, h, w, b, op);
-      this.#nb = this.lattice.norm;
+      gpu.encoder().copyBufferToBuffer(this.lattice.norm.buffer, 0, pix.buffer, 4 * n, 4 * n);
     }
+  }
+
+  /** The Gaussian's radius (0 without one). */
+  get #radius(): number {
+    const g = this.options.gaussian;
+    return g ? gaussRadius(g.sxy, this.h, this.w) : 0;
   }
 
   #params(o: Partial<Parameters<typeof CrfParams.pack>[0]>): Uint32Array {
@@ -213,41 +334,30 @@ export class DenseCrf {
     });
   }
 
-  #grid2(op: string, labels: number): [number, number] {
-    const x = Math.ceil((this.h * this.w) / 64);
+  #grid2(op: string, labels: number, items = this.h * this.w): [number, number] {
+    const x = Math.ceil(items / 64);
     const lim = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     if (x > lim) throw new RangeError(`${op}: ${this.h}x${this.w} pixels are too many`);
     return [x, labels];
   }
 
-  /** Horizontal pass of the separable Gaussian (mode 1: of ones). */
+  /**
+   * Horizontal pass of the separable Gaussian of `v` (ng·Q, [L, N] from element 0; mode 1: of
+   * ones), GAUSS_HB pixels of a row per invocation.
+   */
   #gaussH(v: Tensor | null, labels: number, mode: 0 | 1): Tensor {
     const t = Tensor.empty(this.gpu, [labels, this.h * this.w], "crf.gauss_t");
     this.gpu.dispatch({
       name: `${this.#op}.gauss_h`,
-      shader: "crf",
+      shader: "crf_gauss",
       entry: "gauss_h",
-      inputs: [v ?? this.gpu.dummy, mode === 0 ? this.#ng! : this.gpu.dummy],
+      defines: gaussDefine(this.#radius, 1),
+      inputs: [v ?? this.gpu.dummy, this.#pix!],
       outputs: [t],
       params: this.#params({ L: labels, mode }),
-      workgroups: this.#grid2(this.#op, labels),
+      workgroups: this.#grid2(this.#op, labels, Math.ceil(this.w / GAUSS_HB) * this.h),
     });
     return t;
-  }
-
-  /** Vertical pass (mode 1: writes the normaliser 1/sqrt(· + 1e-20)). */
-  #gaussV(t: Tensor, labels: number, mode: 0 | 1): Tensor {
-    const g = Tensor.empty(this.gpu, [labels, this.h * this.w], "crf.gauss_g");
-    this.gpu.dispatch({
-      name: `${this.#op}.gauss_v`,
-      shader: "crf",
-      entry: "gauss_v",
-      inputs: [t],
-      outputs: [g],
-      params: this.#params({ L: labels, mode }),
-      workgroups: this.#grid2(this.#op, labels),
-    });
-    return g;
   }
 
   /**
@@ -281,14 +391,21 @@ export class DenseCrf {
     checkBinding(gpu, op, `probabilities [${L}, ${this.h}, ${this.w}]`, 4 * L * n);
     const lu = Tensor.empty(gpu, [L, n], "crf.log_unary");
     let q = Tensor.empty(gpu, [L, this.h, this.w], "crf.q");
+    // Lattice path: the next messages' inputs, written by the softmax kernels: ng·Q [L, N]
+    // label-major, then from qbOffset nb·Q [N, L4] pixel-major (labels padded to L4 = a
+    // multiple of 4; shaders/crf.wgsl's qb_offset).
+    const qbOffset = Math.ceil((L * n) / 4) * 4;
+    const scaledLen = qbOffset + n * Math.ceil(L / 4) * 4;
+    const scaled = !exact && iterations > 0 ? Tensor.empty(gpu, [scaledLen], "crf.q_scaled") : null;
+    if (scaled) checkBinding(gpu, op, `the scaled probabilities (${L} labels)`, 4 * scaledLen);
     gpu.dispatch1d(
       {
         name: `${op}.unary`,
         shader: "crf",
         entry: "unary_init",
-        inputs: [probs],
-        outputs: [lu, q],
-        params: this.#params({ L }),
+        inputs: [probs, this.#pix ?? probs],
+        outputs: [lu, q, scaled ?? gpu.dummy],
+        params: this.#params({ L, mode: scaled ? 1 : 0 }),
       },
       n,
       64,
@@ -312,40 +429,36 @@ export class DenseCrf {
             cg: r.gaussian?.compat ?? 0,
             cb: r.bilateral?.compat ?? 0,
           }),
-          workgroups: [Math.ceil(n / def.TILE)],
+          workgroups: grid1d(n, 64, gpu.limits.maxComputeWorkgroupsPerDimension),
         });
       } else {
-        let gMsg: Tensor | null = null;
-        if (r.gaussian) {
-          const t = this.#gaussH(q, L, 0);
-          gMsg = this.#gaussV(t, L, 0);
-          t.dispose();
-        }
-        const bMsg = this.lattice ? this.lattice.filter(q, L) : null;
-        gpu.dispatch1d(
+        const t = r.gaussian ? this.#gaussH(scaled, L, 0) : null;
+        const a = this.lattice ? this.lattice.blurredScaled(scaled!, L, qbOffset) : null;
+        gpu.dispatch(
           {
             name: `${op}.update`,
-            shader: "crf",
+            shader: "crf_gauss",
             entry: "update",
+            defines: gaussDefine(this.#radius, L),
             inputs: [
               lu,
-              gMsg ?? gpu.dummy,
-              bMsg ?? gpu.dummy,
-              this.#ng ?? gpu.dummy,
-              this.#nb ?? gpu.dummy,
+              t ?? gpu.dummy,
+              a ?? gpu.dummy,
+              this.lattice?.corners ?? gpu.dummy,
+              this.#pix!,
             ],
-            outputs: [next],
-            params: this.#params({ L }),
+            outputs: [next, scaled!],
+            params: this.#params({ L, mode: it + 1 < iterations ? 1 : 0 }),
+            workgroups: this.#grid2(op, 1, this.w * Math.ceil(this.h / GAUSS_VB)),
           },
-          n,
-          64,
         );
-        gMsg?.dispose();
-        bMsg?.dispose();
+        t?.dispose();
+        a?.dispose();
       }
       q.dispose();
       q = next;
     }
+    scaled?.dispose();
     lu.dispose();
     return q;
   }
@@ -358,6 +471,7 @@ export class DenseCrf {
     if (this.lattice) this.lattice.dispose();
     else this.#nb?.dispose();
     this.#ng?.dispose();
+    this.#pix?.dispose();
   }
 }
 

@@ -63,8 +63,8 @@ export interface ResolvedCrf {
 
 /**
  * `method: "auto"` runs the exact path up to this many pixels (16x16), the lattice above: the
- * brute force is O(N²) per iteration, and on llvmpipe it already takes 60x the lattice's time
- * at 64x64 with 4 labels (4.0 s vs 0.07 s for 10 iterations, measured).
+ * brute force is O(N²) per iteration, and on llvmpipe it already takes ~50x the lattice's time
+ * at 64x64 with 4 labels (1.7 s vs 0.03 s for 10 iterations, measured; docs/crf.md).
  */
 export const EXACT_MAX_PIXELS = 256;
 /** The separable Gaussian of the lattice path is cut at this many standard deviations. */

@@ -4,13 +4,16 @@
  * table and no atomics. Kernels: `shaders/lattice.wgsl` (its header lists them).
  *
  * Build (once per image, {@link BilateralLattice}): every pixel's 6 simplex corners become
- * entries (key, e = p·6 + j); a bitonic sort orders them by key then e; a prefix scan over
- * "new key" flags numbers the M distinct vertices; each vertex keeps its key and the first
- * entry of its segment, each entry its vertex; blur neighbours are found once by binary search
- * among the sorted vertex keys. Filtering ({@link BilateralLattice.filter}) splats per vertex
- * (a fixed-order sum over its segment: pixel order), blurs along the 6 directions and slices per
+ * entries (key, e = p·6 + j); a merge sort (register runs, merge-path passes) orders them by key
+ * then e; a three-pass integer scan over "new key" flags numbers the M distinct vertices; each
+ * vertex keeps its key and the first entry of its segment, each entry its vertex; blur
+ * neighbours are found once by binary search among the sorted vertex keys. Filtering
+ * ({@link BilateralLattice.filter}) splats per fixed chunk of sorted entries (in-order sums per
+ * vertex, chunk partials combined in chunk order), blurs along the 6 directions and slices per
  * pixel. The number of vertices M stays on the GPU (no readback): buffers are sized for the
- * worst case M = 6N, and vertex kernels exit past M.
+ * worst case M = 6N, and vertex kernels loop over the vertices with a stride. No invocation
+ * runs a long serial loop (llvmpipe ends an invocation's loops silently after 65535 iterations
+ * in all; docs/crf.md).
  *
  * Limits: keys pack five 16-bit coordinates, checked on the host from the image size and the
  * kernel's standard deviations; every binding (the largest is the lattice values, 24·N·L
@@ -26,15 +29,15 @@ const { LatParams } = declareParams("lattice", {
   LatParams: {
     N: "u32",
     W: "u32",
-    P: "u32",
     nreal: "u32",
     L: "u32",
     mmax: "u32",
     k: "u32",
-    j: "u32",
     mode: "u32",
     dir: "u32",
     count: "u32",
+    stride: "u32",
+    voff: "u32",
     sxy: "f32",
     srgb: "f32",
   },
@@ -43,6 +46,25 @@ const { LatParams } = declareParams("lattice", {
 const D = 5;
 const D1 = 6;
 const KEY_LIMIT = 32767;
+/** Entries per run of the merge sort's first pass (MS_RUN in lattice.wgsl). */
+const SORT_RUN = 16;
+/** Outputs per invocation of a merge pass (MS_OUT in lattice.wgsl; divides 2·SORT_RUN). */
+const MERGE_OUT = 32;
+/** Sorted entries per chunk of the vertex numbering (SCC in lattice.wgsl). */
+const VERT_CHUNK = 128;
+/** Sorted entries per splat chunk (SPC in lattice.wgsl). */
+const SPLAT_CHUNK = 64;
+/**
+ * Invocations of a vertex kernel: they loop over the M vertices (known on the GPU only) with
+ * this stride (a multiple of their workgroup size, 64: every invocation has its own residue),
+ * so that a lattice with few vertices does not pay for 6N idle invocations. At most 256
+ * vertices per invocation (for M = 6N): llvmpipe ends an invocation's loops silently after
+ * 65535 iterations in all (its shared loop limiter), and the neighbour search takes ~130 per
+ * vertex.
+ */
+function vertexStride(nreal: number): number {
+  return Math.ceil(Math.min(nreal, Math.max(4096, nreal / 256)) / 64) * 64;
+}
 
 /** The largest |lattice coordinate| a kernel can produce on an h x w image (plus margin). */
 export function latticeCoordinateBound(h: number, w: number, k: BilateralKernel): number {
@@ -59,14 +81,12 @@ export function latticeCoordinateBound(h: number, w: number, k: BilateralKernel)
 
 /**
  * The largest storage binding (bytes) of the lattice path on an h x w image with `labels`
- * labels: the sorted entries (16·P, P the next power of two of 6N), the blur neighbours
+ * labels: the sorted entries (16·6N), the blur neighbours
  * (2·6·6N u32) or the lattice values (4·6N·L).
  */
 export function latticeMaxBinding(h: number, w: number, labels: number): number {
   const nreal = D1 * h * w;
-  let P = 512;
-  while (P < nreal) P *= 2;
-  return Math.max(16 * P, 2 * D1 * nreal * 4, 4 * nreal * labels);
+  return Math.max(16 * nreal, 2 * D1 * nreal * 4, 4 * nreal * labels);
 }
 
 /** Throws a RangeError naming the binding limit when `bytes` exceed it. */
@@ -86,14 +106,12 @@ export class BilateralLattice {
   readonly n: number;
   /** Lattice entries (6 per pixel) = the most vertices there can be. */
   readonly nreal: number;
-  /** Sorted entry count (a power of two ≥ 512). */
-  readonly padded: number;
   /** The symmetric normaliser nb_p = 1/sqrt(lattice(1)_p + 1e-20), [N]. */
   readonly norm: Tensor;
-  #ent: Tensor;
-  #bary: Tensor;
+  #sent: Tensor;
+  #seg: Tensor;
   #uniq: Tensor;
-  #off: Tensor;
+  #corner: Tensor;
   #count: Tensor;
   #nbr: Tensor;
   #disposed = false;
@@ -122,111 +140,112 @@ export class BilateralLattice {
           `small for a ${h}x${w} image; use method "exact"`,
       );
     }
-    let P = 512;
-    while (P < nreal) P *= 2;
-    this.padded = P;
-    checkBinding(gpu, op, "the lattice's sorted entries", P * 16);
+    checkBinding(gpu, op, "the lattice's sorted entries", nreal * 16);
     checkBinding(gpu, op, "the lattice's blur neighbours", 2 * D1 * nreal * 4);
-    const base = { N: n, W: w, P, nreal, L: 1, mmax: nreal, k: 0, j: 0, mode: 0, dir: 0 };
+    const base = {
+      N: n,
+      W: w,
+      nreal,
+      L: 1,
+      mmax: nreal,
+      k: 0,
+      mode: 0,
+      dir: 0,
+      stride: vertexStride(nreal),
+      voff: 0,
+    };
     const pk = (o: Partial<typeof base> & { count?: number } = {}) =>
       LatParams.pack({ ...base, count: 0, sxy: kernel.sxy, srgb: kernel.srgb, ...o });
-    const ent = Tensor.empty(gpu, [P * 4], "crf.lattice.entries");
-    const bary = Tensor.empty(gpu, [nreal], "crf.lattice.bary");
+    const ent = Tensor.empty(gpu, [nreal * 4], "crf.lattice.entries");
+    const corner = Tensor.empty(gpu, [2 * nreal], "crf.lattice.corners");
     gpu.dispatch1d(
       {
         name: `${op}.lattice.keys`,
         shader: "lattice",
         entry: "lat_keys",
         inputs: [image],
-        outputs: [ent, bary],
+        outputs: [ent, corner],
         params: pk(),
       },
       n,
       64,
     );
-    if (P > nreal) {
-      gpu.dispatch1d(
-        {
-          name: `${op}.lattice.pad`,
-          shader: "lattice",
-          entry: "lat_pad",
-          outputs: [ent],
-          params: pk(),
-        },
-        P - nreal,
-        64,
-      );
-    }
-    // Bitonic sort: blocks of 512 in workgroup memory, then each stage k ≥ 1024 as global
-    // steps j ≥ 512 and one in-block merge of the steps j ≤ 256.
+    // Merge sort: runs of 16 sorted in registers, then merge passes of doubling width
+    // (ping-pong between two buffers; the last pass's output is kept).
+    let sorted = ent;
     gpu.dispatch1d(
       {
         name: `${op}.lattice.sort`,
         shader: "lattice",
-        entry: "bitonic_local",
+        entry: "sort_runs",
         outputs: [ent],
         params: pk(),
       },
-      P / 2,
-      256,
+      Math.ceil(nreal / SORT_RUN),
+      64,
     );
-    for (let k = 1024; k <= P; k *= 2) {
-      for (let j = k / 2; j >= 512; j /= 2) {
+    if (nreal > SORT_RUN) {
+      let other = Tensor.empty(gpu, [nreal * 4], "crf.lattice.entries");
+      for (let k = SORT_RUN; k < nreal; k *= 2) {
         gpu.dispatch1d(
           {
             name: `${op}.lattice.sort`,
             shader: "lattice",
-            entry: "bitonic_global",
-            outputs: [ent],
-            params: pk({ k, j }),
+            entry: "merge_pass",
+            inputs: [sorted],
+            outputs: [other],
+            params: pk({ k }),
           },
-          P / 2,
-          256,
+          Math.ceil(nreal / MERGE_OUT),
+          64,
         );
+        [sorted, other] = [other, sorted];
       }
-      gpu.dispatch1d(
-        {
-          name: `${op}.lattice.sort`,
-          shader: "lattice",
-          entry: "bitonic_merge",
-          outputs: [ent],
-          params: pk({ k }),
-        },
-        P / 2,
-        256,
-      );
+      other.dispose();
     }
-    // Segment starts, numbered by an inclusive scan.
-    const scan = Tensor.empty(gpu, [nreal], "crf.lattice.scan");
-    gpu.dispatch1d(
-      {
-        name: `${op}.lattice.flags`,
-        shader: "lattice",
-        entry: "lat_flags",
-        inputs: [ent],
-        outputs: [scan],
-        params: pk(),
-      },
-      nreal,
-      64,
-    );
-    this.#scan(scan, nreal, pk);
-    const uniq = Tensor.empty(gpu, [(nreal + 1) * 4], "crf.lattice.vertices");
-    const off = Tensor.empty(gpu, [nreal], "crf.lattice.offsets");
-    const count = Tensor.empty(gpu, [4], "crf.lattice.count");
+    // Vertex numbering: "new key" counts per chunk, their serial scan, then each chunk's
+    // entries numbered in order (the segment table, the vertex keys, each corner's vertex and
+    // the splat's sorted entries).
+    const chunks = Math.ceil(nreal / VERT_CHUNK);
+    const sums = Tensor.empty(gpu, [chunks], "crf.lattice.chunk_counts");
     gpu.dispatch1d(
       {
         name: `${op}.lattice.vertices`,
         shader: "lattice",
-        entry: "lat_vertices",
-        inputs: [ent, scan],
-        outputs: [uniq, off, count],
+        entry: "vert_count",
+        inputs: [sorted],
+        outputs: [sums],
         params: pk(),
       },
-      nreal,
+      chunks,
       64,
     );
-    scan.dispose();
+    gpu.dispatch({
+      name: `${op}.lattice.vertices`,
+      shader: "lattice",
+      entry: "vert_offsets",
+      outputs: [sums],
+      params: pk(),
+      workgroups: [1],
+    });
+    const scan = Tensor.empty(gpu, [nreal], "crf.lattice.segments");
+    const uniq = Tensor.empty(gpu, [(nreal + 1) * 4], "crf.lattice.vertices");
+    const count = Tensor.empty(gpu, [4], "crf.lattice.count");
+    const sent = Tensor.empty(gpu, [2 * nreal], "crf.lattice.sorted");
+    gpu.dispatch1d(
+      {
+        name: `${op}.lattice.vertices`,
+        shader: "lattice",
+        entry: "vert_write",
+        inputs: [sorted, sums],
+        outputs: [scan, uniq, corner, count, sent],
+        params: pk(),
+      },
+      chunks,
+      64,
+    );
+    sums.dispose();
+    sorted.dispose();
     const nbr = Tensor.empty(gpu, [2 * D1 * nreal], "crf.lattice.neighbours");
     gpu.dispatch1d(
       {
@@ -237,48 +256,18 @@ export class BilateralLattice {
         outputs: [nbr],
         params: pk(),
       },
-      nreal,
+      base.stride,
       64,
     );
-    this.#ent = ent;
-    this.#bary = bary;
+    this.#sent = sent;
+    this.#seg = scan;
     this.#uniq = uniq;
-    this.#off = off;
+    this.#corner = corner;
     this.#count = count;
     this.#nbr = nbr;
-    this.norm = this.#filter(null, 1, 1);
-  }
-
-  /** Inclusive scan of `data` in place: blocks of 256, block totals scanned recursively. */
-  #scan(data: Tensor, count: number, pk: (o: Record<string, number>) => Uint32Array): void {
-    const gpu = this.gpu;
-    const blocks = Math.ceil(count / 256);
-    const sums = blocks > 1 ? Tensor.empty(gpu, [blocks], "crf.lattice.scan_sums") : null;
-    gpu.dispatch1d(
-      {
-        name: `${this.op}.lattice.scan`,
-        shader: "lattice",
-        entry: "scan_block",
-        outputs: [data, sums ?? gpu.dummy],
-        params: pk({ count, mode: sums ? 1 : 0 }),
-      },
-      blocks * 256,
-      256,
-    );
-    if (!sums) return;
-    this.#scan(sums, blocks, pk);
-    gpu.dispatch1d(
-      {
-        name: `${this.op}.lattice.scan`,
-        shader: "lattice",
-        entry: "scan_add",
-        outputs: [data, sums],
-        params: pk({ count, mode: 0 }),
-      },
-      count,
-      256,
-    );
-    sums.dispose();
+    const ones = this.#blurred(null, 1, 1, undefined, 0);
+    this.norm = this.#slice(ones, 1, 1);
+    ones.dispose();
   }
 
   /**
@@ -288,56 +277,101 @@ export class BilateralLattice {
    */
   filter(values: Tensor, labels: number, scale: Tensor = this.norm): Tensor {
     if (this.#disposed) throw new Error(`${this.op}: lattice used after dispose`);
-    return this.#filter(values, labels, 0, scale);
+    const a = this.#blurred(values, labels, 0, scale, 0);
+    const out = this.#slice(a, labels, 0);
+    a.dispose();
+    return out;
   }
 
-  #filter(values: Tensor | null, L: number, mode: 0 | 1, scale?: Tensor): Tensor {
-    const gpu = this.gpu;
-    const op = this.op;
+  /**
+   * Records blur(splat(values)) for values already multiplied by the normaliser, pixel-major
+   * from element `offset` (a multiple of 4) of `values`: [N, 4·ceil(L/4)] (the labels padded
+   * to groups of 4). Returns the lattice values [Mmax, L] before the slice (caller owns), for
+   * a kernel that slices them itself (the CRF's update).
+   */
+  blurredScaled(values: Tensor, labels: number, offset: number): Tensor {
+    if (this.#disposed) throw new Error(`${this.op}: lattice used after dispose`);
+    return this.#blurred(values, labels, 2, undefined, offset);
+  }
+
+  /** Per entry e = p·6 + j: (vertex of pixel p's corner j, bits of its barycentric weight). */
+  get corners(): Tensor {
+    return this.#corner;
+  }
+
+  #pk(L: number, mode: number, o: Record<string, number> = {}): Uint32Array {
+    return LatParams.pack({
+      N: this.n,
+      W: this.w,
+      nreal: this.nreal,
+      L,
+      mmax: this.nreal,
+      k: 0,
+      mode,
+      dir: 0,
+      count: 0,
+      stride: vertexStride(this.nreal),
+      voff: 0,
+      sxy: this.kernel.sxy,
+      srgb: this.kernel.srgb,
+      ...o,
+    });
+  }
+
+  #checkValues(L: number): void {
     checkBinding(
-      gpu,
-      op,
+      this.gpu,
+      this.op,
       `the lattice values (${this.nreal} vertices x ${L} labels)`,
       4 * this.nreal * L,
     );
-    const pk = (o: Record<string, number> = {}) =>
-      LatParams.pack({
-        N: this.n,
-        W: this.w,
-        P: this.padded,
-        nreal: this.nreal,
-        L,
-        mmax: this.nreal,
-        k: 0,
-        j: 0,
-        mode,
-        dir: 0,
-        count: 0,
-        sxy: this.kernel.sxy,
-        srgb: this.kernel.srgb,
-        ...o,
-      });
+  }
+
+  /** Splat (mode 0: scale·values, 1: ones, 2: values as they are) and blur: [Mmax, L]. */
+  #blurred(
+    values: Tensor | null,
+    L: number,
+    mode: 0 | 1 | 2,
+    scale: Tensor | undefined,
+    voff: number,
+  ): Tensor {
+    const gpu = this.gpu;
+    const op = this.op;
+    this.#checkValues(L);
+    const chunks = Math.ceil(this.nreal / SPLAT_CHUNK);
+    checkBinding(gpu, op, `the splat's partial sums (${chunks} chunks)`, 8 * chunks * L);
     let a = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
-    let b = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
+    const part = Tensor.empty(gpu, [2 * chunks * L], "crf.lattice.partials");
     gpu.dispatch1d(
       {
         name: `${op}.lattice.splat`,
         shader: "lattice",
         entry: "lat_splat",
         inputs: [
-          this.#ent,
-          this.#uniq,
-          this.#count,
-          this.#bary,
-          values ?? gpu.dummy,
+          this.#sent,
+          this.#seg,
+          mode === 0 ? values! : gpu.dummy,
+          mode === 2 ? values! : gpu.dummy,
           scale ?? gpu.dummy,
         ],
-        outputs: [a],
-        params: pk(),
+        outputs: [a, part],
+        params: this.#pk(L, mode, { voff }),
       },
-      this.nreal,
+      chunks,
       64,
     );
+    const stride = vertexStride(this.nreal);
+    gpu.dispatch({
+      name: `${op}.lattice.splat`,
+      shader: "lattice",
+      entry: "lat_splat_combine",
+      inputs: [this.#uniq, this.#count, part],
+      outputs: [a],
+      params: this.#pk(L, mode),
+      workgroups: [stride / 64, Math.ceil(L / 4)],
+    });
+    part.dispose();
+    let b = Tensor.empty(gpu, [this.nreal * L], "crf.lattice.values");
     for (let dir = 0; dir <= D; dir++) {
       gpu.dispatch1d(
         {
@@ -346,28 +380,32 @@ export class BilateralLattice {
           entry: "lat_blur",
           inputs: [a, this.#nbr, this.#count],
           outputs: [b],
-          params: pk({ dir }),
+          params: this.#pk(L, mode, { dir }),
         },
-        this.nreal,
+        stride,
         64,
       );
       [a, b] = [b, a];
     }
     b.dispose();
-    const out = Tensor.empty(gpu, [L, this.n], "crf.lattice.out");
-    gpu.dispatch1d(
+    return a;
+  }
+
+  /** Slice (mode 1: 1/sqrt(· + 1e-20)): [L, N]. */
+  #slice(a: Tensor, L: number, mode: 0 | 1): Tensor {
+    const out = Tensor.empty(this.gpu, [L, this.n], "crf.lattice.out");
+    this.gpu.dispatch1d(
       {
-        name: `${op}.lattice.slice`,
+        name: `${this.op}.lattice.slice`,
         shader: "lattice",
         entry: "lat_slice",
-        inputs: [a, this.#off, this.#bary],
+        inputs: [a, this.#corner],
         outputs: [out],
-        params: pk(),
+        params: this.#pk(L, mode),
       },
       this.n,
       64,
     );
-    a.dispose();
     return out;
   }
 
@@ -381,7 +419,7 @@ export class BilateralLattice {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const t of [this.#ent, this.#bary, this.#uniq, this.#off, this.#count, this.#nbr]) {
+    for (const t of [this.#sent, this.#seg, this.#uniq, this.#corner, this.#count, this.#nbr]) {
       t.dispose();
     }
     this.norm.dispose();
