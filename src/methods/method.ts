@@ -58,8 +58,9 @@ export interface Stage<O> {
   /** What it writes, relative to the run folder. */
   outputs: readonly string[];
   /**
-   * A training stage: `--from` removes its outputs so that it trains from scratch (otherwise
-   * an interrupted run resumes from its checkpoint, and other stages rewrite their files).
+   * A stage that resumes from what it wrote (a training stage's checkpoint, a prediction's
+   * masks): `--from` removes its outputs so that it starts from scratch (otherwise an
+   * interrupted run resumes; other stages rewrite their files).
    */
   restart?: boolean;
   /**

@@ -54,6 +54,8 @@ export function segStages<O extends SegStageOptions>(
       name,
       about: `the segmenter's val predictions${crf ? " with the dense CRF" : ""}, scored`,
       outputs: [name],
+      // The prediction resumes at the first unwritten mask; --from must predict them all again.
+      restart: true,
       run: async ({ o, out, log, gpu, tty }) => {
         const p = segPaths(out);
         const split = o.evalSplit ?? "val";
