@@ -77,7 +77,9 @@ export {
   denseCrfRef,
   type GaussianKernel,
   PSA_CRF,
+  type ResolvedCrf,
 } from "./src/ops/crf.ts";
+export type { BilateralLattice } from "./src/ops/permutohedral.ts";
 export { dropout, type DropoutOptions, dropoutRef } from "./src/ops/dropout.ts";
 
 // Models.

@@ -201,7 +201,9 @@ function exactDefine(labels: number): Record<string, string | number> {
 export class DenseCrf {
   /** The resolved options (sxy divided by the scale factor, method decided). */
   readonly options: ResolvedCrf;
+  /** Image height in pixels. */
   readonly h: number;
+  /** Image width in pixels. */
   readonly w: number;
   /** The bilateral lattice (lattice path with a bilateral kernel), else null. */
   readonly lattice: BilateralLattice | null = null;
@@ -213,6 +215,7 @@ export class DenseCrf {
   #disposed = false;
   readonly #op = "denseCrf";
 
+  /** Records the image-only work for `image` [3, H, W] (RGB 0..255) on `gpu`. */
   constructor(readonly gpu: GpuContext, image: Tensor, opts: DenseCrfOptions = {}) {
     const op = this.#op;
     const [h, w] = imageShape(op, image);

@@ -54,10 +54,15 @@ export interface DenseCrfOptions {
 
 /** Options with defaults applied and sxy already divided by the scale factor. */
 export interface ResolvedCrf {
+  /** Mean-field iterations. */
   iterations: number;
+  /** The position-only kernel, or null when left out. */
   gaussian: GaussianKernel | null;
+  /** The position + colour kernel, or null when left out. */
   bilateral: BilateralKernel | null;
+  /** Lower clip of the probabilities before the log. */
   clip: number;
+  /** The path that runs. */
   method: "exact" | "lattice";
 }
 
