@@ -59,6 +59,13 @@ ${acc.map((i) => `    a${i} = fma(a${i}, m, c);`).join("\n")}
 @group(0) @binding(1) var<storage, read_write> out: array<vec4f>;
 @group(0) @binding(2) var<uniform> p: RooflineParams;
 ${FMA_CHAINS.map(fmaEntry).join("\n")}
+@compute @workgroup_size(1)
+fn loop_budget() {
+  // Counts the iterations a loop asked for p.iters runs: fewer means the adapter cuts loops.
+  var c = 0u;
+  for (var it = 0u; it < p.iters; it++) { c += 1u; }
+  out[0] = vec4f(f32(c), 0.0, 0.0, 0.0);
+}
 @compute @workgroup_size(64)
 fn copy(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   // p.iters vec4s per invocation, p.n / p.iters apart (adjacent invocations stay adjacent).
@@ -125,6 +132,35 @@ export function recordCopy(
     Math.ceil(vec4s / per),
     64,
   );
+}
+
+/** Loop iterations {@link measureLoopBudget} asks for: far past llvmpipe's budget. */
+export const LOOP_PROBE = 1 << 20;
+
+/**
+ * How many iterations one loop of one invocation runs when asked for {@link LOOP_PROBE}:
+ * LOOP_PROBE on adapters without a limit; 65,535 on Mesa's llvmpipe, which gives every
+ * invocation that many loop iterations in all (every loop together) and then silently exits
+ * the loops, so a kernel whose invocations loop longer computes wrong values there. One
+ * readback.
+ */
+export async function measureLoopBudget(gpu: GpuContext): Promise<number> {
+  registerShader(gpu);
+  const src = Tensor.zeros(gpu, [4]);
+  const out = Tensor.zeros(gpu, [4]);
+  gpu.dispatch({
+    name: "roofline.loop_budget",
+    shader: "bench-roofline",
+    entry: "loop_budget",
+    inputs: [src],
+    outputs: [out],
+    params: RooflineParams.pack({ n: 1, iters: LOOP_PROBE, a: 0, b: 0 }),
+    workgroups: [1],
+  });
+  const [count] = await out.read();
+  src.dispose();
+  out.dispose();
+  return count;
 }
 
 /** The adapter's measured limits. */
@@ -206,6 +242,16 @@ export async function measureRoofline(
     value: best.gf,
     unit: "GFLOP/s",
     note: `${best.chains} vec4 chain${best.chains > 1 ? "s" : ""}/invocation`,
+  });
+  const budget = await measureLoopBudget(gpu);
+  rows.push({
+    section: "roofline",
+    name: "loop iterations one invocation may run",
+    value: budget,
+    unit: "iterations",
+    note: budget < LOOP_PROBE
+      ? "the adapter cuts longer loops silently (all loops of an invocation together)"
+      : `no limit met (${LOOP_PROBE} ran)`,
   });
   rows.push({
     section: "roofline",
