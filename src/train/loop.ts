@@ -19,11 +19,15 @@ import { type ResumePoint, resumeRun, saveRunCheckpoint, startRun, TrainError } 
 
 /** The fields every line of a train.jsonl has (a trainer's line adds its own after `loss`). */
 export interface LoopLine {
+  /** Steps done. */
   step: number;
+  /** The step's learning rate. */
   lr: number;
   /** The total loss (checked for being finite). */
   loss: number;
+  /** Training images per second of this call so far. */
   images_per_s: number;
+  /** Training seconds of the run so far (counting earlier calls). */
   elapsed_s: number;
 }
 
@@ -83,6 +87,18 @@ export async function resumeAt(
   return point;
 }
 
+/** The hooks every trainer takes. */
+export interface RunHooks {
+  /** Reuse a GPU context (tests, scripts). */
+  gpu?: GpuContext;
+  /** Where progress lines go (default console.log). */
+  log?: (line: string) => void;
+  /** Stop after this many steps of this call (tests simulate an interruption). */
+  stopAfter?: number;
+  /** Force the progress mode (default: bar on a TTY). */
+  tty?: boolean;
+}
+
 /** What {@link runSteps} needs. */
 export interface StepLoop<B extends { position: number }, L extends LoopLine> {
   gpu: GpuContext;
@@ -95,11 +111,10 @@ export interface StepLoop<B extends { position: number }, L extends LoopLine> {
   /** Whether the run was resumed (its checkpoint is then the last good one). */
   resumed: boolean;
   start: ResumePoint;
-  /** Total steps, base learning rate (poly schedule) and cadences of the run. */
-  steps: number;
+  /** The run's total steps and its log and checkpoint cadences. */
+  cfg: { steps: number; logEvery: number; ckptEvery: number };
+  /** The base learning rate (poly schedule). */
   lr: number;
-  logEvery: number;
-  ckptEvery: number;
   /** The progress label ("train", "seam", ...). */
   label: string;
   log: (l: string) => void;
@@ -145,7 +160,8 @@ export interface LoopEnd<L extends LoopLine> {
 export async function runSteps<B extends { position: number }, L extends LoopLine>(
   o: StepLoop<B, L>,
 ): Promise<LoopEnd<L>> {
-  const { gpu, out, steps } = o;
+  const { gpu, out } = o;
+  const { steps, logEvery, ckptEvery } = o.cfg;
   const ckptPath = join(out, "last.safetensors");
   const jsonlPath = join(out, "train.jsonl");
   let { step, position } = o.start;
@@ -168,8 +184,8 @@ export async function runSteps<B extends { position: number }, L extends LoopLin
       stepsThisCall++;
       imagesSeen += rec.images;
       position = b.position;
-      const isLog = step % o.logEvery === 0 || step === steps;
-      const isCkpt = step % o.ckptEvery === 0 || step === steps;
+      const isLog = step % logEvery === 0 || step === steps;
+      const isCkpt = step % ckptEvery === 0 || step === steps;
       if (isLog || isCkpt) {
         // One readback for all the step's values.
         const values = (await gpu.readRanges(rec.tensors.map((t) => t.binding())))

@@ -36,7 +36,15 @@ import type { NamedTensor } from "../io/checkpoint.ts";
 import { type Param, zeroGrads } from "../autograd/param.ts";
 import { meanAveragePrecision } from "../eval/classification.ts";
 import { openTrainingData, type TrainBatch, type TrainingData } from "./data.ts";
-import { finishRun, resumeAt, runSteps, runTensors } from "./loop.ts";
+import {
+  finishRun,
+  type LoopLine,
+  resumeAt,
+  type RunHooks,
+  type RunResult,
+  runSteps,
+  runTensors,
+} from "./loop.ts";
 
 /** Raised for training failures (NaN loss, bad run folder); the message says what to do. */
 export class TrainError extends Error {
@@ -44,51 +52,24 @@ export class TrainError extends Error {
   override name = "TrainError";
 }
 
-/** One line of train.jsonl. */
-export interface StepLog {
-  step: number;
-  lr: number;
-  loss: number;
+/** One line of train.jsonl (`loss`: classification + OCR). */
+export interface StepLog extends LoopLine {
   loss_cls: number;
   loss_ocr: number;
   oc_pixels: number;
   oc_fraction: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
-/** What {@link train} returns. */
-export interface TrainResult {
-  /** The run folder. */
-  out: string;
-  /** Steps done so far, counting earlier calls of a resumed run. */
-  steps: number;
-  /** Wall-clock seconds of this call's training loop. */
-  seconds: number;
-  /** Training images per second in this call. */
-  imagesPerSecond: number;
-  /** Total loss (classification + OCR) at the last logged step; NaN if none. */
-  finalLoss: number;
+/** What {@link train} returns (`finalLoss`: classification + OCR). */
+export interface TrainResult extends RunResult {
   /** Validation classification mAP; NaN when the run stopped early or eval was skipped. */
   valMap: number;
-  /** Peak bytes of pooled GPU buffers in use during this call. */
-  peakPoolBytes: number;
-  /** Path of the checkpoint (`<out>/last.safetensors`). */
-  checkpoint: string;
 }
 
 /** Hooks of {@link train}. */
-export interface TrainHooks {
-  /** Reuse a GPU context (tests). */
-  gpu?: GpuContext;
-  /** Where progress lines go (default console.log). */
-  log?: (line: string) => void;
-  /** Stop after this many steps of this call (tests simulate an interruption). */
-  stopAfter?: number;
+export interface TrainHooks extends RunHooks {
   /** Skip the validation mAP at the end. */
   skipEval?: boolean;
-  /** Force the progress mode (default: bar on a TTY). */
-  tty?: boolean;
   /**
    * Called before each step with the number of steps done so far and the model (after that
    * step's checkpoint, if any, is written): tests read the state or inject a fault.
@@ -146,10 +127,8 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
     stream: data.batches(start.position),
     resumed: resume,
     start,
-    steps: cfg.steps,
+    cfg,
     lr: cfg.lr,
-    logEvery: cfg.logEvery,
-    ckptEvery: cfg.ckptEvery,
     label: "train",
     log,
     tty: hooks.tty,

@@ -41,7 +41,15 @@ import { type Dataset, openDataset } from "../../data/dataset.ts";
 import { withMasks } from "../../data/base.ts";
 import type { Batch } from "../../data/stream.ts";
 import { runConfigHash, trainingStream } from "../../train/data.ts";
-import { finishRun, resumeAt, runSteps, runTensors } from "../../train/loop.ts";
+import {
+  finishRun,
+  type LoopLine,
+  resumeAt,
+  type RunHooks,
+  type RunResult,
+  runSteps,
+  runTensors,
+} from "../../train/loop.ts";
 import type { Optimizer } from "../../optim/mod.ts";
 import { affinityLabelMap, affinityPairLabels, crfAffinityLabelMap } from "./labels.ts";
 import { readMaskPng } from "../cam/mask_folder.ts";
@@ -213,12 +221,8 @@ export function recordAffinityStep(
   return { loss, counts };
 }
 
-/** One line of the AffinityNet train.jsonl. */
-export interface AffinityStepLog {
-  step: number;
-  lr: number;
-  /** psa's total: bg/4 + fg/4 + neg/2. */
-  loss: number;
+/** One line of the AffinityNet train.jsonl (`loss`: psa's total, bg/4 + fg/4 + neg/2). */
+export interface AffinityStepLog extends LoopLine {
   loss_bg: number;
   loss_fg: number;
   loss_neg: number;
@@ -226,41 +230,16 @@ export interface AffinityStepLog {
   pairs_bg: number;
   pairs_fg: number;
   pairs_neg: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
 /** What {@link trainAffinity} returns. */
-export interface AffinityTrainResult {
-  /** Run folder. */
-  out: string;
-  /** Steps done. */
-  steps: number;
-  /** Wall time of this call in seconds. */
-  seconds: number;
-  /** Training images per second of this call. */
-  imagesPerSecond: number;
-  /** psa's total affinity loss at the last logged step. */
-  finalLoss: number;
+export interface AffinityTrainResult extends RunResult {
   /** The pair radius trained with (recorded in the checkpoint for the random walk). */
   radius: number;
-  /** Peak bytes the GPU buffer pool held. */
-  peakPoolBytes: number;
-  /** The checkpoint file. */
-  checkpoint: string;
 }
 
 /** Hooks of {@link trainAffinity}. */
-export interface AffinityHooks {
-  /** Reuse a GPU context (tests, scripts). */
-  gpu?: GpuContext;
-  /** Where progress lines go (default console.log). */
-  log?: (line: string) => void;
-  /** Stop after this many steps of this call (tests simulate an interruption). */
-  stopAfter?: number;
-  /** Force the progress mode (default: bar on a TTY). */
-  tty?: boolean;
-}
+export type AffinityHooks = RunHooks;
 
 /** Input of {@link trainAffinity}: a config (defaults filled in) plus `resume`. */
 export type AffinityInput = z.input<typeof AffinityConfigSchema> & { resume?: boolean };
@@ -339,10 +318,8 @@ export async function trainAffinity(
     stream,
     resumed: resume,
     start,
-    steps: cfg.steps,
+    cfg,
     lr: cfg.lr,
-    logEvery: cfg.logEvery,
-    ckptEvery: cfg.ckptEvery,
     label: "affinity",
     log,
     tty: hooks.tty,

@@ -22,7 +22,15 @@ import { Tape } from "../../autograd/tape.ts";
 import { type Param, zeroGrads } from "../../autograd/param.ts";
 import type { Optimizer } from "../../optim/mod.ts";
 import { openTrainingData, type TrainBatch } from "../../train/data.ts";
-import { finishRun, resumeAt, runSteps, runTensors } from "../../train/loop.ts";
+import {
+  finishRun,
+  type LoopLine,
+  resumeAt,
+  type RunHooks,
+  type RunResult,
+  runSteps,
+  runTensors,
+} from "../../train/loop.ts";
 import { checkRunFolder, createOptimizer, TrainError, validationMap } from "../../train/train.ts";
 import { createSeamNet, type SeamNet } from "./model.ts";
 import {
@@ -55,43 +63,25 @@ export type SeamConfig = z.infer<typeof SeamConfigSchema>;
 /** A SEAM config as given, plus `resume`. */
 export type SeamInput = z.input<typeof SeamConfigSchema> & { resume?: boolean };
 
-/** One line of SEAM's train.jsonl. */
-export interface SeamStepLog {
-  step: number;
-  lr: number;
-  /** The total loss. */
-  loss: number;
+/** One line of SEAM's train.jsonl (`loss`: the total). */
+export interface SeamStepLog extends LoopLine {
   loss_cls: number;
   loss_rvmin: number;
   loss_er: number;
   loss_ecr: number;
   loss_ocr: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
 /** What {@link trainSeam} returns. */
-export interface SeamTrainResult {
-  out: string;
-  steps: number;
-  seconds: number;
-  imagesPerSecond: number;
-  finalLoss: number;
+export interface SeamTrainResult extends RunResult {
   /** Classification mAP on the val split (GAP of the class maps), NaN when skipped. */
   valMap: number;
-  peakPoolBytes: number;
-  checkpoint: string;
 }
 
 /** Hooks of {@link trainSeam}. */
-export interface SeamHooks {
-  gpu?: GpuContext;
-  log?: (line: string) => void;
-  /** Stop after this many steps of this call (tests simulate an interruption). */
-  stopAfter?: number;
+export interface SeamHooks extends RunHooks {
   /** Skip the validation mAP. */
   skipEval?: boolean;
-  tty?: boolean;
 }
 
 /** Builds the network of a SEAM config. */
@@ -182,10 +172,8 @@ export async function trainSeam(
     stream: data.batches(start.position),
     resumed: resume,
     start,
-    steps: cfg.steps,
+    cfg,
     lr: cfg.lr,
-    logEvery: cfg.logEvery,
-    ckptEvery: cfg.ckptEvery,
     label: "seam",
     log,
     tty: hooks.tty,

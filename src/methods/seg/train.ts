@@ -34,7 +34,15 @@ import { type Dataset, openDataset } from "../../data/dataset.ts";
 import { withMasks } from "../../data/base.ts";
 import { resolveDataRoot } from "../../data/root.ts";
 import { logWarnings, runConfigHash, trainingStream } from "../../train/data.ts";
-import { finishRun, resumeAt, runSteps, runTensors } from "../../train/loop.ts";
+import {
+  finishRun,
+  type LoopLine,
+  resumeAt,
+  type RunHooks,
+  type RunResult,
+  runSteps,
+  runTensors,
+} from "../../train/loop.ts";
 import type { Batch } from "../../data/stream.ts";
 import type { Optimizer } from "../../optim/mod.ts";
 import { checkMaskFolder, readMaskPng } from "../cam/mask_folder.ts";
@@ -43,47 +51,17 @@ import { checkRunFolder, createOptimizer } from "../../train/train.ts";
 /** The checkpoint metadata `kind` of a segmenter. */
 export const SEG_KIND = "segmenter";
 
-/** One line of the segmenter's train.jsonl. */
-export interface SegStepLog {
-  step: number;
-  lr: number;
-  /** Mean cross-entropy over the batch's labelled pixels. */
-  loss: number;
+/** One line of the segmenter's train.jsonl (`loss`: mean cross-entropy, labelled pixels). */
+export interface SegStepLog extends LoopLine {
   /** Share of the batch's pixels that carry a label (not 255). */
   labelled: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
 /** What {@link trainSegmenter} returns. */
-export interface SegTrainResult {
-  /** Run folder. */
-  out: string;
-  /** Steps done. */
-  steps: number;
-  /** Wall time of this call's training loop in seconds. */
-  seconds: number;
-  /** Training images per second of this call. */
-  imagesPerSecond: number;
-  /** Loss at the last logged step (NaN if none). */
-  finalLoss: number;
-  /** Peak bytes the GPU buffer pool held. */
-  peakPoolBytes: number;
-  /** The checkpoint file. */
-  checkpoint: string;
-}
+export type SegTrainResult = RunResult;
 
 /** Hooks of {@link trainSegmenter}. */
-export interface SegHooks {
-  /** Reuse a GPU context (tests, scripts). */
-  gpu?: GpuContext;
-  /** Where progress lines go (default console.log). */
-  log?: (line: string) => void;
-  /** Stop after this many steps of this call (tests simulate an interruption). */
-  stopAfter?: number;
-  /** Force the progress mode (default: bar on a TTY). */
-  tty?: boolean;
-}
+export type SegHooks = RunHooks;
 
 /** Input of {@link trainSegmenter}: a config (defaults filled in) plus `resume`. */
 export type SegInput = z.input<typeof SegConfigSchema> & { resume?: boolean };
@@ -241,10 +219,8 @@ export async function trainSegmenter(
     stream: trainingStream(ds, cfg, start.position, true)[Symbol.asyncIterator](),
     resumed: resume,
     start,
-    steps: cfg.steps,
+    cfg,
     lr: cfg.lr,
-    logEvery: cfg.logEvery,
-    ckptEvery: cfg.ckptEvery,
     label: "seg",
     log,
     tty: hooks.tty,
