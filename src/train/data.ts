@@ -144,12 +144,21 @@ export async function openTrainingData(
         () => train.ids.map((_, i) => train.tagsOf(i)),
         train.numClasses,
       ),
-    configHash: (c) => {
-      // Fields that may change on resume without changing the run are left out.
-      const { out: _o, logEvery: _l, ckptEvery: _c, prefetch: _p, ...rest } = c;
-      return hashJson(rest);
-    },
+    configHash: (c) => runConfigHash(c),
   };
+}
+
+/**
+ * The hash of a run's config that guards `--resume`: the config without the fields that may
+ * change on resume without changing the run (out, logEvery, ckptEvery, prefetch), with
+ * `extra` fields set over it.
+ */
+export function runConfigHash(
+  cfg: { out?: string; logEvery: number; ckptEvery: number; prefetch: number },
+  extra: Record<string, unknown> = {},
+): Promise<string> {
+  const { out: _o, logEvery: _l, ckptEvery: _c, prefetch: _p, ...rest } = cfg;
+  return hashJson({ ...rest, ...extra });
 }
 
 /** Logs a split's warnings: their count and the first few. */

@@ -31,12 +31,20 @@ import {
   multilabelSoftMarginLossBackward,
 } from "../losses/multilabel.ts";
 import { ocrLoss } from "../losses/ocr.ts";
-import { AdamW, type Optimizer, polyLr, SGD } from "../optim/mod.ts";
+import { AdamW, type Optimizer, SGD } from "../optim/mod.ts";
 import type { NamedTensor } from "../io/checkpoint.ts";
 import { type Param, zeroGrads } from "../autograd/param.ts";
 import { meanAveragePrecision } from "../eval/classification.ts";
-import { fmtDuration, Progress } from "../io/progress.ts";
-import { openTrainingData, type TrainingData } from "./data.ts";
+import { openTrainingData, type TrainBatch, type TrainingData } from "./data.ts";
+import {
+  finishRun,
+  type LoopLine,
+  resumeAt,
+  type RunHooks,
+  type RunResult,
+  runSteps,
+  runTensors,
+} from "./loop.ts";
 
 /** Raised for training failures (NaN loss, bad run folder); the message says what to do. */
 export class TrainError extends Error {
@@ -44,51 +52,24 @@ export class TrainError extends Error {
   override name = "TrainError";
 }
 
-/** One line of train.jsonl. */
-export interface StepLog {
-  step: number;
-  lr: number;
-  loss: number;
+/** One line of train.jsonl (`loss`: classification + OCR). */
+export interface StepLog extends LoopLine {
   loss_cls: number;
   loss_ocr: number;
   oc_pixels: number;
   oc_fraction: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
-/** What {@link train} returns. */
-export interface TrainResult {
-  /** The run folder. */
-  out: string;
-  /** Steps done so far, counting earlier calls of a resumed run. */
-  steps: number;
-  /** Wall-clock seconds of this call's training loop. */
-  seconds: number;
-  /** Training images per second in this call. */
-  imagesPerSecond: number;
-  /** Total loss (classification + OCR) at the last logged step; NaN if none. */
-  finalLoss: number;
+/** What {@link train} returns (`finalLoss`: classification + OCR). */
+export interface TrainResult extends RunResult {
   /** Validation classification mAP; NaN when the run stopped early or eval was skipped. */
   valMap: number;
-  /** Peak bytes of pooled GPU buffers in use during this call. */
-  peakPoolBytes: number;
-  /** Path of the checkpoint (`<out>/last.safetensors`). */
-  checkpoint: string;
 }
 
 /** Hooks of {@link train}. */
-export interface TrainHooks {
-  /** Reuse a GPU context (tests). */
-  gpu?: GpuContext;
-  /** Where progress lines go (default console.log). */
-  log?: (line: string) => void;
-  /** Stop after this many steps of this call (tests simulate an interruption). */
-  stopAfter?: number;
+export interface TrainHooks extends RunHooks {
   /** Skip the validation mAP at the end. */
   skipEval?: boolean;
-  /** Force the progress mode (default: bar on a TTY). */
-  tty?: boolean;
   /**
    * Called before each step with the number of steps done so far and the model (after that
    * step's checkpoint, if any, is written): tests read the state or inject a fault.
@@ -110,7 +91,6 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
   const out = cfg.out ?? defaultRunDir(cfg);
   cfg.out = out;
   const ckptPath = join(out, CKPT);
-  const jsonlPath = join(out, "train.jsonl");
   const resume = await checkRunFolder(out, ckptPath, resumeFlag, log);
 
   const data = await openTrainingData(cfg, log);
@@ -125,25 +105,13 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
   if (cfg.weights && !resume) await loadTorchvisionWeights(model, cfg.weights);
   const params = model.params();
   const opt = createOptimizer(gpu, cfg);
-  const optState = (): NamedTensor[] =>
-    opt.state(params).map((b) => ({ name: `optim.${b.name}`, value: b.value }));
+  const tensors = runTensors(model, opt, params);
   const prior = cfg.ocr.enabled
     ? Tensor.fromArray(gpu, await data.prior(), [data.numClasses, data.numClasses])
     : null;
 
-  let step = 0;
-  let position = 0;
-  let elapsedBefore = 0;
   const configHash = await data.configHash(cfg);
-  if (resume) {
-    ({ step, position, elapsedBefore } = await resumeRun(
-      out,
-      [...model.stateTensors(), ...optState()],
-      opt,
-      configHash,
-    ));
-    log(`resuming ${out} at step ${step}/${cfg.steps}`);
-  }
+  const start = await resumeAt(resume, out, tensors, opt, configHash, cfg.steps, log);
   log(
     `training ${cfg.model} on ${data.describe} (${data.size} images, ${data.numClasses} classes)` +
       `${cfg.ocr.enabled ? ` with OCR (lambda ${cfg.ocr.lambda})` : ""} on ${gpu.describe()}; ${
@@ -151,120 +119,72 @@ export async function train(input: TrainInput, hooks: TrainHooks = {}): Promise<
       }`,
   );
 
-  const saveCheckpoint = (s: number, pos: number, elapsed: number) =>
-    saveRunCheckpoint(out, [...model.stateTensors(), ...optState()], opt, configHash, {
-      step: s,
-      position: pos,
-      elapsedBefore: elapsed,
-    });
-
-  const batches = data.batches(position);
-  const nextBatch = await startRun(batches, step < cfg.steps, out, cfg, !resume);
-  const progress = new Progress("train", cfg.steps, { write: log, tty: hooks.tty });
   const ocrStart = Math.floor(cfg.ocr.start * cfg.steps);
-  const t0 = performance.now();
-  let imagesSeen = 0;
-  let lastLog: StepLog | null = null;
-  let stepsThisCall = 0;
-  let lastGood = resume ? step : 0;
-  gpu.pool.resetPeak();
-  while (step < cfg.steps) {
-    if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
-    await hooks.beforeStep?.(step, model);
-    const b = await nextBatch();
-    const lr = polyLr(cfg.lr, step, cfg.steps);
-    const x = Tensor.fromArray(gpu, b.images, [b.batchSize, 3, cfg.size, cfg.size]);
-    const tags = Tensor.fromArray(gpu, b.tags, [b.batchSize, data.numClasses]);
-    const { lossCls, lossOcr, ocPixels, camShape } = recordTrainStep(gpu, model, opt, params, {
-      x,
-      tags,
-      lr,
-      prior: prior && step >= ocrStart ? prior : null,
-      ocr: cfg.ocr,
-    });
-    x.dispose();
-    tags.dispose();
-    gpu.flush();
-    step++;
-    stepsThisCall++;
-    imagesSeen += b.batchSize;
-    position = b.position;
-
-    const isLog = step % cfg.logEvery === 0 || step === cfg.steps;
-    const isCkpt = step % cfg.ckptEvery === 0 || step === cfg.steps;
-    if (isLog || isCkpt) {
-      // One readback for all logged scalars.
-      const scalars = [lossCls, lossOcr, ocPixels].filter((t) => t !== null);
-      const values = (await gpu.readRanges(scalars.map((t) => t.binding())))
-        .map((b) => new Float32Array(b)[0]);
-      const [lc, lo = 0, oc = 0] = values;
-      const total = lc + lo;
-      const el = (performance.now() - t0) / 1000;
-      if (!Number.isFinite(total)) {
-        const kept = lastGood > 0
-          ? `The last good checkpoint (step ${lastGood}) is kept in ${ckptPath}`
-          : "No checkpoint had been written yet";
-        throw new TrainError(
-          `loss became ${total} at step ${step} (cls ${lc}, ocr ${lo}); stopped. ${kept}; ` +
-            `lower --lr or check the data.`,
-        );
-      }
-      lastLog = {
-        step,
+  const end = await runSteps<TrainBatch, StepLog>({
+    gpu,
+    out,
+    config: cfg,
+    stream: data.batches(start.position),
+    resumed: resume,
+    start,
+    cfg,
+    lr: cfg.lr,
+    label: "train",
+    log,
+    tty: hooks.tty,
+    stopAfter: hooks.stopAfter,
+    beforeStep: (step) => hooks.beforeStep?.(step, model),
+    step: (b, lr, step) => {
+      const x = Tensor.fromArray(gpu, b.images, [b.batchSize, 3, cfg.size, cfg.size]);
+      const tags = Tensor.fromArray(gpu, b.tags, [b.batchSize, data.numClasses]);
+      const { lossCls, lossOcr, ocPixels, camShape } = recordTrainStep(gpu, model, opt, params, {
+        x,
+        tags,
         lr,
-        loss: total,
-        loss_cls: lc,
-        loss_ocr: lo,
-        oc_pixels: oc,
-        oc_fraction: oc / (b.batchSize * camShape[2] * camShape[3]),
-        images_per_s: imagesSeen / el,
-        elapsed_s: elapsedBefore + el,
+        prior: prior && step >= ocrStart ? prior : null,
+        ocr: cfg.ocr,
+      });
+      x.dispose();
+      tags.dispose();
+      return {
+        images: b.batchSize,
+        tensors: [lossCls, lossOcr, ocPixels].filter((t) => t !== null),
+        read: (values) => {
+          const [lc, lo = 0, oc = 0] = values.map((v) => v[0]);
+          const total = lc + lo;
+          const ocFraction = oc / (b.batchSize * camShape[2] * camShape[3]);
+          return {
+            fields: {
+              loss: total,
+              loss_cls: lc,
+              loss_ocr: lo,
+              oc_pixels: oc,
+              oc_fraction: ocFraction,
+            },
+            progress: prior
+              ? { ocr: lo.toFixed(4), oc: `${(ocFraction * 100).toFixed(1)}%` }
+              : undefined,
+            detail: ` (cls ${lc}, ocr ${lo})`,
+          };
+        },
       };
-      if (isLog) {
-        await Deno.writeTextFile(jsonlPath, JSON.stringify(lastLog) + "\n", { append: true });
-        progress.update(step, {
-          loss: total.toFixed(4),
-          ...(prior
-            ? { ocr: lo.toFixed(4), oc: `${(lastLog.oc_fraction * 100).toFixed(1)}%` }
-            : {}),
-          "img/s": lastLog.images_per_s.toFixed(1),
-        });
-      }
-      if (isCkpt) {
-        await saveCheckpoint(step, position, elapsedBefore + el);
-        lastGood = step;
-      }
-    }
-    lossCls.dispose();
-    lossOcr?.dispose();
-    ocPixels?.dispose();
-  }
-  progress.done();
-  await batches.return?.(undefined);
-  const seconds = (performance.now() - t0) / 1000;
-  const ips = imagesSeen / Math.max(seconds, 1e-9);
-  const peak = gpu.pool.stats().peakInUse;
+    },
+    tensors,
+    opt,
+    configHash,
+    failure: { what: "loss", advice: "lower --lr or check the data" },
+  });
   let valMap = NaN;
-  if (!hooks.skipEval && step >= cfg.steps) {
+  if (!hooks.skipEval && end.complete) {
     valMap = await validationMap(gpu, model, data, cfg, log);
   }
-  const result: TrainResult = {
-    out,
-    steps: step,
-    seconds,
-    imagesPerSecond: ips,
-    finalLoss: lastLog?.loss ?? NaN,
-    valMap,
-    peakPoolBytes: peak,
-    checkpoint: ckptPath,
-  };
-  if (step >= cfg.steps) await writeJsonAtomic(join(out, "summary.json"), result);
-  log(
-    `done: ${step} steps in ${fmtDuration(seconds)} (${ips.toFixed(1)} img/s), final loss ` +
-      `${result.finalLoss.toFixed(4)}, val mAP ${
-        Number.isNaN(valMap) ? "n/a" : valMap.toFixed(3)
-      }, ` +
-      `peak GPU pool ${(peak / 2 ** 20).toFixed(1)} MiB → ${ckptPath}`,
+  const peak = end.peakPoolBytes;
+  const result: TrainResult = await finishRun(
+    end,
+    { valMap },
+    log,
+    `, val mAP ${Number.isNaN(valMap) ? "n/a" : valMap.toFixed(3)}, ` +
+      `peak GPU pool ${(peak / 2 ** 20).toFixed(1)} MiB`,
   );
   prior?.dispose();
   if (!hooks.gpu) gpu.destroy();

@@ -34,16 +34,23 @@ import {
   AffinityConfigSchema,
   ConfigError,
   defaultLr,
-  hashJson,
   validate,
 } from "../../io/config.ts";
-import { exists, writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
-import type { NamedTensor } from "../../io/checkpoint.ts";
+import { exists, writeFileAtomic } from "../../io/atomic.ts";
 import { type Dataset, openDataset } from "../../data/dataset.ts";
 import { withMasks } from "../../data/base.ts";
-import { trainingStream } from "../../train/data.ts";
+import type { Batch } from "../../data/stream.ts";
+import { runConfigHash, trainingStream } from "../../train/data.ts";
+import {
+  finishRun,
+  type LoopLine,
+  resumeAt,
+  type RunHooks,
+  type RunResult,
+  runSteps,
+  runTensors,
+} from "../../train/loop.ts";
 import type { Optimizer } from "../../optim/mod.ts";
-import { polyLr } from "../../optim/mod.ts";
 import { affinityLabelMap, affinityPairLabels, crfAffinityLabelMap } from "./labels.ts";
 import { readMaskPng } from "../cam/mask_folder.ts";
 import { prefetchSamples, rgbPlanes } from "../cam/extract.ts";
@@ -52,15 +59,8 @@ import { affinityLoss, pairCounts, uploadPairCodes } from "../../losses/affinity
 import { pairGrid } from "../../ops/affinity.ts";
 import { readRunConfig } from "../cam/extract.ts";
 import { readCamFolder, readImageCams } from "../cam/cam_folder.ts";
-import { fmtDuration, Progress } from "../../io/progress.ts";
-import {
-  checkRunFolder,
-  createOptimizer,
-  resumeRun,
-  saveRunCheckpoint,
-  startRun,
-  TrainError,
-} from "../../train/train.ts";
+import { Progress } from "../../io/progress.ts";
+import { checkRunFolder, createOptimizer } from "../../train/train.ts";
 
 /** Options of psa's label maps. */
 export interface LabelAlphas {
@@ -221,12 +221,8 @@ export function recordAffinityStep(
   return { loss, counts };
 }
 
-/** One line of the AffinityNet train.jsonl. */
-export interface AffinityStepLog {
-  step: number;
-  lr: number;
-  /** psa's total: bg/4 + fg/4 + neg/2. */
-  loss: number;
+/** One line of the AffinityNet train.jsonl (`loss`: psa's total, bg/4 + fg/4 + neg/2). */
+export interface AffinityStepLog extends LoopLine {
   loss_bg: number;
   loss_fg: number;
   loss_neg: number;
@@ -234,41 +230,16 @@ export interface AffinityStepLog {
   pairs_bg: number;
   pairs_fg: number;
   pairs_neg: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
 /** What {@link trainAffinity} returns. */
-export interface AffinityTrainResult {
-  /** Run folder. */
-  out: string;
-  /** Steps done. */
-  steps: number;
-  /** Wall time of this call in seconds. */
-  seconds: number;
-  /** Training images per second of this call. */
-  imagesPerSecond: number;
-  /** psa's total affinity loss at the last logged step. */
-  finalLoss: number;
+export interface AffinityTrainResult extends RunResult {
   /** The pair radius trained with (recorded in the checkpoint for the random walk). */
   radius: number;
-  /** Peak bytes the GPU buffer pool held. */
-  peakPoolBytes: number;
-  /** The checkpoint file. */
-  checkpoint: string;
 }
 
 /** Hooks of {@link trainAffinity}. */
-export interface AffinityHooks {
-  /** Reuse a GPU context (tests, scripts). */
-  gpu?: GpuContext;
-  /** Where progress lines go (default console.log). */
-  log?: (line: string) => void;
-  /** Stop after this many steps of this call (tests simulate an interruption). */
-  stopAfter?: number;
-  /** Force the progress mode (default: bar on a TTY). */
-  tty?: boolean;
-}
+export type AffinityHooks = RunHooks;
 
 /** Input of {@link trainAffinity}: a config (defaults filled in) plus `resume`. */
 export type AffinityInput = z.input<typeof AffinityConfigSchema> & { resume?: boolean };
@@ -307,7 +278,6 @@ export async function trainAffinity(
     );
   }
   const ckptPath = join(out, "last.safetensors");
-  const jsonlPath = join(out, "train.jsonl");
   const resume = await checkRunFolder(out, ckptPath, resumeFlag, log);
   const split = await openDataset({ kind: cf.kind, root: cf.root, split: cf.split, tags: cf.tags });
   const gpu = hooks.gpu ?? await createGpu();
@@ -327,22 +297,10 @@ export async function trainAffinity(
   const model = createAffinityNet(gpu, { arch: cfg.model, seed: cfg.seed });
   const params = model.params();
   const opt = createOptimizer(gpu, cfg);
-  const optState = (): NamedTensor[] =>
-    opt.state(params).map((b) => ({ name: `optim.${b.name}`, value: b.value }));
-  const { out: _o, logEvery: _l, ckptEvery: _c, prefetch: _p, ...hashed } = cfg;
-  const configHash = await hashJson({ ...hashed, init });
-  let step = 0, position = 0, elapsedBefore = 0;
-  if (resume) {
-    ({ step, position, elapsedBefore } = await resumeRun(
-      out,
-      [...model.stateTensors(), ...optState()],
-      opt,
-      configHash,
-    ));
-    log(`resuming ${out} at step ${step}/${cfg.steps}`);
-  } else if (init) {
-    await model.loadBackbone(init);
-  }
+  const tensors = runTensors(model, opt, params);
+  const configHash = await runConfigHash(cfg, { init });
+  const start = await resumeAt(resume, out, tensors, opt, configHash, cfg.steps, log);
+  if (!resume && init) await model.loadBackbone(init);
   log(
     `training AffinityNet (${cfg.model}, ${model.featureChannels} feature channels, radius ` +
       `${cfg.radius}) on ${ds.ids.length} images of ${cf.kind} '${cf.split}' with labels from ` +
@@ -351,19 +309,22 @@ export async function trainAffinity(
       }`,
   );
 
-  const stream = trainingStream(ds, { ...cfg, size: S }, position, true)[Symbol.asyncIterator]();
-  const config = { ...cfg, init, camFolder: cf };
-  const nextBatch = await startRun(stream, step < cfg.steps, out, config, !resume);
-  const progress = new Progress("affinity", cfg.steps, { write: log, tty: hooks.tty });
-  const t0 = performance.now();
-  let imagesSeen = 0, stepsThisCall = 0, lastGood = resume ? step : 0;
-  let last: AffinityStepLog | null = null;
-  gpu.pool.resetPeak();
-  try {
-    while (step < cfg.steps) {
-      if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
-      const b = await nextBatch();
-      const lr = polyLr(cfg.lr, step, cfg.steps);
+  const stream = trainingStream(ds, { ...cfg, size: S }, start.position, true)
+    [Symbol.asyncIterator]();
+  const end = await runSteps<Batch, AffinityStepLog>({
+    gpu,
+    out,
+    config: { ...cfg, init, camFolder: cf },
+    stream,
+    resumed: resume,
+    start,
+    cfg,
+    lr: cfg.lr,
+    label: "affinity",
+    log,
+    tty: hooks.tty,
+    stopAfter: hooks.stopAfter,
+    step: (b, lr) => {
       const x = Tensor.fromArray(gpu, b.images, [b.size, 3, S, S]);
       const { loss, counts } = recordAffinityStep(gpu, model, opt, params, {
         x,
@@ -372,81 +333,31 @@ export async function trainAffinity(
         radius: cfg.radius,
       });
       x.dispose();
-      gpu.flush();
-      step++;
-      stepsThisCall++;
-      imagesSeen += b.size;
-      position = b.position;
-      const isLog = step % cfg.logEvery === 0 || step === cfg.steps;
-      const isCkpt = step % cfg.ckptEvery === 0 || step === cfg.steps;
-      if (isLog || isCkpt) {
-        const [total, lb, lf, ln] = await loss.read();
-        const el = (performance.now() - t0) / 1000;
-        if (!Number.isFinite(total)) {
-          throw new TrainError(
-            `affinity loss became ${total} at step ${step}; stopped. ` +
-              (lastGood > 0
-                ? `The last good checkpoint (step ${lastGood}) is kept in ${ckptPath}`
-                : "No checkpoint had been written yet") +
-              "; lower --lr.",
-          );
-        }
-        last = {
-          step,
-          lr,
-          loss: total,
-          loss_bg: lb,
-          loss_fg: lf,
-          loss_neg: ln,
-          pairs_bg: counts.bg,
-          pairs_fg: counts.fg,
-          pairs_neg: counts.neg,
-          images_per_s: imagesSeen / el,
-          elapsed_s: elapsedBefore + el,
-        };
-        if (isLog) {
-          await Deno.writeTextFile(jsonlPath, JSON.stringify(last) + "\n", { append: true });
-          progress.update(step, {
-            loss: total.toFixed(4),
-            "bg/fg/neg": `${lb.toFixed(3)}/${lf.toFixed(3)}/${ln.toFixed(3)}`,
-            "img/s": last.images_per_s.toFixed(1),
-          });
-        }
-        if (isCkpt) {
-          await saveRunCheckpoint(
-            out,
-            [...model.stateTensors(), ...optState()],
-            opt,
-            configHash,
-            { step, position, elapsedBefore: elapsedBefore + el },
-            // The radius is the walk's too: deno task rw reads it from here.
-            { kind: "affinitynet", arch: cfg.model, radius: String(cfg.radius) },
-          );
-          lastGood = step;
-        }
-      }
-      loss.dispose();
-    }
-  } finally {
-    progress.done();
-    await stream.return?.(undefined);
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  const result: AffinityTrainResult = {
-    out,
-    steps: step,
-    seconds,
-    imagesPerSecond: imagesSeen / Math.max(seconds, 1e-9),
-    finalLoss: last?.loss ?? NaN,
-    radius: cfg.radius,
-    peakPoolBytes: gpu.pool.stats().peakInUse,
-    checkpoint: ckptPath,
-  };
-  if (step >= cfg.steps) await writeJsonAtomic(join(out, "summary.json"), result);
-  log(
-    `done: ${step} steps in ${fmtDuration(seconds)} (${result.imagesPerSecond.toFixed(1)} ` +
-      `img/s), final loss ${result.finalLoss.toFixed(4)} → ${ckptPath}`,
-  );
+      return {
+        images: b.size,
+        tensors: [loss],
+        read: ([[total, lb, lf, ln]]) => ({
+          fields: {
+            loss: total,
+            loss_bg: lb,
+            loss_fg: lf,
+            loss_neg: ln,
+            pairs_bg: counts.bg,
+            pairs_fg: counts.fg,
+            pairs_neg: counts.neg,
+          },
+          progress: { "bg/fg/neg": `${lb.toFixed(3)}/${lf.toFixed(3)}/${ln.toFixed(3)}` },
+        }),
+      };
+    },
+    tensors,
+    opt,
+    configHash,
+    // The radius is the walk's too: deno task rw reads it from here.
+    metadata: { kind: "affinitynet", arch: cfg.model, radius: String(cfg.radius) },
+    failure: { what: "affinity loss", advice: "lower --lr" },
+  });
+  const result: AffinityTrainResult = await finishRun(end, { radius: cfg.radius }, log);
   model.dispose();
   if (!hooks.gpu) gpu.destroy();
   return result;

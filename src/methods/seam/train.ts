@@ -17,22 +17,21 @@ import { createGpu, describeBackend } from "../../io/gpu.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import { tuneMatmul } from "../../ops/matmul.ts";
 import { defaultLr, TrainConfigSchema, validate } from "../../io/config.ts";
-import { writeJsonAtomic } from "../../io/atomic.ts";
-import { loadTorchvisionWeights, type NamedTensor } from "../../io/checkpoint.ts";
+import { loadTorchvisionWeights } from "../../io/checkpoint.ts";
 import { Tape } from "../../autograd/tape.ts";
 import { type Param, zeroGrads } from "../../autograd/param.ts";
-import { type Optimizer, polyLr } from "../../optim/mod.ts";
-import { fmtDuration, Progress } from "../../io/progress.ts";
-import { openTrainingData } from "../../train/data.ts";
+import type { Optimizer } from "../../optim/mod.ts";
+import { openTrainingData, type TrainBatch } from "../../train/data.ts";
 import {
-  checkRunFolder,
-  createOptimizer,
-  resumeRun,
-  saveRunCheckpoint,
-  startRun,
-  TrainError,
-  validationMap,
-} from "../../train/train.ts";
+  finishRun,
+  type LoopLine,
+  resumeAt,
+  type RunHooks,
+  type RunResult,
+  runSteps,
+  runTensors,
+} from "../../train/loop.ts";
+import { checkRunFolder, createOptimizer, TrainError, validationMap } from "../../train/train.ts";
 import { createSeamNet, type SeamNet } from "./model.ts";
 import {
   checkSeamLossOptions,
@@ -64,43 +63,25 @@ export type SeamConfig = z.infer<typeof SeamConfigSchema>;
 /** A SEAM config as given, plus `resume`. */
 export type SeamInput = z.input<typeof SeamConfigSchema> & { resume?: boolean };
 
-/** One line of SEAM's train.jsonl. */
-export interface SeamStepLog {
-  step: number;
-  lr: number;
-  /** The total loss. */
-  loss: number;
+/** One line of SEAM's train.jsonl (`loss`: the total). */
+export interface SeamStepLog extends LoopLine {
   loss_cls: number;
   loss_rvmin: number;
   loss_er: number;
   loss_ecr: number;
   loss_ocr: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
 /** What {@link trainSeam} returns. */
-export interface SeamTrainResult {
-  out: string;
-  steps: number;
-  seconds: number;
-  imagesPerSecond: number;
-  finalLoss: number;
+export interface SeamTrainResult extends RunResult {
   /** Classification mAP on the val split (GAP of the class maps), NaN when skipped. */
   valMap: number;
-  peakPoolBytes: number;
-  checkpoint: string;
 }
 
 /** Hooks of {@link trainSeam}. */
-export interface SeamHooks {
-  gpu?: GpuContext;
-  log?: (line: string) => void;
-  /** Stop after this many steps of this call (tests simulate an interruption). */
-  stopAfter?: number;
+export interface SeamHooks extends RunHooks {
   /** Skip the validation mAP. */
   skipEval?: boolean;
-  tty?: boolean;
 }
 
 /** Builds the network of a SEAM config. */
@@ -157,7 +138,6 @@ export async function trainSeam(
   const out = cfg.out ?? `runs/seam-${cfg.model}${cfg.ocr.enabled ? "-ocr" : ""}-${stamp}`;
   cfg.out = out;
   const ckptPath = join(out, CKPT);
-  const jsonlPath = join(out, "train.jsonl");
   const resume = await checkRunFolder(out, ckptPath, resumeFlag, log);
   const data = await openTrainingData(cfg, log);
   const S2 = Math.floor(cfg.size * cfg.scaleFactor);
@@ -170,22 +150,12 @@ export async function trainSeam(
   if (cfg.weights && !resume) await loadTorchvisionWeights(model, cfg.weights);
   const params = model.params();
   const opt = createOptimizer(gpu, cfg);
-  const optState = (): NamedTensor[] =>
-    opt.state(params).map((b) => ({ name: `optim.${b.name}`, value: b.value }));
+  const tensors = runTensors(model, opt, params);
   const prior = cfg.ocr.enabled
     ? Tensor.fromArray(gpu, await data.prior(), [data.numClasses, data.numClasses])
     : null;
-  let step = 0, position = 0, elapsedBefore = 0;
   const configHash = await data.configHash(cfg);
-  if (resume) {
-    ({ step, position, elapsedBefore } = await resumeRun(
-      out,
-      [...model.stateTensors(), ...optState()],
-      opt,
-      configHash,
-    ));
-    log(`resuming ${out} at step ${step}/${cfg.steps}`);
-  }
+  const start = await resumeAt(resume, out, tensors, opt, configHash, cfg.steps, log);
   log(
     `training SEAM (${cfg.model}, output stride ${cfg.outputStride}, branch 2 at ` +
       `${cfg.scaleFactor}x) on ${data.describe} (${data.size} images, ${data.numClasses} ` +
@@ -193,19 +163,22 @@ export async function trainSeam(
         cfg.ocr.enabled ? ` with OCR (lambda ${cfg.ocr.lambda})` : ""
       } on ${gpu.describe()}; ${describeBackend(gpu)}`,
   );
-  const batches = data.batches(position);
-  const nextBatch = await startRun(batches, step < cfg.steps, out, cfg, !resume);
-  const progress = new Progress("seam", cfg.steps, { write: log, tty: hooks.tty });
   const ocrStart = Math.floor(cfg.ocr.start * cfg.steps);
-  const t0 = performance.now();
-  let imagesSeen = 0, stepsThisCall = 0, lastGood = resume ? step : 0;
-  let last: SeamStepLog | null = null;
-  gpu.pool.resetPeak();
-  try {
-    while (step < cfg.steps) {
-      if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
-      const b = await nextBatch();
-      const lr = polyLr(cfg.lr, step, cfg.steps);
+  const keys = ["cls1", "cls2", "rvmin1", "rvmin2", "er", "ecr1", "ecr2"] as const;
+  const end = await runSteps<TrainBatch, SeamStepLog>({
+    gpu,
+    out,
+    config: cfg,
+    stream: data.batches(start.position),
+    resumed: resume,
+    start,
+    cfg,
+    lr: cfg.lr,
+    label: "seam",
+    log,
+    tty: hooks.tty,
+    stopAfter: hooks.stopAfter,
+    step: (b, lr, step) => {
       const x = Tensor.fromArray(gpu, b.images, [b.batchSize, 3, cfg.size, cfg.size]);
       const tags = Tensor.fromArray(gpu, b.tags, [b.batchSize, data.numClasses]);
       const { losses } = recordSeamStep(gpu, model, opt, params, {
@@ -220,99 +193,54 @@ export async function trainSeam(
       });
       x.dispose();
       tags.dispose();
-      gpu.flush();
-      step++;
-      stepsThisCall++;
-      imagesSeen += b.batchSize;
-      position = b.position;
-      const isLog = step % cfg.logEvery === 0 || step === cfg.steps;
-      const isCkpt = step % cfg.ckptEvery === 0 || step === cfg.steps;
-      if (isLog || isCkpt) {
-        const keys = ["cls1", "cls2", "rvmin1", "rvmin2", "er", "ecr1", "ecr2"] as const;
-        const ts = [...keys.map((k) => losses[k]), losses.ocr1, losses.ocr2].filter((t) =>
+      return {
+        images: b.batchSize,
+        tensors: [...keys.map((k) => losses[k]), losses.ocr1, losses.ocr2].filter((t) =>
           t !== null
-        );
-        const vals = (await gpu.readRanges(ts.map((t) => t.binding())))
-          .map((buf) => new Float32Array(buf)[0]);
-        const v = Object.fromEntries(keys.map((k, i) => [k, vals[i]])) as Record<
-          typeof keys[number],
-          number
-        >;
-        const ocr = (vals[7] ?? 0) + (vals[8] ?? 0);
-        const total = seamTotal(v, ocr);
-        const el = (performance.now() - t0) / 1000;
-        if (!Number.isFinite(total)) {
-          throw new TrainError(
-            `SEAM loss became ${total} at step ${step}; stopped. ` +
-              (lastGood > 0
-                ? `The last good checkpoint (step ${lastGood}) is kept in ${ckptPath}`
-                : "No checkpoint had been written yet") +
-              "; lower --lr or check the data.",
-          );
-        }
-        last = {
-          step,
-          lr,
-          loss: total,
-          loss_cls: (v.cls1 + v.cls2) / 2,
-          loss_rvmin: (v.rvmin1 + v.rvmin2) / 2,
-          loss_er: v.er,
-          loss_ecr: v.ecr1 + v.ecr2,
-          loss_ocr: ocr,
-          images_per_s: imagesSeen / el,
-          elapsed_s: elapsedBefore + el,
-        };
-        if (isLog) {
-          await Deno.writeTextFile(jsonlPath, JSON.stringify(last) + "\n", { append: true });
-          progress.update(step, {
-            loss: total.toFixed(4),
-            "cls/er/ecr": `${last.loss_cls.toFixed(3)}/${v.er.toFixed(3)}/${
-              last.loss_ecr.toFixed(3)
-            }`,
-            ...(prior ? { ocr: ocr.toFixed(4) } : {}),
-            "img/s": last.images_per_s.toFixed(1),
-          });
-        }
-        if (isCkpt) {
-          await saveRunCheckpoint(
-            out,
-            [...model.stateTensors(), ...optState()],
-            opt,
-            configHash,
-            { step, position, elapsedBefore: elapsedBefore + el },
-            { kind: "seam", arch: cfg.model },
-          );
-          lastGood = step;
-        }
-      }
-      for (const t of Object.values(losses)) t?.dispose();
-    }
-  } finally {
-    progress.done();
-    await batches.return?.(undefined);
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  const ips = imagesSeen / Math.max(seconds, 1e-9);
+        ),
+        rest: [losses.ocPixels1, losses.ocPixels2],
+        read: (values) => {
+          const vals = values.map((buf) => buf[0]);
+          const v = Object.fromEntries(keys.map((k, i) => [k, vals[i]])) as Record<
+            typeof keys[number],
+            number
+          >;
+          const ocr = (vals[7] ?? 0) + (vals[8] ?? 0);
+          const lossCls = (v.cls1 + v.cls2) / 2;
+          const lossEcr = v.ecr1 + v.ecr2;
+          return {
+            fields: {
+              loss: seamTotal(v, ocr),
+              loss_cls: lossCls,
+              loss_rvmin: (v.rvmin1 + v.rvmin2) / 2,
+              loss_er: v.er,
+              loss_ecr: lossEcr,
+              loss_ocr: ocr,
+            },
+            progress: {
+              "cls/er/ecr": `${lossCls.toFixed(3)}/${v.er.toFixed(3)}/${lossEcr.toFixed(3)}`,
+              ...(prior ? { ocr: ocr.toFixed(4) } : {}),
+            },
+          };
+        },
+      };
+    },
+    tensors,
+    opt,
+    configHash,
+    metadata: { kind: "seam", arch: cfg.model },
+    failure: { what: "SEAM loss", advice: "lower --lr or check the data" },
+  });
   let valMap = NaN;
-  if (!hooks.skipEval && step >= cfg.steps) {
+  if (!hooks.skipEval && end.complete) {
     valMap = await validationMap(gpu, model.camView("cam"), data, cfg, log);
   }
-  const result: SeamTrainResult = {
-    out,
-    steps: step,
-    seconds,
-    imagesPerSecond: ips,
-    finalLoss: last?.loss ?? NaN,
-    valMap,
-    peakPoolBytes: gpu.pool.stats().peakInUse,
-    checkpoint: ckptPath,
-  };
-  if (step >= cfg.steps) await writeJsonAtomic(join(out, "summary.json"), result);
-  log(
-    `done: ${step} steps in ${fmtDuration(seconds)} (${ips.toFixed(1)} img/s), final loss ` +
-      `${result.finalLoss.toFixed(4)}, val mAP ${
-        Number.isNaN(valMap) ? "n/a" : valMap.toFixed(3)
-      } → ${ckptPath}`,
+  // The peak counts the validation too.
+  const result: SeamTrainResult = await finishRun(
+    { ...end, peakPoolBytes: gpu.pool.stats().peakInUse },
+    { valMap },
+    log,
+    `, val mAP ${Number.isNaN(valMap) ? "n/a" : valMap.toFixed(3)}`,
   );
   prior?.dispose();
   model.dispose();

@@ -25,73 +25,43 @@ import { createSegModel, type SegNet } from "../../models/deeplab.ts";
 import {
   ConfigError,
   defaultLr,
-  hashJson,
   type SegConfig,
   SegConfigSchema,
   validate,
 } from "../../io/config.ts";
-import { writeJsonAtomic } from "../../io/atomic.ts";
-import { loadTensors, loadTorchvisionWeights, type NamedTensor } from "../../io/checkpoint.ts";
+import { loadTensors, loadTorchvisionWeights } from "../../io/checkpoint.ts";
 import { type Dataset, openDataset } from "../../data/dataset.ts";
 import { withMasks } from "../../data/base.ts";
 import { resolveDataRoot } from "../../data/root.ts";
-import { logWarnings, trainingStream } from "../../train/data.ts";
-import { type Optimizer, polyLr } from "../../optim/mod.ts";
-import { fmtDuration, Progress } from "../../io/progress.ts";
-import { checkMaskFolder, readMaskPng } from "../cam/mask_folder.ts";
+import { logWarnings, runConfigHash, trainingStream } from "../../train/data.ts";
 import {
-  checkRunFolder,
-  createOptimizer,
-  resumeRun,
-  saveRunCheckpoint,
-  startRun,
-  TrainError,
-} from "../../train/train.ts";
+  finishRun,
+  type LoopLine,
+  resumeAt,
+  type RunHooks,
+  type RunResult,
+  runSteps,
+  runTensors,
+} from "../../train/loop.ts";
+import type { Batch } from "../../data/stream.ts";
+import type { Optimizer } from "../../optim/mod.ts";
+import { checkMaskFolder, readMaskPng } from "../cam/mask_folder.ts";
+import { checkRunFolder, createOptimizer } from "../../train/train.ts";
 
 /** The checkpoint metadata `kind` of a segmenter. */
 export const SEG_KIND = "segmenter";
 
-/** One line of the segmenter's train.jsonl. */
-export interface SegStepLog {
-  step: number;
-  lr: number;
-  /** Mean cross-entropy over the batch's labelled pixels. */
-  loss: number;
+/** One line of the segmenter's train.jsonl (`loss`: mean cross-entropy, labelled pixels). */
+export interface SegStepLog extends LoopLine {
   /** Share of the batch's pixels that carry a label (not 255). */
   labelled: number;
-  images_per_s: number;
-  elapsed_s: number;
 }
 
 /** What {@link trainSegmenter} returns. */
-export interface SegTrainResult {
-  /** Run folder. */
-  out: string;
-  /** Steps done. */
-  steps: number;
-  /** Wall time of this call's training loop in seconds. */
-  seconds: number;
-  /** Training images per second of this call. */
-  imagesPerSecond: number;
-  /** Loss at the last logged step (NaN if none). */
-  finalLoss: number;
-  /** Peak bytes the GPU buffer pool held. */
-  peakPoolBytes: number;
-  /** The checkpoint file. */
-  checkpoint: string;
-}
+export type SegTrainResult = RunResult;
 
 /** Hooks of {@link trainSegmenter}. */
-export interface SegHooks {
-  /** Reuse a GPU context (tests, scripts). */
-  gpu?: GpuContext;
-  /** Where progress lines go (default console.log). */
-  log?: (line: string) => void;
-  /** Stop after this many steps of this call (tests simulate an interruption). */
-  stopAfter?: number;
-  /** Force the progress mode (default: bar on a TTY). */
-  tty?: boolean;
-}
+export type SegHooks = RunHooks;
 
 /** Input of {@link trainSegmenter}: a config (defaults filled in) plus `resume`. */
 export type SegInput = z.input<typeof SegConfigSchema> & { resume?: boolean };
@@ -212,7 +182,6 @@ export async function trainSegmenter(
   const out = cfg.out ?? defaultSegDir(cfg);
   cfg.out = out;
   const ckptPath = join(out, "last.safetensors");
-  const jsonlPath = join(out, "train.jsonl");
   const resume = await checkRunFolder(out, ckptPath, resumeFlag, log);
   const { ds, describe } = await segTrainingSet(cfg, log);
   const K = ds.numClasses + 1;
@@ -229,24 +198,11 @@ export async function trainSegmenter(
   });
   const params = model.params();
   const opt = createOptimizer(gpu, cfg);
-  const optState = (): NamedTensor[] =>
-    opt.state(params).map((b) => ({ name: `optim.${b.name}`, value: b.value }));
-  const { out: _o, logEvery: _l, ckptEvery: _c, prefetch: _p, ...hashed } = cfg;
-  const configHash = await hashJson({ ...hashed, listHash: ds.listHash });
-  let step = 0, position = 0, elapsedBefore = 0;
-  if (resume) {
-    ({ step, position, elapsedBefore } = await resumeRun(
-      out,
-      [...model.stateTensors(), ...optState()],
-      opt,
-      configHash,
-    ));
-    log(`resuming ${out} at step ${step}/${cfg.steps}`);
-  } else if (cfg.weights) {
-    await loadTorchvisionWeights(model, cfg.weights);
-  } else if (cfg.init) {
-    await loadSegBackbone(model, cfg.init);
-  }
+  const tensors = runTensors(model, opt, params);
+  const configHash = await runConfigHash(cfg, { listHash: ds.listHash });
+  const start = await resumeAt(resume, out, tensors, opt, configHash, cfg.steps, log);
+  if (!resume && cfg.weights) await loadTorchvisionWeights(model, cfg.weights);
+  else if (!resume && cfg.init) await loadSegBackbone(model, cfg.init);
   const source = cfg.masks === "gt" ? "ground truth" : `masks ${cfg.masks}`;
   log(
     `training DeepLab-${cfg.head === "aspp" ? "v2 ASPP" : "LargeFOV"} (${cfg.model}, output ` +
@@ -256,18 +212,20 @@ export async function trainSegmenter(
       }, on ${gpu.describe()}; ${describeBackend(gpu)}`,
   );
 
-  const stream = trainingStream(ds, cfg, position, true)[Symbol.asyncIterator]();
-  const nextBatch = await startRun(stream, step < cfg.steps, out, cfg, !resume);
-  const progress = new Progress("seg", cfg.steps, { write: log, tty: hooks.tty });
-  const t0 = performance.now();
-  let imagesSeen = 0, stepsThisCall = 0, lastGood = resume ? step : 0;
-  let last: SegStepLog | null = null;
-  gpu.pool.resetPeak();
-  try {
-    while (step < cfg.steps) {
-      if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
-      const b = await nextBatch();
-      const lr = polyLr(cfg.lr, step, cfg.steps);
+  const end = await runSteps<Batch, SegStepLog>({
+    gpu,
+    out,
+    config: cfg,
+    stream: trainingStream(ds, cfg, start.position, true)[Symbol.asyncIterator](),
+    resumed: resume,
+    start,
+    cfg,
+    lr: cfg.lr,
+    label: "seg",
+    log,
+    tty: hooks.tty,
+    stopAfter: hooks.stopAfter,
+    step: (b, lr, step) => {
       const x = Tensor.fromArray(gpu, b.images, [b.size, 3, S, S]);
       const masks = b.masks!;
       const labelsF = Float32Array.from(masks);
@@ -282,79 +240,25 @@ export async function trainSegmenter(
       });
       x.dispose();
       labels.dispose();
-      gpu.flush();
-      step++;
-      stepsThisCall++;
-      imagesSeen += b.size;
-      position = b.position;
-      const isLog = step % cfg.logEvery === 0 || step === cfg.steps;
-      const isCkpt = step % cfg.ckptEvery === 0 || step === cfg.steps;
-      if (isLog || isCkpt) {
-        const [value] = await loss.read();
-        const el = (performance.now() - t0) / 1000;
-        if (!Number.isFinite(value)) {
-          throw new TrainError(
-            `segmentation loss became ${value} at step ${step}; stopped. ` +
-              (lastGood > 0
-                ? `The last good checkpoint (step ${lastGood}) is kept in ${ckptPath}`
-                : "No checkpoint had been written yet") +
-              "; lower --lr.",
-          );
-        }
-        last = {
-          step,
-          lr,
-          loss: value,
-          labelled: labelled / masks.length,
-          images_per_s: imagesSeen / el,
-          elapsed_s: elapsedBefore + el,
-        };
-        if (isLog) {
-          await Deno.writeTextFile(jsonlPath, JSON.stringify(last) + "\n", { append: true });
-          progress.update(step, {
-            loss: value.toFixed(4),
-            "img/s": last.images_per_s.toFixed(1),
-          });
-        }
-        if (isCkpt) {
-          await saveRunCheckpoint(
-            out,
-            [...model.stateTensors(), ...optState()],
-            opt,
-            configHash,
-            { step, position, elapsedBefore: elapsedBefore + el },
-            {
-              kind: SEG_KIND,
-              arch: cfg.model,
-              head: cfg.head,
-              classes: String(K),
-              output_stride: String(cfg.outputStride),
-            },
-          );
-          lastGood = step;
-        }
-      }
-      loss.dispose();
-    }
-  } finally {
-    progress.done();
-    await stream.return?.(undefined);
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  const result: SegTrainResult = {
-    out,
-    steps: step,
-    seconds,
-    imagesPerSecond: imagesSeen / Math.max(seconds, 1e-9),
-    finalLoss: last?.loss ?? NaN,
-    peakPoolBytes: gpu.pool.stats().peakInUse,
-    checkpoint: ckptPath,
-  };
-  if (step >= cfg.steps) await writeJsonAtomic(join(out, "summary.json"), result);
-  log(
-    `done: ${step} steps in ${fmtDuration(seconds)} (${result.imagesPerSecond.toFixed(1)} ` +
-      `img/s), final loss ${result.finalLoss.toFixed(4)} → ${ckptPath}`,
-  );
+      return {
+        images: b.size,
+        tensors: [loss],
+        read: ([[value]]) => ({ fields: { loss: value, labelled: labelled / masks.length } }),
+      };
+    },
+    tensors,
+    opt,
+    configHash,
+    metadata: {
+      kind: SEG_KIND,
+      arch: cfg.model,
+      head: cfg.head,
+      classes: String(K),
+      output_stride: String(cfg.outputStride),
+    },
+    failure: { what: "segmentation loss", advice: "lower --lr" },
+  });
+  const result: SegTrainResult = await finishRun(end, {}, log);
   model.dispose();
   if (!hooks.gpu) gpu.destroy();
   return result;
