@@ -1,7 +1,7 @@
 /**
  * `deno task bench`: prints the benchmark table (every figure beside a reference measured in
  * the same run) and writes bench.json. `--quick` runs the small cases only; `--only` picks
- * sections (roofline,runtime,kernels,data,eval,cam,train,ocr,affinity,crf,seg,ops; and cold, the time
+ * sections (roofline,runtime,kernels,data,eval,cam,train,ocr,affinity,crf,seg,seam,ops; and cold, the time
  * to a first step in a fresh process with a cold shader cache, which runs only when asked
  * for); `--no-torch` skips the same-run PyTorch reference. `--op NAME[,NAME...]` (or `all`)
  * runs the generic op rows of those registered op units only (src/registry/ops.ts), and writes
@@ -24,6 +24,7 @@ import { benchOps } from "../src/bench/ops.ts";
 import { benchCold } from "../src/bench/cold.ts";
 import { benchCrf } from "../src/bench/crf.ts";
 import { benchSeg } from "../src/bench/seg.ts";
+import { benchSeam } from "../src/bench/seam.ts";
 import { type BenchRow, formatTable } from "../src/bench/table.ts";
 import { OP_NAMES, OP_UNITS } from "../src/registry/ops.ts";
 
@@ -39,6 +40,7 @@ const SECTIONS = [
   "affinity",
   "crf",
   "seg",
+  "seam",
   "ops",
   "cold",
 ] as const;
@@ -112,6 +114,7 @@ await runMain(async () => {
   await run("affinity", () => benchAffinity(gpu, { quick }));
   await run("crf", () => benchCrf(gpu, { quick, log }));
   await run("seg", () => benchSeg(gpu, { quick }));
+  await run("seam", () => benchSeam(gpu, { quick }));
   await run("ops", () => benchOps(gpu, units, { quick, log }));
   await run("cold", () => benchCold({ quick, log }));
   console.log(`\nall sections (${adapter}):\n${formatTable(rows)}`);
