@@ -1,11 +1,22 @@
 /**
  * SEAM's PCM beyond the generic op test (tests/ops_test.ts runs its unit): a 56x56 map (the
- * 3,136² affinity is never stored) against the f64 reference, determinism, bad input.
+ * 3,136² affinity is never stored) against the f64 reference, shapes past llvmpipe's loop
+ * budget (the kernels' pixel ranges), determinism, bad input.
  */
 import { throws } from "node:assert";
 import { Tensor } from "../src/gpu/tensor.ts";
 import { createGpu } from "../src/io/gpu.ts";
-import { camDNorm, pcm, pcmBackward, pcmBackwardRef, pcmForward, pcmRef } from "../src/ops/pcm.ts";
+import {
+  camDNorm,
+  pcm,
+  PCM_LOOP_BUDGET,
+  pcmBackward,
+  pcmBackwardRef,
+  pcmForward,
+  pcmLoopTrips,
+  pcmRanges,
+  pcmRef,
+} from "../src/ops/pcm.ts";
 import { assertClose, randArray, testGpu } from "./util.ts";
 
 Deno.test("pcm: a 56x56 map under a 64 KiB binding cap matches the f64 reference", async () => {
@@ -35,6 +46,43 @@ Deno.test("pcm: a 56x56 map under a 64 KiB binding cap matches the f64 reference
     gpu.destroy();
   }
 });
+
+// llvmpipe ends an invocation's loops silently past 65535 iterations in all: a kernel looping
+// over all HW pixels, with D + C inner trips each, returned ~0 here before the pixel ranges.
+for (
+  const [h, D, C, why] of [
+    [48, 64, 21, "2304·85 = 196k trips in one pass; 2-3 ranges"],
+    [26, 256, 64, "the maxima: full ranges of ~59.9k trips"],
+  ] as const
+) {
+  Deno.test(`pcm: ${h}x${h}, D ${D}, C ${C} (${why}) matches the f64 reference`, async () => {
+    const gpu = await testGpu();
+    const HW = h * h;
+    for (const k of ["pcm_fwd", "pcm_bwd_col", "pcm_bwd_feat"] as const) {
+      const { fixed, perPixel } = pcmLoopTrips(k, C, D);
+      const ranges = pcmRanges(k, C, D, HW);
+      if (ranges.length < 2) throw new Error(`${k}: one range: the test misses the split`);
+      for (const [i0, i1] of ranges) {
+        if (fixed + (i1 - i0) * perPixel > PCM_LOOP_BUDGET) throw new Error(`${k}: over budget`);
+      }
+    }
+    const f = randArray(D * HW, 11).map((v) => v + 0.3);
+    const x = randArray(C * HW, 12, 0, 1);
+    const dy = randArray(C * HW, 13);
+    const feat = Tensor.fromArray(gpu, f, [1, D, h, h]);
+    const cam = Tensor.fromArray(gpu, x, [1, C, h, h]);
+    const dyT = Tensor.fromArray(gpu, dy, [1, C, h, h]);
+    const r = pcmForward(gpu, feat, cam);
+    const df = pcmBackward(gpu, feat, cam, r.fn, r.s, dyT);
+    const [y, g] = [await r.y.read(), await df.read()];
+    const [f64, x64] = [Float64Array.from(f), Float64Array.from(x)];
+    assertClose(y, pcmRef(f64, x64, C, D, HW), { rtol: 1e-4, atol: 1e-6 }, "y");
+    const gRef = pcmBackwardRef(f64, x64, Float64Array.from(dy), C, D, HW);
+    const scale = gRef.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+    assertClose(g, gRef, { rtol: 1e-3, atol: 1e-4 * scale }, "dfeat");
+    for (const t of [feat, cam, dyT, r.y, r.fn, r.s, df]) t.dispose();
+  });
+}
 
 Deno.test("pcm: deterministic (bitwise equal reruns)", async () => {
   const gpu = await testGpu();

@@ -10,13 +10,15 @@
  *   y_cj = Σ_i x_ci A_ij               (`cam_rv = matmul(cam, aff)`).
  * The HW x HW affinity is never materialised: the forward and both backward passes recompute
  * the dot products they need (O(HW²·(D + C)) per pass), so only a sample's features and maps
- * are bound at a time; the work is split over samples past the binding limit.
+ * are bound at a time; the work is split over samples past the binding limit. Each pass walks
+ * the pixels in ranges, one dispatch per range in order, so that no invocation outruns
+ * llvmpipe's loop budget ({@link PCM_LOOP_BUDGET}; shaders/pcm.wgsl).
  * @module
  */
 import type { GpuContext } from "../gpu/context.ts";
 import { declareParams } from "../gpu/kernel.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { checkShape, dispatchPlanes, nchw, type PlaneChunk } from "./planes.ts";
+import { checkShape, dispatchPlanes, nchw, type PlaneChunk, type PlaneDispatch } from "./planes.ts";
 import { asShape, bytesOf, defineOpUnit, type OpCase, type OpUnit, uniformValues } from "./unit.ts";
 
 /** Most CAM channels the PCM kernels take (private arrays). */
@@ -25,7 +27,62 @@ export const PCM_MAX_CHANNELS = 64;
 export const PCM_MAX_FEATURES = 256;
 const EPS = 1e-5;
 
-/** The uniform block of shaders/pcm.wgsl (o0..o6: element offsets, in binding order). */
+/**
+ * Most loop trips one PCM invocation runs, all its loops together (inner ones included):
+ * llvmpipe ends an invocation's loops silently past 65535 (a shared loop limiter; real GPUs
+ * have none), so {@link pcmRanges} cuts each pass's pixel loop into ranges, one dispatch each,
+ * that keep every invocation within this (with a margin).
+ */
+export const PCM_LOOP_BUDGET = 60000;
+
+/** The PCM kernels that loop over pixel pairs. */
+export type PcmPairKernel = "pcm_fwd" | "pcm_bwd_col" | "pcm_bwd_feat";
+
+/** Trips of a channel loop of n unrolled by 4 with its tail, each loop's exit test included. */
+const unrolled = (n: number) => Math.floor(n / 4) + 5;
+
+/**
+ * One invocation's loop trips in `kernel` (the counts stated at each kernel in shaders/pcm.wgsl)
+ * outside its pixel loop (`fixed`) and per pixel of its range (`perPixel`).
+ */
+export function pcmLoopTrips(
+  kernel: PcmPairKernel,
+  C: number,
+  D: number,
+): { fixed: number; perPixel: number } {
+  switch (kernel) {
+    case "pcm_fwd":
+      return { fixed: 2 * (C + 1) + 1, perPixel: 1 + unrolled(D) + unrolled(C) };
+    case "pcm_bwd_col":
+      return { fixed: C + 2, perPixel: 1 + unrolled(D) + unrolled(C) };
+    case "pcm_bwd_feat":
+      return { fixed: C + 3 * D + 5, perPixel: 1 + 2 * unrolled(D) + unrolled(C) };
+  }
+}
+
+/**
+ * The pixel ranges [i0, i1) that `kernel` walks, one dispatch each, in order: as long as
+ * {@link PCM_LOOP_BUDGET} allows (at the maxima C = 64, D = 256: 657 pixels for pcm_fwd, 658
+ * for pcm_bwd_col, 369 for pcm_bwd_feat, each at most 60,000 trips; one range for SEAM's `tiny`
+ * 16x16 maps), all of equal length but the last.
+ */
+export function pcmRanges(
+  kernel: PcmPairKernel,
+  C: number,
+  D: number,
+  HW: number,
+): [number, number][] {
+  const { fixed, perPixel } = pcmLoopTrips(kernel, C, D);
+  const len = Math.max(1, Math.floor((PCM_LOOP_BUDGET - fixed) / perPixel));
+  const out: [number, number][] = [];
+  for (let i0 = 0; i0 < HW; i0 += len) out.push([i0, Math.min(i0 + len, HW)]);
+  return out;
+}
+
+/**
+ * The uniform block of shaders/pcm.wgsl (o0..o6: element offsets, in binding order; i0, i1:
+ * the pixel range of a pair kernel's dispatch).
+ */
 export const { PcmParams } = declareParams("pcm", {
   PcmParams: {
     C: "u32",
@@ -38,10 +95,18 @@ export const { PcmParams } = declareParams("pcm", {
     o4: "u32",
     o5: "u32",
     o6: "u32",
+    i0: "u32",
+    i1: "u32",
   },
 });
 
-function params(C: number, D: number, HW: number, ch: PlaneChunk): Uint32Array {
+function params(
+  C: number,
+  D: number,
+  HW: number,
+  ch: PlaneChunk,
+  range: readonly [number, number] = [0, HW],
+): Uint32Array {
   const o = ch.offsets;
   return PcmParams.pack({
     C,
@@ -54,6 +119,8 @@ function params(C: number, D: number, HW: number, ch: PlaneChunk): Uint32Array {
     o4: o[4] ?? 0,
     o5: o[5] ?? 0,
     o6: o[6] ?? 0,
+    i0: range[0],
+    i1: range[1],
   });
 }
 
@@ -88,6 +155,27 @@ function normalise(gpu: GpuContext, feat: Tensor, C: number, D: number, HW: numb
   return fn;
 }
 
+/**
+ * Records `d` (a pair kernel over N samples) once per pixel range of {@link pcmRanges}, in
+ * order: each dispatch continues the running sums the previous one left in its outputs.
+ */
+function dispatchRanges(
+  gpu: GpuContext,
+  N: number,
+  C: number,
+  D: number,
+  HW: number,
+  d: Omit<PlaneDispatch, "params" | "itemsPerPlane" | "entry"> & { entry: PcmPairKernel },
+): void {
+  for (const range of pcmRanges(d.entry, C, D, HW)) {
+    dispatchPlanes(gpu, N, {
+      ...d,
+      itemsPerPlane: HW,
+      params: (ch) => params(C, D, HW, ch, range),
+    });
+  }
+}
+
 /** What {@link pcmForward} returns. */
 export interface PcmForward {
   /** The refined CAM y [N, C, h, w]. */
@@ -108,14 +196,12 @@ export function pcmForward(gpu: GpuContext, feat: Tensor, cam: Tensor): PcmForwa
   const fn = normalise(gpu, feat, C, D, HW);
   const y = Tensor.empty(gpu, cam.shape);
   const s = Tensor.empty(gpu, [N, HW]);
-  dispatchPlanes(gpu, N, {
+  dispatchRanges(gpu, N, C, D, HW, {
     name: op,
     shader: "pcm",
     entry: "pcm_fwd",
     inputs: [{ tensor: fn, planeSize: D * HW }, { tensor: cam, planeSize: C * HW }],
     outputs: [{ tensor: y, planeSize: C * HW }, { tensor: s, planeSize: HW }],
-    itemsPerPlane: HW,
-    params: (ch) => params(C, D, HW, ch),
   });
   return { y, fn, s };
 }
@@ -148,7 +234,7 @@ export function pcmBackward(
     throw new RangeError(`${op}: dy has shape [${dy.shape}], expected [${cam.shape}]`);
   }
   const t = Tensor.empty(gpu, [N, HW]);
-  dispatchPlanes(gpu, N, {
+  dispatchRanges(gpu, N, C, D, HW, {
     name: `${op}.col`,
     shader: "pcm",
     entry: "pcm_bwd_col",
@@ -159,11 +245,9 @@ export function pcmBackward(
       { tensor: s, planeSize: HW },
     ],
     outputs: [{ tensor: t, planeSize: HW }],
-    itemsPerPlane: HW,
-    params: (ch) => params(C, D, HW, ch),
   });
   const df = Tensor.empty(gpu, feat.shape);
-  dispatchPlanes(gpu, N, {
+  dispatchRanges(gpu, N, C, D, HW, {
     name: `${op}.feat`,
     shader: "pcm",
     entry: "pcm_bwd_feat",
@@ -176,8 +260,6 @@ export function pcmBackward(
       { tensor: t, planeSize: HW },
     ],
     outputs: [{ tensor: df, planeSize: D * HW }],
-    itemsPerPlane: HW,
-    params: (ch) => params(C, D, HW, ch),
   });
   t.dispose();
   return df;
