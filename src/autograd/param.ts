@@ -10,7 +10,7 @@
  * consumer reaches is cleared at the end of that backward pass ({@link Tape.backward}).
  * @module
  */
-import type { Tensor } from "../gpu/tensor.ts";
+import type { NamedTensor, Tensor } from "../gpu/tensor.ts";
 
 /** A trainable parameter with its gradient buffer. */
 export interface Param {
@@ -53,4 +53,21 @@ export function claimGrad(p: Param): { out: Tensor; accumulate: boolean } {
 /** Whether a parameter's gradient is still marked zero (no contribution since zeroGrads). */
 export function gradIsZero(p: Param): boolean {
   return zeroed.has(p);
+}
+
+/** A model's state by name: its parameters, then its buffers (what checkpoints hold). */
+export function namedState(params: readonly Param[], buffers: readonly Buffer[]): NamedTensor[] {
+  return [
+    ...params.map((p) => ({ name: p.name, value: p.value })),
+    ...buffers.map((b) => ({ name: b.name, value: b.value })),
+  ];
+}
+
+/** Frees every parameter (value and gradient) and buffer of a model. */
+export function disposeState(params: readonly Param[], buffers: readonly Buffer[]): void {
+  for (const p of params) {
+    p.value.dispose();
+    p.grad.dispose();
+  }
+  for (const b of buffers) b.value.dispose();
 }

@@ -20,7 +20,7 @@
 import type { GpuContext } from "../gpu/context.ts";
 import type { NamedTensor, Tensor } from "../gpu/tensor.ts";
 import { Rng } from "../rng.ts";
-import type { Buffer, Param } from "../autograd/param.ts";
+import { type Buffer, disposeState, namedState, type Param } from "../autograd/param.ts";
 import type { Tape } from "../autograd/tape.ts";
 import * as F from "../autograd/functions.ts";
 import { dropoutRef, dropoutSeed } from "../ops/dropout.ts";
@@ -237,19 +237,12 @@ export class SegNet {
 
   /** Every tensor of the model's state by name (params then buffers). */
   stateTensors(): NamedTensor[] {
-    return [
-      ...this.params().map((p) => ({ name: p.name, value: p.value })),
-      ...this.buffers().map((b) => ({ name: b.name, value: b.value })),
-    ];
+    return namedState(this.params(), this.buffers());
   }
 
   /** Frees every parameter, gradient and buffer. */
   dispose(): void {
-    for (const p of this.params()) {
-      p.value.dispose();
-      p.grad.dispose();
-    }
-    for (const b of this.buffers()) b.value.dispose();
+    disposeState(this.params(), this.buffers());
   }
 }
 

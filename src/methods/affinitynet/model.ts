@@ -16,7 +16,7 @@ import type { GpuContext } from "../../gpu/context.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
 import { loadTensors, type NamedTensor } from "../../io/checkpoint.ts";
 import { Rng } from "../../rng.ts";
-import type { Buffer, Param } from "../../autograd/param.ts";
+import { type Buffer, disposeState, namedState, type Param } from "../../autograd/param.ts";
 import type { Tape } from "../../autograd/tape.ts";
 import { add, resizeBilinear } from "../../autograd/functions.ts";
 import { Conv2d, ELU, Sequential } from "../../models/modules.ts";
@@ -161,10 +161,7 @@ export class AffinityNet {
 
   /** Every tensor of the model's state by name (params then buffers). */
   stateTensors(): NamedTensor[] {
-    return [
-      ...this.params().map((p) => ({ name: p.name, value: p.value })),
-      ...this.buffers().map((b) => ({ name: b.name, value: b.value })),
-    ];
+    return namedState(this.params(), this.buffers());
   }
 
   /**
@@ -186,11 +183,7 @@ export class AffinityNet {
 
   /** Frees every parameter, gradient and buffer. */
   dispose(): void {
-    for (const p of this.params()) {
-      p.value.dispose();
-      p.grad.dispose();
-    }
-    for (const b of this.buffers()) b.value.dispose();
+    disposeState(this.params(), this.buffers());
   }
 }
 

@@ -23,7 +23,7 @@ import type { GpuContext } from "../../gpu/context.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import type { NamedTensor } from "../../io/checkpoint.ts";
 import { Rng } from "../../rng.ts";
-import type { Buffer, Param } from "../../autograd/param.ts";
+import { type Buffer, disposeState, namedState, type Param } from "../../autograd/param.ts";
 import type { Tape } from "../../autograd/tape.ts";
 import {
   activation,
@@ -246,19 +246,12 @@ export class SeamNet {
 
   /** Every tensor of the model's state by name (params then buffers). */
   stateTensors(): NamedTensor[] {
-    return [
-      ...this.params().map((p) => ({ name: p.name, value: p.value })),
-      ...this.buffers().map((b) => ({ name: b.name, value: b.value })),
-    ];
+    return namedState(this.params(), this.buffers());
   }
 
   /** Frees every parameter, gradient and buffer. */
   dispose(): void {
-    for (const p of this.params()) {
-      p.value.dispose();
-      p.grad.dispose();
-    }
-    for (const b of this.buffers()) b.value.dispose();
+    disposeState(this.params(), this.buffers());
   }
 }
 
