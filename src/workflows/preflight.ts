@@ -16,7 +16,6 @@ import {
   SegConfigSchema,
   type TrainConfig,
   TrainConfigSchema,
-  validate,
 } from "../io/config.ts";
 import { readSafetensorsHeader } from "../io/safetensors.ts";
 import { RwSchema } from "../methods/affinitynet/rw.ts";
