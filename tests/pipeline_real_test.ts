@@ -46,7 +46,7 @@ Deno.test("pipeline --dataset coco --model resnet18: every stage end to end (tin
     train: { size: 64, batch: 2, logEvery: 1, ckptEvery: 1000 },
     camSteps: 2,
     affinitySteps: 2,
-    affinity: { batch: 2 },
+    affinity: { batch: 2, radius: 2 },
     segSteps: 2,
     seg: { size: 64, batch: 2 },
     scales: [1],
