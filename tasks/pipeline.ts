@@ -7,7 +7,10 @@
  */
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
-import { ConfigError, validate } from "../src/io/config.ts";
+import { ConfigError, deepMerge, readJsonFile, validate } from "../src/io/config.ts";
+import type { Method } from "../src/methods/method.ts";
+import { checkNestedOptions } from "../src/workflows/preflight.ts";
+import { presetOptions } from "../src/workflows/presets.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import {
   asUserError,
@@ -30,8 +33,15 @@ const USAGE = `usage: deno task pipeline [--method ${
   [--train-limit N] [--eval-limit N]
   [--sweep 0.05:0.6:0.05] [--alpha 1,2,4,8,16] [--scales 0.5,1,1.5,2]
   [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--synthetic-variant v2|v1]
+  [--preset synthetic|psa-voc|psa-coco] [--config FILE.json]
+  [--dataset synthetic|voc|coco --data DIR] [--model tiny|resnet18|resnet34|resnet50|resnet101]
+  [--weights FILE.safetensors]
   [--from STAGE]
 ${STAGES}
+  --preset: a partial option set (README, "Presets"); --config FILE.json: the method's options
+  (the fields of <out>/pipeline.json); flags override the file, the file the preset;
+  --dataset/--data/--model/--weights go into the CAM classifier's train config (option
+  \`train\`), and the AffinityNet and the segmenter take the same model;
   --from STAGE redoes that stage and the later ones (once: rerun without it to resume);
   default --out: runs/pipeline/<method>[-ocr]-s<seed>, or runs/pipeline with --compare;
   rerunning the same command skips finished stages and resumes an interrupted one`;
@@ -57,6 +67,12 @@ await runMain(async () => {
     scales: { type: "string" },
     ...SYNTHETIC_FLAGS,
     from: { type: "string" },
+    preset: { type: "string" },
+    config: { type: "string" },
+    dataset: { type: "string" },
+    data: { type: "string" },
+    model: { type: "string" },
+    weights: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (f.help) return console.log(USAGE);
@@ -66,8 +82,8 @@ await runMain(async () => {
   if (!f.compare && f.seeds !== undefined) {
     throw new ConfigError("--seeds goes with --compare; a single run takes --seed S");
   }
-  if (f.method !== undefined) getMethod(f.method); // an unknown method lists the known ones
-  const base = {
+  const method = getMethod(f.method ?? "affinitynet"); // an unknown one lists the known ones
+  const flags = {
     method: f.method as MethodName | undefined,
     ocrLambda: numFlag("ocr-lambda", f["ocr-lambda"]),
     ocrStart: numFlag("ocr-start", f["ocr-start"]),
@@ -84,9 +100,17 @@ await runMain(async () => {
     from: f.from,
   };
   // Only the options given: a method's schema rejects options it does not have.
-  for (const k of Object.keys(base) as (keyof typeof base)[]) {
-    if (base[k] === undefined) delete base[k];
+  for (const k of Object.keys(flags) as (keyof typeof flags)[]) {
+    if (flags[k] === undefined) delete flags[k];
   }
+  const train = Object.fromEntries(
+    Object.entries({ dataset: f.dataset, data: f.data, model: f.model, weights: f.weights })
+      .filter(([, v]) => v !== undefined),
+  );
+  const base = await resolveOptions(method, f.preset, f.config, {
+    ...flags,
+    ...(Object.keys(train).length ? { train } : {}),
+  }) as typeof flags;
   try {
     if (f.compare) {
       const seeds = validate(
@@ -99,14 +123,48 @@ await runMain(async () => {
       console.log(`\n${base.method ?? "affinitynet"} with and without OCR (val split):\n${table}`);
       console.log(`wrote ${join(root, "comparison.md")} and comparison.json`);
     } else {
+      const seed = numFlag("seed", f.seed);
       await runPipeline({
         ...base,
-        ocr: f.ocr ?? false,
-        seed: numFlag("seed", f.seed),
-        out: f.out,
+        ...(f.ocr !== undefined ? { ocr: f.ocr } : {}),
+        ...(seed !== undefined ? { seed } : {}),
+        ...(f.out !== undefined ? { out: f.out } : {}),
       });
     }
   } catch (e) {
     throw asUserError(e);
   }
 });
+
+/**
+ * The method's options from the preset, the `--config` file and the flags (each over the one
+ * before). The file is validated against the method's schema (every field optional), errors
+ * naming the file and the field; the whole is validated by the runner.
+ */
+async function resolveOptions(
+  method: Method,
+  preset: string | undefined,
+  configPath: string | undefined,
+  flags: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const shape = (method.schema as unknown as { shape: Record<string, unknown> }).shape;
+  // A preset sets only the options this method has (SEAM has no AffinityNet).
+  const p = Object.fromEntries(
+    Object.entries(presetOptions(preset ?? "synthetic")).filter(([k]) => k in shape),
+  );
+  let file: Record<string, unknown> = {};
+  if (configPath) {
+    const json = await readJsonFile(configPath);
+    const partial = (method.schema as unknown as { partial(): z.ZodType }).partial();
+    validate(partial, json, configPath);
+    file = json as Record<string, unknown>; // as written: the defaults come last, in the runner
+    checkNestedOptions(file, configPath);
+  }
+  const o = deepMerge(deepMerge(p, file), flags) as Record<string, unknown>;
+  // The synthetic data choice goes with a train config that reads the synthetic data.
+  const t = o.train as Record<string, unknown> | undefined;
+  if (t && (t.dataset ?? "synthetic") === "synthetic" && o.synthetic && !t.synthetic) {
+    o.train = { ...t, synthetic: o.synthetic };
+  }
+  return o;
+}

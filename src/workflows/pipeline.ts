@@ -22,6 +22,7 @@ import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import { validate } from "../io/config.ts";
 import { fmtScore, type Method, type StageRecord } from "../methods/method.ts";
 import { AFFINITYNET_STAGES, AffinityNetSchema, RW_ALPHAS } from "../methods/affinitynet/stages.ts";
+import { preflight } from "./preflight.ts";
 import { getMethod, type MethodName, type METHODS, type ScoreOf } from "./registry.ts";
 
 export { RW_ALPHAS };
@@ -101,6 +102,8 @@ async function runStages<O extends z.infer<Method["schema"]>>(
 ): Promise<Record<string, unknown> | null> {
   const log = hooks.log ?? ((l: string) => console.log(l));
   const out = o.out ?? defaultRunDir(o.method, o.ocr, o.seed);
+  // Weights, dataset splits, nested options and the run folder: one clear error before any work.
+  await preflight(o as unknown as Parameters<typeof preflight>[0], out, method.stages[0].name);
   await Deno.mkdir(out, { recursive: true });
   const stagesPath = join(out, "stages.json");
   const stages: Record<string, StageRecord> = await exists(stagesPath)

@@ -42,7 +42,8 @@ import {
   type StageContext,
 } from "../method.ts";
 import { SEG_FIELDS, segStages } from "../seg/stages.ts";
-import { computeRandomWalk } from "./rw.ts";
+import { computeRandomWalk, type RwInput } from "./rw.ts";
+import type { AffinityConfig } from "../../io/config.ts";
 import { trainAffinity } from "./train.ts";
 
 /** The stage names, in order. */
@@ -77,6 +78,14 @@ export const AffinityNetSchema = methodSchema("affinitynet", {
   affinitySteps: z.number().int().positive().optional(),
   /** psa's CRF-refined affinity labels instead of the CRF-free rule. */
   affinityCrf: z.boolean().default(false),
+  /**
+   * More AffinityNet training options (a partial `deno task affinity` config: lr, batch, size,
+   * optimizer, loAlpha, hiAlpha, radius...; `cams`, `out`, `seed` are the run's). Default: the
+   * model and crop of the CAM run, the affinity defaults.
+   */
+  affinity: z.record(z.string(), z.unknown()).optional(),
+  /** More random-walk options (`beta`, `logt`; default: `deno task rw`'s). */
+  rw: z.record(z.string(), z.unknown()).optional(),
   trainLimit: CAM_FIELDS.trainLimit,
   evalLimit: CAM_FIELDS.evalLimit,
   sweep: CAM_FIELDS.sweep,
@@ -121,7 +130,10 @@ export const affinityStage: Stage<AffinityNetOptions> = {
   run: async ({ o, out, log, gpu, tty }) => {
     const { run } = paths(out);
     const resume = await exists(join(run, "last.safetensors"));
+    const model = (o.train as { model?: AffinityConfig["model"] } | undefined)?.model;
     const r = await trainAffinity({
+      ...(model ? { model } : {}),
+      ...(o.affinity as Partial<AffinityConfig> | undefined),
       cams: camPaths(out).train,
       out: run,
       seed: o.seed,
@@ -149,6 +161,7 @@ function rwStageFor(split: "train" | "val"): Stage<AffinityNetOptions> {
       const radius = stages.affinity?.result.radius;
       const r = await withProgress("rw", (onProgress) =>
         computeRandomWalk({
+          ...(o.rw as Partial<RwInput> | undefined),
           ckpt: p.run,
           cams: split === "val" ? camPaths(out).val : camPaths(out).train,
           out: p.walk,

@@ -13,7 +13,7 @@
 import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { exists } from "../../io/atomic.ts";
-import type { TrainConfig } from "../../io/config.ts";
+import type { SegConfig, TrainConfig } from "../../io/config.ts";
 import { camData, camPaths, type CamStageOptions, trainingFinished } from "../cam/stages.ts";
 import { withProgress } from "../cam/options.ts";
 import type { Stage, StageContext } from "../method.ts";
@@ -24,11 +24,17 @@ import { evaluateSegmenter } from "./predict.ts";
 export const SEG_FIELDS = {
   /** Segmenter training steps (default: `deno task seg`'s). */
   segSteps: z.number().int().positive().optional(),
+  /**
+   * More segmenter training options (a partial `deno task seg` config: optimizer, lr, batch,
+   * size, head...; the masks, data, init, seed and run folder are the run's).
+   */
+  seg: z.record(z.string(), z.unknown()).optional(),
 };
 
 /** The resolved segmenter stage options. */
 export interface SegStageOptions extends CamStageOptions {
   segSteps?: number;
+  seg?: Record<string, unknown>;
 }
 
 /** The segmenter's folders in a run folder. */
@@ -89,6 +95,7 @@ export function segStages<O extends SegStageOptions>(
       const p = segPaths(out);
       const model = (o.train as Partial<TrainConfig> | undefined)?.model ?? "tiny";
       const r = await trainSegmenter({
+        ...(o.seg as Partial<SegConfig> | undefined),
         masks: masks(ctx),
         ...camData(o),
         model,
