@@ -52,6 +52,8 @@ export const SeamMethodSchema = methodSchema("seam", {
   camSteps: CAM_FIELDS.camSteps,
   affinitySteps: AFF.affinitySteps,
   affinityCrf: AFF.affinityCrf,
+  affinity: AFF.affinity,
+  rw: AFF.rw,
   trainLimit: CAM_FIELDS.trainLimit,
   evalLimit: CAM_FIELDS.evalLimit,
   sweep: CAM_FIELDS.sweep,
