@@ -108,7 +108,8 @@ Deno.test("affinity --crf: label maps written beside the CAMs (resumable), withi
     };
     await trainAffinity({ ...base, out: join(root, "aff") }, hooks);
     const dir = crfLabelDir(camDir, { loAlpha: 4, hiAlpha: 24 });
-    const files = [...Deno.readDirSync(dir)].map((f) => f.name).sort();
+    const files = [...Deno.readDirSync(dir)].map((f) => f.name).filter((f) => f.endsWith(".png"))
+      .sort();
     assertEquals(files.length, 6);
     for (const f of files) {
       const id = f.replace(".png", "");

@@ -50,6 +50,7 @@ import type { GpuContext } from "../../gpu/context.ts";
 import { argmaxChannels } from "../../ops/channel.ts";
 import { DenseCrf, type DenseCrfOptions } from "../../ops/crf.ts";
 import { CamError } from "../cam/options.ts";
+import { imagesToWrite } from "../cam/resume.ts";
 import { pseudoMask } from "../../cam/pseudo_mask.ts";
 
 /** Options of {@link computeRandomWalk} (`deno task rw`). */
@@ -332,10 +333,30 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       dir: A === 1 ? join(out, "masks") : join(out, `alpha-${alpha}`, "masks"),
     }));
     for (const m of masks) await Deno.mkdir(m.dir, { recursive: true });
-    let done = 0;
+    const meta = (await readSafetensorsHeader(ckpt)).metadata;
+    const key = {
+      ckpt,
+      step: meta.step ?? null,
+      configHash: meta.config_hash ?? null,
+      cams: cf.dir,
+      beta: o.beta,
+      logt: o.logt,
+      alpha: o.alpha,
+      radius,
+      crf: o.crf,
+    };
+    const todo = await imagesToWrite(
+      out,
+      key,
+      ds.ids.slice(0, n),
+      (id) => masks.map((m) => join(m.dir, `${id}.png`)),
+      log,
+    );
+    let done = n - todo.length;
     const logts = new Set<number>();
     let pending: Promise<void> = Promise.resolve();
-    for await (const s of prefetchSamples(ds, n)) {
+    const left = { load: (j: number) => ds.load(todo[j]) };
+    for await (const s of prefetchSamples(left, todo.length)) {
       const c = await readImageCams(cf.dir, s.id, s);
       const T = c.classes.length;
       const pooled = camsWithBackground(c.cams, T, s.height, s.width, o.alpha);
@@ -400,7 +421,8 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       images: done,
       beta: o.beta,
       logt: o.logt,
-      // The walk lengths used (one value unless "auto" met images of different sizes).
+      // The walk lengths this call used (one value unless "auto" met images of different
+      // sizes; images written by an interrupted call are not counted).
       logts: [...logts].sort((a, b) => a - b),
       radius,
       alpha: o.alpha,

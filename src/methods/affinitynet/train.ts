@@ -53,6 +53,8 @@ import {
 import type { Optimizer } from "../../optim/mod.ts";
 import { affinityLabelMap, affinityPairLabels, crfAffinityLabelMap } from "./labels.ts";
 import { readMaskPng } from "../cam/mask_folder.ts";
+import { imagesToWrite, PROGRESS_FILE } from "../cam/resume.ts";
+import { PSA_CRF } from "../../ops/crf.ts";
 import { prefetchSamples, rgbPlanes } from "../cam/extract.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
 import { affinityLoss, pairCounts, uploadPairCodes } from "../../losses/affinity.ts";
@@ -93,8 +95,8 @@ export function crfLabelDir(camDir: string, alphas: LabelAlphas): string {
 /**
  * Writes psa's CRF-refined confident label maps ({@link crfAffinityLabelMap}, psa's CRF
  * settings) of the first `images` samples of `ds` as `<dir>/<id>.png`, from the CAM folder
- * `camDir`; images already written are skipped (each file is written atomically), so an
- * interrupted run resumes. Progress with ETA.
+ * `camDir`; images already written for the same CAMs and settings are skipped (each file is
+ * written atomically; see ../cam/resume.ts), so an interrupted run resumes. Progress with ETA.
  */
 export async function writeCrfAffinityLabels(
   gpu: GpuContext,
@@ -107,10 +109,19 @@ export async function writeCrfAffinityLabels(
 ): Promise<void> {
   const log = hooks.log ?? ((l: string) => console.log(l));
   await Deno.mkdir(dir, { recursive: true });
-  const todo: number[] = [];
-  for (let i = 0; i < images; i++) {
-    if (!await exists(join(dir, `${ds.ids[i]}.png`))) todo.push(i);
-  }
+  // The labels depend on the CAMs: the CAM folder's own settings key is part of theirs.
+  const camKey = await Deno.readTextFile(join(camDir, PROGRESS_FILE)).then(
+    (t) => JSON.parse(t).key ?? null,
+    () => null,
+  );
+  const key = { camKey, loAlpha: alphas.loAlpha, hiAlpha: alphas.hiAlpha, crf: PSA_CRF };
+  const todo = await imagesToWrite(
+    dir,
+    key,
+    ds.ids.slice(0, images),
+    (id) => [join(dir, `${id}.png`)],
+    log,
+  );
   if (todo.length === 0) return;
   log(
     `CRF affinity labels (low alpha ${alphas.loAlpha}, high alpha ${alphas.hiAlpha}) of ` +

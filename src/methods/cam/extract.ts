@@ -37,6 +37,7 @@ import {
   validate,
 } from "../../io/config.ts";
 import { exists, writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
+import { imagesToWrite } from "./resume.ts";
 import {
   readSafetensorsHeader,
   SafetensorsError,
@@ -266,8 +267,10 @@ export interface CamHooks {
 export interface CamRunResult {
   /** Output folder. */
   out: string;
-  /** Images processed. */
+  /** Images of the folder (written by this call or found written by an interrupted one). */
   images: number;
+  /** Images this call computed. */
+  computed: number;
   /** Wall time in seconds. */
   seconds: number;
   /** The dataset split's ids, in processing order. */
@@ -314,9 +317,28 @@ export async function computeCams(input: CamRunInput, hooks: CamHooks = {}): Pro
     await Deno.mkdir(join(out, "masks"), { recursive: true });
     if (o.saveCams) await Deno.mkdir(join(out, "cams"), { recursive: true });
     const names = ds.classNames;
+    const meta = (await readSafetensorsHeader(m.ckpt)).metadata;
+    const key = {
+      ckpt: m.ckpt,
+      step: m.step,
+      configHash: meta.config_hash ?? null,
+      dataset: ds.kind,
+      root: ds.root,
+      split: ds.split,
+      scales: o.scales,
+      flip: o.flip,
+      bg: o.bg,
+      saveCams: o.saveCams,
+    };
+    const ids = ds.ids.slice(0, n);
+    const todo = await imagesToWrite(out, key, ids, (id) => [
+      join(out, "masks", `${id}.png`),
+      ...(o.saveCams ? [join(out, "cams", `${id}.safetensors`)] : []),
+    ], log);
     let pending: Promise<void> = Promise.resolve();
-    let done = 0;
-    for await (const s of prefetchSamples(ds, n)) {
+    let done = n - todo.length;
+    const left = { load: (j: number) => ds.load(todo[j]) };
+    for await (const s of prefetchSamples(left, todo.length)) {
       const acc = recordSampleCams(gpu, m.model, s, o);
       const hw = s.width * s.height;
       let norm: Float32Array = new Float32Array(0);
@@ -351,7 +373,7 @@ export async function computeCams(input: CamRunInput, hooks: CamHooks = {}): Pro
       root: ds.root,
       split: ds.split,
       tags: m.config.tags,
-      images: done,
+      images: n,
       scales: o.scales,
       flip: o.flip,
       bg: o.bg,
@@ -359,7 +381,7 @@ export async function computeCams(input: CamRunInput, hooks: CamHooks = {}): Pro
       masks: "masks/<id>.png (palette; 0 = background, c+1 = class c)",
       seconds,
     });
-    return { out, images: done, seconds, ids: ds.ids.slice(0, n) };
+    return { out, images: n, computed: todo.length, seconds, ids };
   } finally {
     if (!hooks.gpu) gpu.destroy();
   }
