@@ -4,7 +4,8 @@
  * `flip` its mirror image) at every scale, the class probabilities (softmax of the logits at
  * the output stride) bilinearly resized to the image and summed over scales and flips, an
  * optional dense CRF on them, the argmax: a palette PNG `<out>/masks/<id>.png` written
- * atomically. Prediction resumes: images whose PNG exists are skipped. The prediction uses no
+ * atomically. Prediction resumes: with the same settings (../cam/resume.ts), images whose PNG
+ * exists are skipped. The prediction uses no
  * image tags, so the OC-error rate of these masks is the one a deployed model pays.
  * @module
  */
@@ -36,6 +37,7 @@ import {
   rgbToChw,
 } from "../cam/extract.ts";
 import { evaluateMaskFolder } from "../cam/mask_folder.ts";
+import { imagesToWrite } from "../cam/resume.ts";
 import { writeEvalOutputs } from "../cam/report.ts";
 import { SEG_KIND } from "./train.ts";
 
@@ -180,10 +182,25 @@ export async function predictSegmenter(
     const masks = join(out, "masks");
     await Deno.mkdir(masks, { recursive: true });
     const n = Math.min(ds.ids.length, o.limit ?? Infinity);
-    const todo: number[] = [];
-    for (let i = 0; i < n; i++) {
-      if (!await exists(join(masks, `${ds.ids[i]}.png`))) todo.push(i);
-    }
+    const meta = (await readSafetensorsHeader(m.ckpt)).metadata;
+    const key = {
+      ckpt: m.ckpt,
+      step: m.step,
+      configHash: meta.config_hash ?? null,
+      dataset: ds.kind,
+      root: ds.root,
+      split: ds.split,
+      scales: o.scales,
+      flip: o.flip,
+      crf: o.crf,
+    };
+    const todo = await imagesToWrite(
+      out,
+      key,
+      ds.ids.slice(0, n),
+      (id) => [join(masks, `${id}.png`)],
+      log,
+    );
     const setting = `scales ${o.scales.join(",")}${o.flip ? " + flip" : ""}${
       o.crf ? " + CRF" : ""
     }`;
