@@ -14,7 +14,7 @@ import { z } from "npm:zod@4.6.7";
 import type { GpuContext } from "../../gpu/context.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import { createGpu } from "../../io/gpu.ts";
-import { exists, writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
 import { loadTensors } from "../../io/checkpoint.ts";
 import { readSafetensorsHeader, SafetensorsError } from "../../io/safetensors.ts";
 import { type SegConfig, SegConfigSchema, validate } from "../../io/config.ts";
