@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { ConfigError } from "../src/io/config.ts";
 import { getMethod, METHOD_NAMES, METHODS } from "../src/workflows/registry.ts";
-import { runPipeline } from "../src/workflows/pipeline.ts";
+import { runPipeline, stageTable } from "../src/workflows/pipeline.ts";
 import { ablationRuns, ablationTable, runAblation } from "../src/workflows/ablate.ts";
 import { assertEquals, assertRejects, testGpu } from "./util.ts";
 
@@ -56,6 +56,19 @@ Deno.test("registry: every method's stages, scores and schema agree", () => {
       "eval-seg-crf",
     ],
   );
+});
+
+Deno.test("pipeline: the closing table lists each stage's time and numbers, then the total", () => {
+  const lines = stageTable(["cam-train", "eval-cam"], {
+    "cam-train": { seconds: 90, result: { map: 0.8123, out: "x" } },
+    "eval-cam": { seconds: 12.5, result: { miou: 0.4, images: 250 } },
+  });
+  assertEquals(lines, [
+    "stage           time  result",
+    "cam-train      1m30s  map 0.812",
+    "eval-cam         13s  miou 0.400, images 250",
+    "total          1m43s",
+  ]);
 });
 
 Deno.test("pipeline: an unknown method is an error listing the known ones", async () => {

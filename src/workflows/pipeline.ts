@@ -21,6 +21,7 @@ import type { GpuContext } from "../gpu/context.ts";
 import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import { validate } from "../io/config.ts";
 import { fmtScore, type Method, type StageRecord } from "../methods/method.ts";
+import { fmtDuration } from "../io/progress.ts";
 import { AFFINITYNET_STAGES, AffinityNetSchema, RW_ALPHAS } from "../methods/affinitynet/stages.ts";
 import { preflight } from "./preflight.ts";
 import { getMethod, type MethodName, type METHODS, type ScoreOf } from "./registry.ts";
@@ -157,12 +158,37 @@ async function runStages<O extends z.infer<Method["schema"]>>(
     seconds: Object.fromEntries(names.map((s) => [s, stages[s].seconds])),
   };
   await writeJsonAtomic(join(out, "results.json"), result);
+  for (const line of stageTable(names, stages)) log(line);
   log(
     `${o.method}${o.ocr ? " + OCR" : ""} seed ${o.seed}: ${method.summary(scores)} → ${
       join(out, "results.json")
     }`,
   );
   return result;
+}
+
+/**
+ * The run's stages as table lines: each stage's time (in the call that ran it) and the numbers
+ * of its result, then the total.
+ */
+export function stageTable(
+  names: readonly string[],
+  stages: Readonly<Record<string, StageRecord>>,
+): string[] {
+  const w = Math.max(5, ...names.map((n) => n.length));
+  const lines = [`${"stage".padEnd(w)}  ${"time".padStart(9)}  result`];
+  let total = 0;
+  for (const n of names) {
+    const r = stages[n];
+    total += r.seconds;
+    const nums = Object.entries(r.result)
+      .filter(([, v]) => typeof v === "number")
+      .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : fmtScore(v as number)}`)
+      .join(", ");
+    lines.push(`${n.padEnd(w)}  ${fmtDuration(r.seconds).padStart(9)}  ${nums}`);
+  }
+  lines.push(`${"total".padEnd(w)}  ${fmtDuration(total).padStart(9)}`);
+  return lines;
 }
 
 /** Removes a stage output (file or folder) so that its stage starts from scratch. */
