@@ -50,19 +50,22 @@ function checkScales(scales: readonly number[]): void {
 }
 
 /**
- * Records the multi-scale (+ flip) fused CAMs of one image `x` [1, 3, H, W] (normalised):
- * returns a new [C, H', W'] tensor (H'×W' = `size`, default H×W) holding, per class, the sum
- * over scales (and the flipped image) of the ReLU'd class maps resized to H'×W'. Nothing is
- * submitted; read or evaluate the result after recording.
+ * Records the multi-scale (+ flip) fusion of one image `x` [1, 3, H, W] (normalised) that CAM
+ * inference and the segmenter's inference share: the image and (with `flip`) its mirror image
+ * as a batch of two, per scale resized, `mapsOf` of that batch (new [2 or 1, C, h, w] maps,
+ * non-negative after the accumulator's ReLU), resized to `size` (default H×W), the mirrored
+ * image's maps mirrored back, all summed into a new [C, H', W'] tensor.
  */
-export function recordImageCams(
+export function recordFusedMaps(
   gpu: GpuContext,
-  model: CamModel,
   x: Tensor,
-  opts: ImageCamOptions = {},
+  channels: number,
+  opts: ImageCamOptions,
+  mapsOf: (xs: Tensor) => Tensor,
+  op = "recordFusedMaps",
 ): Tensor {
   if (x.shape.length !== 4 || x.shape[0] !== 1 || x.shape[1] !== 3) {
-    throw new RangeError(`recordImageCams: image must be [1, 3, H, W], got [${x.shape}]`);
+    throw new RangeError(`${op}: image must be [1, 3, H, W], got [${x.shape}]`);
   }
   const scales = opts.scales ?? DEFAULT_SCALES;
   checkScales(scales);
@@ -75,18 +78,36 @@ export function recordImageCams(
     gpu.encoder().copyBufferToBuffer(x.buffer, 0, pair.buffer, 0, x.bytes);
     flipHorizontal(gpu, x, { out: pair, outOffset: x.size });
   }
-  const acc = Tensor.empty(gpu, [model.options.numClasses, oh, ow]);
+  const acc = Tensor.empty(gpu, [channels, oh, ow]);
   scales.forEach((s, i) => {
     const sh = Math.max(1, Math.round(H * s));
     const sw = Math.max(1, Math.round(W * s));
     const xs = sh === H && sw === W ? pair : resizeBilinear(gpu, pair, { size: [sh, sw] });
-    const { cam, logits } = model.forward(xs, null);
-    logits.dispose();
+    const maps = mapsOf(xs);
     if (xs !== pair) xs.dispose();
-    accumulateCam(gpu, cam, acc, { index: 0, add: i > 0 });
-    if (flip) accumulateCam(gpu, cam, acc, { index: 1, add: true, mirror: true });
-    cam.dispose();
+    accumulateCam(gpu, maps, acc, { index: 0, add: i > 0 });
+    if (flip) accumulateCam(gpu, maps, acc, { index: 1, add: true, mirror: true });
+    maps.dispose();
   });
   if (pair !== x) pair.dispose();
   return acc;
+}
+
+/**
+ * Records the multi-scale (+ flip) fused CAMs of one image `x` [1, 3, H, W] (normalised):
+ * returns a new [C, H', W'] tensor (H'×W' = `size`, default H×W) holding, per class, the sum
+ * over scales (and the flipped image) of the ReLU'd class maps resized to H'×W'. Nothing is
+ * submitted; read or evaluate the result after recording.
+ */
+export function recordImageCams(
+  gpu: GpuContext,
+  model: CamModel,
+  x: Tensor,
+  opts: ImageCamOptions = {},
+): Tensor {
+  return recordFusedMaps(gpu, x, model.options.numClasses, opts, (xs) => {
+    const { cam, logits } = model.forward(xs, null);
+    logits.dispose();
+    return cam;
+  }, "recordImageCams");
 }

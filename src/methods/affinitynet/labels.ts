@@ -94,6 +94,33 @@ export function camsWithBackgroundScore(
 }
 
 /**
+ * The per-pixel argmax (first maximum on ties) of each of several score maps [L, H, W] of one
+ * image `image` [3, H, W] after the dense CRF: one CRF build for all maps, one readback.
+ */
+export async function crfArgmax(
+  gpu: GpuContext,
+  image: Tensor,
+  maps: readonly Float32Array[],
+  L: number,
+  crf: DenseCrfOptions = {},
+): Promise<Float32Array[]> {
+  const [, h, w] = image.shape;
+  const field = new DenseCrf(gpu, image, crf);
+  const arg = maps.map((m) => {
+    const scores = Tensor.fromArray(gpu, m, [L, h, w]);
+    const q = field.run(scores);
+    scores.dispose();
+    const a = argmaxChannels(gpu, q.reshape([1, L, h, w]));
+    q.dispose();
+    return a;
+  });
+  field.dispose();
+  const read = await gpu.readRanges(arg.map((a) => a.binding()));
+  for (const a of arg) a.dispose();
+  return read.map((b) => new Float32Array(b));
+}
+
+/**
  * psa's confident label map with its dense CRF (`infer_cls.py`'s `_crf_with_alpha` and
  * `data.py`'s label rule): the score maps of the low and the high alpha
  * ({@link camsWithBackgroundScore}) each refined by the CRF on the image, la and ha their
@@ -120,23 +147,13 @@ export async function crfAffinityLabelMap(
     );
   }
   if (T === 0) return new Uint8Array(n);
-  const crf = new DenseCrf(gpu, image, opts.crf);
-  const arg = [lo, hi].map((alpha) => {
-    const scores = Tensor.fromArray(gpu, camsWithBackgroundScore(cams, T, n, alpha), [
-      T + 1,
-      h,
-      w,
-    ]);
-    const q = crf.run(scores);
-    scores.dispose();
-    const a = argmaxChannels(gpu, q.reshape([1, T + 1, h, w]));
-    q.dispose();
-    return a;
-  });
-  crf.dispose();
-  const [la, ha] = (await gpu.readRanges(arg.map((a) => a.binding())))
-    .map((b) => new Float32Array(b));
-  for (const a of arg) a.dispose();
+  const [la, ha] = await crfArgmax(
+    gpu,
+    image,
+    [lo, hi].map((alpha) => camsWithBackgroundScore(cams, T, n, alpha)),
+    T + 1,
+    opts.crf,
+  );
   const out = new Uint8Array(n);
   for (let p = 0; p < n; p++) {
     if (ha[p] === 0) out[p] = 0;

@@ -47,10 +47,10 @@ import {
   rgbToChw,
 } from "../cam/extract.ts";
 import type { GpuContext } from "../../gpu/context.ts";
-import { argmaxChannels } from "../../ops/channel.ts";
-import { DenseCrf, type DenseCrfOptions } from "../../ops/crf.ts";
+import type { DenseCrfOptions } from "../../ops/crf.ts";
+import { crfArgmax } from "./labels.ts";
 import { CamError } from "../cam/options.ts";
-import { imagesToWrite } from "../cam/resume.ts";
+import { checkpointKey, imagesToWrite } from "../cam/resume.ts";
 import { pseudoMask } from "../../cam/pseudo_mask.ts";
 
 /** Options of {@link computeRandomWalk} (`deno task rw`). */
@@ -207,8 +207,7 @@ export async function crfWalkedMasks(
   if (up.length !== (A + T) * np) {
     throw new RangeError(`rw masks: ${up.length} values for ${A + T}x${Hp}x${Wp}`);
   }
-  const field = new DenseCrf(gpu, image, crf);
-  const args = Array.from({ length: A }, (_, a) => {
+  const maps = Array.from({ length: A }, (_, a) => {
     const probs = new Float32Array((T + 1) * n);
     for (let y = 0; y < H; y++) {
       for (let x = 0; x < W; x++) {
@@ -225,18 +224,10 @@ export async function crfWalkedMasks(
         }
       }
     }
-    const t = Tensor.fromArray(gpu, probs, [T + 1, H, W]);
-    const qv = field.run(t);
-    t.dispose();
-    const arg = argmaxChannels(gpu, qv.reshape([1, T + 1, H, W]));
-    qv.dispose();
-    return arg;
+    return probs;
   });
-  field.dispose();
-  const read = await gpu.readRanges(args.map((t) => t.binding()));
-  for (const t of args) t.dispose();
-  return read.map((b) => {
-    const idx = new Float32Array(b);
+  const read = await crfArgmax(gpu, image, maps, T + 1, crf);
+  return read.map((idx) => {
     const mask = new Uint8Array(n);
     for (let p = 0; p < n; p++) mask[p] = idx[p] === 0 ? 0 : classes[idx[p] - 1] + 1;
     return mask;
@@ -333,11 +324,8 @@ export async function computeRandomWalk(input: RwInput, hooks: CamHooks = {}): P
       dir: A === 1 ? join(out, "masks") : join(out, `alpha-${alpha}`, "masks"),
     }));
     for (const m of masks) await Deno.mkdir(m.dir, { recursive: true });
-    const meta = (await readSafetensorsHeader(ckpt)).metadata;
     const key = {
-      ckpt,
-      step: meta.step ?? null,
-      configHash: meta.config_hash ?? null,
+      ...await checkpointKey(ckpt),
       cams: cf.dir,
       beta: o.beta,
       logt: o.logt,

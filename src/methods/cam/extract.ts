@@ -37,7 +37,7 @@ import {
   validate,
 } from "../../io/config.ts";
 import { exists, writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
-import { imagesToWrite } from "./resume.ts";
+import { checkpointKey, imagesToWrite } from "./resume.ts";
 import {
   readSafetensorsHeader,
   SafetensorsError,
@@ -317,11 +317,8 @@ export async function computeCams(input: CamRunInput, hooks: CamHooks = {}): Pro
     await Deno.mkdir(join(out, "masks"), { recursive: true });
     if (o.saveCams) await Deno.mkdir(join(out, "cams"), { recursive: true });
     const names = ds.classNames;
-    const meta = (await readSafetensorsHeader(m.ckpt)).metadata;
     const key = {
-      ckpt: m.ckpt,
-      step: m.step,
-      configHash: meta.config_hash ?? null,
+      ...await checkpointKey(m.ckpt),
       dataset: ds.kind,
       root: ds.root,
       split: ds.split,

@@ -7,6 +7,18 @@
 import { join } from "node:path";
 import { exists, writeJsonAtomic } from "../../io/atomic.ts";
 import { stableStringify } from "../../io/config.ts";
+import { readSafetensorsHeader } from "../../io/safetensors.ts";
+
+/**
+ * The checkpoint part of a writer's settings key: the file, and the step and config hash its
+ * metadata records (a retrained checkpoint at the same path is another key).
+ */
+export async function checkpointKey(
+  ckpt: string,
+): Promise<{ ckpt: string; step: string | null; configHash: string | null }> {
+  const m = (await readSafetensorsHeader(ckpt)).metadata;
+  return { ckpt, step: m.step ?? null, configHash: m.config_hash ?? null };
+}
 
 /** The file that records which settings a folder's per-image outputs were written with. */
 export const PROGRESS_FILE = "progress.json";

@@ -18,14 +18,13 @@ import { writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
 import { loadTensors } from "../../io/checkpoint.ts";
 import { readSafetensorsHeader, SafetensorsError } from "../../io/safetensors.ts";
 import { type SegConfig, SegConfigSchema, validate } from "../../io/config.ts";
-import { resizeBilinear } from "../../ops/resize.ts";
 import { argmaxChannels, softmaxChannels } from "../../ops/channel.ts";
 import { pointwise } from "../../ops/pointwise.ts";
 import { denseCrf, type DenseCrfOptions } from "../../ops/crf.ts";
-import { accumulateCam, flipHorizontal } from "../../cam/fuse.ts";
+import { recordFusedMaps } from "../../cam/image.ts";
 import { createSegModel, type SegNet } from "../../models/deeplab.ts";
 import { encodeLabelPng, VOC_PALETTE } from "../../data/png.ts";
-import type { Sample } from "../../data/dataset.ts";
+import type { Dataset, Sample } from "../../data/dataset.ts";
 import type { Metrics } from "../../eval/metrics.ts";
 import { CamError, INFERENCE_FIELDS, readCamJson } from "../cam/options.ts";
 import {
@@ -37,7 +36,7 @@ import {
   rgbToChw,
 } from "../cam/extract.ts";
 import { evaluateMaskFolder } from "../cam/mask_folder.ts";
-import { imagesToWrite } from "../cam/resume.ts";
+import { checkpointKey, imagesToWrite } from "../cam/resume.ts";
 import { writeEvalOutputs } from "../cam/report.ts";
 import { SEG_KIND } from "./train.ts";
 
@@ -118,29 +117,18 @@ export function recordSegProbs(
   x: Tensor,
   opts: { scales: readonly number[]; flip: boolean },
 ): Tensor {
-  const [, , H, W] = x.shape;
-  let pair = x;
-  if (opts.flip) {
-    pair = Tensor.empty(gpu, [2, 3, H, W]);
-    gpu.encoder().copyBufferToBuffer(x.buffer, 0, pair.buffer, 0, x.bytes);
-    flipHorizontal(gpu, x, { out: pair, outOffset: x.size });
-  }
-  const acc = Tensor.empty(gpu, [model.options.numClasses, H, W]);
-  opts.scales.forEach((s, i) => {
-    const sh = Math.max(1, Math.round(H * s));
-    const sw = Math.max(1, Math.round(W * s));
-    const xs = sh === H && sw === W ? pair : resizeBilinear(gpu, pair, { size: [sh, sw] });
+  // Probabilities are non-negative, so the fusion's ReLU leaves them unchanged.
+  return recordFusedMaps(gpu, x, model.options.numClasses, opts, (xs) => {
     const logits = model.forward(xs, null);
-    if (xs !== pair) xs.dispose();
     const p = softmaxChannels(gpu, logits);
     logits.dispose();
-    // Probabilities are non-negative, so the CAM accumulator's ReLU leaves them unchanged.
-    accumulateCam(gpu, p, acc, { index: 0, add: i > 0 });
-    if (opts.flip) accumulateCam(gpu, p, acc, { index: 1, add: true, mirror: true });
-    p.dispose();
-  });
-  if (pair !== x) pair.dispose();
-  return acc;
+    return p;
+  }, "recordSegProbs");
+}
+
+/** The inference setting in words, for log lines and report titles. */
+function settingOf(o: { scales: readonly number[]; flip: boolean; crf: boolean }): string {
+  return `scales ${o.scales.join(",")}${o.flip ? " + flip" : ""}${o.crf ? " + CRF" : ""}`;
 }
 
 /** What {@link predictSegmenter} returns. */
@@ -156,8 +144,8 @@ export interface SegPredictResult {
   seconds: number;
   /** The checkpoint file. */
   ckpt: string;
-  /** The segmenter's training config. */
-  config: SegConfig;
+  /** The dataset split the masks are of. */
+  dataset: Dataset;
 }
 
 /** Writes the segmenter's masks of a split; see the module doc. */
@@ -182,11 +170,8 @@ export async function predictSegmenter(
     const masks = join(out, "masks");
     await Deno.mkdir(masks, { recursive: true });
     const n = Math.min(ds.ids.length, o.limit ?? Infinity);
-    const meta = (await readSafetensorsHeader(m.ckpt)).metadata;
     const key = {
-      ckpt: m.ckpt,
-      step: m.step,
-      configHash: meta.config_hash ?? null,
+      ...await checkpointKey(m.ckpt),
       dataset: ds.kind,
       root: ds.root,
       split: ds.split,
@@ -201,9 +186,7 @@ export async function predictSegmenter(
       (id) => [join(masks, `${id}.png`)],
       log,
     );
-    const setting = `scales ${o.scales.join(",")}${o.flip ? " + flip" : ""}${
-      o.crf ? " + CRF" : ""
-    }`;
+    const setting = settingOf(o);
     log(
       `segmenting ${ds.kind} '${ds.split}' (${n} images, ${n - todo.length} already written) ` +
         `with ${m.ckpt} (${m.config.model}, step ${m.step ?? "?"}), ${setting} → ${masks}`,
@@ -234,7 +217,7 @@ export async function predictSegmenter(
       crf: o.crf,
       format: "masks/<id>.png (palette; 0 = background, c+1 = class c)",
     });
-    return { out, masks, predicted: done, images: n, seconds, ckpt: m.ckpt, config: m.config };
+    return { out, masks, predicted: done, images: n, seconds, ckpt: m.ckpt, dataset: ds };
   } finally {
     if (!hooks.gpu) gpu.destroy();
   }
@@ -282,19 +265,16 @@ export async function evaluateSegmenter(
   try {
     const p = await predictSegmenter(o, { ...hooks, gpu, log });
     const file = p.ckpt;
-    const ds = await openRunDataset(o, p.config, log);
     const r = await evaluateMaskFolder({
       gpu,
-      dataset: ds,
+      dataset: p.dataset,
       masksDir: p.masks,
       split: o.split,
       source: `seg:${file}`,
       limit: o.limit,
       examples: o.examples,
     });
-    const setting = `scales ${o.scales.join(",")}${o.flip ? " + flip" : ""}${
-      o.crf ? " + CRF" : ""
-    }`;
+    const setting = settingOf(o);
     const { metricsPath, reportPath } = await writeEvalOutputs(p.out, r.metrics, r.examples, {
       title: `ocr-wsss segmenter evaluation: ${file} (${o.split}; ${setting})`,
     });
