@@ -58,17 +58,39 @@ Deno.test("registry: every method's stages, scores and schema agree", () => {
   );
 });
 
-Deno.test("pipeline: the closing table lists each stage's time and numbers, then the total", () => {
+Deno.test("pipeline: the closing table lists each stage's time, peak RSS and numbers, then the total", () => {
   const lines = stageTable(["cam-train", "eval-cam"], {
-    "cam-train": { seconds: 90, result: { map: 0.8123, out: "x" } },
+    "cam-train": { seconds: 90, result: { map: 0.8123, out: "x" }, peakRssMiB: 812 },
     "eval-cam": { seconds: 12.5, result: { miou: 0.4, images: 250 } },
   });
   assertEquals(lines, [
-    "stage           time  result",
-    "cam-train      1m30s  map 0.812",
-    "eval-cam         13s  miou 0.400, images 250",
-    "total          1m43s",
+    "stage           time   peak RSS  result",
+    "cam-train      1m30s    812 MiB  map 0.812",
+    "eval-cam         13s             miou 0.400, images 250",
+    "total          1m43s    812 MiB",
   ]);
+});
+
+Deno.test("pipeline: each stage's peak resident memory is its own (the high-water mark restarts)", async () => {
+  // In a child process that can free its memory on demand: touch 256 MiB, free it, reset.
+  const mod = new URL("../src/io/memory.ts", import.meta.url).href;
+  const code = `import { peakRss, resetPeakRss } from "${mod}";
+    let big = new Uint8Array(256 * 2 ** 20).fill(1);
+    const during = peakRss().bytes;
+    big = null; globalThis.gc();
+    const reset = resetPeakRss();
+    console.log(JSON.stringify({ during, reset, after: peakRss() }));`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", code],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assertEquals(out.code, 0);
+  const r = JSON.parse(new TextDecoder().decode(out.stdout));
+  assertEquals(r.during >= 256 * 2 ** 20, true, `peak ${r.during} below the 256 MiB touched`);
+  if (!r.reset) return; // no /proc/self/clear_refs here: the fallback (current RSS) stands in
+  assertEquals(r.after.exact, true);
+  assertEquals(r.after.bytes < r.during - 128 * 2 ** 20, true, `peak ${r.after.bytes} kept`);
 });
 
 Deno.test("pipeline: an unknown method is an error listing the known ones", async () => {

@@ -29,6 +29,11 @@ export interface StageRecord {
   seconds: number;
   /** What the stage's `done` or `run` returned. */
   result: StageResult;
+  /**
+   * The process's peak resident memory during the stage, in MiB (src/io/memory.ts; it
+   * includes the GPU pool on CPU adapters). Absent in records written before it existed.
+   */
+  peakRssMiB?: number;
 }
 
 /** What a stage's functions get from the runner. */

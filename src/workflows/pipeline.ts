@@ -22,6 +22,7 @@ import { exists, writeJsonAtomic, writeTextAtomic } from "../io/atomic.ts";
 import { validate } from "../io/config.ts";
 import { fmtScore, type Method, type StageRecord } from "../methods/method.ts";
 import { fmtDuration } from "../io/progress.ts";
+import { peakRss, resetPeakRss } from "../io/memory.ts";
 import { AFFINITYNET_STAGES, AffinityNetSchema, RW_ALPHAS } from "../methods/affinitynet/stages.ts";
 import { preflight } from "./preflight.ts";
 import { getMethod, type MethodName, type METHODS, type ScoreOf } from "./registry.ts";
@@ -129,6 +130,7 @@ async function runStages<O extends z.infer<Method["schema"]>>(
     } else {
       log(`[${name}] starting`);
       const t0 = performance.now();
+      resetPeakRss();
       const ctx = {
         o,
         out,
@@ -139,7 +141,8 @@ async function runStages<O extends z.infer<Method["schema"]>>(
         tty: hooks.tty,
       };
       const result = (await stage.done?.(ctx)) ?? await stage.run(ctx);
-      stages[name] = { seconds: (performance.now() - t0) / 1000, result };
+      const seconds = (performance.now() - t0) / 1000;
+      stages[name] = { seconds, result, peakRssMiB: Math.round(peakRss().bytes / 2 ** 20) };
       await writeJsonAtomic(stagesPath, stages);
       log(`[${name}] done in ${stages[name].seconds.toFixed(1)}s`);
     }
@@ -168,16 +171,17 @@ async function runStages<O extends z.infer<Method["schema"]>>(
 }
 
 /**
- * The run's stages as table lines: each stage's time (in the call that ran it) and the numbers
- * of its result, then the total.
+ * The run's stages as table lines: each stage's time (in the call that ran it), its peak
+ * resident memory and the numbers of its result, then the total time and the largest peak.
  */
 export function stageTable(
   names: readonly string[],
   stages: Readonly<Record<string, StageRecord>>,
 ): string[] {
   const w = Math.max(5, ...names.map((n) => n.length));
-  const lines = [`${"stage".padEnd(w)}  ${"time".padStart(9)}  result`];
+  const lines = [`${"stage".padEnd(w)}  ${"time".padStart(9)}  ${"peak RSS".padStart(9)}  result`];
   let total = 0;
+  let peak = 0;
   for (const n of names) {
     const r = stages[n];
     total += r.seconds;
@@ -185,9 +189,17 @@ export function stageTable(
       .filter(([, v]) => typeof v === "number")
       .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : fmtScore(v as number)}`)
       .join(", ");
-    lines.push(`${n.padEnd(w)}  ${fmtDuration(r.seconds).padStart(9)}  ${nums}`);
+    const rss = r.peakRssMiB === undefined ? "" : `${r.peakRssMiB} MiB`;
+    lines.push(
+      `${n.padEnd(w)}  ${fmtDuration(r.seconds).padStart(9)}  ${rss.padStart(9)}  ${nums}`,
+    );
+    peak = Math.max(peak, r.peakRssMiB ?? 0);
   }
-  lines.push(`${"total".padEnd(w)}  ${fmtDuration(total).padStart(9)}`);
+  lines.push(
+    `${"total".padEnd(w)}  ${fmtDuration(total).padStart(9)}  ${
+      (peak ? `${peak} MiB` : "").padStart(9)
+    }`,
+  );
   return lines;
 }
 
