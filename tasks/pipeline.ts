@@ -30,7 +30,7 @@ const USAGE = `usage: deno task pipeline [--method ${
 }] [--ocr | --compare] [--seed S]
   [--seeds 0,1,2 (with --compare)] [--out DIR] [--ocr-lambda L] [--ocr-start F]
   [--cam-steps N] [--affinity-steps N] [--affinity-crf] [--seg-steps N]
-  [--train-limit N] [--eval-limit N]
+  [--train-limit N] [--eval-limit N] [--cams-split SPLIT]
   [--sweep 0.05:0.6:0.05] [--alpha 1,2,4,8,16] [--scales 0.5,1,1.5,2]
   [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--synthetic-variant v2|v1]
   [--preset synthetic|psa-voc|psa-coco] [--config FILE.json]
@@ -42,6 +42,8 @@ ${STAGES}
   (the fields of <out>/pipeline.json); flags override the file, the file the preset;
   --dataset/--data/--model/--weights go into the CAM classifier's train config (option
   \`train\`), and the AffinityNet and the segmenter take the same model;
+  --cams-split: the split whose CAMs AffinityNet and the segmenter learn from (default train;
+  psa: trainaug), the train-split scores stay on train;
   --from STAGE redoes that stage and the later ones (once: rerun without it to resume);
   default --out: runs/pipeline/<method>[-ocr]-s<seed>, or runs/pipeline with --compare;
   rerunning the same command skips finished stages and resumes an interrupted one`;
@@ -62,6 +64,7 @@ await runMain(async () => {
     "seg-steps": { type: "string" },
     "train-limit": { type: "string" },
     "eval-limit": { type: "string" },
+    "cams-split": { type: "string" },
     sweep: { type: "string" },
     alpha: { type: "string" },
     scales: { type: "string" },
@@ -93,6 +96,7 @@ await runMain(async () => {
     segSteps: numFlag("seg-steps", f["seg-steps"]),
     trainLimit: numFlag("train-limit", f["train-limit"]),
     evalLimit: numFlag("eval-limit", f["eval-limit"]),
+    camsSplit: f["cams-split"],
     sweep: f.sweep,
     alpha: f.alpha === undefined ? undefined : parseScales(f.alpha, "--alpha"),
     scales: f.scales === undefined ? undefined : parseScales(f.scales),

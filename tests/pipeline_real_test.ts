@@ -1,12 +1,14 @@
 /**
  * `deno task pipeline` on real-data layouts: the whole affinitynet stage list on the synthetic
  * data's COCO-format tree with `--dataset coco --data DIR --model resnet18` (tiny settings from a
- * `--config` file, deep-merged under the flags), a config error naming the field, the fail-early
- * errors (a missing or mismatched weights file, a dataset without the splits, an unknown preset,
- * a run folder of another method or dataset), and the presets against the README's table.
+ * `--config` file, deep-merged under the flags) and on its VOC-format tree, killed (SIGKILL) in
+ * the middle of the CAM folder stage and resumed; a config error naming the field, the
+ * fail-early errors (a missing or mismatched weights file, a dataset without the splits, an
+ * AffinityNet crop too small for its radius, camsSplit with trainLimit, an unknown preset, a run
+ * folder of another method or dataset), and the presets against the README's table.
  */
 import { join } from "node:path";
-import { synthesize } from "../src/data/synthetic.ts";
+import { SYNTH_SIZES, synthesize } from "../src/data/synthetic.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
 import { PRESET_ROWS, presetOptions, presetTable } from "../src/workflows/presets.ts";
 import { assertEquals } from "./util.ts";
@@ -41,8 +43,9 @@ async function writeJson(name: string, v: unknown): Promise<string> {
 
 const coco = ["--dataset", "coco", "--data", tree.cocoRoot];
 
-Deno.test("pipeline --dataset coco --model resnet18: every stage end to end (tiny settings)", async () => {
-  const cfg = await writeJson("tiny.json", {
+/** The tiny settings of the end-to-end runs. */
+function tinyConfig(name: string): Promise<string> {
+  return writeJson(name, {
     train: { size: 64, batch: 2, logEvery: 1, ckptEvery: 1000 },
     camSteps: 2,
     affinitySteps: 2,
@@ -55,6 +58,10 @@ Deno.test("pipeline --dataset coco --model resnet18: every stage end to end (tin
     trainLimit: 4,
     evalLimit: 4,
   });
+}
+
+Deno.test("pipeline --dataset coco --model resnet18: every stage end to end (tiny settings)", async () => {
+  const cfg = await tinyConfig("tiny.json");
   const out = join(dir, "run");
   const r = await pipeline([...coco, "--model", "resnet18", "--config", cfg, "--out", out]);
   if (r.code !== 0) throw new Error(r.text);
@@ -83,6 +90,58 @@ Deno.test("pipeline --dataset coco --model resnet18: every stage end to end (tin
   assertFails(voc, "--from cam-train");
   const seam = await pipeline(["--method", "seam", ...coco, "--out", out]);
   assertFails(seam, "this folder holds a affinitynet run, not seam: pick another --out");
+});
+
+Deno.test("pipeline --dataset voc --model resnet18: killed in the CAM folder stage, resumed to the end", async () => {
+  const cfg = JSON.parse(await Deno.readTextFile(await tinyConfig("voc.json")));
+  // Every train image's CAMs (not 4), so that the kill lands inside the stage.
+  delete cfg.trainLimit;
+  const file = await writeJson("voc.json", cfg);
+  const out = join(dir, "voc-run");
+  const args = [
+    "run",
+    "-A",
+    new URL("../tasks/pipeline.ts", import.meta.url).pathname,
+    "--dataset",
+    "voc",
+    "--data",
+    tree.vocRoot,
+    "--model",
+    "resnet18",
+    "--config",
+    file,
+    "--out",
+    out,
+  ];
+  const child = new Deno.Command(Deno.execPath(), { args, stdout: "null", stderr: "null" })
+    .spawn();
+  // SIGKILL once the train CAM folder holds a few images: no cleanup code runs.
+  const cams = join(out, "cam-train", "cams");
+  const total = SYNTH_SIZES.tiny.vocTrain;
+  let written = 0;
+  for (;;) {
+    written = await Array.fromAsync(Deno.readDir(cams)).then(
+      (es) => es.filter((e) => e.name.endsWith(".safetensors")).length,
+      () => 0,
+    );
+    if (written >= 3) break;
+    const done = await Promise.race([child.status, new Promise((r) => setTimeout(r, 10))]);
+    if (done) throw new Error(`the run ended before the CAM stage wrote 3 images: ${done}`);
+  }
+  child.kill("SIGKILL");
+  await child.status;
+  if (written >= total) throw new Error(`killed too late: ${written} of ${total} CAMs written`);
+  const r = await pipeline(args.slice(3));
+  if (r.code !== 0) throw new Error(r.text);
+  const resumed = /resuming: (\d+) of (\d+) images already written/.exec(r.text);
+  if (!resumed || Number(resumed[1]) < 3 || Number(resumed[2]) !== total) {
+    throw new Error(`no resume of the CAM folder stage:\n${r.text}`);
+  }
+  if (!r.text.includes("[cam-train] done earlier")) throw new Error(`cam-train redone:\n${r.text}`);
+  const res = JSON.parse(await Deno.readTextFile(join(out, "results.json")));
+  for (const k of ["camMiou", "camMiouTrain", "rwMiou", "rwMiouTrain", "segMiou", "segMiouCrf"]) {
+    if (!(res[k] >= 0 && res[k] <= 1)) throw new Error(`${k} = ${res[k]}`);
+  }
 });
 
 Deno.test("pipeline --config: an error names the file and the field", async () => {
@@ -118,6 +177,17 @@ Deno.test("pipeline fails early: weights, dataset splits, preset", async () => {
     "the coco dataset lacks the splits the pipeline reads: train",
   );
   assertFails(await pipeline(["--preset", "psa"]), 'unknown preset "psa"');
+  // AffinityNet's 64 px crop: an 8x8 stride-8 grid, too small for psa's radius 5.
+  const crop = await writeJson("crop.json", { train: { size: 64 } });
+  assertFails(
+    await pipeline([...coco, "--config", crop, "--out", out]),
+    "affinity: a 64 px crop gives AffinityNet a 8x8 grid (stride 8), too small for radius 5: " +
+      "set affinity.size to at least 65 or affinity.radius to at most 4",
+  );
+  assertFails(
+    await pipeline(["--cams-split", "trainaug", "--train-limit", "5", "--out", out]),
+    "camsSplit trainaug with trainLimit 5: the train-split scores need",
+  );
   // Nothing ran: no run folder.
   assertEquals(await Deno.stat(out).then(() => true, () => false), false);
 });

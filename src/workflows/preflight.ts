@@ -3,8 +3,9 @@
  * fails at once with one clear error rather than hours in: the `--weights` file (present, and a
  * backbone of the chosen model by its tensor names: only the safetensors header is read), the
  * dataset folder (the splits the stages read), the nested option objects (`train`, `affinity`,
- * `rw`, `seg`, validated against their task's schema) and the run folder (a `pipeline.json` of
- * another method or dataset).
+ * `rw`, `seg`, validated against their task's schema), AffinityNet's crop against its pair
+ * radius, `camsSplit` against `trainLimit`, and the run folder (a `pipeline.json` of another
+ * method or dataset).
  * @module
  */
 import { join } from "node:path";
@@ -19,6 +20,7 @@ import {
 } from "../io/config.ts";
 import { readSafetensorsHeader } from "../io/safetensors.ts";
 import { RwSchema } from "../methods/affinitynet/rw.ts";
+import { AFFINITY_RADIUS, pairGrid } from "../ops/affinity.ts";
 import { camData, type CamStageOptions } from "../methods/cam/stages.ts";
 import { cocoFolder } from "../data/coco.ts";
 import { resolveVocRoot } from "../data/voc.ts";
@@ -142,17 +144,40 @@ export function checkNestedOptions(o: Record<string, unknown>, source: string): 
   checkNested(o, "seg", SegConfigSchema, source);
 }
 
+/** The output stride of AffinityNet's features, on which its pairs are drawn. */
+const AFFINITY_STRIDE = 8;
+
+/**
+ * Checks that AffinityNet's training crop gives a feature grid large enough for its pair radius
+ * (psa's pair layout, {@link pairGrid}); throws a ConfigError naming the options. `crop` is
+ * the crop side in pixels (the padded ResNet and `tiny` stems give a grid of ceil(crop / 8)).
+ */
+export function checkAffinityCrop(crop: number, radius: number): void {
+  const g = Math.ceil(crop / AFFINITY_STRIDE);
+  try {
+    pairGrid(g, g, radius);
+  } catch {
+    const need = AFFINITY_STRIDE * (2 * radius - 2) + 1;
+    throw new ConfigError(
+      `affinity: a ${crop} px crop gives AffinityNet a ${g}x${g} grid (stride ` +
+        `${AFFINITY_STRIDE}), too small for radius ${radius}: set affinity.size to at least ` +
+        `${need} or affinity.radius to at most ${Math.floor((g + 1) / 2)}`,
+    );
+  }
+}
+
 /**
  * The checks before a pipeline's first stage (see the module doc): `o` the resolved method
- * options, `out` the run folder, `firstStage` the method's first stage (what `--from` names to
- * redo them all). Throws a ConfigError.
+ * options, `out` the run folder, `stageNames` the method's stages in order (the first is what
+ * `--from` names to redo them all). Throws a ConfigError.
  */
 export async function preflight(
   o: CamStageOptions & { method: string; from?: string; [k: string]: unknown },
   out: string,
-  firstStage: string,
+  stageNames: readonly string[],
   source = "pipeline options",
 ): Promise<void> {
+  const firstStage = stageNames[0];
   checkNestedOptions(o, source);
   // The run folder: an earlier run of another method or on other data.
   const saved = join(out, "pipeline.json");
@@ -178,6 +203,22 @@ export async function preflight(
   }
   const t = (o.train ?? {}) as Partial<TrainConfig>;
   const model = t.model ?? "tiny";
+  if (stageNames.includes("affinity")) {
+    const a = (o.affinity ?? {}) as { size?: number; radius?: number };
+    checkAffinityCrop(
+      a.size ?? t.size ?? TrainConfigSchema.parse({}).size,
+      a.radius ?? AFFINITY_RADIUS,
+    );
+  }
+  const camsSplit = o.camsSplit ?? "train";
+  if (camsSplit !== "train" && o.trainLimit !== undefined) {
+    throw new ConfigError(
+      `camsSplit ${camsSplit} with trainLimit ${o.trainLimit}: the train-split scores need ` +
+        `the CAMs of the first ${o.trainLimit} train images, which the first ${o.trainLimit} ` +
+        `${camsSplit} images need not hold; drop trainLimit, or pass --cams-split train for a ` +
+        "quick run",
+    );
+  }
   if (t.weights !== undefined) await checkWeights(t.weights, model);
   const segWeights = (o.seg as { weights?: unknown } | undefined)?.weights;
   if (typeof segWeights === "string") {
@@ -192,7 +233,8 @@ export async function preflight(
     const evalSplit = o.evalSplit ?? "val";
     await checkSplits(d.dataset, d.data, [
       t.split ?? "train",
-      "train", // the train CAMs, AffinityNet's labels and the segmenter's masks
+      "train", // the train-split scores
+      camsSplit, // the CAMs AffinityNet and the segmenter learn from
       t.valSplit ?? "val",
       evalSplit,
     ]);

@@ -55,6 +55,14 @@ export const PRESET_ROWS: readonly PresetRow[] = [
     source: "train_cls.py `--train_list` default",
   },
   {
+    path: "camsSplit",
+    voc: "trainaug",
+    coco: "train",
+    psa: "voc12/train_aug.txt",
+    source: "README step 2: infer_cls.py `--infer_list voc12/train_aug.txt` (AffinityNet's " +
+      "labels); here also the split walked for the segmenter's masks (psa trains no segmenter)",
+  },
+  {
     path: "train.valSplit",
     voc: "val",
     coco: "val",
@@ -208,8 +216,7 @@ export const PRESET_ROWS: readonly PresetRow[] = [
     coco: steps(COCO_TRAIN, 8, 8),
     psa: "8 epochs",
     source: "train_aff.py `--max_epoches` 8; converted: 10,582 // 8 x 8, 82,783 // 8 x 8; " +
-      "differs: trained on the train split's CAMs (psa: train_aug's), backbone from the CAM " +
-      "classifier (psa: ImageNet)",
+      "on camsSplit's CAMs; differs: backbone from the CAM classifier (psa: ImageNet)",
   },
   {
     path: "rw.beta",

@@ -87,6 +87,7 @@ export const AffinityNetSchema = methodSchema("affinitynet", {
   /** More random-walk options (`beta`, `logt`; default: `deno task rw`'s). */
   rw: z.record(z.string(), z.unknown()).optional(),
   trainLimit: CAM_FIELDS.trainLimit,
+  camsSplit: CAM_FIELDS.camsSplit,
   evalLimit: CAM_FIELDS.evalLimit,
   sweep: CAM_FIELDS.sweep,
   /**

@@ -50,6 +50,13 @@ export const CAM_FIELDS = {
   trainLimit: z.number().int().positive().optional(),
   /** Evaluate on only the first N val images (default: all). */
   evalLimit: z.number().int().positive().optional(),
+  /**
+   * The split whose CAMs `cams-train` computes: the CAMs AffinityNet learns from, the train
+   * random walk walks and the segmenter's pseudo masks come from (default "train"; psa uses
+   * VOC's train_aug). The train-split scores (eval-cam-train, eval-rw-train) stay on "train",
+   * the peers' protocol, so this split must hold the train images.
+   */
+  camsSplit: z.string().min(1).optional(),
   /** Background thresholds swept for the CAM mIoU. */
   sweep: z.string().min(1).default("0.05:0.6:0.05"),
   /** CAM inference scales (default 0.5, 1, 1.5, 2). */
@@ -74,6 +81,7 @@ export interface CamStageOptions {
   camSteps?: number;
   trainLimit?: number;
   evalLimit?: number;
+  camsSplit?: string;
   sweep: string;
   scales?: number[];
   train?: Record<string, unknown>;
@@ -175,7 +183,8 @@ function camsStage(split: "train" | "val"): Stage<CamStageOptions> {
   return {
     name: `cams-${split}`,
     about: split === "train"
-      ? "deno task cam on the train split: normalised tagged CAMs, scales 0.5/1/1.5/2 + flip"
+      ? "deno task cam on the train split (or camsSplit): normalised tagged CAMs, scales " +
+        "0.5/1/1.5/2 + flip"
       : "the same on the val split",
     outputs: [`cam-${split}`],
     run: async ({ o, out, log, gpu, tty }: StageContext<CamStageOptions>) => {
@@ -183,7 +192,7 @@ function camsStage(split: "train" | "val"): Stage<CamStageOptions> {
       const r = await withProgress("cam", (onProgress) =>
         computeCams({
           ckpt: p.ckpt,
-          split: split === "train" ? "train" : o.evalSplit ?? "val",
+          split: split === "train" ? o.camsSplit ?? "train" : o.evalSplit ?? "val",
           out: split === "train" ? p.train : p.val,
           limit: split === "train" ? o.trainLimit : o.evalLimit,
           ...(o.scales ? { scales: o.scales } : {}),

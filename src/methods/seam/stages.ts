@@ -55,6 +55,7 @@ export const SeamMethodSchema = methodSchema("seam", {
   affinity: AFF.affinity,
   rw: AFF.rw,
   trainLimit: CAM_FIELDS.trainLimit,
+  camsSplit: CAM_FIELDS.camsSplit,
   evalLimit: CAM_FIELDS.evalLimit,
   sweep: CAM_FIELDS.sweep,
   alpha: AFF.alpha,

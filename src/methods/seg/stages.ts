@@ -101,6 +101,7 @@ export function segStages<O extends SegStageOptions>(
         model,
         init: camPaths(out).ckpt,
         seed: o.seed,
+        ...(o.camsSplit ? { split: o.camsSplit } : {}),
         limit: o.trainLimit,
         ...(o.segSteps ? { steps: o.segSteps } : {}),
         out: p.run,
