@@ -58,16 +58,21 @@ Deno.test("registry: every method's stages, scores and schema agree", () => {
   );
 });
 
-Deno.test("pipeline: the closing table lists each stage's time, peak RSS and numbers, then the total", () => {
+Deno.test("pipeline: the closing table lists each stage's time, peak RSS and pool and numbers, then the total", () => {
   const lines = stageTable(["cam-train", "eval-cam"], {
-    "cam-train": { seconds: 90, result: { map: 0.8123, out: "x" }, peakRssMiB: 812 },
+    "cam-train": {
+      seconds: 90,
+      result: { map: 0.8123, out: "x" },
+      peakRssMiB: 812,
+      peakPoolMiB: 95,
+    },
     "eval-cam": { seconds: 12.5, result: { miou: 0.4, images: 250 } },
   });
   assertEquals(lines, [
-    "stage           time   peak RSS  result",
-    "cam-train      1m30s    812 MiB  map 0.812",
-    "eval-cam         13s             miou 0.400, images 250",
-    "total          1m43s    812 MiB",
+    "stage           time   peak RSS  peak pool  result",
+    "cam-train      1m30s    812 MiB     95 MiB  map 0.812",
+    "eval-cam         13s                        miou 0.400, images 250",
+    "total          1m43s    812 MiB     95 MiB",
   ]);
 });
 

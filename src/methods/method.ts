@@ -34,6 +34,12 @@ export interface StageRecord {
    * includes the GPU pool on CPU adapters). Absent in records written before it existed.
    */
   peakRssMiB?: number;
+  /**
+   * The peak bytes in use in the stage's GPU buffer pool, in MiB (each stage runs on a GPU
+   * context of its own unless the caller shares one). Absent in records written before it
+   * existed.
+   */
+  peakPoolMiB?: number;
 }
 
 /** What a stage's functions get from the runner. */

@@ -7,8 +7,10 @@
  *
  * Resumable stage list: each finished stage is recorded in `<out>/stages.json` (atomically,
  * with its result) and skipped on a rerun; an interrupted training stage resumes from its
- * checkpoint; an interrupted CAM or random-walk stage is redone (its files are rewritten
- * atomically). The final scores (the method's `results`) go to `<out>/results.json`.
+ * checkpoint; an interrupted CAM, random-walk or prediction stage continues at its next
+ * unwritten image (files are written atomically, per image). Each stage runs on a GPU context
+ * of its own (unless the caller shares one), and its record keeps its time, its peak resident
+ * memory and its GPU pool's peak. The final scores (the method's `results`) go to `<out>/results.json`.
  *
  * `runComparison` runs the pipeline with and without OCR for several seeds and tabulates the
  * method's table columns (AffinityNet: CAM mIoU, random-walk mIoU, the unrestricted-CAM
@@ -23,6 +25,7 @@ import { validate } from "../io/config.ts";
 import { fmtScore, type Method, type StageRecord } from "../methods/method.ts";
 import { fmtDuration } from "../io/progress.ts";
 import { peakRss, resetPeakRss } from "../io/memory.ts";
+import { createGpu } from "../io/gpu.ts";
 import { AFFINITYNET_STAGES, AffinityNetSchema, RW_ALPHAS } from "../methods/affinitynet/stages.ts";
 import { preflight } from "./preflight.ts";
 import { getMethod, type MethodName, type METHODS, type ScoreOf } from "./registry.ts";
@@ -135,18 +138,32 @@ async function runStages<O extends z.infer<Method["schema"]>>(
       log(`[${name}] starting`);
       const t0 = performance.now();
       resetPeakRss();
-      const ctx = {
-        o,
-        out,
-        stagesPath,
-        stages,
-        log: (l: string) => log(`[${name}] ${l}`),
-        gpu: hooks.gpu,
-        tty: hooks.tty,
-      };
-      const result = (await stage.done?.(ctx)) ?? await stage.run(ctx);
+      // A context of the stage's own (as a stage makes when given none), so that its pool's
+      // peak is the stage's alone and nothing it cached outlives it.
+      const gpu = hooks.gpu ?? await createGpu();
+      gpu.pool.resetPeak();
+      let result;
+      try {
+        const ctx = {
+          o,
+          out,
+          stagesPath,
+          stages,
+          log: (l: string) => log(`[${name}] ${l}`),
+          gpu,
+          tty: hooks.tty,
+        };
+        result = (await stage.done?.(ctx)) ?? await stage.run(ctx);
+      } finally {
+        if (!hooks.gpu) gpu.destroy();
+      }
       const seconds = (performance.now() - t0) / 1000;
-      stages[name] = { seconds, result, peakRssMiB: Math.round(peakRss().bytes / 2 ** 20) };
+      stages[name] = {
+        seconds,
+        result,
+        peakRssMiB: Math.round(peakRss().bytes / 2 ** 20),
+        peakPoolMiB: Math.round(gpu.pool.stats().peakInUse / 2 ** 20),
+      };
       await writeJsonAtomic(stagesPath, stages);
       log(`[${name}] done in ${stages[name].seconds.toFixed(1)}s`);
     }
@@ -176,16 +193,22 @@ async function runStages<O extends z.infer<Method["schema"]>>(
 
 /**
  * The run's stages as table lines: each stage's time (in the call that ran it), its peak
- * resident memory and the numbers of its result, then the total time and the largest peak.
+ * resident memory and GPU pool and the numbers of its result, then the total time and the
+ * largest peaks.
  */
 export function stageTable(
   names: readonly string[],
   stages: Readonly<Record<string, StageRecord>>,
 ): string[] {
   const w = Math.max(5, ...names.map((n) => n.length));
-  const lines = [`${"stage".padEnd(w)}  ${"time".padStart(9)}  ${"peak RSS".padStart(9)}  result`];
+  const lines = [
+    `${"stage".padEnd(w)}  ${"time".padStart(9)}  ${"peak RSS".padStart(9)}  ` +
+    `${"peak pool".padStart(9)}  result`,
+  ];
+  const mib = (v: number | undefined) => (v === undefined ? "" : `${v} MiB`).padStart(9);
   let total = 0;
   let peak = 0;
+  let pool: number | undefined;
   for (const n of names) {
     const r = stages[n];
     total += r.seconds;
@@ -193,16 +216,16 @@ export function stageTable(
       .filter(([, v]) => typeof v === "number")
       .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : fmtScore(v as number)}`)
       .join(", ");
-    const rss = r.peakRssMiB === undefined ? "" : `${r.peakRssMiB} MiB`;
     lines.push(
-      `${n.padEnd(w)}  ${fmtDuration(r.seconds).padStart(9)}  ${rss.padStart(9)}  ${nums}`,
+      `${n.padEnd(w)}  ${fmtDuration(r.seconds).padStart(9)}  ${mib(r.peakRssMiB)}  ` +
+        `${mib(r.peakPoolMiB)}  ${nums}`,
     );
     peak = Math.max(peak, r.peakRssMiB ?? 0);
+    if (r.peakPoolMiB !== undefined) pool = Math.max(pool ?? 0, r.peakPoolMiB);
   }
   lines.push(
-    `${"total".padEnd(w)}  ${fmtDuration(total).padStart(9)}  ${
-      (peak ? `${peak} MiB` : "").padStart(9)
-    }`,
+    `${"total".padEnd(w)}  ${fmtDuration(total).padStart(9)}  ${mib(peak || undefined)}  ` +
+      mib(pool).trimEnd(),
   );
   return lines;
 }
