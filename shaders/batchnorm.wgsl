@@ -8,11 +8,17 @@
 //                 1/sqrt(var + eps) (biased var) and updates the running stats (unbiased var).
 //   apply         elementwise y = (x - mean) * inv * gamma + beta (2-D grid: pixels x planes,
 //                 so the channel is uniform per workgroup); with EVAL the statistics are
-//                 running mean/var and inv = 1/sqrt(var + eps).
+//                 running mean/var and inv = 1/sqrt(var + eps); with RELU y = max(y, 0).
 //   bwd_reduce    workgroup per channel: sum(dy) and sum(dy * (x - mean)) over a chunk.
 //   bwd_final     invocation per channel: dgamma, dbeta and the coefficients of bwd_apply
 //                 (with EVAL, running statistics are constants: dx = gamma * inv * dy).
 //   bwd_apply     elementwise dx = A * (dy - E - (x - mean) * F), coef = (A, E, F, mean).
+//
+// RELU fuses the ReLU that follows a batchnorm: apply writes max(y, 0), and bwd_reduce and
+// bwd_apply take the gradient of that output and mask it themselves with the saved output
+// (dy where y > 0, else 0: relu_bwd's rule), so a BN + ReLU pair costs no pass of its own in
+// either direction. Both backward entries always bind a y plane input (without RELU the
+// caller binds x there and it is never read), so the two variants share one binding layout.
 //
 // Reductions: each of the 64 invocations accumulates a strided part of its channel in
 // registers; one barrier, then every invocation sums the 64 partials in the same order
@@ -23,6 +29,8 @@ override WG: u32 = 64u;
 override EVAL: bool = false;
 // bwd_final adds dgamma/dbeta into the gradients instead of writing them (shared parameters).
 override ACC: bool = false;
+// apply: y = max(y, 0); bwd_reduce, bwd_apply: dy masked by the saved output (y > 0).
+override RELU: bool = false;
 
 var<workgroup> red_a: array<f32, 64>;
 var<workgroup> red_b: array<f32, 64>;
@@ -145,7 +153,12 @@ fn apply(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: 
     inv = 1.0 / sqrt(inv + ap_p.eps);
   }
   let e = wid.y * ap_p.HW + i;
-  ap_y[ap_p.yoff + e] = (ap_x[ap_p.xoff + e] - ap_mean[c]) * (inv * ap_gamma[c]) + ap_beta[c];
+  var y = (ap_x[ap_p.xoff + e] - ap_mean[c]) * (inv * ap_gamma[c]) + ap_beta[c];
+  if (RELU) {
+    // The pointwise table's relu, so the fused output equals BN then ReLU bit for bit.
+    y = max(y, 0.0);
+  }
+  ap_y[ap_p.yoff + e] = y;
 }
 
 // ---- bwd_reduce ----
@@ -154,9 +167,10 @@ fn apply(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: 
 
 @group(0) @binding(0) var<storage, read> br_x: array<f32>;
 @group(0) @binding(1) var<storage, read> br_dy: array<f32>;
-@group(0) @binding(2) var<storage, read> br_mean: array<f32>;
-@group(0) @binding(3) var<storage, read_write> br_part: array<f32>;
-@group(0) @binding(4) var<uniform> br_p: BwdReduceParams;
+@group(0) @binding(2) var<storage, read> br_y: array<f32>;
+@group(0) @binding(3) var<storage, read> br_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> br_part: array<f32>;
+@group(0) @binding(5) var<uniform> br_p: BwdReduceParams;
 
 @compute @workgroup_size(RWG)
 fn bwd_reduce(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -171,8 +185,12 @@ fn bwd_reduce(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index
   for (var q = q0; q < end; q += C) {
     let xb = br_p.xoff + (q - br_p.first) * HW;
     let db = br_p.dyoff + (q - br_p.first) * HW;
+    let yb = br_p.yoff + (q - br_p.first) * HW;
     for (var i = lid; i < HW; i += RWG) {
-      let g = br_dy[db + i];
+      var g = br_dy[db + i];
+      if (RELU) {
+        g = select(0.0, g, br_y[yb + i] > 0.0);
+      }
       sdy += g;
       sdx += g * (br_x[xb + i] - mean);
     }
@@ -244,9 +262,10 @@ fn bwd_final(@builtin(global_invocation_id) gid: vec3u) {
 
 @group(0) @binding(0) var<storage, read> ba_x: array<f32>;
 @group(0) @binding(1) var<storage, read> ba_dy: array<f32>;
-@group(0) @binding(2) var<storage, read> ba_coef: array<vec4f>;
-@group(0) @binding(3) var<storage, read_write> ba_dx: array<f32>;
-@group(0) @binding(4) var<uniform> ba_p: BwdApplyParams;
+@group(0) @binding(2) var<storage, read> ba_y: array<f32>;
+@group(0) @binding(3) var<storage, read> ba_coef: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> ba_dx: array<f32>;
+@group(0) @binding(5) var<uniform> ba_p: BwdApplyParams;
 
 @compute @workgroup_size(WG)
 fn bwd_apply(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
@@ -254,5 +273,9 @@ fn bwd_apply(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) w
   if (i >= ba_p.HW) { return; }
   let k = ba_coef[(ba_p.first + wid.y) % ba_p.C];
   let e = wid.y * ba_p.HW + i;
-  ba_dx[ba_p.dxoff + e] = k.x * (ba_dy[ba_p.dyoff + e] - k.y - (ba_x[ba_p.xoff + e] - k.w) * k.z);
+  var g = ba_dy[ba_p.dyoff + e];
+  if (RELU) {
+    g = select(0.0, g, ba_y[ba_p.yoff + e] > 0.0);
+  }
+  ba_dx[ba_p.dxoff + e] = k.x * (g - k.y - (ba_x[ba_p.xoff + e] - k.w) * k.z);
 }

@@ -348,3 +348,70 @@ Deno.test("BatchNorm2d → in-place ReLU → residual add: forward and backward"
   [x, sk, h, r, y, dy, dz!, dr!, dx!, y2, d2a!, d2b!].forEach((t) => t.dispose());
   assertEquals(relu.params().length, 0);
 });
+
+Deno.test("BatchNorm2d with the fused ReLU equals BatchNorm2d → in-place ReLU bit for bit", async () => {
+  const gpu = await testGpu();
+  const s: Shape = [2, 3, 9, 11];
+  const c = s[1];
+  const xs = input(s, 400);
+  const dys = randArray(xs.length, 401);
+  const host = makeParams(gpu, c, 402).host;
+  // Training (batch statistics), psa's frozen mode with trainable and with frozen affine
+  // parameters, and eval (no tape).
+  const modes = [
+    { name: "train", frozen: false, affineTrainable: true, tape: true },
+    { name: "frozen", frozen: true, affineTrainable: true, tape: true },
+    { name: "frozen affine", frozen: true, affineTrainable: false, tape: true },
+    { name: "eval", frozen: false, affineTrainable: true, tape: false },
+  ];
+  try {
+    for (const m of modes) {
+      const run = async (fused: boolean) => {
+        const bn = new BatchNorm2d(gpu, c, "bn", { ...m, relu: fused });
+        bn.weight.value.write(host.weight);
+        bn.bias.value.write(host.bias);
+        bn.runningMean.value.write(host.runningMean);
+        bn.runningVar.value.write(host.runningVar);
+        const x = Tensor.fromArray(gpu, xs, s);
+        const tape = m.tape ? new Tape(gpu, bn.params()) : null;
+        tape?.watch(x);
+        zeroGrads(bn.params());
+        const d0 = gpu.dispatchCount;
+        const h = bn.forward(x, tape);
+        const y = fused ? h.retain() : new ReLU({ inplace: true }).forward(h, tape);
+        const entries = tape?.length ?? 0;
+        const dy = Tensor.fromArray(gpu, dys, s);
+        const [dx] = tape ? tape.backward([[y, dy.retain()]], [x]) : [null];
+        const out = {
+          y: await y.read(),
+          dx: dx ? await dx.read() : null,
+          dweight: m.tape && m.affineTrainable ? await bn.weight.grad.read() : null,
+          dbias: m.tape && m.affineTrainable ? await bn.bias.grad.read() : null,
+          runningMean: await bn.runningMean.value.read(),
+          runningVar: await bn.runningVar.value.read(),
+          entries,
+          dispatches: gpu.dispatchCount - d0,
+        };
+        [x, h, y, dy].forEach((t) => t.dispose());
+        dx?.dispose();
+        for (const p of [...bn.params(), ...bn.buffers()]) p.value.dispose();
+        for (const p of bn.params()) p.grad.dispose();
+        return out;
+      };
+      const fused = await run(true);
+      const plain = await run(false);
+      for (const k of ["y", "dx", "dweight", "dbias", "runningMean", "runningVar"] as const) {
+        const a = fused[k];
+        const b = plain[k];
+        assertEquals(a === null, b === null, `${m.name} ${k} present`);
+        if (a && b) assertClose(a, b, { rtol: 0, atol: 0 }, `${m.name} ${k}`);
+      }
+      assertEquals(fused.y.some((v) => v === 0) && fused.y.some((v) => v > 0), true, "both sides");
+      // One tape entry instead of two; no ReLU forward dispatch and no relu_bwd dispatch.
+      if (m.tape) assertEquals([fused.entries, plain.entries], [1, 2], `${m.name} entries`);
+      assertEquals(plain.dispatches - fused.dispatches, m.tape ? 2 : 1, `${m.name} dispatches`);
+    }
+  } finally {
+    gpu.destroy();
+  }
+});

@@ -76,8 +76,13 @@ export function conv2d(
 
 /**
  * 2-D batch normalisation of x [N, C, H, W]. With `opts.training`, batch statistics (and a
- * running-statistics update); else the running statistics, as constants. Gradients flow to x
- * and to weight/bias when the tape has them as parameters. Saves x and the statistics.
+ * running-statistics update); else the running statistics, as constants. With `opts.relu`,
+ * relu(batchnorm(x)) in the batchnorm's own passes: the forward kernel clamps, and the rule
+ * masks dy with the saved output (relu_bwd's [y > 0]) inside the batchnorm backward kernels,
+ * so the pair records no ReLU dispatch and no ReLU gradient temporary. Gradients flow to x
+ * and to weight/bias when the tape has them as parameters. Saves x and the statistics (and
+ * the output with `relu`: an op that overwrites it in place would spoil the mask, as with
+ * the ReLU's own rule).
  */
 export function batchNorm2d(
   tape: Tape | null,
@@ -88,7 +93,8 @@ export function batchNorm2d(
   const gpu = x.gpu;
   const eps = opts.eps ?? 1e-5;
   const { y, stats } = batchNormForward(gpu, x, p, opts);
-  tape?.record("batchnorm", [x, p.weight, p.bias], [y], (g) => {
+  const relu = opts.relu ?? false;
+  tape?.record(relu ? "batchnorm_relu" : "batchnorm", [x, p.weight, p.bias], [y], (g) => {
     const affine = g.needs(1) || g.needs(2);
     if (affine && !(g.needs(1) && g.needs(2))) {
       throw new Error("batchnorm: weight and bias must both be trainable or both frozen");
@@ -102,10 +108,11 @@ export function batchNorm2d(
       eps,
       grads: sw && sb ? { weight: sw.out, bias: sb.out } : undefined,
       accumulate: sw?.accumulate ?? false,
+      reluOutput: relu ? y : undefined,
     });
     if (g.needs(0)) g.give(0, dx);
     else dx.dispose();
-  }, [x, stats.mean, stats.stat]);
+  }, relu ? [x, stats.mean, stats.stat, y] : [x, stats.mean, stats.stat]);
   stats.mean.dispose();
   stats.stat.dispose();
   return y;

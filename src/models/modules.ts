@@ -134,6 +134,12 @@ export interface BatchNorm2dOptions {
   group?: "backbone" | "head";
   /** Whether weight decay applies to weight/bias. Default false. */
   decay?: boolean;
+  /**
+   * Apply the ReLU that follows in the batchnorm's own kernels, forward and backward (a
+   * `BatchNorm2d` then `ReLU` pair at the cost of the batchnorm alone; see
+   * {@link F.batchNorm2d}). No parameter or checkpoint name changes. Default false.
+   */
+  relu?: boolean;
 }
 
 /**
@@ -143,7 +149,8 @@ export interface BatchNorm2dOptions {
  *
  * With a tape and not `frozen`: batch statistics and a running-stat update (PyTorch's train
  * mode); with a tape and `frozen`: running statistics, gradients flow to x (and to weight/bias
- * when they are trainable); without a tape: running statistics (eval mode).
+ * when they are trainable); without a tape: running statistics (eval mode). With `relu`, every
+ * mode returns relu(batchnorm(x)) from the same kernels (the backbones' BN + ReLU pairs).
  */
 export class BatchNorm2d implements Module {
   /** `<prefix>.weight` (gamma), [C]. */
@@ -162,6 +169,8 @@ export class BatchNorm2d implements Module {
   frozen: boolean;
   /** Whether weight/bias are params (trained) rather than buffers. */
   affineTrainable: boolean;
+  /** Whether the output is relu(batchnorm(x)) (the fused ReLU). */
+  relu: boolean;
 
   /** Creates the `channels` per-channel tensors named `<prefix>.*`, initialised as PyTorch. */
   constructor(
@@ -177,6 +186,7 @@ export class BatchNorm2d implements Module {
     this.momentum = opts.momentum ?? 0.1;
     this.frozen = opts.frozen ?? false;
     this.affineTrainable = opts.affineTrainable ?? true;
+    this.relu = opts.relu ?? false;
     const full = (v: number) => new Float32Array(channels).fill(v);
     const p = (name: string, v: number) =>
       param(
@@ -209,12 +219,13 @@ export class BatchNorm2d implements Module {
     };
   }
 
-  /** Normalises `x` ([N, C, H, W]); see the class doc for the modes. */
+  /** Normalises `x` ([N, C, H, W]), then the ReLU if fused; see the class doc for the modes. */
   forward(x: Tensor, tape: Tape | null): Tensor {
     return F.batchNorm2d(tape, x, this.tensors(), {
       training: tape !== null && !this.frozen,
       eps: this.eps,
       momentum: this.momentum,
+      relu: this.relu,
     });
   }
 
@@ -241,7 +252,8 @@ export interface ActivationOptions {
   /**
    * Write the result over the input. The returned tensor is then the input itself with one
    * more reference (dispose both as usual). Only safe when no recorded op saved that input
-   * (true after batchnorm, which saves its own input, not its output).
+   * (true after a batchnorm without the fused ReLU, which saves its own input, not its
+   * output; with `relu` it saves its output for the mask).
    */
   inplace?: boolean;
 }

@@ -10,7 +10,7 @@ import type { Rng } from "../rng.ts";
 import type { Buffer, Param } from "../autograd/param.ts";
 import type { Tape } from "../autograd/tape.ts";
 import { add } from "../autograd/functions.ts";
-import { BatchNorm2d, Conv2d, MaxPool2d, type Module, ReLU, Sequential } from "./modules.ts";
+import { BatchNorm2d, Conv2d, MaxPool2d, type Module, Sequential } from "./modules.ts";
 
 /** Shared construction context of a backbone. */
 interface Builder {
@@ -41,8 +41,12 @@ function conv(
   }, b.rng);
 }
 
-function bn(b: Builder, name: string, c: number): BatchNorm2d {
-  return new BatchNorm2d(b.gpu, c, name, { frozen: b.frozenBn });
+/**
+ * A batchnorm; `relu` fuses the in-place ReLU that follows it in torchvision's ResNet into its
+ * kernels (no ReLU dispatch or gradient pass; the same parameter and checkpoint names).
+ */
+function bn(b: Builder, name: string, c: number, relu = false): BatchNorm2d {
+  return new BatchNorm2d(b.gpu, c, name, { frozen: b.frozenBn, relu });
 }
 
 /** A residual block: main path, optional downsample path, add + ReLU. */
@@ -93,8 +97,7 @@ function basicBlock(
 ): Residual {
   const main = new Sequential([
     conv(b, `${p}.conv1`, inC, outC, 3, stride, dilation),
-    bn(b, `${p}.bn1`, outC),
-    new ReLU({ inplace: true }),
+    bn(b, `${p}.bn1`, outC, true),
     conv(b, `${p}.conv2`, outC, outC, 3, 1, dilation),
     bn(b, `${p}.bn2`, outC),
   ]);
@@ -112,11 +115,9 @@ function bottleneck(
   const outC = planes * 4;
   const main = new Sequential([
     conv(b, `${p}.conv1`, inC, planes, 1),
-    bn(b, `${p}.bn1`, planes),
-    new ReLU({ inplace: true }),
+    bn(b, `${p}.bn1`, planes, true),
     conv(b, `${p}.conv2`, planes, planes, 3, stride, dilation),
-    bn(b, `${p}.bn2`, planes),
-    new ReLU({ inplace: true }),
+    bn(b, `${p}.bn2`, planes, true),
     conv(b, `${p}.conv3`, planes, outC, 1),
     bn(b, `${p}.bn3`, outC),
   ]);
@@ -163,8 +164,7 @@ export function buildBackbone(
     const widths = [16, 32, 64, 128];
     const layers: Module[] = [
       conv(b, "conv1", 3, widths[0], 3, 2),
-      bn(b, "bn1", widths[0]),
-      new ReLU({ inplace: true }),
+      bn(b, "bn1", widths[0], true),
     ];
     // strides after the stem (s2): 2, 2 → 8; last stage stride 2 for OS 16, dilation for OS 8.
     const strides = [1, 2, 2, os === 16 ? 2 : 1];
@@ -184,8 +184,7 @@ export function buildBackbone(
   const isBottleneck = arch === "resnet50" || arch === "resnet101";
   const layers: Module[] = [
     conv(b, "conv1", 3, 64, 7, 2),
-    bn(b, "bn1", 64),
-    new ReLU({ inplace: true }),
+    bn(b, "bn1", 64, true),
     new MaxPool2d({ kernel: 3, stride: 2, padding: 1 }),
   ];
   const planes = [64, 128, 256, 512];

@@ -2,7 +2,9 @@
  * 2-D batch normalisation (PyTorch's `BatchNorm2d`) with explicit forward and backward:
  * training mode (batch statistics over N, H, W, running-stat update with momentum and the
  * unbiased variance), eval mode (running statistics) and psa's frozen mode (running statistics
- * while training, affine parameters trainable or frozen).
+ * while training, affine parameters trainable or frozen), each optionally fused with the ReLU
+ * that follows it (`relu`: the forward writes max(y, 0), the backward masks the gradient of
+ * that output with it, so the pair costs the batchnorm's passes only).
  *
  * Kernels: `shaders/batchnorm.wgsl`. Per-channel reductions use a workgroup per channel with
  * register accumulation and a single barrier; inputs larger than one storage binding are
@@ -47,6 +49,11 @@ export interface BatchNormForwardOptions {
   eps?: number;
   /** Running-stat momentum (PyTorch convention: new = (1-m)·old + m·batch), default 0.1. */
   momentum?: number;
+  /**
+   * Fuse the ReLU that follows: y = max(bn(x), 0), in the same pass (default false). Its
+   * backward is {@link batchNormBackward} with `reluOutput` set to this y.
+   */
+  relu?: boolean;
 }
 
 /**
@@ -74,10 +81,19 @@ const P = declareParams("batchnorm", {
     count: "u32",
     xoff: "u32",
     dyoff: "u32",
+    yoff: "u32",
     chunk: "u32",
   },
   BwdFinalParams: { C: "u32", K: "u32", M: "f32", eps: "f32" },
-  BwdApplyParams: { C: "u32", HW: "u32", first: "u32", xoff: "u32", dyoff: "u32", dxoff: "u32" },
+  BwdApplyParams: {
+    C: "u32",
+    HW: "u32",
+    first: "u32",
+    xoff: "u32",
+    dyoff: "u32",
+    yoff: "u32",
+    dxoff: "u32",
+  },
 });
 
 function checkParams(op: string, x: Tensor, p: BatchNormTensors): [number, number, number] {
@@ -88,9 +104,9 @@ function checkParams(op: string, x: Tensor, p: BatchNormTensors): [number, numbe
 }
 
 /**
- * Records batchnorm forward: y = (x - mean) / sqrt(var + eps) · weight + bias per channel.
- * In training mode the batch statistics are computed over (N, H, W) and the running stats are
- * updated in place (unbiased variance, as PyTorch).
+ * Records batchnorm forward: y = (x - mean) / sqrt(var + eps) · weight + bias per channel
+ * (then max(y, 0) with `opts.relu`). In training mode the batch statistics are computed over
+ * (N, H, W) and the running stats are updated in place (unbiased variance, as PyTorch).
  */
 export function batchNormForward(
   gpu: GpuContext,
@@ -155,7 +171,7 @@ export function batchNormForward(
     name: `${op}.apply`,
     shader: "batchnorm",
     entry: "apply",
-    constants: { EVAL: stats.eval ? 1 : 0 },
+    constants: { EVAL: stats.eval ? 1 : 0, RELU: opts.relu ? 1 : 0 },
     inputs: [{ tensor: x, planeSize: HW }],
     shared: [stats.mean, stats.stat, p.weight, p.bias],
     outputs: [{ tensor: y, planeSize: HW }],
@@ -184,13 +200,20 @@ export interface BatchNormBackwardOptions {
   grads?: { weight: Tensor; bias: Tensor };
   /** Add into `grads` instead of overwriting them (a parameter with several consumers). */
   accumulate?: boolean;
+  /**
+   * The forward's output when it fused the ReLU (`relu: true`): `dy` is then the gradient of
+   * max(bn(x), 0) and is masked by `reluOutput > 0` inside the kernels (relu_bwd's rule),
+   * with no pass or temporary of its own.
+   */
+  reluOutput?: Tensor;
 }
 
 /**
  * Records batchnorm backward and returns dx. With batch statistics:
  * dx = weight·inv·(dy - mean(dy) - x̂·mean(dy·x̂)), x̂ = (x - mean)·inv; with running
  * statistics (eval/frozen) the statistics are constants: dx = weight·inv·dy.
- * dweight = Σ dy·x̂, dbias = Σ dy over (N, H, W).
+ * dweight = Σ dy·x̂, dbias = Σ dy over (N, H, W). With `opts.reluOutput`, dy is first
+ * replaced by dy·[y > 0] (the fused ReLU's backward).
  */
 export function batchNormBackward(
   gpu: GpuContext,
@@ -207,7 +230,11 @@ export function batchNormBackward(
   const grads = opts.grads ?? { weight: Tensor.empty(gpu, [C]), bias: Tensor.empty(gpu, [C]) };
   checkShape(op, "dweight", grads.weight, [C]);
   checkShape(op, "dbias", grads.bias, [C]);
+  if (opts.reluOutput) checkShape(op, "reluOutput", opts.reluOutput, x.shape);
   const evalConst = { EVAL: stats.eval ? 1 : 0 };
+  const relu = opts.reluOutput !== undefined;
+  // Without the ReLU the kernels' y binding holds x again (never read: one binding layout).
+  const y = opts.reluOutput ?? x;
   const reduce = !stats.eval || opts.grads !== undefined;
   let part: Tensor | null = null;
   let k = 0;
@@ -215,6 +242,7 @@ export function batchNormBackward(
     const chunks = planeChunks(gpu, op, n * C, [
       { tensor: x, planeSize: HW },
       { tensor: dy, planeSize: HW },
+      { tensor: y, planeSize: HW },
     ]);
     k = chunks.length;
     part = Tensor.empty(gpu, [k * C * 2]);
@@ -223,7 +251,8 @@ export function batchNormBackward(
         name: `${op}.reduce`,
         shader: "batchnorm",
         entry: "bwd_reduce",
-        inputs: [ch.ranges[0], ch.ranges[1], stats.mean],
+        constants: { RELU: relu ? 1 : 0 },
+        inputs: [ch.ranges[0], ch.ranges[1], ch.ranges[2], stats.mean],
         outputs: [part],
         params: P.BwdReduceParams.pack({
           C,
@@ -232,6 +261,7 @@ export function batchNormBackward(
           count: ch.count,
           xoff: ch.offsets[0],
           dyoff: ch.offsets[1],
+          yoff: ch.offsets[2],
           chunk: ch.index,
         }),
         workgroups: [C],
@@ -259,7 +289,12 @@ export function batchNormBackward(
     name: `${op}.apply`,
     shader: "batchnorm",
     entry: "bwd_apply",
-    inputs: [{ tensor: x, planeSize: HW }, { tensor: dy, planeSize: HW }],
+    constants: { RELU: relu ? 1 : 0 },
+    inputs: [
+      { tensor: x, planeSize: HW },
+      { tensor: dy, planeSize: HW },
+      { tensor: y, planeSize: HW },
+    ],
     shared: [coef],
     outputs: [{ tensor: dx, planeSize: HW }],
     itemsPerPlane: HW,
@@ -270,7 +305,8 @@ export function batchNormBackward(
         first: ch.first,
         xoff: ch.offsets[0],
         dyoff: ch.offsets[1],
-        dxoff: ch.offsets[2],
+        yoff: ch.offsets[2],
+        dxoff: ch.offsets[3],
       }),
   });
   coef.dispose();
@@ -333,7 +369,7 @@ export interface BatchNormRefParams {
 /**
  * CPU reference of {@link batchNormForward} (f64): batch statistics and the running-stat
  * update (unbiased variance) in training mode, running statistics otherwise (running stats
- * returned unchanged).
+ * returned unchanged); then max(y, 0) with `opts.relu`.
  */
 export function batchNormForwardRef(
   x: ArrayLike<number>,
@@ -343,9 +379,10 @@ export function batchNormForwardRef(
 ): { y: Float64Array; runningMean: Float64Array; runningVar: Float64Array } {
   const eps = opts.eps ?? 1e-5;
   const mom = opts.momentum ?? 0.1;
+  const act = (y: Float64Array) => opts.relu ? y.map((v) => Math.max(v, 0)) : y;
   if (!opts.training) {
     return {
-      y: batchNormApplyRef(x, shape, p.runningMean, p.runningVar, p.weight, p.bias, eps),
+      y: act(batchNormApplyRef(x, shape, p.runningMean, p.runningVar, p.weight, p.bias, eps)),
       runningMean: Float64Array.from(p.runningMean),
       runningVar: Float64Array.from(p.runningVar),
     };
@@ -354,7 +391,7 @@ export function batchNormForwardRef(
   const m = n * h * w;
   const s = batchNormStatsRef(x, shape);
   return {
-    y: batchNormApplyRef(x, shape, s.mean, s.var, p.weight, p.bias, eps),
+    y: act(batchNormApplyRef(x, shape, s.mean, s.var, p.weight, p.bias, eps)),
     runningMean: Float64Array.from(p.runningMean, (r, k) => (1 - mom) * r + mom * s.mean[k]),
     runningVar: Float64Array.from(
       p.runningVar,
@@ -366,11 +403,12 @@ export function batchNormForwardRef(
 /**
  * CPU reference of {@link batchNormBackward} (f64): with batch statistics (`training`,
  * recomputed from x) dx = weight·inv·(dy - mean(dy) - x̂·mean(dy·x̂)); with the given running
- * statistics dx = weight·inv·dy. dweight = Σ dy·x̂, dbias = Σ dy over (N, H, W).
+ * statistics dx = weight·inv·dy. dweight = Σ dy·x̂, dbias = Σ dy over (N, H, W). With
+ * `reluOutput` (the fused ReLU's output y), dy·[y > 0] takes dy's place.
  */
 export function batchNormBackwardRef(
   x: ArrayLike<number>,
-  dy: ArrayLike<number>,
+  dyIn: ArrayLike<number>,
   shape: readonly number[],
   weight: ArrayLike<number>,
   opts: {
@@ -378,8 +416,11 @@ export function batchNormBackwardRef(
     runningMean?: ArrayLike<number>;
     runningVar?: ArrayLike<number>;
     eps?: number;
+    reluOutput?: ArrayLike<number>;
   },
 ): { dx: Float64Array; dweight: Float64Array; dbias: Float64Array } {
+  const y = opts.reluOutput;
+  const dy = y ? Float64Array.from(dyIn, (g, j) => (y[j] > 0 ? g : 0)) : dyIn;
   const [n, c, h, w] = shape;
   const hw = h * w;
   const m = n * hw;
@@ -416,9 +457,11 @@ export function batchNormBackwardRef(
 // ---------------------------------------------------------------------------------------------
 // Op units (tests and benchmark: ./unit.ts).
 
-/** Parameters of a batchnorm unit case: the input shape [N, C, H, W]. */
+/** Parameters of a batchnorm unit case: the input shape [N, C, H, W], the fused ReLU. */
 export interface BatchNormCase {
   shape: readonly [number, number, number, number];
+  /** Fuse the ReLU that follows (default false). */
+  relu?: boolean;
 }
 
 function bnUnitOp(training: boolean): RecordedOp<BatchNormCase> {
@@ -430,8 +473,8 @@ function bnUnitOp(training: boolean): RecordedOp<BatchNormCase> {
   });
   return {
     name: training ? "batch statistics" : "running statistics",
-    forward: (gpu, _p, { tensors: t }): Record<string, Tensor> => {
-      const { y, stats } = batchNormForward(gpu, t.x, params(t), { training });
+    forward: (gpu, p, { tensors: t }): Record<string, Tensor> => {
+      const { y, stats } = batchNormForward(gpu, t.x, params(t), { training, relu: p.relu });
       stats.mean.dispose();
       stats.stat.dispose();
       return training
@@ -439,20 +482,54 @@ function bnUnitOp(training: boolean): RecordedOp<BatchNormCase> {
         : { y };
     },
     backward: (gpu, p, { tensors: t }, { tensors: d }) => {
-      const { y, stats } = batchNormForward(gpu, t.x, params(t), { training });
+      const { y, stats } = batchNormForward(gpu, t.x, params(t), { training, relu: p.relu });
       const C = p.shape[1];
       const grads = { weight: Tensor.empty(gpu, [C]), bias: Tensor.empty(gpu, [C]) };
-      const dx = batchNormBackward(gpu, t.x, asShape(d.y, p.shape), params(t), stats, { grads });
+      const dx = batchNormBackward(gpu, t.x, asShape(d.y, p.shape), params(t), stats, {
+        grads,
+        reluOutput: p.relu ? y : undefined,
+      });
       [y, stats.mean, stats.stat].forEach((v) => v.dispose());
       return { x: dx, ...grads };
     },
   };
 }
 
+/**
+ * Sets each channel's bias so that the fused ReLU's kink lies in the middle of the widest gap
+ * between the channel's normalised inputs (among the middle half of them): no output is near
+ * 0, where the ReLU's derivative jumps and finite differences are ill-posed, and both sides
+ * of the kink hold inputs. The statistics are the batch's (`training`) or the running ones.
+ */
+function reluAwayFromKink(
+  shape: readonly number[],
+  v: { x: Float32Array; weight: Float32Array; bias: Float32Array } & Record<string, Float32Array>,
+  training: boolean,
+): void {
+  const [n, c, h, w] = shape;
+  const hw = h * w;
+  const st = training ? batchNormStatsRef(v.x, shape) : { mean: v.runningMean, var: v.runningVar };
+  for (let k = 0; k < c; k++) {
+    const xs: number[] = [];
+    for (let b = 0; b < n; b++) {
+      for (let i = 0; i < hw; i++) xs.push(v.x[(b * c + k) * hw + i]);
+    }
+    xs.sort((a, b) => a - b);
+    const m = xs.length;
+    let best = Math.floor((m - 1) / 4);
+    for (let i = best; i < Math.max(best + 1, Math.ceil(3 * (m - 1) / 4)); i++) {
+      if (xs[i + 1] - xs[i] > xs[best + 1] - xs[best]) best = i;
+    }
+    const t = (xs[best] + xs[best + 1]) / 2;
+    // y = (x - mean)·inv·weight + bias is 0 at x = t.
+    v.bias[k] = -(t - st.mean[k]) / Math.sqrt(st.var[k] + 1e-5) * v.weight[k];
+  }
+}
+
 function bnUnit(training: boolean): OpUnit<BatchNormCase> {
-  const bnCase = (shape: [number, number, number, number], split = true) => ({
-    name: shape.join("x"),
-    params: { shape },
+  const bnCase = (shape: [number, number, number, number], split = true, relu = false) => ({
+    name: shape.join("x") + (relu ? " relu" : ""),
+    params: { shape, relu },
     split,
   });
   const ref = (p: BatchNormCase, x: RefValues) =>
@@ -461,7 +538,7 @@ function bnUnit(training: boolean): OpUnit<BatchNormCase> {
       bias: x.bias,
       runningMean: x.runningMean,
       runningVar: x.runningVar,
-    }, { training });
+    }, { training, relu: p.relu });
   return defineOpUnit<BatchNormCase>({
     name: training ? "batchnorm_train" : "batchnorm_eval",
     description: training
@@ -472,13 +549,18 @@ function bnUnit(training: boolean): OpUnit<BatchNormCase> {
     outputs: training ? ["y", "runningMean", "runningVar"] : ["y"],
     gradOutputs: ["y"],
     differentiable: ["x", "weight", "bias"],
-    // The last case has planes over 4096 pixels (the kernels' wide-workgroup path).
+    // The 65x67 cases have planes over 4096 pixels (the kernels' wide-workgroup path); the
+    // relu cases fuse the ReLU that follows.
     cases: [
       bnCase([3, 5, 7, 7]),
       bnCase([2, 3, 13, 17]),
       bnCase([1, 6, 1, 3]),
       bnCase([3, 5, 13, 17]),
       bnCase([2, 2, 65, 67], false),
+      bnCase([3, 5, 7, 7], true, true),
+      bnCase([1, 6, 1, 3], true, true),
+      bnCase([3, 5, 13, 17], true, true),
+      bnCase([2, 2, 65, 67], false, true),
     ],
     benchShapes: [bnCase([8, 64, 56, 56]), bnCase([8, 256, 14, 14])],
     tolerance: {
@@ -499,13 +581,15 @@ function bnUnit(training: boolean): OpUnit<BatchNormCase> {
       const [, c, h, w] = p.shape;
       const x = uniformValues(sizeOf(p.shape), seed, -2, 2);
       for (let j = 0; j < x.length; j++) x[j] += 3 * (Math.floor(j / (h * w)) % c) - 4;
-      return {
+      const v = {
         x,
         weight: uniformValues(c, seed + 1, 0.5, 1.5),
         bias: uniformValues(c, seed + 2, -0.5, 0.5),
         runningMean: uniformValues(c, seed + 3, -0.2, 0.2),
         runningVar: uniformValues(c, seed + 4, 0.5, 2),
       };
+      if (p.relu) reluAwayFromKink(p.shape, v, training);
+      return v;
     },
     refForward: (p, x): Record<string, Float64Array> => {
       const r = ref(p, x);
@@ -516,12 +600,19 @@ function bnUnit(training: boolean): OpUnit<BatchNormCase> {
         training,
         runningMean: x.runningMean,
         runningVar: x.runningVar,
+        reluOutput: p.relu ? ref(p, x).y : undefined,
       });
       return { x: r.dx, weight: r.dweight, bias: r.dbias };
     },
     cost: (p) => ({
       forward: { flops: 4 * sizeOf(p.shape), bytes: bytesOf(p.shape, p.shape) },
-      backward: { flops: 8 * sizeOf(p.shape), bytes: bytesOf(p.shape, p.shape, p.shape) },
+      // x, dy (and the fused ReLU's y) read, dx written.
+      backward: {
+        flops: 8 * sizeOf(p.shape),
+        bytes: p.relu
+          ? bytesOf(p.shape, p.shape, p.shape, p.shape)
+          : bytesOf(p.shape, p.shape, p.shape),
+      },
     }),
     gpu: bnUnitOp(training),
   });

@@ -89,13 +89,13 @@ export type TapeFunction<P = unknown> = (
 const conv: TapeFunction<Conv2dCase> = (tape, p, x) => ({
   y: F.conv2d(tape, x.x, x.w, x.bias ?? null, p.o),
 });
-const bn = (training: boolean): TapeFunction<BatchNormCase> => (tape, _p, x) => ({
+const bn = (training: boolean): TapeFunction<BatchNormCase> => (tape, p, x) => ({
   y: F.batchNorm2d(tape, x.x, {
     weight: x.weight,
     bias: x.bias,
     runningMean: x.runningMean,
     runningVar: x.runningVar,
-  }, { training }),
+  }, { training, relu: p.relu }),
 });
 const maxPool: TapeFunction<MaxPoolCase> = (tape, p, x) => ({ y: F.maxPool2d(tape, x.x, p.opts) });
 const gap: TapeFunction<GapCase> = (tape, _p, x) => ({ y: F.globalAvgPool(tape, x.x) });
