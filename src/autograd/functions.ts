@@ -49,7 +49,11 @@ import * as seam from "../losses/seam.ts";
 import { softmaxCrossEntropyBackward, softmaxCrossEntropyLoss } from "../losses/segmentation.ts";
 import type { Tape } from "./tape.ts";
 
-/** Convolution y = conv(x, w) + b (PyTorch's conv2d, groups 1). Saves x. */
+/**
+ * Convolution y = conv(x, w) + b (PyTorch's conv2d, groups 1). Saves x. The input gradient
+ * is written through a sink: where x already has a gradient (a block input that also feeds
+ * the shortcut), the kernel adds into it instead of the tape summing a separate result.
+ */
 export function conv2d(
   tape: Tape | null,
   x: Tensor,
@@ -69,7 +73,12 @@ export function conv2d(
       const s = g.sink(2);
       conv2dGradBias(gpu, dy, { out: s.out, accumulate: s.accumulate });
     }
-    if (g.needs(0)) g.give(0, conv2dGradInput(gpu, dy, w, x.shape, geom));
+    if (g.needs(0)) {
+      // The kernels' accumulate adds the finished sum once (out + v), the bits the tape's add
+      // of a separate result would give, without its dispatch, pass and temporary.
+      const s = g.sink(0);
+      conv2dGradInput(gpu, dy, w, x.shape, { ...geom, out: s.out, accumulate: s.accumulate });
+    }
   }, [x]);
   return y;
 }
