@@ -5,13 +5,16 @@
 // - `naive`: one invocation per output element (the benchmark reference).
 // - `tiled`: a workgroup computes a 128 x 128 tile from TK-deep slices staged in workgroup
 //   memory; each invocation owns an 8 x 8 register block (meant for real GPUs).
-// - `transpose`: copies B into a dense [batch, K, nPad] buffer (C), so that `rb` can read
-//   transposed or unaligned B operands with vec4 loads along n.
+// - `transpose`: copies B into a dense [batch · sumN, K, nPad] buffer (C), so that `rb` can read
+//   unaligned B operands with vec4 loads along n; one dispatch for every product of a call.
 // - `rb`: register blocking without workgroup memory. Each invocation computes an RM x RN block
 //   with every operand value loaded once per block row/column and, where the layout allows,
 //   four at a time (vec4 loads). The block body is unrolled by src/ops/matmul.ts, which fills the
 //   {{...}} placeholders below (Mesa's compiler does not fully unroll loops over register
 //   arrays, and an array-based body runs 3-5x slower on llvmpipe). The fast path on llvmpipe.
+//   Its summing form (RB_SUM_OPEN = a loop over si < sumN) adds sumN products into one C, one
+//   after another, each from fresh accumulators and stored as a separate dispatch would store
+//   it: the same bits as sumN accumulating dispatches (src/ops/matmul.ts's GemmSpec.sum).
 //
 // Operands are bound as array<{{A_T}}> / array<{{B_T}}> (vec4f where the generated body uses
 // vec4 loads, f32 otherwise); `lda(i)` / `ldb(i)` read one element by flat index either way.
@@ -34,6 +37,16 @@ fn ldb(i: u32) -> f32 {
 
 fn store(ci: u32, v: f32) {
   if (p.beta != 0u) {
+    C[ci] = p.alpha * v + C[ci];
+  } else {
+    C[ci] = p.alpha * v;
+  }
+}
+
+// rb's store: product si > 0 of a sum adds to what product si - 1 stored (the same expression
+// as store's, so a summing dispatch gives the bits of sumN accumulating ones).
+fn store_sum(ci: u32, v: f32, si: u32) {
+  if (p.beta != 0u || si > 0u) {
     C[ci] = p.alpha * v + C[ci];
   } else {
     C[ci] = p.alpha * v;
@@ -144,25 +157,28 @@ fn tiled(
 }
 
 // ---------------------------------------------------------------------------------------------
-// transpose: C[(b·K + k)·nPad + n] = B(k, n) of batch b; one element per invocation (flat index
-// over x and y of 256-wide workgroups).
+// transpose: C[(t·K + k)·nPad + n] = B(k, n) of product t = b·sumN + si (batch b, summand
+// si); one element per invocation (flat index over x and y of 256-wide workgroups).
 
 @compute @workgroup_size(256)
 fn transpose(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat_index(gid, nwg, 256u);
-  if (i >= p.batch * p.K * p.N) {
+  if (i >= p.batch * p.sumN * p.K * p.N) {
     return;
   }
   let n = i % p.N;
   let k = (i / p.N) % p.K;
-  let b = i / (p.N * p.K);
-  C[p.cOff + (b * p.K + k) * p.nPad + n] = ldb(p.bOff + b * p.bBatch + k * p.bSK + n * p.bSN);
+  let t = i / (p.N * p.K);
+  let src = p.bOff + (t / p.sumN) * p.bBatch + (t % p.sumN) * p.bSum + k * p.bSK + n * p.bSN;
+  C[p.cOff + (t * p.K + k) * p.nPad + n] = ldb(src);
 }
 
 // ---------------------------------------------------------------------------------------------
 // rb: register-blocked, RM x RN outputs per invocation; x: column block, y: row block,
 // z: batch; k in steps of 4, then one at a time. Rows/columns past the edge are clamped for
-// loading and skipped when storing.
+// loading and skipped when storing. RB_SUM_OPEN is `let si = 0u; {` (one product) or
+// `for (var si = 0u; si < p.sumN; si++) {` (sumN products added into C in order; the caller
+// keeps sumN · (K / 4 + K % 4 + 1) under llvmpipe's loop budget).
 
 @compute @workgroup_size({{WG_X}}, {{WG_Y}})
 fn rb(@builtin(global_invocation_id) gid: vec3u) {
@@ -172,8 +188,9 @@ fn rb(@builtin(global_invocation_id) gid: vec3u) {
   if (m0 >= p.M || n0 >= p.N) {
     return;
   }
-  let aB = p.aOff + b * p.aBatch;
-  let bB = p.bOff + b * p.bBatch;
+  {{RB_SUM_OPEN}}
+  let aB = p.aOff + b * p.aBatch + si * p.aSum;
+  let bB = p.bOff + b * p.bBatch + si * p.bSum;
 {{RB_SETUP}}
   let K4 = p.K / 4u;
   for (var q = 0u; q < K4; q++) {
@@ -185,4 +202,5 @@ fn rb(@builtin(global_invocation_id) gid: vec3u) {
   }
   let cB = p.cOff + b * p.cBatch;
 {{RB_STORE}}
+  }
 }

@@ -212,3 +212,99 @@ Deno.test("rb block choice avoids waste on small and odd problems", () => {
   const b = pickRbBlock(20, 4);
   if (b.rn !== 4) throw new Error(`narrow N should get a narrow block, got ${JSON.stringify(b)}`);
 });
+
+interface SumCase {
+  M: number;
+  N: number;
+  K: number;
+  /** Products summed into each C. */
+  count: number;
+  batch: number;
+  /** B stored [N, K] (k-contiguous) per product. */
+  transB: boolean;
+  /** Extra elements between consecutive products of A and B (breaks vec4 alignment). */
+  pad: number;
+}
+
+// k4 B read in place, an unaligned transposed B (the copy path, one copy for all products),
+// scalar loads (odd sizes and steps), n4, batch with sum.
+const SUM_CASES: SumCase[] = [
+  { M: 20, N: 16, K: 36, count: 4, batch: 2, transB: true, pad: 0 },
+  { M: 20, N: 12, K: 30, count: 5, batch: 1, transB: true, pad: 0 },
+  { M: 9, N: 8, K: 13, count: 3, batch: 2, transB: false, pad: 1 },
+  { M: 33, N: 24, K: 40, count: 6, batch: 1, transB: false, pad: 0 },
+];
+
+/**
+ * gemm with `sum` against `count` accumulating GEMMs recorded in turn: bit for bit, every
+ * variant, overwriting and accumulating with alpha. Returns the dispatches of the summing call.
+ */
+async function checkSum(
+  gpu: GpuContext,
+  c: SumCase,
+  variant: (typeof MATMUL_VARIANTS)[number],
+  accumulate: boolean,
+): Promise<number> {
+  const stepA = c.batch * c.M * c.K + c.pad, stepB = c.batch * c.K * c.N + c.pad;
+  const a = Tensor.fromArray(gpu, randArray(c.count * stepA, 3 + c.M), [c.count * stepA]);
+  const b = Tensor.fromArray(gpu, randArray(c.count * stepB, 5 + c.N), [c.count * stepB]);
+  const c0 = randArray(c.batch * c.M * c.N, 7);
+  const want = Tensor.fromArray(gpu, c0, [c0.length]);
+  const got = Tensor.fromArray(gpu, c0, [c0.length]);
+  const spec = (si: number, out: Tensor) => ({
+    M: c.M,
+    N: c.N,
+    K: c.K,
+    batch: c.batch,
+    a: { buffer: a.buffer, off: si * stepA, sB: c.M * c.K, sM: c.K, sK: 1 },
+    b: c.transB
+      ? { buffer: b.buffer, off: si * stepB, sB: c.N * c.K, sK: 1, sN: c.K }
+      : { buffer: b.buffer, off: si * stepB, sB: c.K * c.N, sK: c.N, sN: 1 },
+    c: { buffer: out.buffer, off: 0, sB: c.M * c.N, sM: c.N },
+    alpha: accumulate ? 0.5 : 1,
+    variant,
+  });
+  for (let si = 0; si < c.count; si++) {
+    gemm(gpu, { ...spec(si, want), accumulate: accumulate || si > 0 });
+  }
+  const before = gpu.dispatchCount;
+  gemm(gpu, { ...spec(0, got), accumulate, sum: { count: c.count, a: stepA, b: stepB } });
+  const dispatches = gpu.dispatchCount - before;
+  const [w, g] = [await want.read(), await got.read()];
+  assertEquals(
+    Array.from(new Uint32Array(g.buffer)),
+    Array.from(new Uint32Array(w.buffer)),
+    `${variant} ${JSON.stringify(c)} accumulate ${accumulate}`,
+  );
+  for (const t of [a, b, want, got]) t.dispose();
+  return dispatches;
+}
+
+Deno.test("gemm sum: the products added in one dispatch give the bits of one GEMM per product", async (t) => {
+  const gpu = await testGpu();
+  for (const variant of MATMUL_VARIANTS) {
+    await t.step(variant, async () => {
+      for (const c of SUM_CASES) {
+        for (const acc of [false, true]) {
+          const d = await checkSum(gpu, c, variant, acc);
+          // rb: one dispatch (plus one copy of B for every product when it is copied).
+          const want = variant !== "rb" ? c.count : c.transB && c.K % 4 !== 0 ? 2 : 1;
+          assertEquals(d, want, `${variant} dispatches ${JSON.stringify(c)}`);
+        }
+      }
+    });
+  }
+  // Past an artificial binding limit (2 KiB = 512 floats) the products and K are split, and
+  // the pieces still follow one product at a time.
+  const small = await createGpu({ maxBindingBytes: 2048, debug: true });
+  try {
+    for (
+      const c of [...SUM_CASES, { M: 3, N: 2, K: 700, count: 3, batch: 1, transB: true, pad: 0 }]
+    ) {
+      const d = await checkSum(small, c, "rb", true);
+      if (d < 2) throw new Error(`${JSON.stringify(c)}: expected a split, got ${d} dispatch`);
+    }
+  } finally {
+    small.destroy();
+  }
+});

@@ -44,6 +44,19 @@ export interface GemmOperand {
   sB: number;
 }
 
+/**
+ * Products summed into each C of a {@link GemmSpec}: product `si` reads A and B `si · a` and
+ * `si · b` elements past product 0.
+ */
+export interface GemmSum {
+  /** Number of products (at least 1). */
+  count: number;
+  /** Element step of A from one product to the next. */
+  a: number;
+  /** Element step of B from one product to the next. */
+  b: number;
+}
+
 /** A strided batched GEMM: `C[b] = alpha · A[b] · B[b] (+ C[b])`, A: M x K, B: K x N. */
 export interface GemmSpec {
   /** Op name for error messages. */
@@ -68,6 +81,15 @@ export interface GemmSpec {
   alpha?: number;
   /** Kernel; default: the adapter's choice (see {@link matmulVariant}). */
   variant?: MatmulVariant;
+  /**
+   * `C[b] (+)= Σ_si alpha · A_si[b] · B_si[b]`: the products added into C one after another in
+   * `si` order, each a full dot product over K first, so the bits are those of `count` GEMMs
+   * recorded in turn with `accumulate` from the second on (e.g. a weight gradient summed over
+   * images), in one dispatch on `rb` while the products' operands are small (RB_SUM_BYTES; a
+   * few past the binding limit or llvmpipe's loop budget; one per product on the other kernels
+   * and for large products).
+   */
+  sum?: GemmSum;
 }
 
 /** A register block of the `rb` kernel: rm rows x rn columns per invocation. */
@@ -212,11 +234,15 @@ type AMode = "k4" | "m4" | "s";
 type BMode = "k4" | "n4" | "s";
 const XYZW = ["x", "y", "z", "w"];
 
-/** The `{{...}}` values that turn shaders/matmul.wgsl's rb skeleton into a kernel. */
+/**
+ * The `{{...}}` values that turn shaders/matmul.wgsl's rb skeleton into a kernel; `sum`: the
+ * form that adds `p.sumN` products into C ({@link GemmSpec.sum}).
+ */
 export function rbDefines(
   blk: RbBlock,
   aMode: AMode,
   bMode: BMode,
+  sum = false,
 ): Record<string, string | number> {
   const { rm, rn } = blk;
   const setup: string[] = [];
@@ -312,7 +338,7 @@ export function rbDefines(
     store.push(`if (m0 + ${i}u < p.M) {`);
     store.push(`  let r = cB + (m0 + ${i}u) * p.cSM + n0;`);
     for (let j = 0; j < rn; j++) {
-      store.push(`  if (n0 + ${j}u < p.N) { store(r + ${j}u, c${i}_${j}); }`);
+      store.push(`  if (n0 + ${j}u < p.N) { store_sum(r + ${j}u, c${i}_${j}, si); }`);
     }
     store.push(`}`);
   }
@@ -327,6 +353,8 @@ export function rbDefines(
     RB_BODY4: ind(body4, 4),
     RB_BODY1: ind(body1, 4),
     RB_STORE: ind(store, 2),
+    // One product: si is the constant 0 (the compiler folds it away).
+    RB_SUM_OPEN: sum ? "for (var si = 0u; si < p.sumN; si++) {" : "let si = 0u; {",
   };
 }
 
@@ -346,11 +374,11 @@ function plainDefines(): Record<string, string | number> {
 }
 
 const rbCache = new Map<string, Record<string, string | number>>();
-function rbDefinesCached(blk: RbBlock, aMode: AMode, bMode: BMode) {
-  const key = `${blk.rm}x${blk.rn}/${aMode}/${bMode}`;
+function rbDefinesCached(blk: RbBlock, aMode: AMode, bMode: BMode, sum: boolean) {
+  const key = `${blk.rm}x${blk.rn}/${aMode}/${bMode}${sum ? "/sum" : ""}`;
   let d = rbCache.get(key);
   if (!d) {
-    d = rbDefines(blk, aMode, bMode);
+    d = rbDefines(blk, aMode, bMode, sum);
     rbCache.set(key, d);
   }
   return d;
@@ -387,33 +415,47 @@ export function pickRbBlock(M: number, N: number, batch = 1): RbBlock {
 
 interface Chunk {
   b: number;
+  /** Summed products ({@link GemmSpec.sum}). */
+  r: number;
   m: number;
   n: number;
   k: number;
 }
 
+/** The spec's sum, one product when it has none. */
+const sumOf = (s: GemmSpec): GemmSum => s.sum ?? { count: 1, a: 0, b: 0 };
+
 function extent(chunk: Chunk, s: GemmSpec): { a: number; b: number; c: number } {
   const { a, b, c } = s;
+  const sum = sumOf(s);
   return {
-    a: 1 + (chunk.b - 1) * a.sB + (chunk.m - 1) * a.sM + (chunk.k - 1) * a.sK,
-    b: 1 + (chunk.b - 1) * b.sB + (chunk.k - 1) * b.sK + (chunk.n - 1) * b.sN,
+    a: 1 + (chunk.b - 1) * a.sB + (chunk.r - 1) * sum.a + (chunk.m - 1) * a.sM +
+      (chunk.k - 1) * a.sK,
+    b: 1 + (chunk.b - 1) * b.sB + (chunk.r - 1) * sum.b + (chunk.k - 1) * b.sK +
+      (chunk.n - 1) * b.sN,
     c: 1 + (chunk.b - 1) * c.sB + (chunk.m - 1) * c.sM + (chunk.n - 1),
   };
 }
 
 /**
  * Chunk sizes such that every operand's window fits the binding limit: the GEMM's plan over the
- * shared splitter (src/gpu/split.ts), halving the batch first, then the dimension contributing
- * most to the largest over-limit window. Chunks along K are accumulated (see {@link gemm}).
+ * shared splitter (src/gpu/split.ts), halving the batch first, then the summed products, then
+ * the dimension contributing most to the largest over-limit window. Chunks along K are
+ * accumulated (see {@link gemm}); K is only split once a chunk holds one product, so every
+ * product's partial sums are still added in the order of one product at a time.
  */
 function planChunks(gpu: GpuContext, s: GemmSpec): Chunk {
   const limit = windowCapacity(gpu);
-  const ch: Chunk = { b: s.batch, m: s.M, n: s.N, k: s.K };
+  const ch: Chunk = { b: s.batch, r: sumOf(s).count, m: s.M, n: s.N, k: s.K };
   for (let iter = 0; iter < 200; iter++) {
     const e = extent(ch, s);
     if (e.a <= limit && e.b <= limit && e.c <= limit) return ch;
     if (ch.b > 1) {
       ch.b = Math.ceil(ch.b / 2);
+      continue;
+    }
+    if (ch.r > 1) {
+      ch.r = Math.ceil(ch.r / 2);
       continue;
     }
     // Halve the dimension that contributes most to the largest over-limit window.
@@ -441,11 +483,20 @@ function validate(s: GemmSpec): void {
   for (const v of [...nums, s.c.off, s.c.sB, s.c.sM]) {
     if (!Number.isInteger(v) || v < 0) throw new RangeError(`${name}: bad offset or stride ${v}`);
   }
+  if (s.sum) {
+    const { count, a, b } = s.sum;
+    if (!Number.isInteger(count) || count < 1) {
+      throw new RangeError(`${name}: bad sum count ${count}`);
+    }
+    if (!Number.isInteger(a) || a < 0 || !Number.isInteger(b) || b < 0) {
+      throw new RangeError(`${name}: bad sum step ${a}, ${b}`);
+    }
+  }
   if (s.c.buffer === s.a.buffer || s.c.buffer === s.b.buffer) {
     throw new RangeError(`${name}: the output must not share a buffer with an input`);
   }
   const need = (o: GemmOperand, e: number) => (o.off + e) * 4 <= o.buffer.size;
-  const full: Chunk = { b: s.batch, m: s.M, n: s.N, k: s.K };
+  const full: Chunk = { b: s.batch, r: sumOf(s).count, m: s.M, n: s.N, k: s.K };
   const e = extent(full, s);
   if (s.M * s.N * s.batch > 0) {
     if (s.K > 0 && (!need(s.a, e.a) || !need(s.b, e.b))) {
@@ -469,53 +520,103 @@ export function gemm(gpu: GpuContext, s: GemmSpec): void {
   const ch = planChunks(gpu, s);
   const zmax = gpu.limits.maxComputeWorkgroupsPerDimension;
   ch.b = Math.min(ch.b, zmax);
+  // Only rb loops over summed products inside the kernel, and every loop iteration of one
+  // llvmpipe invocation counts against its budget: sumN · (K / 4 + K % 4 + 1) iterations.
+  // Products whose operands exceed RB_SUM_BYTES in all get a dispatch each instead.
+  const productBytes = 4 * ch.b * ch.k * (ch.m + ch.n);
+  ch.r = variant === "rb"
+    ? Math.min(
+      ch.r,
+      Math.max(1, Math.floor(RB_LOOP_BUDGET / (rbLoopTrips(ch.k) + 1))),
+      Math.max(1, Math.floor(RB_SUM_BYTES / productBytes)),
+    )
+    : 1;
+  if (variant === "rb" && s.b.sN !== 1) {
+    // A B that rb may copy n-contiguous (dispatchGemm) gets one copy of every product of a
+    // piece: keep that copy within one binding too (fewer products per piece, same bits).
+    const per = ch.b * ch.k * Math.ceil(ch.n / 4) * 4;
+    ch.r = Math.max(1, Math.min(ch.r, Math.floor(windowCapacity(gpu) / per)));
+  }
   const alpha = s.alpha ?? 1;
+  const sum = sumOf(s);
   for (let b0 = 0; b0 < s.batch; b0 += ch.b) {
     const nb = Math.min(ch.b, s.batch - b0);
-    for (let m0 = 0; m0 < s.M; m0 += ch.m) {
-      const nm = Math.min(ch.m, s.M - m0);
-      for (let n0 = 0; n0 < s.N; n0 += ch.n) {
-        const nn = Math.min(ch.n, s.N - n0);
-        for (let k0 = 0; k0 < Math.max(1, s.K); k0 += ch.k) {
-          const nk = Math.min(ch.k, s.K - k0);
-          const acc = (s.accumulate ?? false) || k0 > 0;
-          const sub: Chunk = { b: nb, m: nm, n: nn, k: Math.max(1, nk) };
-          const e = extent(sub, s);
-          const wa = bindingWindow(
-            gpu,
-            s.a.buffer,
-            s.a.off + b0 * s.a.sB + m0 * s.a.sM + k0 * s.a.sK,
-            e.a,
-          );
-          const wb = bindingWindow(
-            gpu,
-            s.b.buffer,
-            s.b.off + b0 * s.b.sB + k0 * s.b.sK + n0 * s.b.sN,
-            e.b,
-          );
-          const wc = bindingWindow(gpu, s.c.buffer, s.c.off + b0 * s.c.sB + m0 * s.c.sM + n0, e.c);
-          dispatchGemm(gpu, s, variant, {
-            M: nm,
-            N: nn,
-            K: nk,
-            batch: nb,
-            wa,
-            wb,
-            wc,
-            acc,
-            alpha,
-          });
+    // Products in order; K is split only when a chunk holds one product (planChunks), so each
+    // product's K chunks follow one another as they would in separate GEMMs.
+    for (let r0 = 0; r0 < sum.count; r0 += ch.r) {
+      const nr = Math.min(ch.r, sum.count - r0);
+      for (let m0 = 0; m0 < s.M; m0 += ch.m) {
+        const nm = Math.min(ch.m, s.M - m0);
+        for (let n0 = 0; n0 < s.N; n0 += ch.n) {
+          const nn = Math.min(ch.n, s.N - n0);
+          for (let k0 = 0; k0 < Math.max(1, s.K); k0 += ch.k) {
+            const nk = Math.min(ch.k, s.K - k0);
+            const acc = (s.accumulate ?? false) || r0 > 0 || k0 > 0;
+            const sub: Chunk = { b: nb, r: nr, m: nm, n: nn, k: Math.max(1, nk) };
+            const e = extent(sub, s);
+            const wa = bindingWindow(
+              gpu,
+              s.a.buffer,
+              s.a.off + b0 * s.a.sB + r0 * sum.a + m0 * s.a.sM + k0 * s.a.sK,
+              e.a,
+            );
+            const wb = bindingWindow(
+              gpu,
+              s.b.buffer,
+              s.b.off + b0 * s.b.sB + r0 * sum.b + k0 * s.b.sK + n0 * s.b.sN,
+              e.b,
+            );
+            const wc = bindingWindow(
+              gpu,
+              s.c.buffer,
+              s.c.off + b0 * s.c.sB + m0 * s.c.sM + n0,
+              e.c,
+            );
+            dispatchGemm(gpu, s, variant, {
+              M: nm,
+              N: nn,
+              K: nk,
+              batch: nb,
+              sum: nr,
+              wa,
+              wb,
+              wc,
+              acc,
+              alpha,
+            });
+          }
         }
       }
     }
   }
 }
 
+/**
+ * Loop iterations per invocation that llvmpipe allows with a margin below its ~65,535
+ * (docs/architecture.md, "Loop budget"); bounds the products one summing rb dispatch adds.
+ */
+const RB_LOOP_BUDGET = 60000;
+
+/**
+ * Operand bytes (A and B, all products) up to which one rb dispatch sums products. A summing
+ * invocation walks every product's operands before the next block starts, where one dispatch
+ * per product lets all blocks share one product's operands in cache: measured on llvmpipe (1x1
+ * weight gradients, CPU-time GFLOP/s, summing → one dispatch per image), 0.6 MB (`tiny`'s
+ * classifier) 6.9 → 4.5, 3 MB 13.2 → 11.5, 4 MB 15.5 → 17.9, ResNet-50's (13-26 MB) 1-34%
+ * slower summed; below the cut the dispatches saved count more.
+ */
+const RB_SUM_BYTES = 2 << 20;
+
+/** Loop iterations of one rb product over K (the k4 loop, then the K % 4 remainder). */
+const rbLoopTrips = (K: number) => Math.floor(K / 4) + (K % 4);
+
 interface Piece {
   M: number;
   N: number;
   K: number;
   batch: number;
+  /** Summed products (1: a plain GEMM). */
+  sum: number;
   wa: BindingWindow;
   wb: BindingWindow;
   wc: BindingWindow;
@@ -529,6 +630,8 @@ interface Strided {
   sB: number;
   s0: number;
   s1: number;
+  /** Step from one summed product to the next. */
+  sS: number;
 }
 
 /** The uniform block of shaders/matmul.wgsl. */
@@ -558,6 +661,10 @@ const { GemmParams } = declareParams("matmul", {
     // rb: row / column counts rounded up to 4 for vec4 groups along m / n (clamping bound).
     mPad: "u32",
     nPad: "u32",
+    // Products summed into C (rb, transpose; 1 otherwise) and A / B's step between them.
+    sumN: "u32",
+    aSum: "u32",
+    bSum: "u32",
   },
 });
 
@@ -589,14 +696,32 @@ function gemmParams(
     alpha: p.alpha,
     mPad,
     nPad,
+    sumN: p.sum,
+    aSum: a.sS,
+    bSum: b.sS,
   });
 }
 
 function dispatchGemm(gpu: GpuContext, s: GemmSpec, variant: MatmulVariant, p: Piece): void {
   const name = `${s.name ?? "gemm"}.${variant}`;
-  const a: Strided = { range: p.wa.range, off: p.wa.shift, sB: s.a.sB, s0: s.a.sM, s1: s.a.sK };
-  let b: Strided = { range: p.wb.range, off: p.wb.shift, sB: s.b.sB, s0: s.b.sK, s1: s.b.sN };
-  const c: Strided = { range: p.wc.range, off: p.wc.shift, sB: s.c.sB, s0: s.c.sM, s1: 1 };
+  const sum = sumOf(s);
+  const a: Strided = {
+    range: p.wa.range,
+    off: p.wa.shift,
+    sB: s.a.sB,
+    s0: s.a.sM,
+    s1: s.a.sK,
+    sS: sum.a,
+  };
+  let b: Strided = {
+    range: p.wb.range,
+    off: p.wb.shift,
+    sB: s.b.sB,
+    s0: s.b.sK,
+    s1: s.b.sN,
+    sS: sum.b,
+  };
+  const c: Strided = { range: p.wc.range, off: p.wc.shift, sB: s.c.sB, s0: s.c.sM, s1: 1, sS: 0 };
   if (variant !== "rb") {
     const tiled = variant === "tiled";
     gpu.dispatch({
@@ -614,22 +739,42 @@ function dispatchGemm(gpu: GpuContext, s: GemmSpec, variant: MatmulVariant, p: P
     return;
   }
   const blk = pickRbBlock(p.M, p.N, p.batch);
-  const a4 = a.off % 4 === 0 && (p.batch === 1 || a.sB % 4 === 0);
+  // vec4 loads need every product's operand start at a multiple of 4.
+  const a4 = a.off % 4 === 0 && (p.batch === 1 || a.sB % 4 === 0) &&
+    (p.sum === 1 || a.sS % 4 === 0);
   const aMode: AMode = a4 && a.s1 === 1 && a.s0 % 4 === 0
     ? "k4"
     : a4 && a.s0 === 1 && a.s1 % 4 === 0 && p.M % 4 === 0
     ? "m4"
     : "s";
-  const b4 = b.off % 4 === 0 && (p.batch === 1 || b.sB % 4 === 0);
-  let bMode: BMode = b4 && b.s1 === 1 && b.s0 % 4 === 0 && p.N % 4 === 0 ? "n4" : "s";
+  const b4 = b.off % 4 === 0 && (p.batch === 1 || b.sB % 4 === 0) &&
+    (p.sum === 1 || b.sS % 4 === 0);
+  // A k-contiguous B (a transposed operand, e.g. the images of a 1x1 convolution's weight
+  // gradient) is read in place with vec4 loads along k: as fast as or faster than copying it
+  // n-contiguous first at every shape measured on llvmpipe (CPU-time GFLOP/s, transpose then
+  // n4 → k4: 512³ 15.5 → 19.9, 1024³ 15.2 → 20.9, ResNet-50's 1x1 weight gradients 4-26 →
+  // 14-26), and the same bits (each output's fma chain runs over k in order either way).
+  let bMode: BMode = b4 && b.s1 === 1 && b.s0 % 4 === 0 && p.N % 4 === 0
+    ? "n4"
+    : b4 && b.s0 === 1 && b.s1 % 4 === 0
+    ? "k4"
+    : "s";
   let temp: Tensor | null = null;
-  if (bMode !== "n4" && p.M >= 16 && p.K >= 4) {
-    // Lanes of the rb kernel walk along n: a B that is not n-contiguous (or not vec4-aligned)
-    // is copied once into a padded n-contiguous buffer (cheap next to the product).
+  if (bMode === "s" && p.M >= 16 && p.K >= 4) {
+    // Lanes of the rb kernel walk along n: a B that cannot be read four at a time (unaligned)
+    // is copied once into a padded n-contiguous buffer (cheap next to the product), every
+    // product of the piece in one dispatch.
     const nPad = Math.ceil(p.N / 4) * 4;
-    temp = Tensor.empty(gpu, [p.batch * p.K * nPad]);
-    const dst: Strided = { range: temp.binding(), off: 0, sB: p.K * nPad, s0: nPad, s1: 1 };
-    const n = p.batch * p.K * p.N;
+    temp = Tensor.empty(gpu, [p.batch * p.sum * p.K * nPad]);
+    const dst: Strided = {
+      range: temp.binding(),
+      off: 0,
+      sB: p.sum * p.K * nPad,
+      s0: nPad,
+      s1: 1,
+      sS: p.K * nPad,
+    };
+    const n = p.batch * p.sum * p.K * p.N;
     gpu.dispatch({
       name: `${name}.transpose`,
       shader: "matmul",
@@ -642,12 +787,12 @@ function dispatchGemm(gpu: GpuContext, s: GemmSpec, variant: MatmulVariant, p: P
     });
     b = dst;
     bMode = "n4";
-  } else if (b4 && b.s0 === 1 && b.s1 % 4 === 0) bMode = "k4";
+  }
   gpu.dispatch({
     name,
     shader: "matmul",
     entry: "rb",
-    defines: rbDefinesCached(blk, aMode, bMode),
+    defines: rbDefinesCached(blk, aMode, bMode, p.sum > 1),
     inputs: [a.range, b.range],
     outputs: [c.range],
     params: gemmParams(
