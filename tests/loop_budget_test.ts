@@ -19,7 +19,7 @@ Deno.test("loop budget: the probe runs a loop to the end or reports where the ad
   if (!(Number.isInteger(n) && n > 1000 && n <= LOOP_PROBE)) throw new Error(`budget ${n}`);
 });
 
-Deno.test("loop budget: long reductions (conv weight gradient, matmul K, GAP, batchnorm) past 65,535 elements", async () => {
+Deno.test("loop budget: long reductions (conv weight gradient, summed 1x1 weight gradient, matmul K, GAP, batchnorm) past 65,535 elements", async () => {
   const gpu = await testGpu();
   const up = (x: Float32Array, s: number[]) => Tensor.fromArray(gpu, x, s);
   for (const k of [3, 1]) {
@@ -29,6 +29,19 @@ Deno.test("loop budget: long reductions (conv weight gradient, matmul K, GAP, ba
     const o = { padding: k === 3 ? 1 : 0 };
     const g = await conv2dGradWeight(gpu, up(x, xs), up(dy, ds), ws, o).read();
     assertClose(g, conv2dGradWeightRef(x, dy, xs, ws, o), { rtol: 1e-3, atol: 1e-2 }, `wgrad ${k}`);
+  }
+  {
+    // The 1x1 weight gradient sums its images in one rb invocation (gemm's `sum`): 8 images of
+    // 40,000 pixels are 8 · 10,001 loop iterations, so gemm must split them over dispatches.
+    const xs = [8, 3, 200, 200], ws = [2, 3, 1, 1], ds = [8, 2, 200, 200];
+    const x = randArray(8 * 3 * 40000, 7), dy = randArray(8 * 2 * 40000, 8);
+    const g = await conv2dGradWeight(gpu, up(x, xs), up(dy, ds), ws).read();
+    assertClose(
+      g,
+      conv2dGradWeightRef(x, dy, xs, ws, {}),
+      { rtol: 1e-3, atol: 1e-2 },
+      "wgrad 1x1 N 8",
+    );
   }
   const K = 100000;
   const a = randArray(4 * K, 3), b = randArray(K * 4, 4);

@@ -1087,22 +1087,24 @@ export function conv2dGradWeight(
   }
   const style = convStyle(gpu);
   if (isPointwise(g) && (opts.matmul1x1 ?? true) && !opts.wgradBlock && style === "cpu") {
-    // dW (O x C) = sum_n dY[n] (O x HW) · X[n]ᵀ (HW x C): one GEMM per image, accumulated
-    // (on GPUs the split wgrad kernel exposes more parallelism than these small GEMMs).
+    // dW (O x C) = sum_n dY[n] (O x HW) · X[n]ᵀ (HW x C): each image's product summed over its
+    // pixels, then added into dW image after image (a fixed order): gemm's `sum`, which adds
+    // small images' products in one dispatch and gives larger ones a dispatch each (the same
+    // bits either way), X[n]ᵀ read in place (on GPUs the split wgrad kernel exposes more
+    // parallelism than these small GEMMs).
     const hw = g.h * g.w;
-    for (let n = 0; n < g.n; n++) {
-      gemm(gpu, {
-        name: `${op}.1x1`,
-        M: g.o,
-        N: g.c,
-        K: hw,
-        batch: 1,
-        a: { buffer: dy.buffer, off: n * g.o * hw, sB: 0, sM: hw, sK: 1 },
-        b: { buffer: x.buffer, off: n * g.c * hw, sB: 0, sK: 1, sN: hw },
-        c: { buffer: out.buffer, off: 0, sB: 0, sM: g.c },
-        accumulate: acc || n > 0,
-      });
-    }
+    gemm(gpu, {
+      name: `${op}.1x1`,
+      M: g.o,
+      N: g.c,
+      K: hw,
+      batch: 1,
+      a: { buffer: dy.buffer, off: 0, sB: 0, sM: hw, sK: 1 },
+      b: { buffer: x.buffer, off: 0, sB: 0, sK: 1, sN: hw },
+      c: { buffer: out.buffer, off: 0, sB: 0, sM: g.c },
+      sum: { count: g.n, a: g.o * hw, b: g.c * hw },
+      accumulate: acc,
+    });
     return out;
   }
   const b: WgradBlock = {
