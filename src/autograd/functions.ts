@@ -27,6 +27,13 @@ import {
 } from "../ops/conv.ts";
 import { pointwise } from "../ops/pointwise.ts";
 import {
+  linear as linearKernel,
+  linearGradBias,
+  linearGradInput,
+  linearGradWeight,
+} from "../ops/linear.ts";
+import { matmul } from "../ops/matmul.ts";
+import {
   globalAvgPool as gapKernel,
   globalAvgPoolBackward,
   maxPool2d as maxPoolKernel,
@@ -338,5 +345,70 @@ export function dropBackground(tape: Tape | null, x: Tensor): Tensor {
   tape?.record("drop_bg", [x], [y], (g) => {
     g.give(0, seam.dropBackgroundBackward(gpu, g.dy()!, shape));
   });
+  return y;
+}
+
+/**
+ * The fully connected layer y [..., N] = x [..., K] · wᵀ + b (PyTorch's `nn.Linear`: w [N, K],
+ * b [N] or null; src/ops/linear.ts). The weight and bias gradients are written through their
+ * sinks (accumulated into existing gradients). Saves x and w.
+ */
+export function linear(tape: Tape | null, x: Tensor, w: Tensor, b: Tensor | null): Tensor {
+  const gpu = x.gpu;
+  const y = linearKernel(gpu, x, w, b);
+  tape?.record("linear", [x, w, b], [y], (g) => {
+    const dy = g.dy()!;
+    if (g.needs(1)) linearGradWeight(gpu, x, dy, g.sink(1));
+    if (b && g.needs(2)) linearGradBias(gpu, dy, g.sink(2));
+    if (g.needs(0)) g.give(0, linearGradInput(gpu, dy, w, x.shape));
+  }, [x, w]);
+  return y;
+}
+
+/** Options of {@link bmm}. */
+export interface BmmOptions {
+  /** `a` holds [Bt, K, M] (use its transpose). */
+  transA?: boolean;
+  /** `b` holds [Bt, N, K] (use its transpose). */
+  transB?: boolean;
+  /** Scale of the product (default 1; attention's 1/√d). */
+  alpha?: number;
+}
+
+/**
+ * Batched matrix product y [Bt, M, N] = alpha · op(a) · op(b) for a [Bt, M, K] (or [Bt, K, M]
+ * with `transA`) and b [Bt, K, N] (or [Bt, N, K] with `transB`); 2-D operands work as in
+ * src/ops/matmul.ts. Backward: products of the same kind with the transposes swapped
+ * (dA = alpha·G·op(B)ᵀ, dB = alpha·op(A)ᵀ·G, each transposed again when stored so). Saves a
+ * and b.
+ */
+export function bmm(tape: Tape | null, a: Tensor, b: Tensor, opts: BmmOptions = {}): Tensor {
+  const gpu = a.gpu;
+  const ta = opts.transA ?? false;
+  const tb = opts.transB ?? false;
+  const alpha = opts.alpha ?? 1;
+  const y = matmul(gpu, a, b, { transA: ta, transB: tb, alpha });
+  tape?.record("bmm", [a, b], [y], (g) => {
+    const dy = g.dy()!;
+    const gy = dy.shape.length === y.shape.length ? dy : dy.reshape(y.shape);
+    // dA = G·op(B)ᵀ, stored as A is: (G·op(B)ᵀ)ᵀ = op(B)·Gᵀ when A is transposed.
+    if (g.needs(0)) {
+      g.give(
+        0,
+        ta
+          ? matmul(gpu, b, gy, { transA: tb, transB: true, alpha })
+          : matmul(gpu, gy, b, { transA: false, transB: !tb, alpha }),
+      );
+    }
+    // dB = op(A)ᵀ·G, or its transpose Gᵀ·op(A) when B is transposed.
+    if (g.needs(1)) {
+      g.give(
+        1,
+        tb
+          ? matmul(gpu, gy, a, { transA: true, transB: ta, alpha })
+          : matmul(gpu, a, gy, { transA: !ta, transB: false, alpha }),
+      );
+    }
+  }, [a, b]);
   return y;
 }

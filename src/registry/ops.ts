@@ -34,7 +34,8 @@ import {
 import { affinityUnit } from "../ops/affinity.ts";
 import { argmaxUnit, softmaxUnit } from "../ops/channel.ts";
 import { conv2dUnit } from "../ops/conv.ts";
-import { matmulUnit } from "../ops/matmul.ts";
+import { type MatmulCase, matmulUnit } from "../ops/matmul.ts";
+import { type LinearCase, linearUnit } from "../ops/linear.ts";
 import { pointwiseUnits } from "../ops/pointwise.ts";
 import { globalAvgPoolUnit, maxPoolUnit } from "../ops/pool.ts";
 import { resizeUnit } from "../ops/resize.ts";
@@ -66,6 +67,7 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(dropBackgroundUnit),
   eraseUnit(ecrUnit),
   ...pointwiseUnits.map(eraseUnit),
+  eraseUnit(linearUnit),
 ];
 
 /** Registry names, in {@link OP_UNITS} order. */
@@ -86,6 +88,12 @@ export type TapeFunction<P = unknown> = (
   x: Record<string, Tensor>,
 ) => Record<string, Tensor>;
 
+const mm: TapeFunction<MatmulCase> = (tape, p, x) => ({
+  c: F.bmm(tape, x.a, x.b, { transA: p.transA, transB: p.transB }),
+});
+const lin: TapeFunction<LinearCase> = (tape, _p, x) => ({
+  y: F.linear(tape, x.x, x.w, x.b ?? null),
+});
 const conv: TapeFunction<Conv2dCase> = (tape, p, x) => ({
   y: F.conv2d(tape, x.x, x.w, x.bias ?? null, p.o),
 });
@@ -130,6 +138,7 @@ const add = (relu: boolean): TapeFunction => (tape, _p, x) => ({
 /** The differentiable function of each unit that has one, by unit name. */
 export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   conv2d: conv as TapeFunction,
+  matmul: mm as TapeFunction,
   batchnorm_train: bn(true) as TapeFunction,
   batchnorm_eval: bn(false) as TapeFunction,
   maxpool: maxPool as TapeFunction,
@@ -149,4 +158,5 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   "pointwise.elu": act("elu"),
   "pointwise.add": add(false),
   "pointwise.add_relu": add(true),
+  linear: lin as TapeFunction,
 };
