@@ -11,7 +11,7 @@
  * compute them, and write parameter gradients in place through the tape's sinks.
  * @module
  */
-import type { Tensor } from "../gpu/tensor.ts";
+import { Tensor } from "../gpu/tensor.ts";
 import {
   batchNormBackward,
   batchNormForward,
@@ -33,6 +33,7 @@ import {
   linearGradWeight,
 } from "../ops/linear.ts";
 import { matmul } from "../ops/matmul.ts";
+import { layerNormForward, layerNormGradInput, layerNormGradParams } from "../ops/layernorm.ts";
 import {
   globalAvgPool as gapKernel,
   globalAvgPoolBackward,
@@ -410,5 +411,39 @@ export function bmm(tape: Tape | null, a: Tensor, b: Tensor, opts: BmmOptions = 
       );
     }
   }, [a, b]);
+  return y;
+}
+
+/**
+ * Layer normalisation over the last dim D of x [..., D] (PyTorch's `nn.LayerNorm(D, eps)`:
+ * biased variance, affine; src/ops/layernorm.ts). The weight and bias gradients are written
+ * through their sinks (a frozen one is computed into a scratch tensor and dropped). Saves x,
+ * weight and the row statistics.
+ */
+export function layerNorm(
+  tape: Tape | null,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  eps = 1e-6,
+): Tensor {
+  const gpu = x.gpu;
+  const { y, stats } = layerNormForward(gpu, x, weight, bias, eps);
+  tape?.record("layernorm", [x, weight, bias], [y], (g) => {
+    const dy = g.dy()!;
+    if (g.needs(1) || g.needs(2)) {
+      const scratch: Tensor[] = [];
+      const sink = (j: number) => {
+        if (g.needs(j)) return g.sink(j);
+        const out = Tensor.empty(gpu, weight.shape);
+        scratch.push(out);
+        return { out, accumulate: false };
+      };
+      layerNormGradParams(gpu, x, dy, stats, { weight: sink(1), bias: sink(2) });
+      for (const t of scratch) t.dispose();
+    }
+    if (g.needs(0)) g.give(0, layerNormGradInput(gpu, x, dy, weight, stats));
+  }, [x, weight, stats]);
+  stats.dispose();
   return y;
 }

@@ -31,6 +31,7 @@ export const SHADER_NAMES = [
   "dropout",
   "pcm",
   "seam",
+  "layernorm",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */

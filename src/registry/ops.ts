@@ -36,6 +36,7 @@ import { argmaxUnit, softmaxUnit } from "../ops/channel.ts";
 import { conv2dUnit } from "../ops/conv.ts";
 import { type MatmulCase, matmulUnit } from "../ops/matmul.ts";
 import { type LinearCase, linearUnit } from "../ops/linear.ts";
+import { type LayerNormCase, layerNormUnit } from "../ops/layernorm.ts";
 import { pointwiseUnits } from "../ops/pointwise.ts";
 import { globalAvgPoolUnit, maxPoolUnit } from "../ops/pool.ts";
 import { resizeUnit } from "../ops/resize.ts";
@@ -68,6 +69,7 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(ecrUnit),
   ...pointwiseUnits.map(eraseUnit),
   eraseUnit(linearUnit),
+  eraseUnit(layerNormUnit),
 ];
 
 /** Registry names, in {@link OP_UNITS} order. */
@@ -93,6 +95,9 @@ const mm: TapeFunction<MatmulCase> = (tape, p, x) => ({
 });
 const lin: TapeFunction<LinearCase> = (tape, _p, x) => ({
   y: F.linear(tape, x.x, x.w, x.b ?? null),
+});
+const ln: TapeFunction<LayerNormCase> = (tape, p, x) => ({
+  y: F.layerNorm(tape, x.x, x.weight, x.bias, p.eps),
 });
 const conv: TapeFunction<Conv2dCase> = (tape, p, x) => ({
   y: F.conv2d(tape, x.x, x.w, x.bias ?? null, p.o),
@@ -159,4 +164,5 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   "pointwise.add": add(false),
   "pointwise.add_relu": add(true),
   linear: lin as TapeFunction,
+  layernorm: ln as TapeFunction,
 };
