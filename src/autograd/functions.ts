@@ -447,3 +447,17 @@ export function layerNorm(
   stats.dispose();
   return y;
 }
+
+/**
+ * The exact (erf) GELU y = x·Φ(x) (PyTorch's `nn.GELU()` default; the pointwise table's
+ * `gelu`). Its derivative Φ(x) + x·φ(x) needs the input, so x is saved (unlike
+ * {@link activation}, whose rules work from the output).
+ */
+export function gelu(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const y = pointwise(gpu, "gelu", [x]);
+  tape?.record("gelu", [x], [y], (g) => {
+    g.give(0, pointwise(gpu, "gelu_bwd", [x, g.dy()!]));
+  }, [x]);
+  return y;
+}

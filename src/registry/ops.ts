@@ -165,4 +165,5 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   "pointwise.add_relu": add(true),
   linear: lin as TapeFunction,
   layernorm: ln as TapeFunction,
+  "pointwise.gelu": (tape, _p, x) => ({ y: F.gelu(tape, x.a) }),
 };
