@@ -33,6 +33,7 @@ import {
   linearGradWeight,
 } from "../ops/linear.ts";
 import { matmul } from "../ops/matmul.ts";
+import { softmaxRows as softmaxRowsKernel, softmaxRowsBackward } from "../ops/rows.ts";
 import { layerNormForward, layerNormGradInput, layerNormGradParams } from "../ops/layernorm.ts";
 import {
   globalAvgPool as gapKernel,
@@ -459,5 +460,19 @@ export function gelu(tape: Tape | null, x: Tensor): Tensor {
   tape?.record("gelu", [x], [y], (g) => {
     g.give(0, pointwise(gpu, "gelu_bwd", [x, g.dy()!]));
   }, [x]);
+  return y;
+}
+
+/**
+ * Softmax over the last dim of scale·x for x [..., L] (attention rows; src/ops/rows.ts).
+ * Backward from the output: dx = scale·y·(dy - Σ dy·y). Saves y.
+ */
+export function softmaxRows(tape: Tape | null, x: Tensor, scale = 1): Tensor {
+  const gpu = x.gpu;
+  const y = softmaxRowsKernel(gpu, x, scale);
+  tape?.record("softmax_rows", [x], [y], (g) => {
+    const dy = g.dy()!;
+    g.give(0, softmaxRowsBackward(gpu, y, dy.reshape(y.shape), scale));
+  }, [y]);
   return y;
 }

@@ -32,6 +32,7 @@ export const SHADER_NAMES = [
   "pcm",
   "seam",
   "layernorm",
+  "rows",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */

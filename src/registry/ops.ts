@@ -37,6 +37,7 @@ import { conv2dUnit } from "../ops/conv.ts";
 import { type MatmulCase, matmulUnit } from "../ops/matmul.ts";
 import { type LinearCase, linearUnit } from "../ops/linear.ts";
 import { type LayerNormCase, layerNormUnit } from "../ops/layernorm.ts";
+import { type SoftmaxRowsCase, softmaxRowsUnit } from "../ops/rows.ts";
 import { pointwiseUnits } from "../ops/pointwise.ts";
 import { globalAvgPoolUnit, maxPoolUnit } from "../ops/pool.ts";
 import { resizeUnit } from "../ops/resize.ts";
@@ -70,6 +71,7 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   ...pointwiseUnits.map(eraseUnit),
   eraseUnit(linearUnit),
   eraseUnit(layerNormUnit),
+  eraseUnit(softmaxRowsUnit),
 ];
 
 /** Registry names, in {@link OP_UNITS} order. */
@@ -98,6 +100,9 @@ const lin: TapeFunction<LinearCase> = (tape, _p, x) => ({
 });
 const ln: TapeFunction<LayerNormCase> = (tape, p, x) => ({
   y: F.layerNorm(tape, x.x, x.weight, x.bias, p.eps),
+});
+const smRows: TapeFunction<SoftmaxRowsCase> = (tape, p, x) => ({
+  y: F.softmaxRows(tape, x.x, p.scale),
 });
 const conv: TapeFunction<Conv2dCase> = (tape, p, x) => ({
   y: F.conv2d(tape, x.x, x.w, x.bias ?? null, p.o),
@@ -165,5 +170,6 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   "pointwise.add_relu": add(true),
   linear: lin as TapeFunction,
   layernorm: ln as TapeFunction,
+  softmax_rows: smRows as TapeFunction,
   "pointwise.gelu": (tape, _p, x) => ({ y: F.gelu(tape, x.a) }),
 };
