@@ -34,6 +34,7 @@ import {
 } from "../ops/linear.ts";
 import { matmul } from "../ops/matmul.ts";
 import { softmaxRows as softmaxRowsKernel, softmaxRowsBackward } from "../ops/rows.ts";
+import * as tok from "../ops/tokens.ts";
 import { layerNormForward, layerNormGradInput, layerNormGradParams } from "../ops/layernorm.ts";
 import {
   globalAvgPool as gapKernel,
@@ -474,5 +475,106 @@ export function softmaxRows(tape: Tape | null, x: Tensor, scale = 1): Tensor {
     const dy = g.dy()!;
     g.give(0, softmaxRowsBackward(gpu, y, dy.reshape(y.shape), scale));
   }, [y]);
+  return y;
+}
+
+/** x [A, B, C, D] → [A, C, B, D] (attention heads split / merged); the rule is the same permute. */
+export function permute0213(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const y = tok.permute0213(gpu, x);
+  tape?.record("permute0213", [x], [y], (g) => {
+    g.give(0, tok.permute0213(gpu, g.dy()!.reshape(y.shape)));
+  });
+  return y;
+}
+
+/** Patch tokens x [B, h·w, D] → a feature map [B, D, h, w]; the rule maps back to tokens. */
+export function tokensToMap(tape: Tape | null, x: Tensor, h: number, w: number): Tensor {
+  const gpu = x.gpu;
+  const y = tok.tokensToMap(gpu, x, h, w);
+  tape?.record("tokens_to_map", [x], [y], (g) => {
+    g.give(0, tok.mapToTokens(gpu, g.dy()!.reshape(y.shape)));
+  });
+  return y;
+}
+
+/** A feature map x [B, D, h, w] → tokens [B, h·w, D]; the rule maps back. */
+export function mapToTokens(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const [, , h, w] = x.shape;
+  const y = tok.mapToTokens(gpu, x);
+  tape?.record("map_to_tokens", [x], [y], (g) => {
+    g.give(0, tok.tokensToMap(gpu, g.dy()!.reshape(y.shape), h, w));
+  });
+  return y;
+}
+
+/** [B, Ta, D] ++ [B, Tb, D] → [B, Ta + Tb, D]; the rule splits the gradient. */
+export function concatTokens(tape: Tape | null, a: Tensor, b: Tensor): Tensor {
+  const gpu = a.gpu;
+  const y = tok.concatTokens(gpu, a, b);
+  const ta = a.shape[1];
+  const tb = b.shape[1];
+  tape?.record("concat_tokens", [a, b], [y], (g) => {
+    const dy = g.dy()!.reshape(y.shape);
+    if (g.needs(0)) g.give(0, tok.sliceTokens(gpu, dy, 0, ta));
+    if (g.needs(1)) g.give(1, tok.sliceTokens(gpu, dy, ta, tb));
+  });
+  return y;
+}
+
+/** x[:, start:start+count] of tokens [B, T, D]; the rule writes zeros elsewhere. */
+export function sliceTokens(tape: Tape | null, x: Tensor, start: number, count: number): Tensor {
+  const gpu = x.gpu;
+  const y = tok.sliceTokens(gpu, x, start, count);
+  const T = x.shape[1];
+  tape?.record("slice_tokens", [x], [y], (g) => {
+    g.give(0, tok.sliceTokensBackward(gpu, g.dy()!.reshape(y.shape), T, start));
+  });
+  return y;
+}
+
+/**
+ * p [1, ...] → [B, ...] (class tokens or positional embeddings over the batch); the rule sums
+ * the gradient over the batch in a fixed order, through p's sink.
+ */
+export function expandBatch(tape: Tape | null, p: Tensor, B: number): Tensor {
+  const gpu = p.gpu;
+  const y = tok.expandBatch(gpu, p, B);
+  tape?.record("expand_batch", [p], [y], (g) => {
+    const s = g.sink(0);
+    tok.expandBatchBackward(gpu, g.dy()!.reshape(y.shape), s);
+  });
+  return y;
+}
+
+/**
+ * x [B, T, D] + p [1, T, D] broadcast over the batch (positional embeddings): expandBatch
+ * then add on the tape, so p's gradient is the batch sum of dy.
+ */
+export function addBroadcast(tape: Tape | null, x: Tensor, p: Tensor): Tensor {
+  if (
+    p.shape.length !== x.shape.length || p.shape[0] !== 1 ||
+    p.shape.some((d, i) => i > 0 && d !== x.shape[i])
+  ) {
+    throw new RangeError(`addBroadcast: p [${p.shape}] does not broadcast to x [${x.shape}]`);
+  }
+  const e = expandBatch(tape, p, x.shape[0]);
+  const y = add(tape, x, e);
+  e.dispose();
+  return y;
+}
+
+/**
+ * Image x [B, C, H, W] → patch tokens [B, (H/p)·(W/p), C·p·p] in Conv2d weight order (timm's
+ * PatchEmbed is `linear(patchify(x, p), w.reshape([D, C·p·p]), b)`); the rule scatters back.
+ */
+export function patchify(tape: Tape | null, x: Tensor, patch: number): Tensor {
+  const gpu = x.gpu;
+  const y = tok.patchify(gpu, x, patch);
+  const shape = x.shape;
+  tape?.record("patchify", [x], [y], (g) => {
+    g.give(0, tok.unpatchify(gpu, g.dy()!.reshape(y.shape), shape, patch));
+  });
   return y;
 }

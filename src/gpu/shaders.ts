@@ -33,6 +33,7 @@ export const SHADER_NAMES = [
   "seam",
   "layernorm",
   "rows",
+  "tokens",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */

@@ -38,10 +38,12 @@ import { type MatmulCase, matmulUnit } from "../ops/matmul.ts";
 import { type LinearCase, linearUnit } from "../ops/linear.ts";
 import { type LayerNormCase, layerNormUnit } from "../ops/layernorm.ts";
 import { type SoftmaxRowsCase, softmaxRowsUnit } from "../ops/rows.ts";
+import type { ExpandCase, PatchifyCase, TokenRangeCase, TokensMapCase } from "../ops/tokens.ts";
+import { tokenUnits } from "../ops/tokens.ts";
 import { pointwiseUnits } from "../ops/pointwise.ts";
 import { globalAvgPoolUnit, maxPoolUnit } from "../ops/pool.ts";
 import { resizeUnit } from "../ops/resize.ts";
-import { type AnyOpUnit, eraseUnit } from "../ops/unit.ts";
+import { type AnyOpUnit, eraseUnit, type OpUnit } from "../ops/unit.ts";
 
 /** The registered units, in a stable order. */
 export const OP_UNITS: readonly AnyOpUnit[] = [
@@ -72,6 +74,7 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(linearUnit),
   eraseUnit(layerNormUnit),
   eraseUnit(softmaxRowsUnit),
+  ...tokenUnits.map((u) => eraseUnit(u as OpUnit<unknown>)),
 ];
 
 /** Registry names, in {@link OP_UNITS} order. */
@@ -103,6 +106,19 @@ const ln: TapeFunction<LayerNormCase> = (tape, p, x) => ({
 });
 const smRows: TapeFunction<SoftmaxRowsCase> = (tape, p, x) => ({
   y: F.softmaxRows(tape, x.x, p.scale),
+});
+const tokensToMapFn: TapeFunction<TokensMapCase> = (tape, p, x) => ({
+  y: F.tokensToMap(tape, x.x, p.h, p.w),
+});
+const concatFn: TapeFunction<TokenRangeCase> = (tape, _p, x) => ({
+  y: F.concatTokens(tape, x.a, x.b),
+});
+const sliceFn: TapeFunction<TokenRangeCase> = (tape, p, x) => ({
+  y: F.sliceTokens(tape, x.x, p.a, p.b),
+});
+const expandFn: TapeFunction<ExpandCase> = (tape, p, x) => ({ y: F.expandBatch(tape, x.p, p.B) });
+const patchifyFn: TapeFunction<PatchifyCase> = (tape, p, x) => ({
+  y: F.patchify(tape, x.x, p.patch),
 });
 const conv: TapeFunction<Conv2dCase> = (tape, p, x) => ({
   y: F.conv2d(tape, x.x, x.w, x.bias ?? null, p.o),
@@ -171,5 +187,11 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   linear: lin as TapeFunction,
   layernorm: ln as TapeFunction,
   softmax_rows: smRows as TapeFunction,
+  permute0213: (tape, _p, x) => ({ y: F.permute0213(tape, x.x) }),
+  tokens_to_map: tokensToMapFn as TapeFunction,
+  concat_tokens: concatFn as TapeFunction,
+  slice_tokens: sliceFn as TapeFunction,
+  expand_batch: expandFn as TapeFunction,
+  patchify: patchifyFn as TapeFunction,
   "pointwise.gelu": (tape, _p, x) => ({ y: F.gelu(tape, x.a) }),
 };
