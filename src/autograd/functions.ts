@@ -379,40 +379,78 @@ export interface BmmOptions {
 }
 
 /**
- * Batched matrix product y [Bt, M, N] = alpha · op(a) · op(b) for a [Bt, M, K] (or [Bt, K, M]
- * with `transA`) and b [Bt, K, N] (or [Bt, N, K] with `transB`); 2-D operands work as in
- * src/ops/matmul.ts. Backward: products of the same kind with the transposes swapped
- * (dA = alpha·G·op(B)ᵀ, dB = alpha·op(A)ᵀ·G, each transposed again when stored so). Saves a
- * and b.
+ * Batched matrix product y [..., M, N] = alpha · op(a) · op(b) for a [..., M, K] (or
+ * [..., K, M] with `transA`) and b [..., K, N] (or [..., N, K] with `transB`), the leading
+ * dimensions equal (flattened to one batch; attention's [B, H, T, Dh] works as is) or, for 2-D
+ * operands, as in src/ops/matmul.ts. Backward: products of the same kind with the transposes
+ * swapped (dA = alpha·G·op(B)ᵀ, dB = alpha·op(A)ᵀ·G, each transposed again when stored so).
+ * Saves a and b.
  */
 export function bmm(tape: Tape | null, a: Tensor, b: Tensor, opts: BmmOptions = {}): Tensor {
   const gpu = a.gpu;
   const ta = opts.transA ?? false;
   const tb = opts.transB ?? false;
   const alpha = opts.alpha ?? 1;
-  const y = matmul(gpu, a, b, { transA: ta, transB: tb, alpha });
+  const lead = a.shape.slice(0, -2);
+  if (a.shape.length > 3 || b.shape.length > 3) {
+    if (a.shape.length !== b.shape.length || lead.some((d, i) => d !== b.shape[i])) {
+      throw new RangeError(`bmm: leading dimensions differ: [${a.shape}] vs [${b.shape}]`);
+    }
+  }
+  // Operands as [batch, rows, cols] views (matmul's batched form).
+  const as3 = (t: Tensor) =>
+    t.shape.length > 3
+      ? t.reshape([t.size / (t.shape.at(-2)! * t.shape.at(-1)!), ...t.shape.slice(-2)])
+      : t;
+  const [M, N] = [ta ? a.shape.at(-1)! : a.shape.at(-2)!, tb ? b.shape.at(-2)! : b.shape.at(-1)!];
+  const y = a.shape.length > 3
+    ? matmul(gpu, as3(a), as3(b), {
+      transA: ta,
+      transB: tb,
+      alpha,
+      out: Tensor.empty(gpu, [...lead, M, N]),
+    })
+    : matmul(gpu, a, b, { transA: ta, transB: tb, alpha });
   tape?.record("bmm", [a, b], [y], (g) => {
-    const dy = g.dy()!;
-    const gy = dy.shape.length === y.shape.length ? dy : dy.reshape(y.shape);
+    const gy = as3(g.dy()!.reshape(y.shape));
+    const [a3, b3] = [as3(a), as3(b)];
     // dA = G·op(B)ᵀ, stored as A is: (G·op(B)ᵀ)ᵀ = op(B)·Gᵀ when A is transposed.
     if (g.needs(0)) {
-      g.give(
-        0,
-        ta
-          ? matmul(gpu, b, gy, { transA: tb, transB: true, alpha })
-          : matmul(gpu, gy, b, { transA: false, transB: !tb, alpha }),
-      );
+      const out = Tensor.empty(gpu, a.shape);
+      if (ta) matmul(gpu, b3, gy, { transA: tb, transB: true, alpha, out });
+      else matmul(gpu, gy, b3, { transA: false, transB: !tb, alpha, out });
+      g.give(0, out);
     }
     // dB = op(A)ᵀ·G, or its transpose Gᵀ·op(A) when B is transposed.
     if (g.needs(1)) {
-      g.give(
-        1,
-        tb
-          ? matmul(gpu, gy, a, { transA: true, transB: ta, alpha })
-          : matmul(gpu, a, gy, { transA: !ta, transB: false, alpha }),
-      );
+      const out = Tensor.empty(gpu, b.shape);
+      if (tb) matmul(gpu, gy, a3, { transA: true, transB: ta, alpha, out });
+      else matmul(gpu, a3, gy, { transA: !ta, transB: false, alpha, out });
+      g.give(1, out);
     }
   }, [a, b]);
+  return y;
+}
+
+/**
+ * x with another shape of the same size (a head merge [B, T, H, Dh] → [B, T, H·Dh], ...). A
+ * copy, so that the result is a tensor the tape and the caller own like any op's result (a
+ * `Tensor.reshape` view is a different object, unknown to the tape, and owns no buffer); the
+ * rule copies the gradient back to x's shape.
+ */
+export function reshape(tape: Tape | null, x: Tensor, shape: readonly number[]): Tensor {
+  const gpu = x.gpu;
+  const copy = (src: Tensor, to: readonly number[]) => {
+    const out = Tensor.empty(gpu, to);
+    if (out.size !== src.size) {
+      out.dispose();
+      throw new RangeError(`reshape: [${src.shape}] → [${to}]: sizes differ`);
+    }
+    if (out.size > 0) gpu.encoder().copyBufferToBuffer(src.buffer, 0, out.buffer, 0, src.bytes);
+    return out;
+  };
+  const y = copy(x, shape);
+  tape?.record("reshape", [x], [y], (g) => g.give(0, copy(g.dy()!, x.shape)));
   return y;
 }
 
