@@ -68,6 +68,18 @@ export { matmul } from "./src/ops/matmul.ts";
 export { globalAvgPool, maxPool2d } from "./src/ops/pool.ts";
 export { resizeBilinear, resizeBilinearBackward } from "./src/ops/resize.ts";
 export { argmaxChannels, softmaxChannels } from "./src/ops/channel.ts";
+export { linear } from "./src/ops/linear.ts";
+export { layerNormForward } from "./src/ops/layernorm.ts";
+export { softmaxRows } from "./src/ops/rows.ts";
+export {
+  concatTokens,
+  expandBatch,
+  mapToTokens,
+  patchify,
+  permute0213,
+  sliceTokens,
+  tokensToMap,
+} from "./src/ops/tokens.ts";
 export {
   type BilateralKernel,
   DenseCrf,
@@ -286,7 +298,7 @@ export type { RandomWalkResult } from "./src/methods/affinitynet/random_walk.ts"
 export type { AffinityHooks } from "./src/methods/affinitynet/train.ts";
 export type { ImageCams } from "./src/methods/cam/cam_folder.ts";
 export type { BatchNormTensors } from "./src/ops/batchnorm.ts";
-export type { ActivationName } from "./src/autograd/functions.ts";
+export type { ActivationName, BmmOptions } from "./src/autograd/functions.ts";
 export type {
   AnyOpUnit,
   DeviceArgs,
