@@ -38,6 +38,7 @@ import { saveTensors } from "../src/io/checkpoint.ts";
 import { TrainConfigSchema, validate } from "../src/io/config.ts";
 import { computeCams } from "../src/methods/cam/mod.ts";
 import { decodeGreyMask, decodePaletteMask, VOC_DEVKIT_COLOURS } from "./independent_png.ts";
+import { generated } from "./fixture_gen.ts";
 import { assertEquals, maxRelError, testGpu } from "./util.ts";
 
 const fixture = (name: string) =>
@@ -212,45 +213,6 @@ Deno.test("external: bilinear resize forward and backward (kernels and f64 refer
 
 // ---------------------------------------------------------------------------------------------
 // resnet18
-
-/** 32-bit FNV-1a of the UTF-8 bytes of `s`. */
-function fnv1a32(s: string): number {
-  let h = 0x811c9dc5;
-  for (const b of new TextEncoder().encode(s)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
-  return h;
-}
-
-/** The lowbias32 integer hash (Chris Wellons' constants). */
-function lowbias32(v: number): number {
-  let x = v >>> 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
-}
-
-/**
- * The fixture's deterministic state generator, exactly as tests/fixtures/make_fixtures.py
- * documents and computes it: r_i = (lowbias32(fnv1a32(name) ^ lowbias32(i)) >> 9) / 2^23;
- * batchnorm weight / running_var 0.5 + r, bias / running_mean (r - 0.5) / 2, conv weights
- * f32(f32(sqrt(6 / fan_in)) · (2r - 1)), the input 2r - 1.
- */
-function generated(name: string, shape: readonly number[]): Float32Array {
-  const n = shape.reduce((a, d) => a * d, 1);
-  const s = fnv1a32(name);
-  const out = new Float32Array(n);
-  const isScale = name.endsWith(".running_var") || (name.endsWith(".weight") && shape.length === 1);
-  const isShift = name.endsWith(".running_mean") || name.endsWith(".bias");
-  const fanIn = shape.slice(1).reduce((a, d) => a * d, 1);
-  const b = name === "input" ? 1 : Math.fround(Math.sqrt(6 / fanIn));
-  for (let i = 0; i < n; i++) {
-    const r = (lowbias32((s ^ lowbias32(i)) >>> 0) >>> 9) / 2 ** 23;
-    out[i] = isScale ? 0.5 + r : isShift ? (r - 0.5) / 2 : Math.fround(b * (2 * r - 1));
-  }
-  return out;
-}
 
 /**
  * The GPU's float32 forward through 20 convolutions (PyTorch's own float32 forward is within
