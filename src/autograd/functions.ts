@@ -11,7 +11,7 @@
  * compute them, and write parameter gradients in place through the tape's sinks.
  * @module
  */
-import { Tensor } from "../gpu/tensor.ts";
+import { numel, Tensor } from "../gpu/tensor.ts";
 import {
   batchNormBackward,
   batchNormForward,
@@ -433,24 +433,17 @@ export function bmm(tape: Tape | null, a: Tensor, b: Tensor, opts: BmmOptions = 
 }
 
 /**
- * x with another shape of the same size (a head merge [B, T, H, Dh] → [B, T, H·Dh], ...). A
- * copy, so that the result is a tensor the tape and the caller own like any op's result (a
- * `Tensor.reshape` view is a different object, unknown to the tape, and owns no buffer); the
- * rule copies the gradient back to x's shape.
+ * x with another shape of the same size (a head merge [B, T, H, Dh] → [B, T, H·Dh], ...), with
+ * no copy: an owning {@link Tensor.view} of x, a tensor of its own that the tape and the caller
+ * own like any op's result (a `Tensor.reshape` view would be an object unknown to the tape,
+ * owning nothing). The rule gives x the gradient viewed back to x's shape.
  */
 export function reshape(tape: Tape | null, x: Tensor, shape: readonly number[]): Tensor {
-  const gpu = x.gpu;
-  const copy = (src: Tensor, to: readonly number[]) => {
-    const out = Tensor.empty(gpu, to);
-    if (out.size !== src.size) {
-      out.dispose();
-      throw new RangeError(`reshape: [${src.shape}] → [${to}]: sizes differ`);
-    }
-    if (out.size > 0) gpu.encoder().copyBufferToBuffer(src.buffer, 0, out.buffer, 0, src.bytes);
-    return out;
-  };
-  const y = copy(x, shape);
-  tape?.record("reshape", [x], [y], (g) => g.give(0, copy(g.dy()!, x.shape)));
+  if (numel(shape) !== x.size) {
+    throw new RangeError(`reshape: [${x.shape}] → [${shape}]: sizes differ`);
+  }
+  const y = x.view(shape);
+  tape?.record("reshape", [x], [y], (g) => g.give(0, g.dy()!.view(x.shape)));
   return y;
 }
 
