@@ -66,7 +66,12 @@ export { POINTWISE, pointwise, type PointwiseName } from "./src/ops/pointwise.ts
 export { conv2d, conv2dGradInput, conv2dGradWeight } from "./src/ops/conv.ts";
 export { matmul } from "./src/ops/matmul.ts";
 export { globalAvgPool, maxPool2d } from "./src/ops/pool.ts";
-export { resizeBilinear, resizeBilinearBackward } from "./src/ops/resize.ts";
+export {
+  resizeBicubic,
+  resizeBicubicBackward,
+  resizeBilinear,
+  resizeBilinearBackward,
+} from "./src/ops/resize.ts";
 export { argmaxChannels, softmaxChannels } from "./src/ops/channel.ts";
 export { linear } from "./src/ops/linear.ts";
 export { layerNormForward } from "./src/ops/layernorm.ts";

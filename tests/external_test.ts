@@ -25,6 +25,10 @@ import {
   setConvStyle,
 } from "../src/ops/conv.ts";
 import {
+  resizeBicubic,
+  resizeBicubicBackward,
+  resizeBicubicBackwardRef,
+  resizeBicubicRef,
   resizeBilinear,
   resizeBilinearBackward,
   resizeBilinearBackwardRef,
@@ -170,11 +174,40 @@ interface ResizeFixtureCase {
  */
 const RESIZE_GPU_TOL = 1e-5;
 
-Deno.test("external: bilinear resize forward and backward (kernels and f64 references) equal PyTorch's", async () => {
+/** The resize kernels of one mode and their f64 references. */
+const RESIZE_MODES = {
+  bilinear: {
+    fixture: "resize",
+    minCases: 8,
+    ref: resizeBilinearRef,
+    refBackward: resizeBilinearBackwardRef,
+    gpu: resizeBilinear,
+    gpuBackward: resizeBilinearBackward,
+  },
+  bicubic: {
+    fixture: "bicubic",
+    minCases: 7,
+    ref: resizeBicubicRef,
+    refBackward: resizeBicubicBackwardRef,
+    gpu: resizeBicubic,
+    gpuBackward: resizeBicubicBackward,
+  },
+};
+
+Deno.test("external: bilinear resize forward and backward (kernels and f64 references) equal PyTorch's", () =>
+  checkResizeFixture("bilinear"));
+
+// Each output: 16 taps with float32 weights (some negative, the largest about 1.07), so the
+// same 1e-5 of the largest magnitude.
+Deno.test("external: bicubic resize forward and backward (kernels and f64 references) equal PyTorch's", () =>
+  checkResizeFixture("bicubic"));
+
+async function checkResizeFixture(mode: keyof typeof RESIZE_MODES): Promise<void> {
+  const m = RESIZE_MODES[mode];
   const gpu = await testGpu();
-  const { tensors, metadata } = await fixture("resize");
+  const { tensors, metadata } = await fixture(m.fixture);
   const cases = JSON.parse(metadata.cases) as ResizeFixtureCase[];
-  assertEquals(cases.length >= 8, true);
+  assertEquals(cases.length >= m.minCases, true);
   assertEquals(cases.some((c) => c.align_corners) && cases.some((c) => !c.align_corners), true);
   let worstRef = 0;
   let worstGpu = 0;
@@ -184,16 +217,16 @@ Deno.test("external: bilinear resize forward and backward (kernels and f64 refer
     const o: ResizeOptions = c.size
       ? { size: c.size, alignCorners: c.align_corners }
       : { scaleFactor: c.scale_factor!, alignCorners: c.align_corners };
-    const what = `resize ${c.name}`;
+    const what = `${mode} ${c.name}`;
     worstRef = Math.max(
       worstRef,
-      assertRel(resizeBilinearRef(x.data, x.shape, o), y.data, REF_TOL, `${what} ref y`),
-      assertRel(resizeBilinearBackwardRef(dy.data, x.shape, o), dx.data, REF_TOL, `${what} ref dx`),
+      assertRel(m.ref(x.data, x.shape, o), y.data, REF_TOL, `${what} ref y`),
+      assertRel(m.refBackward(dy.data, x.shape, o), dx.data, REF_TOL, `${what} ref dx`),
     );
     const X = Tensor.fromArray(gpu, x.data, x.shape);
     const DY = Tensor.fromArray(gpu, dy.data, dy.shape);
-    const Y = resizeBilinear(gpu, X, o);
-    const DX = resizeBilinearBackward(gpu, DY, x.shape, o);
+    const Y = m.gpu(gpu, X, o);
+    const DX = m.gpuBackward(gpu, DY, x.shape, o);
     try {
       assertEquals(Y.shape, y.shape, `${what} output shape`);
       worstGpu = Math.max(
@@ -206,10 +239,10 @@ Deno.test("external: bilinear resize forward and backward (kernels and f64 refer
     }
   }
   console.log(
-    `    resize vs PyTorch: f64 references ${worstRef.toExponential(1)}, ` +
+    `    ${mode} resize vs PyTorch: f64 references ${worstRef.toExponential(1)}, ` +
       `GPU ${worstGpu.toExponential(1)} (max relative error)`,
   );
-});
+}
 
 // ---------------------------------------------------------------------------------------------
 // resnet18

@@ -15,11 +15,11 @@ import {
   MCT_LAYER_INDEX,
   mctformerForwardRef,
   mctformerMapsRef,
-  resizeBicubicRef,
   type VitRefConfig,
   type VitRefParam,
   vitRefParamShapes,
 } from "../src/models/vit_reference.ts";
+import { resizeBicubicRef } from "../src/ops/resize.ts";
 import { generated } from "./fixture_gen.ts";
 import { assertEquals, assertThrows, maxRelError, randArray } from "./util.ts";
 
@@ -215,8 +215,8 @@ Deno.test("mctformer reference: tiny-config self-checks (shapes with C, softmax 
   assertEquals(maxRelError(fo.patchMap.data, fb.patchMap.data) > 1e-6, true);
   // Bicubic to the same size is the identity; a constant stays constant (weights sum to 1).
   const img = randArray(2 * 5 * 4, 9);
-  assertEquals(resizeBicubicRef(img, [1, 2, 5, 4], 5, 4), Float64Array.from(img));
-  const up = resizeBicubicRef(new Float64Array(12).fill(0.75), [1, 1, 3, 4], 7, 2);
+  assertEquals(resizeBicubicRef(img, [1, 2, 5, 4], { size: [5, 4] }), Float64Array.from(img));
+  const up = resizeBicubicRef(new Float64Array(12).fill(0.75), [1, 1, 3, 4], { size: [7, 2] });
   if (up.some((v) => Math.abs(v - 0.75) > 1e-15)) throw new Error(`constant: ${up}`);
   // Parameter errors name the tensor.
   const bad = new Map(params);

@@ -44,6 +44,8 @@ import {
   type MaxPoolOptions,
 } from "../ops/pool.ts";
 import {
+  resizeBicubic as bicubicKernel,
+  resizeBicubicBackward,
   resizeBilinear as resizeKernel,
   resizeBilinearBackward,
   type ResizeOptions,
@@ -199,6 +201,20 @@ export function resizeBilinear(tape: Tape | null, x: Tensor, opts: ResizeOptions
   const shape = x.shape;
   tape?.record("resize", [x], [y], (g) => {
     g.give(0, resizeBilinearBackward(gpu, g.dy()!, shape, opts));
+  });
+  return y;
+}
+
+/**
+ * Bicubic resize (PyTorch's interpolate, bicubic, A = -0.75; the ViT position-embedding
+ * resize); the rule gathers dy back separably. Saves nothing.
+ */
+export function resizeBicubic(tape: Tape | null, x: Tensor, opts: ResizeOptions): Tensor {
+  const gpu = x.gpu;
+  const y = bicubicKernel(gpu, x, opts);
+  const shape = x.shape;
+  tape?.record("resize_bicubic", [x], [y], (g) => {
+    g.give(0, resizeBicubicBackward(gpu, g.dy()!.reshape(y.shape), shape, opts));
   });
   return y;
 }

@@ -4,10 +4,10 @@
  * repository xulianuwa/MCTformer, models.py of commit 355a4aa, with its `vision_transformer.py`
  * blocks and the map generation of engine.py's `generate_attention_maps_ms`), and of the
  * localisation maps it computes for inference. It is what the GPU model is checked against, so
- * it is written for clarity, uses nothing of the GPU code but the conv op's f64 reference
- * (`conv2dRef`, itself checked against PyTorch), and is a pure function of the parameters and the
- * input (finite differences can perturb either and call it again). tests/mctformer_ref_test.ts
- * holds it to a float64 PyTorch forward.
+ * it is written for clarity, uses nothing of the GPU code but two ops' f64 references
+ * (`conv2dRef`, `resizeBicubicRef` of src/ops, both checked against PyTorch), and is a pure
+ * function of the parameters and the input (finite differences can perturb either and call it
+ * again). tests/mctformer_ref_test.ts holds it to a float64 PyTorch forward.
  *
  * The model: a DeiT/timm ViT whose single class token is replaced by C class tokens, and whose
  * classifier is a 3x3 conv over the patch tokens:
@@ -36,6 +36,7 @@
  * @module
  */
 import { conv2dRef } from "../ops/conv.ts";
+import { resizeBicubicRef } from "../ops/resize.ts";
 import type { RefTensor } from "./reference.ts";
 
 /** Shape and configuration of the MCTformer-V2 reference. */
@@ -299,59 +300,6 @@ export function linearRef(
   return y;
 }
 
-/** Cubic convolution weights of PyTorch's bicubic (A = -0.75) for fraction t of the 4 taps. */
-function cubicWeights(t: number): [number, number, number, number] {
-  const A = -0.75;
-  const near = (s: number) => ((A + 2) * s - (A + 3)) * s * s + 1; // |s| <= 1
-  const far = (s: number) => ((A * s - 5 * A) * s + 8 * A) * s - 4 * A; // 1 < |s| < 2
-  return [far(t + 1), near(t), near(1 - t), far(2 - t)];
-}
-
-/** Taps and weights of one output index (PyTorch's upsample_bicubic2d, align_corners false). */
-function cubicTaps(i: number, inSize: number, scale: number): [number[], number[]] {
-  const src = (i + 0.5) * scale - 0.5; // not clamped at 0 for cubic
-  const i0 = Math.min(Math.floor(src), inSize - 1);
-  const t = Math.min(Math.max(src - i0, 0), 1);
-  const idx = [i0 - 1, i0, i0 + 1, i0 + 2].map((j) => Math.min(Math.max(j, 0), inSize - 1));
-  return [idx, cubicWeights(t)];
-}
-
-/**
- * Bicubic resize of [N, C, H, W] to [N, C, outH, outW] as PyTorch's
- * `F.interpolate(mode="bicubic", align_corners=False)` (A = -0.75, taps clamped to the border,
- * no antialias). `scale` [sy, sx] is the source step per output pixel: H/outH and W/outW by
- * default (an explicit `size`); 1/scale_factor reproduces a call with `scale_factor`.
- */
-export function resizeBicubicRef(
-  x: ArrayLike<number>,
-  shape: readonly number[],
-  outH: number,
-  outW: number,
-  scale?: [number, number],
-): Float64Array {
-  const [N, C, H, W] = shape;
-  const ys = Array.from({ length: outH }, (_, i) => cubicTaps(i, H, scale?.[0] ?? H / outH));
-  const xs = Array.from({ length: outW }, (_, j) => cubicTaps(j, W, scale?.[1] ?? W / outW));
-  const y = new Float64Array(N * C * outH * outW);
-  for (let p = 0; p < N * C; p++) {
-    const src = p * H * W;
-    for (let i = 0; i < outH; i++) {
-      const [yi, yw] = ys[i];
-      for (let j = 0; j < outW; j++) {
-        const [xi, xw] = xs[j];
-        let s = 0;
-        for (let a = 0; a < 4; a++) {
-          let r = 0;
-          for (let b = 0; b < 4; b++) r += xw[b] * x[src + yi[a] * W + xi[b]];
-          s += yw[a] * r;
-        }
-        y[(p * outH + i) * outW + j] = s;
-      }
-    }
-  }
-  return y;
-}
-
 /**
  * The patch position embeddings for a patch grid h0 x w0: `pos_embed[0, C:]` [g², D] as a
  * [1, D, g, g] image, resized bicubically (see {@link VitRefConfig.posEmbedResize}), back as
@@ -371,10 +319,20 @@ export function patchPosEmbedRef(
   if (same) return patchRows;
   const img = new Float64Array(D * P);
   for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) img[d * P + p] = patchRows[p * D + d];
-  const scale: [number, number] | undefined = posEmbedResize === "mctformer"
-    ? [1 / ((h0 + 0.1) / g), 1 / ((w0 + 0.1) / g)]
-    : undefined;
-  const r = resizeBicubicRef(img, [1, D, g, g], h0, w0, scale);
+  // The official call's scale_factor gives the output size floor(g·(h0 + 0.1)/g) = h0 and the
+  // source step 1/factor, slightly off g/h0.
+  const r = resizeBicubicRef(
+    img,
+    [1, D, g, g],
+    posEmbedResize === "mctformer"
+      ? { scaleFactor: [(h0 + 0.1) / g, (w0 + 0.1) / g] }
+      : { size: [h0, w0] },
+  );
+  if (r.length !== h0 * w0 * D) {
+    throw new Error(
+      `vit reference: position grid resized to ${r.length / D} cells, not ${h0}x${w0}`,
+    );
+  }
   const out = new Float64Array(h0 * w0 * D);
   for (let p = 0; p < h0 * w0; p++) for (let d = 0; d < D; d++) out[p * D + d] = r[d * h0 * w0 + p];
   return out;

@@ -42,7 +42,7 @@ import type { ExpandCase, PatchifyCase, TokenRangeCase, TokensMapCase } from "..
 import { tokenUnits } from "../ops/tokens.ts";
 import { pointwiseUnits } from "../ops/pointwise.ts";
 import { globalAvgPoolUnit, maxPoolUnit } from "../ops/pool.ts";
-import { resizeUnit } from "../ops/resize.ts";
+import { resizeBicubicUnit, resizeUnit } from "../ops/resize.ts";
 import { type AnyOpUnit, eraseUnit, type OpUnit } from "../ops/unit.ts";
 
 /** The registered units, in a stable order. */
@@ -54,6 +54,7 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(maxPoolUnit),
   eraseUnit(globalAvgPoolUnit),
   eraseUnit(resizeUnit),
+  eraseUnit(resizeBicubicUnit),
   eraseUnit(softmaxUnit),
   eraseUnit(argmaxUnit),
   eraseUnit(multilabelUnit),
@@ -136,6 +137,9 @@ const gap: TapeFunction<GapCase> = (tape, _p, x) => ({ y: F.globalAvgPool(tape, 
 const resize: TapeFunction<ResizeCase> = (tape, p, x) => ({
   y: F.resizeBilinear(tape, x.x, p.opts),
 });
+const bicubic: TapeFunction<ResizeCase> = (tape, p, x) => ({
+  y: F.resizeBicubic(tape, x.x, p.opts),
+});
 const affinity: TapeFunction<AffinityCase> = (tape, p, x) => ({
   aff: F.pairwiseAffinity(tape, x.feat, p.radius),
 });
@@ -170,6 +174,7 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   maxpool: maxPool as TapeFunction,
   global_avg_pool: gap as TapeFunction,
   resize_bilinear: resize as TapeFunction,
+  resize_bicubic: bicubic as TapeFunction,
   affinity: affinity as TapeFunction,
   softmax_cross_entropy: segCe as TapeFunction,
   dropout: drop as TapeFunction,
