@@ -388,6 +388,55 @@ export function attentionRef(
 }
 
 /**
+ * Block `i` of the model (timm's pre-norm `Block`, parameters `blocks.{i}.*`) on tokens x
+ * [B, T, D]: x + attn(norm1(x)), then + mlp(norm2(·)) with exact GELU. Returns the output
+ * tokens and the attention softmax [B, heads, T, T]. A pure function of its arguments.
+ */
+export function vitBlockRef(
+  cfg: VitRefConfig,
+  params: VitRefParams,
+  i: number,
+  x: ArrayLike<number>,
+  B: number,
+  T: number,
+): { y: Float64Array; attn: Float64Array } {
+  const { D, hidden, eps, heads, qkvBias } = cfgDefaults(cfg);
+  const p = (name: string, shape: readonly number[]) => param(params, name, shape);
+  const n = `blocks.${i}.`;
+  const y = layerNormRef(x, B * T, D, p(`${n}norm1.weight`, [D]), p(`${n}norm1.bias`, [D]), eps);
+  const a = attentionRef(
+    y,
+    B,
+    T,
+    D,
+    heads,
+    p(`${n}attn.qkv.weight`, [3 * D, D]),
+    qkvBias ? p(`${n}attn.qkv.bias`, [3 * D]) : null,
+    p(`${n}attn.proj.weight`, [D, D]),
+    p(`${n}attn.proj.bias`, [D]),
+  );
+  const x1 = Float64Array.from(x, (v, j) => v + a.out[j]);
+  const z = layerNormRef(x1, B * T, D, p(`${n}norm2.weight`, [D]), p(`${n}norm2.bias`, [D]), eps);
+  const hdn = linearRef(
+    z,
+    B * T,
+    D,
+    p(`${n}mlp.fc1.weight`, [hidden, D]),
+    p(`${n}mlp.fc1.bias`, [hidden]),
+    hidden,
+  ).map(geluRef);
+  const m = linearRef(
+    hdn,
+    B * T,
+    hidden,
+    p(`${n}mlp.fc2.weight`, [D, hidden]),
+    p(`${n}mlp.fc2.bias`, [D]),
+    D,
+  );
+  return { y: x1.map((v, j) => v + m[j]), attn: a.attn };
+}
+
+/**
  * The MCTformer-V2 forward (eval mode) of `image` [B, 3, H, W] with `params` (timm/DeiT names,
  * {@link vitRefParamShapes}): class logits, the head's patch map and its logits, the last
  * tokens and, with `opts.attn`, every block's attention. A pure function of its arguments.
@@ -399,7 +448,7 @@ export function mctformerForwardRef(
   opts: VitRefForwardOptions = {},
 ): VitRefForward {
   const k = cfgDefaults(cfg);
-  const { patch, D, C, hidden, grid, eps } = k;
+  const { patch, D, C, grid, eps } = k;
   if (image.shape.length !== 4 || image.shape[1] !== 3) {
     throw new Error(`vit reference: image shape [${image.shape}], expected [B, 3, H, W]`);
   }
@@ -435,39 +484,9 @@ export function mctformerForwardRef(
 
   const attns: RefTensor[] = [];
   for (let i = 0; i < cfg.depth; i++) {
-    const n = `blocks.${i}.`;
-    const y = layerNormRef(x, B * T, D, p(`${n}norm1.weight`, [D]), p(`${n}norm1.bias`, [D]), eps);
-    const a = attentionRef(
-      y,
-      B,
-      T,
-      D,
-      k.heads,
-      p(`${n}attn.qkv.weight`, [3 * D, D]),
-      k.qkvBias ? p(`${n}attn.qkv.bias`, [3 * D]) : null,
-      p(`${n}attn.proj.weight`, [D, D]),
-      p(`${n}attn.proj.bias`, [D]),
-    );
-    if (opts.attn) attns.push({ shape: [B, k.heads, T, T], data: a.attn });
-    x = x.map((v, j) => v + a.out[j]);
-    const z = layerNormRef(x, B * T, D, p(`${n}norm2.weight`, [D]), p(`${n}norm2.bias`, [D]), eps);
-    const hdn = linearRef(
-      z,
-      B * T,
-      D,
-      p(`${n}mlp.fc1.weight`, [hidden, D]),
-      p(`${n}mlp.fc1.bias`, [hidden]),
-      hidden,
-    ).map(geluRef);
-    const m = linearRef(
-      hdn,
-      B * T,
-      hidden,
-      p(`${n}mlp.fc2.weight`, [D, hidden]),
-      p(`${n}mlp.fc2.bias`, [D]),
-      D,
-    );
-    x = x.map((v, j) => v + m[j]);
+    const blk = vitBlockRef(cfg, params, i, x, B, T);
+    if (opts.attn) attns.push({ shape: [B, k.heads, T, T], data: blk.attn });
+    x = blk.y;
   }
   if (k.finalNorm) x = layerNormRef(x, B * T, D, p("norm.weight", [D]), p("norm.bias", [D]), eps);
 
