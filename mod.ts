@@ -57,6 +57,8 @@ export {
   BilinearResize,
   Conv2d,
   ELU,
+  LayerNorm,
+  Linear,
   MaxPool2d,
   type Module,
   ReLU,
@@ -102,6 +104,35 @@ export { dropout, type DropoutOptions, dropoutRef } from "./src/ops/dropout.ts";
 // Models.
 export { CamNet, type CamOutputs, createModel, type ModelOptions } from "./src/models/cam_net.ts";
 export type { Arch } from "./src/models/resnet.ts";
+// MCTformer-V2 (docs/mctformer.md): a ViT with one class token per class and a conv head over
+// the patch tokens, its localisation maps, DeiT weights.
+export {
+  Attention,
+  Block,
+  createMctformer,
+  type DeitConversion,
+  disposeMctformerOutputs,
+  Mctformer,
+  type MctformerConfig,
+  mctformerConfig,
+  type MctformerForwardOptions,
+  type MctformerMaps,
+  mctformerMaps,
+  type MctformerMapsOptions,
+  type MctformerOptions,
+  type MctformerOutputs,
+  mctformerStateFromDeit,
+  Mlp,
+  VIT_ARCHS,
+  type VitArch,
+} from "./src/models/vit.ts";
+export { loadDeitWeights } from "./src/io/checkpoint.ts";
+export type {
+  MctAttentionType,
+  VitRefConfig,
+  VitRefParam,
+  VitRefParams,
+} from "./src/models/vit_reference.ts";
 // The segmenter of the final stage (docs/architecture.md#the-segmenter): DeepLab-v2 ASPP or
 // DeepLab-LargeFOV head on a backbone.
 export {
@@ -266,6 +297,7 @@ export type {
   ActivationOptions,
   BatchNorm2dOptions,
   Conv2dLayerOptions,
+  LinearOptions,
 } from "./src/models/modules.ts";
 export type {
   Conv2dOptions,
