@@ -128,6 +128,7 @@ export {
 } from "./src/models/vit.ts";
 export { loadDeitWeights } from "./src/io/checkpoint.ts";
 export type {
+  BranchScales,
   MctAttentionType,
   VitRefConfig,
   VitRefParam,

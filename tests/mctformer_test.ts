@@ -329,14 +329,33 @@ Deno.test("mctformer: a block's backward (input and every parameter) equals cent
     }
   }));
 
-Deno.test("mctformer: the training loss's gradient (cls + patch multilabel, a map term) agrees with finite differences of the f64 model along random directions", () =>
-  scoped(async (gpu) => {
+Deno.test("mctformer: the training loss's gradient (cls + patch multilabel, a map term) agrees with finite differences of the f64 model along random directions, with and without drop path", async (t) => {
+  await t.step("no drop path", () => scoped((gpu) => checkLossGradient(gpu, 0)));
+  await t.step("drop path 0.6", () => scoped((gpu) => checkLossGradient(gpu, 0.6)));
+});
+
+/**
+ * One training step's gradients against finite differences of the reference loss; with a drop
+ * path rate, in training mode with the model's per-sample factors given to the reference.
+ */
+async function checkLossGradient(gpu: GpuContext, dropPath: number): Promise<void> {
+  {
     // A resized 5x3 grid, so pos_embed learns through the bicubic resize's backward.
-    const cfg = tinyConfig({ depth: 2 });
+    const cfg = tinyConfig({ depth: dropPath ? 3 : 2 });
     const shape = [2, 3, 20, 12];
     const params = generatedParams(cfg);
-    const model = createMctformer(gpu, cfg);
+    const model = createMctformer(gpu, { ...cfg, dropPath });
     setParams(model, params);
+    const seed = 4;
+    const branchScales = dropPath ? model.dropPathScales(seed, 2) : undefined;
+    if (branchScales) {
+      // The draws drop some branches and scale the kept ones by 1/keep (not all kept).
+      const all = branchScales.flatMap((
+        b,
+      ) => (b ? [...Array.from(b.attn), ...Array.from(b.mlp)] : []));
+      assertEquals(branchScales[0], null, "block 0's rate is 0");
+      assertEquals([all.includes(0), all.some((v) => v > 1)], [true, true], `factors ${all}`);
+    }
     const xData = randArray(shape.reduce((a, d) => a * d, 1), 5);
     const C = cfg.numClasses;
     const targets = Float32Array.from(randArray(2 * C, 6), (v) => (v > 0 ? 1 : 0));
@@ -344,7 +363,7 @@ Deno.test("mctformer: the training loss's gradient (cls + patch multilabel, a ma
     const mapSize = 2 * C * 5 * 3;
     const rMap = randArray(mapSize, 7, -0.05, 0.05);
     const refParts = (ps: Map<string, VitRefParam>) => {
-      const f = mctformerForwardRef(cfg, ps, { shape, data: xData });
+      const f = mctformerForwardRef(cfg, ps, { shape, data: xData }, { branchScales });
       let map = 0;
       for (let i = 0; i < mapSize; i++) map += rMap[i] * f.patchMap.data[i];
       const ml = multilabelSoftMarginLossRef(f.clsLogits.data, targets).loss +
@@ -359,7 +378,7 @@ Deno.test("mctformer: the training loss's gradient (cls + patch multilabel, a ma
     zeroGrads(ps);
     const tape = new Tape(gpu, ps);
     const x = Tensor.fromArray(gpu, xData, shape);
-    const out = model.forward(x, { tape });
+    const out = model.forward(x, { tape, train: dropPath > 0, seed });
     const tg = Tensor.fromArray(gpu, targets, [2, C]);
     const lossCls = multilabelSoftMarginLoss(gpu, out.clsLogits, tg);
     const lossPatch = multilabelSoftMarginLoss(gpu, out.patchLogits, tg);
@@ -373,6 +392,7 @@ Deno.test("mctformer: the training loss's gradient (cls + patch multilabel, a ma
     if (!(Math.abs(l0 - want0) <= 1e-5 * want0)) throw new Error(`loss ${l0} vs ${want0}`);
     const eps = 1e-5;
     let worst = 0;
+    const dropped: string[] = [];
     for (const [k, p] of ps.entries()) {
       const g = await p.grad.read();
       const v = randArray(p.value.size, 100 + k);
@@ -391,7 +411,15 @@ Deno.test("mctformer: the training loss's gradient (cls + patch multilabel, a ma
         dot += g[i] * v[i];
         scale += Math.abs(g[i] * v[i]);
       }
-      if (!(scale > 0)) throw new Error(`${p.name}: zero gradient`);
+      if (!(scale > 0)) {
+        // A branch that drop path removed from every sample has no gradient, and neither has
+        // the reference.
+        if (dropPath && Math.abs(fdv) < 1e-9) {
+          dropped.push(p.name);
+          continue;
+        }
+        throw new Error(`${p.name}: zero gradient`);
+      }
       const e = Math.abs(dot - fdv) / scale;
       if (!(e <= TOL)) {
         throw new Error(
@@ -401,13 +429,30 @@ Deno.test("mctformer: the training loss's gradient (cls + patch multilabel, a ma
       worst = Math.max(worst, e);
     }
     console.log(
-      `    training loss gradient of ${ps.length} parameters vs finite differences: ` +
-        `max |<g, v> - fd| / Σ|g·v| ${worst.toExponential(1)}`,
+      `    training loss gradient of ${ps.length} parameters vs finite differences ` +
+        `(drop path ${dropPath}): max |<g, v> - fd| / Σ|g·v| ${worst.toExponential(1)}` +
+        (dropped.length ? `; none reach ${dropped.join(", ")} (dropped for both samples)` : ""),
     );
     disposeMctformerOutputs(out);
     for (const t of [x, tg, lossCls, lossPatch]) t.dispose();
+    if (dropPath) {
+      // Out of training, or without a rate, the same model is the eval forward; training
+      // without a seed is an error.
+      const x2 = Tensor.fromArray(gpu, xData, shape);
+      const ev = model.forward(x2, { tape: null, seed });
+      const ref = mctformerForwardRef(cfg, params, { shape, data: xData });
+      rel(await ev.clsLogits.read(), ref.clsLogits.data, TOL, "eval forward with a drop path rate");
+      disposeMctformerOutputs(ev);
+      assertThrows(
+        () => model.forward(x2, { tape: null, train: true }),
+        RangeError,
+        "needs a seed",
+      );
+      x2.dispose();
+    }
     model.dispose();
-  }));
+  }
+}
 
 Deno.test("mctformer: DeiT weights load by name (class token and position row replicated, grid resized, DeiT's classifier skipped); a bad file is one error listing every problem", () =>
   scoped(async (gpu) => {

@@ -14,13 +14,16 @@
  *   [1, C + g², D] added, its patch rows bicubically resized to the input's patch grid when
  *   that differs (on the tape, so they learn through the resize too);
  * - pre-norm blocks (timm's `Block`: attention with a qkv linear, heads of D/H, scale
- *   (D/H)^-0.5; MLP with exact GELU), no dropout or drop path;
+ *   (D/H)^-0.5; MLP with exact GELU); in training, optionally drop path (stochastic depth, timm's
+ *   `drop_path_rate`: each sample's residual branch dropped with a rate rising linearly over the
+ *   blocks, kept ones scaled by 1/keep), no dropout;
  * - no final norm by default (MCTformer-V2 does not apply it; `finalNorm` does);
  * - class logits: each class token's mean over D; patch class map: the `head` 3x3 pad-1 conv
  *   over the patch tokens as a map; patch logits: its spatial mean.
  *
- * A trainer runs {@link Mctformer.forward} on a tape and adds `multilabel(clsLogits) +
- * multilabel(patchLogits)` (and OCR on `patchMap`); inference asks for the attention
+ * A trainer runs {@link Mctformer.forward} on a tape (`train: true` and the step as `seed` when
+ * drop path is on) and adds `multilabel(clsLogits) + multilabel(patchLogits)` (and OCR on
+ * `patchMap`); inference asks for the attention
  * (`attn: true`) and reads the maps of {@link mctformerMaps}. DeiT weights load by name through
  * {@link mctformerStateFromDeit} (src/io/checkpoint.ts `loadDeitWeights` reads the file;
  * docs/mctformer.md converts them).
@@ -38,6 +41,7 @@ import { resizeBicubicRef, type ResizeOptions } from "../ops/resize.ts";
 import { sliceTokens, stridedCopy } from "../ops/tokens.ts";
 import { Conv2d, LayerNorm, Linear, type Module, truncNormals } from "./modules.ts";
 import {
+  type BranchScales,
   deitSmallConfig,
   MCT_LAYER_INDEX,
   type MctAttentionType,
@@ -143,6 +147,23 @@ function uniform(rng: Rng, n: number, bound: number): Float32Array {
 /** Disposes every tensor once (an array may hold one tensor twice). */
 function disposeAll(ts: (Tensor | null | undefined)[]): void {
   for (const t of new Set(ts)) t?.dispose();
+}
+
+/**
+ * x [B, ...] with sample b times f[b] (drop path's factors), on the tape: a batched product of
+ * x as [B, n, 1] with the factors as [B, 1, 1]; x itself (one more reference) when every factor
+ * is 1.
+ */
+function scaleSamples(tape: Tape | null, x: Tensor, f: ArrayLike<number>): Tensor {
+  const B = x.shape[0];
+  if (f.length !== B) throw new RangeError(`drop path: ${f.length} factors for a batch of ${B}`);
+  if (Array.from(f).every((v) => v === 1)) return x.retain();
+  const v = F.reshape(tape, x, [B, x.size / B, 1]);
+  const s = Tensor.fromArray(x.gpu, Float32Array.from(f), [B, 1, 1]);
+  const p = F.bmm(tape, v, s);
+  const y = F.reshape(tape, p, x.shape);
+  disposeAll([v, s, p]);
+  return y;
 }
 
 /**
@@ -297,15 +318,25 @@ export class Block implements Module {
     return y;
   }
 
-  /** The output tokens and, with `keepAttn`, the head-averaged attention [B, T, T]. */
-  forwardAttn(x: Tensor, tape: Tape | null, keepAttn: boolean): { y: Tensor; attn: Tensor | null } {
+  /**
+   * The output tokens and, with `keepAttn`, the head-averaged attention [B, T, T]; with
+   * `scales`, each sample's branches times its factors (drop path).
+   */
+  forwardAttn(
+    x: Tensor,
+    tape: Tape | null,
+    keepAttn: boolean,
+    scales: BranchScales | null = null,
+  ): { y: Tensor; attn: Tensor | null } {
     const n1 = this.norm1.forward(x, tape);
     const a = this.attn.forwardAttn(n1, tape, keepAttn);
-    const x1 = F.add(tape, x, a.y);
+    const ya = scales ? scaleSamples(tape, a.y, scales.attn) : a.y.retain();
+    const x1 = F.add(tape, x, ya);
     const n2 = this.norm2.forward(x1, tape);
     const m = this.mlp.forward(n2, tape);
-    const y = F.add(tape, x1, m);
-    disposeAll([n1, a.y, x1, n2, m]);
+    const ym = scales ? scaleSamples(tape, m, scales.mlp) : m.retain();
+    const y = F.add(tape, x1, ym);
+    disposeAll([n1, a.y, ya, x1, n2, m, ym]);
     return { y, attn: a.attn };
   }
 
@@ -329,6 +360,13 @@ export interface MctformerForwardOptions {
    * keep them). On a tape they are differentiable like the other outputs.
    */
   attn?: boolean;
+  /**
+   * Training mode: apply drop path when the model has a rate ({@link MctformerOptions.dropPath};
+   * nothing else differs). Default false.
+   */
+  train?: boolean;
+  /** Seed of the drop-path draws (the step, say); required when drop path applies. */
+  seed?: number;
 }
 
 /** Outputs of {@link Mctformer.forward}, owned by the caller. */
@@ -368,14 +406,24 @@ export class Mctformer {
   readonly norm: LayerNorm | null;
   /** `head`: the 3x3 pad-1 conv D → C over the patch tokens (learning-rate group `head`). */
   readonly head: Conv2d;
+  /** timm's `drop_path_rate`: the last block's drop-path rate in training (0: none). */
+  readonly dropPath: number;
   readonly #c: ReturnType<typeof resolve>;
 
-  /** Builds a model initialised as timm / MCTformer do, seeded by `seed`. */
-  constructor(readonly gpu: GpuContext, cfg: MctformerConfig, seed = 0) {
+  /** Builds a model initialised as timm / MCTformer do (see {@link createMctformer}). */
+  constructor(
+    readonly gpu: GpuContext,
+    cfg: MctformerConfig,
+    opts: { seed?: number; dropPath?: number } = {},
+  ) {
     const c = resolve(cfg);
     this.#c = c;
     this.config = { ...cfg };
-    const rng = new Rng(seed);
+    this.dropPath = opts.dropPath ?? 0;
+    if (!(this.dropPath >= 0 && this.dropPath < 1)) {
+      throw new RangeError(`mctformer: drop path rate ${this.dropPath} not in [0, 1)`);
+    }
+    const rng = new Rng(opts.seed ?? 0);
     const { D, C, patch: p, grid: g } = c;
     // MCTformerV2.__init__: trunc_normal_(std=.02) for the class tokens and the position
     // embeddings; the patch embedding and the head are Conv2d, which timm's _init_weights
@@ -449,9 +497,16 @@ export class Mctformer {
     let t = F.addBroadcast(tape, seq, pos);
     disposeAll([img, patches, wv, emb, cls, seq, pos]);
 
+    let scales: (BranchScales | null)[] = [];
+    if (opts.train && this.dropPath > 0) {
+      if (opts.seed === undefined) {
+        throw new RangeError(`mctformer: drop path (rate ${this.dropPath}) needs a seed`);
+      }
+      scales = this.dropPathScales(opts.seed, B);
+    }
     const attn: Tensor[] = [];
-    for (const b of this.blocks) {
-      const r = b.forwardAttn(t, tape, opts.attn ?? false);
+    for (const [i, b] of this.blocks.entries()) {
+      const r = b.forwardAttn(t, tape, opts.attn ?? false, scales[i] ?? null);
       t.dispose();
       t = r.y;
       if (r.attn) attn.push(r.attn);
@@ -478,6 +533,24 @@ export class Mctformer {
       ...(opts.attn ? { attn } : {}),
       grid: [h, w],
     };
+  }
+
+  /**
+   * Drop path's factors for a batch of B in training with draws seeded by `seed`, per block
+   * (null for a block whose rate is 0): as timm, block i's rate is dropPath·i/(depth - 1)
+   * (`torch.linspace(0, drop_path_rate, depth)`), and each sample's attention and MLP branches
+   * are kept with probability keep = 1 - rate, as 1/keep, else 0.
+   */
+  dropPathScales(seed: number, B: number): (BranchScales | null)[] {
+    const rng = new Rng(seed);
+    const depth = this.blocks.length;
+    return this.blocks.map((_, i) => {
+      const rate = depth > 1 ? (this.dropPath * i) / (depth - 1) : 0;
+      if (rate === 0) return null;
+      const keep = 1 - rate;
+      const draw = () => Float32Array.from({ length: B }, () => (rng.next() < keep ? 1 / keep : 0));
+      return { attn: draw(), mlp: draw() };
+    });
   }
 
   /** x cropped to its top-left Hc x Wc (the pixels the stride-p conv reads), or x itself. */
@@ -549,16 +622,21 @@ export class Mctformer {
   }
 }
 
-/** Options of {@link createMctformer}: a configuration and the initialisation seed. */
+/** Options of {@link createMctformer}: a configuration, the initialisation seed, drop path. */
 export interface MctformerOptions extends MctformerConfig {
   /** Seed of the initialisation (default 0). */
   seed?: number;
+  /**
+   * timm's `drop_path_rate` (stochastic depth in training, the last block's rate; default 0:
+   * none). DeiT trains with 0.1.
+   */
+  dropPath?: number;
 }
 
 /** Builds an MCTformer-V2 with timm's initialisation (see {@link Mctformer}). */
 export function createMctformer(gpu: GpuContext, cfg: MctformerOptions): Mctformer {
-  const { seed, ...config } = cfg;
-  return new Mctformer(gpu, config, seed ?? 0);
+  const { seed, dropPath, ...config } = cfg;
+  return new Mctformer(gpu, config, { seed, dropPath });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -108,6 +108,19 @@ export interface VitRefImage {
 export interface VitRefForwardOptions {
   /** Return every block's attention softmax (default false). */
   attn?: boolean;
+  /**
+   * Per-sample factors of the residual branches (drop path in training: 0 or 1/keep), by
+   * block; absent (or a block absent): 1 (eval).
+   */
+  branchScales?: readonly (BranchScales | null)[];
+}
+
+/** The per-sample factors [B] of a block's attention and MLP branches (see drop path). */
+export interface BranchScales {
+  /** Factor of sample b's attention branch. */
+  attn: ArrayLike<number>;
+  /** Factor of sample b's MLP branch. */
+  mlp: ArrayLike<number>;
 }
 
 /** Result of {@link mctformerForwardRef}. */
@@ -389,8 +402,9 @@ export function attentionRef(
 
 /**
  * Block `i` of the model (timm's pre-norm `Block`, parameters `blocks.{i}.*`) on tokens x
- * [B, T, D]: x + attn(norm1(x)), then + mlp(norm2(·)) with exact GELU. Returns the output
- * tokens and the attention softmax [B, heads, T, T]. A pure function of its arguments.
+ * [B, T, D]: x + attn(norm1(x)), then + mlp(norm2(·)) with exact GELU, each branch of sample b
+ * times `scales` (drop path; default 1). Returns the output tokens and the attention softmax
+ * [B, heads, T, T]. A pure function of its arguments.
  */
 export function vitBlockRef(
   cfg: VitRefConfig,
@@ -399,6 +413,7 @@ export function vitBlockRef(
   x: ArrayLike<number>,
   B: number,
   T: number,
+  scales: BranchScales | null = null,
 ): { y: Float64Array; attn: Float64Array } {
   const { D, hidden, eps, heads, qkvBias } = cfgDefaults(cfg);
   const p = (name: string, shape: readonly number[]) => param(params, name, shape);
@@ -415,7 +430,10 @@ export function vitBlockRef(
     p(`${n}attn.proj.weight`, [D, D]),
     p(`${n}attn.proj.bias`, [D]),
   );
-  const x1 = Float64Array.from(x, (v, j) => v + a.out[j]);
+  // Sample b's branch factor: element j of [B, T, D] is in sample ⌊j / (T·D)⌋.
+  const f = (which: "attn" | "mlp", j: number) =>
+    scales ? scales[which][Math.floor(j / (T * D))] : 1;
+  const x1 = Float64Array.from(x, (v, j) => v + f("attn", j) * a.out[j]);
   const z = layerNormRef(x1, B * T, D, p(`${n}norm2.weight`, [D]), p(`${n}norm2.bias`, [D]), eps);
   const hdn = linearRef(
     z,
@@ -433,7 +451,7 @@ export function vitBlockRef(
     p(`${n}mlp.fc2.bias`, [D]),
     D,
   );
-  return { y: x1.map((v, j) => v + m[j]), attn: a.attn };
+  return { y: x1.map((v, j) => v + f("mlp", j) * m[j]), attn: a.attn };
 }
 
 /**
@@ -484,7 +502,7 @@ export function mctformerForwardRef(
 
   const attns: RefTensor[] = [];
   for (let i = 0; i < cfg.depth; i++) {
-    const blk = vitBlockRef(cfg, params, i, x, B, T);
+    const blk = vitBlockRef(cfg, params, i, x, B, T, opts.branchScales?.[i] ?? null);
     if (opts.attn) attns.push({ shape: [B, k.heads, T, T], data: blk.attn });
     x = blk.y;
   }
