@@ -48,8 +48,8 @@ export interface Conv2dLayerOptions {
   group?: "backbone" | "head";
 }
 
-/** A parameter with a zero gradient buffer. */
-function param(
+/** A parameter holding `value`, with a zero gradient buffer (for modules and models). */
+export function param(
   gpu: GpuContext,
   name: string,
   value: Float32Array,

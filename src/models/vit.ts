@@ -39,7 +39,7 @@ import { matmul } from "../ops/matmul.ts";
 import { pointwise } from "../ops/pointwise.ts";
 import { resizeBicubicRef, type ResizeOptions } from "../ops/resize.ts";
 import { sliceTokens, stridedCopy } from "../ops/tokens.ts";
-import { Conv2d, LayerNorm, Linear, type Module, truncNormals } from "./modules.ts";
+import { Conv2d, LayerNorm, Linear, type Module, param, truncNormals } from "./modules.ts";
 import {
   type BranchScales,
   deitSmallConfig,
@@ -117,23 +117,6 @@ function resolve(cfg: MctformerConfig) {
     eps: cfg.lnEps ?? 1e-6,
     finalNorm: cfg.finalNorm ?? false,
     posEmbedResize: cfg.posEmbedResize ?? "size",
-  };
-}
-
-/** A parameter of `shape` holding `value`. */
-function param(
-  gpu: GpuContext,
-  name: string,
-  value: Float32Array,
-  shape: number[],
-  decay: boolean,
-): Param {
-  return {
-    name,
-    value: Tensor.fromArray(gpu, value, shape),
-    grad: Tensor.zeros(gpu, shape),
-    group: "backbone",
-    decay,
   };
 }
 
@@ -428,23 +411,21 @@ export class Mctformer {
     // MCTformerV2.__init__: trunc_normal_(std=.02) for the class tokens and the position
     // embeddings; the patch embedding and the head are Conv2d, which timm's _init_weights
     // leaves at PyTorch's default (kaiming_uniform, a = √5: U(±1/√fan_in), bias alike).
-    this.clsToken = param(gpu, "cls_token", truncNormals(rng, C * D, 0.02), [1, C, D], false);
+    const bb = "backbone";
+    this.clsToken = param(gpu, "cls_token", truncNormals(rng, C * D, 0.02), [1, C, D], bb, false);
+    const posShape = [1, C + g * g, D];
     this.posEmbed = param(
       gpu,
       "pos_embed",
-      truncNormals(rng, (C + g * g) * D, 0.02),
-      [1, C + g * g, D],
+      truncNormals(rng, posShape[1] * D, 0.02),
+      posShape,
+      bb,
       false,
     );
     const pb = 1 / Math.sqrt(3 * p * p);
-    this.patchWeight = param(
-      gpu,
-      "patch_embed.proj.weight",
-      uniform(rng, D * 3 * p * p, pb),
-      [D, 3, p, p],
-      true,
-    );
-    this.patchBias = param(gpu, "patch_embed.proj.bias", uniform(rng, D, pb), [D], false);
+    const pw = uniform(rng, D * 3 * p * p, pb);
+    this.patchWeight = param(gpu, "patch_embed.proj.weight", pw, [D, 3, p, p], bb, true);
+    this.patchBias = param(gpu, "patch_embed.proj.bias", uniform(rng, D, pb), [D], bb, false);
     this.blocks = Array.from(
       { length: cfg.depth },
       (_, i) => new Block(gpu, `blocks.${i}`, c, rng),
