@@ -158,7 +158,7 @@ async function resolveOptions(
     const partial = (method.schema as unknown as { partial(): z.ZodType }).partial();
     validate(partial, json, configPath);
     file = json as Record<string, unknown>; // as written: the defaults come last, in the runner
-    checkNestedOptions(file, configPath);
+    checkNestedOptions(file, configPath, method.trainSchema);
   }
   const o = deepMerge(deepMerge(p, file), flags) as Record<string, unknown>;
   // The synthetic data choice goes with a train config that reads the synthetic data.

@@ -105,7 +105,13 @@ async function runStages<O extends z.infer<Method["schema"]>>(
   const log = hooks.log ?? ((l: string) => console.log(l));
   const out = o.out ?? defaultRunDir(o.method, o.ocr, o.seed);
   // Weights, dataset splits, nested options and the run folder: one clear error before any work.
-  await preflight(o as unknown as Parameters<typeof preflight>[0], out, method.stages[0].name);
+  await preflight(
+    o as unknown as Parameters<typeof preflight>[0],
+    out,
+    method.stages[0].name,
+    "pipeline options",
+    method.trainSchema,
+  );
   await Deno.mkdir(out, { recursive: true });
   const stagesPath = join(out, "stages.json");
   const stages: Record<string, StageRecord> = await exists(stagesPath)

@@ -13,6 +13,7 @@ import { exists } from "../io/atomic.ts";
 import {
   AffinityConfigSchema,
   ConfigError,
+  MCTFORMER_ARCHS,
   SegConfigSchema,
   type TrainConfig,
   TrainConfigSchema,
@@ -37,6 +38,11 @@ const RESNETS: Record<string, { blocks: number[]; bottleneck: boolean }> = {
  * basic-block ResNet's file, and the reverse a missing one catches).
  */
 export function backboneNames(model: string): { required: string[]; absent: string[] } {
+  if ((MCTFORMER_ARCHS as readonly string[]).includes(model)) {
+    // A DeiT (timm ViT) or MCTformer-V2 state (docs/mctformer.md#deit-weights).
+    const vit = ["cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight"];
+    return { required: vit, absent: ["conv1.weight"] };
+  }
   const r = RESNETS[model];
   if (!r) return { required: ["conv1.weight"], absent: [] };
   const last = r.bottleneck ? "conv3" : "conv2";
@@ -46,10 +52,17 @@ export function backboneNames(model: string): { required: string[]; absent: stri
   return { required, absent };
 }
 
+/** Where the weights of `model` come from, for an error message. */
+function convertHint(model: string): string {
+  return (MCTFORMER_ARCHS as readonly string[]).includes(model)
+    ? "convert DeiT weights: docs/mctformer.md#deit-weights"
+    : `convert ${model}'s torchvision ImageNet weights: README`;
+}
+
 /** Checks a weights file for a `model` backbone from its header; throws a ConfigError. */
 export async function checkWeights(path: string, model: string, flag = "--weights") {
   if (!await exists(path)) {
-    throw new ConfigError(`${flag} ${path}: no such file (convert ImageNet weights: README)`);
+    throw new ConfigError(`${flag} ${path}: no such file (${convertHint(model)})`);
   }
   let names: Set<string>;
   try {
@@ -64,8 +77,7 @@ export async function checkWeights(path: string, model: string, flag = "--weight
     throw new ConfigError(
       `${flag} ${path}: not a ${model} backbone: ` +
         (missing.length ? `no tensor ${missing.join(", ")}` : `has ${extra.join(", ")}`) +
-        ` (${names.size} tensors; pass --model to match the file, or convert ${model}'s ` +
-        "torchvision weights: README)",
+        ` (${names.size} tensors; pass --model to match the file, or ${convertHint(model)})`,
     );
   }
 }
@@ -132,11 +144,16 @@ function checkNested(
 
 /**
  * Validates the nested option objects of method options `o` (`train`, `affinity`, `rw`, `seg`)
- * against their task's schema, every field optional; errors name `source` and the field
+ * against their task's schema, every field optional (`train`: `trainSchema`, the method's
+ * training config; default the CAM classifier's); errors name `source` and the field
  * (`cfg.json: train.batch: ...`).
  */
-export function checkNestedOptions(o: Record<string, unknown>, source: string): void {
-  checkNested(o, "train", TrainConfigSchema, source);
+export function checkNestedOptions(
+  o: Record<string, unknown>,
+  source: string,
+  trainSchema: z.ZodObject = TrainConfigSchema,
+): void {
+  checkNested(o, "train", trainSchema, source);
   checkNested(o, "affinity", AffinityConfigSchema, source);
   checkNested(o, "rw", RwSchema, source);
   checkNested(o, "seg", SegConfigSchema, source);
@@ -145,15 +162,17 @@ export function checkNestedOptions(o: Record<string, unknown>, source: string): 
 /**
  * The checks before a pipeline's first stage (see the module doc): `o` the resolved method
  * options, `out` the run folder, `firstStage` the method's first stage (what `--from` names to
- * redo them all). Throws a ConfigError.
+ * redo them all), `trainSchema` the method's training config (`Method.trainSchema`). Throws a
+ * ConfigError.
  */
 export async function preflight(
   o: CamStageOptions & { method: string; from?: string; [k: string]: unknown },
   out: string,
   firstStage: string,
   source = "pipeline options",
+  trainSchema: z.ZodObject = TrainConfigSchema,
 ): Promise<void> {
-  checkNestedOptions(o, source);
+  checkNestedOptions(o, source, trainSchema);
   // The run folder: an earlier run of another method or on other data.
   const saved = join(out, "pipeline.json");
   if (await exists(saved)) {
@@ -177,7 +196,7 @@ export async function preflight(
     }
   }
   const t = (o.train ?? {}) as Partial<TrainConfig>;
-  const model = t.model ?? "tiny";
+  const model = t.model ?? (trainSchema.parse({}) as { model: string }).model;
   if (t.weights !== undefined) await checkWeights(t.weights, model);
   const segWeights = (o.seg as { weights?: unknown } | undefined)?.weights;
   if (typeof segWeights === "string") {
