@@ -130,8 +130,8 @@ const ForeignRunSchema = TrainConfigSchema.extend({ model: z.string().min(1) }).
 
 /**
  * Reads and validates the training config saved beside a checkpoint (`config.json` in the
- * same folder); errors say what is missing. A run of a method with a registered loader
- * ({@link registerCamModelLoader}) is read for its CAM fields only.
+ * same folder); errors say what is missing. Another method's run (its config names the
+ * `method`) is read for its CAM fields only.
  */
 export async function readRunConfig(ckpt: string): Promise<RunConfig> {
   const { path, json } = await rawRunConfig(ckpt);
@@ -139,12 +139,10 @@ export async function readRunConfig(ckpt: string): Promise<RunConfig> {
   // (v2) fills the field.
   const synth = (json as { synthetic?: Record<string, unknown> })?.synthetic;
   if (synth && typeof synth === "object" && synth.variant === undefined) synth.variant = "v1";
-  // Another method's run (e.g. SEAM's) extends the CAM config with its own fields: the CAM
-  // fields are read, the rest left to the method.
+  // Another method's run (SEAM's, MCTformer's: `method` names it) extends the CAM config with
+  // its own fields: the CAM fields are read, the rest left to the method.
   const method = (json as { method?: unknown })?.method;
-  if (typeof method === "string" && CAM_MODEL_LOADERS.has(method)) {
-    return validate(ForeignRunSchema, json, path);
-  }
+  if (typeof method === "string") return validate(ForeignRunSchema, json, path);
   return validate(TrainConfigSchema, json, path);
 }
 
@@ -160,6 +158,12 @@ export async function loadCamModel(gpu: GpuContext, ckpt: string): Promise<Loade
   if (loader) {
     const r = await loader(gpu, file, raw);
     return { ...r, config, ckpt: file, runDir: dirname(file) };
+  }
+  if (typeof raw.method === "string") {
+    throw new CamError(
+      `${file}: a ${raw.method} run, whose CAM loader is not registered (import ` +
+        `src/methods/${raw.method}/cams.ts, as tasks/cam.ts does)`,
+    );
   }
   const shape = (await readSafetensorsHeader(file)).shapes.get("classifier.weight");
   if (!shape) {
