@@ -98,16 +98,18 @@ function throwMismatch(
 }
 
 /**
- * Loads DeiT / timm ViT weights (or an MCTformer-V2 checkpoint) by name into an MCTformer-V2
- * (`mctformerStateFromDeit`, src/models/vit.ts: the class token and its position row
- * replicated over the class tokens, the position grid resized bicubically, DeiT's classifier
- * and an unused final norm skipped; docs/mctformer.md converts the weights). Anything missing,
- * unexpected or mis-shaped is one {@link SafetensorsError} listing all of them. Returns what
- * was converted (one note per change, for a log line).
+ * Loads DeiT / timm ViT weights (or an MCTformer-V2 checkpoint: a run's `optim.*` state is
+ * ignored) by name into an MCTformer-V2 (`mctformerStateFromDeit`, src/models/vit.ts: the class
+ * token and its position row replicated over the class tokens, the position grid resized
+ * bicubically, DeiT's classifier and an unused final norm skipped; docs/mctformer.md converts
+ * the weights). Anything missing, unexpected or mis-shaped is one {@link SafetensorsError}
+ * listing all of them. Returns what was converted (one note per change, for a log line).
  */
 export async function loadDeitWeights(model: Mctformer, path: string): Promise<string[]> {
   const st = await readSafetensors(path);
-  const c = mctformerStateFromDeit(model.config, st.tensors);
+  // A run's checkpoint (last.safetensors) also holds its optimizer's state: not the model's.
+  const tensors = new Map([...st.tensors].filter(([n]) => !n.startsWith("optim.")));
+  const c = mctformerStateFromDeit(model.config, tensors);
   throwMismatch(path, c.missing, c.unexpected, c.misShaped);
   for (const { name, value } of model.stateTensors()) {
     const h = c.state.get(name);
