@@ -319,7 +319,12 @@ export type { HostTensor, SafeTensors } from "./src/io/safetensors.ts";
 export type { NamedTensor } from "./src/io/checkpoint.ts";
 export type { TrainHooks, TrainInput } from "./src/train/train.ts";
 export type { LoopLine, RunHooks, RunResult } from "./src/train/loop.ts";
-export type { CamHooks, CamRunResult, LoadedCamModel } from "./src/methods/cam/extract.ts";
+export type {
+  CamHooks,
+  CamRunResult,
+  LoadedCamModel,
+  RunConfig,
+} from "./src/methods/cam/extract.ts";
 export type { ImageCamOptions } from "./src/cam/image.ts";
 export {
   type CamRunInput,

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { ConfigError, deepMerge, readJsonFile, validate } from "../src/io/config.ts";
 import type { Method } from "../src/methods/method.ts";
-import { checkNestedOptions } from "../src/workflows/preflight.ts";
+import { checkNestedOptions, methodTrainSchema } from "../src/workflows/preflight.ts";
 import { presetOptions } from "../src/workflows/presets.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import {
@@ -158,7 +158,7 @@ async function resolveOptions(
     const partial = (method.schema as unknown as { partial(): z.ZodType }).partial();
     validate(partial, json, configPath);
     file = json as Record<string, unknown>; // as written: the defaults come last, in the runner
-    checkNestedOptions(file, configPath, method.trainSchema);
+    checkNestedOptions(file, configPath, methodTrainSchema(method.schema));
   }
   const o = deepMerge(deepMerge(p, file), flags) as Record<string, unknown>;
   // The synthetic data choice goes with a train config that reads the synthetic data.

@@ -103,11 +103,6 @@ export interface Method<
   schema: S;
   /** The stages, in order. */
   stages: readonly Stage<z.infer<S>>[];
-  /**
-   * The schema the `train` option's fields are checked against before the first stage (its
-   * training stage's config; default the CAM classifier's `TrainConfigSchema`).
-   */
-  trainSchema?: z.ZodObject;
   /** The scores of results.json, in order. */
   results: readonly ResultColumn<K>[];
   /** The comparison tables' score columns: a score and its header. */

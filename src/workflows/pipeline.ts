@@ -24,7 +24,7 @@ import { fmtScore, type Method, type StageRecord } from "../methods/method.ts";
 import { fmtDuration } from "../io/progress.ts";
 import { peakRss, resetPeakRss } from "../io/memory.ts";
 import { AFFINITYNET_STAGES, AffinityNetSchema, RW_ALPHAS } from "../methods/affinitynet/stages.ts";
-import { preflight } from "./preflight.ts";
+import { methodTrainSchema, preflight } from "./preflight.ts";
 import { getMethod, type MethodName, type METHODS, type ScoreOf } from "./registry.ts";
 
 export { RW_ALPHAS };
@@ -110,7 +110,7 @@ async function runStages<O extends z.infer<Method["schema"]>>(
     out,
     method.stages[0].name,
     "pipeline options",
-    method.trainSchema,
+    methodTrainSchema(method.schema),
   );
   await Deno.mkdir(out, { recursive: true });
   const stagesPath = join(out, "stages.json");

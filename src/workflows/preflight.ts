@@ -8,7 +8,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { z } from "npm:zod@4.6.7";
+import { type z, ZodObject, ZodOptional } from "npm:zod@4.6.7";
 import { exists } from "../io/atomic.ts";
 import {
   AffinityConfigSchema,
@@ -160,10 +160,22 @@ export function checkNestedOptions(
 }
 
 /**
+ * The schema of a method's `train` option (its training stage's config): the method's own when
+ * its option schema types `train` as an object (MCTformer's), else the CAM classifier's
+ * {@link TrainConfigSchema} (a method whose `train` is a record of the CAM classifier's fields).
+ */
+export function methodTrainSchema(methodSchema: unknown): z.ZodObject {
+  const shape = (methodSchema as { shape?: Record<string, unknown> }).shape;
+  let t = shape?.train;
+  if (t instanceof ZodOptional) t = t.unwrap();
+  return t instanceof ZodObject ? t : TrainConfigSchema;
+}
+
+/**
  * The checks before a pipeline's first stage (see the module doc): `o` the resolved method
  * options, `out` the run folder, `firstStage` the method's first stage (what `--from` names to
- * redo them all), `trainSchema` the method's training config (`Method.trainSchema`). Throws a
- * ConfigError.
+ * redo them all), `trainSchema` the method's training config ({@link methodTrainSchema}).
+ * Throws a ConfigError.
  */
 export async function preflight(
   o: CamStageOptions & { method: string; from?: string; [k: string]: unknown },

@@ -70,8 +70,11 @@ export const MctformerMethodSchema = methodSchema("mctformer", {
   sweep: CAM_FIELDS.sweep,
   alpha: AFF.alpha,
   scales: CAM_FIELDS.scales,
-  /** MCTformer's training config (a partial `deno task mctformer` config: model, lr, ...). */
-  train: z.record(z.string(), z.unknown()).optional(),
+  /**
+   * MCTformer's training config (a partial `deno task mctformer` config: model, weights, lr,
+   * dataset...; `ocr`, `seed`, `camSteps` and the output folder still apply), validated as one.
+   */
+  train: MctformerConfigSchema.partial().optional(),
   evalSplit: CAM_FIELDS.evalSplit,
 });
 
@@ -148,7 +151,6 @@ export const MCTFORMER: Method<typeof MctformerMethodSchema, MctformerScore> = {
   about: "MCTformer-V2: class-token attention x patch CAMs → AffinityNet → random walk, on val",
   schema: MctformerMethodSchema,
   stages: MCTFORMER_STAGES.map((n) => BY_NAME[n]),
-  trainSchema: MctformerConfigSchema,
   results: [
     CAM_RESULTS.camMiou,
     CAM_RESULTS.camBg,
