@@ -129,6 +129,8 @@ export const MctformerConfigSchema = TrainConfigSchema.omit({
   }).optional(),
   /** AdamW (MCTformer's) or SGD with momentum. */
   optimizer: z.enum(["sgd", "adamw"]).default("adamw"),
+  /** Base learning rate; default {@link MCTFORMER_LR} for AdamW, 0.05 for SGD. */
+  lr: z.number().positive().optional(),
   /** MCTformer: 0.05. */
   weightDecay: z.number().min(0).default(0.05),
   /** The conv head's learning-rate multiplier (MCTformer: 1, one rate for all). */

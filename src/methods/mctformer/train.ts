@@ -23,6 +23,7 @@ import { createGpu, describeBackend } from "../../io/gpu.ts";
 import { Tensor } from "../../gpu/tensor.ts";
 import { tuneMatmul } from "../../ops/matmul.ts";
 import {
+  defaultLr,
   MCTFORMER_LR,
   type MctformerConfig,
   MctformerConfigSchema,
@@ -87,14 +88,14 @@ export interface MctformerHooks extends RunHooks {
 /**
  * Validates an MCTformer config (errors name `source` and the field) and fills in what
  * depends on other fields: `size` (128 for vit-tiny, 224 for deit-s) and `lr`
- * ({@link MCTFORMER_LR}).
+ * ({@link MCTFORMER_LR} for AdamW, 0.05 for SGD).
  */
 export function resolveMctformerConfig(input: unknown, source: string): MctformerConfig {
   const cfg = validate(MctformerConfigSchema, input, source);
   return {
     ...cfg,
     size: cfg.size ?? (cfg.model === "deit-s" ? 224 : 128),
-    lr: cfg.lr ?? MCTFORMER_LR,
+    lr: cfg.lr ?? (cfg.optimizer === "adamw" ? MCTFORMER_LR : defaultLr(cfg.optimizer)),
   };
 }
 
