@@ -34,14 +34,15 @@ const USAGE = `usage: deno task pipeline [--method ${
   [--sweep 0.05:0.6:0.05] [--alpha 1,2,4,8,16] [--scales 0.5,1,1.5,2]
   [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--synthetic-variant v2|v1]
   [--preset synthetic|psa-voc|psa-coco] [--config FILE.json]
-  [--dataset synthetic|voc|coco --data DIR] [--model tiny|resnet18|resnet34|resnet50|resnet101]
-  [--weights FILE.safetensors]
+  [--dataset synthetic|voc|coco --data DIR] [--model tiny|resnet18|resnet34|resnet50|resnet101
+  (mctformer: vit-tiny|deit-s)] [--weights FILE.safetensors]
   [--from STAGE]
 ${STAGES}
   --preset: a partial option set (README, "Presets"); --config FILE.json: the method's options
   (the fields of <out>/pipeline.json); flags override the file, the file the preset;
   --dataset/--data/--model/--weights go into the CAM classifier's train config (option
-  \`train\`), and the AffinityNet and the segmenter take the same model;
+  \`train\`; mctformer: its training config), and the AffinityNet and the segmenter take the
+  same model (mctformer: AffinityNet on \`affinity.model\`, default tiny, from scratch);
   --from STAGE redoes that stage and the later ones (once: rerun without it to resume);
   default --out: runs/pipeline/<method>[-ocr]-s<seed>, or runs/pipeline with --compare;
   rerunning the same command skips finished stages and resumes an interrupted one`;
