@@ -57,6 +57,8 @@ export {
   BilinearResize,
   Conv2d,
   ELU,
+  LayerNorm,
+  Linear,
   MaxPool2d,
   type Module,
   ReLU,
@@ -66,8 +68,25 @@ export { POINTWISE, pointwise, type PointwiseName } from "./src/ops/pointwise.ts
 export { conv2d, conv2dGradInput, conv2dGradWeight } from "./src/ops/conv.ts";
 export { matmul } from "./src/ops/matmul.ts";
 export { globalAvgPool, maxPool2d } from "./src/ops/pool.ts";
-export { resizeBilinear, resizeBilinearBackward } from "./src/ops/resize.ts";
+export {
+  resizeBicubic,
+  resizeBicubicBackward,
+  resizeBilinear,
+  resizeBilinearBackward,
+} from "./src/ops/resize.ts";
 export { argmaxChannels, softmaxChannels } from "./src/ops/channel.ts";
+export { linear } from "./src/ops/linear.ts";
+export { layerNormForward } from "./src/ops/layernorm.ts";
+export { softmaxRows } from "./src/ops/rows.ts";
+export {
+  concatTokens,
+  expandBatch,
+  mapToTokens,
+  patchify,
+  permute0213,
+  sliceTokens,
+  tokensToMap,
+} from "./src/ops/tokens.ts";
 export {
   type BilateralKernel,
   DenseCrf,
@@ -85,6 +104,36 @@ export { dropout, type DropoutOptions, dropoutRef } from "./src/ops/dropout.ts";
 // Models.
 export { CamNet, type CamOutputs, createModel, type ModelOptions } from "./src/models/cam_net.ts";
 export type { Arch } from "./src/models/resnet.ts";
+// MCTformer-V2 (docs/mctformer.md): a ViT with one class token per class and a conv head over
+// the patch tokens, its localisation maps, DeiT weights.
+export {
+  Attention,
+  Block,
+  createMctformer,
+  type DeitConversion,
+  disposeMctformerOutputs,
+  Mctformer,
+  type MctformerConfig,
+  mctformerConfig,
+  type MctformerForwardOptions,
+  type MctformerMaps,
+  mctformerMaps,
+  type MctformerMapsOptions,
+  type MctformerOptions,
+  type MctformerOutputs,
+  mctformerStateFromDeit,
+  Mlp,
+  VIT_ARCHS,
+  type VitArch,
+} from "./src/models/vit.ts";
+export { loadDeitWeights } from "./src/io/checkpoint.ts";
+export type {
+  BranchScales,
+  MctAttentionType,
+  VitRefConfig,
+  VitRefParam,
+  VitRefParams,
+} from "./src/models/vit_reference.ts";
 // The segmenter of the final stage (docs/architecture.md#the-segmenter): DeepLab-v2 ASPP or
 // DeepLab-LargeFOV head on a backbone.
 export {
@@ -249,6 +298,7 @@ export type {
   ActivationOptions,
   BatchNorm2dOptions,
   Conv2dLayerOptions,
+  LinearOptions,
 } from "./src/models/modules.ts";
 export type {
   Conv2dOptions,
@@ -269,7 +319,12 @@ export type { HostTensor, SafeTensors } from "./src/io/safetensors.ts";
 export type { NamedTensor } from "./src/io/checkpoint.ts";
 export type { TrainHooks, TrainInput } from "./src/train/train.ts";
 export type { LoopLine, RunHooks, RunResult } from "./src/train/loop.ts";
-export type { CamHooks, CamRunResult, LoadedCamModel } from "./src/methods/cam/extract.ts";
+export type {
+  CamHooks,
+  CamRunResult,
+  LoadedCamModel,
+  RunConfig,
+} from "./src/methods/cam/extract.ts";
 export type { ImageCamOptions } from "./src/cam/image.ts";
 export {
   type CamRunInput,
@@ -286,7 +341,7 @@ export type { RandomWalkResult } from "./src/methods/affinitynet/random_walk.ts"
 export type { AffinityHooks } from "./src/methods/affinitynet/train.ts";
 export type { ImageCams } from "./src/methods/cam/cam_folder.ts";
 export type { BatchNormTensors } from "./src/ops/batchnorm.ts";
-export type { ActivationName } from "./src/autograd/functions.ts";
+export type { ActivationName, BmmOptions } from "./src/autograd/functions.ts";
 export type {
   AnyOpUnit,
   DeviceArgs,

@@ -1,11 +1,11 @@
 /**
  * `deno task bench`: prints the benchmark table (every figure beside a reference measured in
  * the same run) and writes bench.json. `--quick` runs the small cases only; `--only` picks
- * sections (roofline,runtime,kernels,data,eval,cam,train,ocr,affinity,crf,seg,seam,ops; and cold, the time
- * to a first step in a fresh process with a cold shader cache, which runs only when asked
- * for); `--no-torch` skips the same-run PyTorch reference. `--op NAME[,NAME...]` (or `all`)
- * runs the generic op rows of those registered op units only (src/registry/ops.ts), and writes
- * a JSON file only with `--out`.
+ * sections (roofline,runtime,kernels,data,eval,cam,train,ocr,affinity,crf,seg,seam,mctformer,
+ * ops; and cold, the time to a first step in a fresh process with a cold shader cache, which
+ * runs only when asked for); `--no-torch` skips the same-run PyTorch reference.
+ * `--op NAME[,NAME...]` (or `all`) runs the generic op rows of those registered op units only
+ * (src/registry/ops.ts), and writes a JSON file only with `--out`.
  */
 import { z } from "npm:zod@4.6.7";
 import { createGpu, describeBackend } from "../src/io/gpu.ts";
@@ -25,6 +25,7 @@ import { benchCold } from "../src/bench/cold.ts";
 import { benchCrf } from "../src/bench/crf.ts";
 import { benchSeg } from "../src/bench/seg.ts";
 import { benchSeam } from "../src/bench/seam.ts";
+import { benchMctformer } from "../src/bench/mctformer.ts";
 import { type BenchRow, formatTable } from "../src/bench/table.ts";
 import { OP_NAMES, OP_UNITS } from "../src/registry/ops.ts";
 
@@ -41,6 +42,7 @@ const SECTIONS = [
   "crf",
   "seg",
   "seam",
+  "mctformer",
   "ops",
   "cold",
 ] as const;
@@ -115,6 +117,7 @@ await runMain(async () => {
   await run("crf", () => benchCrf(gpu, { quick, log }));
   await run("seg", () => benchSeg(gpu, { quick }));
   await run("seam", () => benchSeam(gpu, { quick }));
+  await run("mctformer", () => benchMctformer(gpu, { quick }));
   await run("ops", () => benchOps(gpu, units, { quick, log }));
   await run("cold", () => benchCold({ quick, log }));
   console.log(`\nall sections (${adapter}):\n${formatTable(rows)}`);

@@ -6,6 +6,7 @@
 import { parseFlags, runMain } from "../src/io/cli.ts";
 import { ConfigError } from "../src/io/config.ts";
 import "../src/methods/seam/cams.ts"; // SEAM checkpoints' CAMs (registers their loader)
+import "../src/methods/mctformer/cams.ts"; // MCTformer checkpoints' maps (likewise)
 import {
   COMMON_FLAGS,
   COMMON_USAGE,

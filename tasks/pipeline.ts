@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { z } from "npm:zod@4.6.7";
 import { ConfigError, deepMerge, readJsonFile, validate } from "../src/io/config.ts";
 import type { Method } from "../src/methods/method.ts";
-import { checkNestedOptions } from "../src/workflows/preflight.ts";
+import { checkNestedOptions, methodTrainSchema } from "../src/workflows/preflight.ts";
 import { presetOptions } from "../src/workflows/presets.ts";
 import { numFlag, parseFlags, runMain } from "../src/io/cli.ts";
 import {
@@ -34,14 +34,15 @@ const USAGE = `usage: deno task pipeline [--method ${
   [--sweep 0.05:0.6:0.05] [--alpha 1,2,4,8,16] [--scales 0.5,1,1.5,2]
   [--synthetic-size tiny|small|medium] [--synthetic-seed S] [--synthetic-variant v2|v1]
   [--preset synthetic|psa-voc|psa-coco] [--config FILE.json]
-  [--dataset synthetic|voc|coco --data DIR] [--model tiny|resnet18|resnet34|resnet50|resnet101]
-  [--weights FILE.safetensors]
+  [--dataset synthetic|voc|coco --data DIR] [--model tiny|resnet18|resnet34|resnet50|resnet101
+  (mctformer: vit-tiny|deit-s)] [--weights FILE.safetensors]
   [--from STAGE]
 ${STAGES}
   --preset: a partial option set (README, "Presets"); --config FILE.json: the method's options
   (the fields of <out>/pipeline.json); flags override the file, the file the preset;
   --dataset/--data/--model/--weights go into the CAM classifier's train config (option
-  \`train\`), and the AffinityNet and the segmenter take the same model;
+  \`train\`; mctformer: its training config), and the AffinityNet and the segmenter take the
+  same model (mctformer: AffinityNet on \`affinity.model\`, default tiny, from scratch);
   --cams-split: the split whose CAMs AffinityNet and the segmenter learn from (default train;
   psa: trainaug), the train-split scores stay on train;
   --from STAGE redoes that stage and the later ones (once: rerun without it to resume);
@@ -162,7 +163,7 @@ async function resolveOptions(
     const partial = (method.schema as unknown as { partial(): z.ZodType }).partial();
     validate(partial, json, configPath);
     file = json as Record<string, unknown>; // as written: the defaults come last, in the runner
-    checkNestedOptions(file, configPath);
+    checkNestedOptions(file, configPath, methodTrainSchema(method.schema));
   }
   const o = deepMerge(deepMerge(p, file), flags) as Record<string, unknown>;
   // The synthetic data choice goes with a train config that reads the synthetic data.

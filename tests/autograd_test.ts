@@ -165,3 +165,38 @@ Deno.test("tape: records nothing without a gradient to compute; releases what it
   conv.weight.value.dispose();
   conv.weight.grad.dispose();
 });
+
+Deno.test("tape: reshape is an owning view (no copy) that keeps its base alive and is never written in place while shared", async () => {
+  const gpu = await testGpu();
+  const w: Param = {
+    name: "w",
+    value: Tensor.fromArray(gpu, randArray(12, 1), [3, 4]),
+    grad: Tensor.zeros(gpu, [3, 4]),
+    group: "head",
+    decay: false,
+  };
+  const x = Tensor.fromArray(gpu, randArray(12, 2), [2, 6]);
+  const v = x.view([3, 2, 2]);
+  assertEquals(v.buffer, x.buffer);
+  assertEquals([x.shared, v.shared], [true, true]);
+  x.dispose();
+  // The base lives on through the view, which alone holds it now.
+  assertEquals([x.disposed, v.shared], [false, false]);
+  assertEquals(await v.read(), randArray(12, 2));
+  assertThrows(() => v.view([5]), RangeError, "sizes differ");
+  v.dispose();
+  assertEquals(x.disposed, true);
+
+  // On the tape: y = sum of two uses of reshape(w) (a parameter seen through a view); each use
+  // gives w the gradient viewed back to [3, 4], and the two add up in w.grad.
+  zeroGrads([w]);
+  const tape = new Tape(gpu, [w]);
+  const r = F.reshape(tape, w.value, [2, 6]);
+  const a = F.add(tape, r, r);
+  r.dispose();
+  const dy = randArray(12, 3);
+  tape.backward([[a, Tensor.fromArray(gpu, dy, [2, 6])]]);
+  assertClose(await w.grad.read(), dy.map((g) => 2 * g), { atol: 0, rtol: 0 }, "dw");
+  assertThrows(() => F.reshape(null, a, [5]), RangeError, "reshape: [2,6] → [5]");
+  for (const t of [a, w.value, w.grad]) t.dispose();
+});

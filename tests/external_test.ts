@@ -25,6 +25,10 @@ import {
   setConvStyle,
 } from "../src/ops/conv.ts";
 import {
+  resizeBicubic,
+  resizeBicubicBackward,
+  resizeBicubicBackwardRef,
+  resizeBicubicRef,
   resizeBilinear,
   resizeBilinearBackward,
   resizeBilinearBackwardRef,
@@ -38,6 +42,7 @@ import { saveTensors } from "../src/io/checkpoint.ts";
 import { TrainConfigSchema, validate } from "../src/io/config.ts";
 import { computeCams } from "../src/methods/cam/mod.ts";
 import { decodeGreyMask, decodePaletteMask, VOC_DEVKIT_COLOURS } from "./independent_png.ts";
+import { generated } from "./fixture_gen.ts";
 import { assertEquals, maxRelError, testGpu } from "./util.ts";
 
 const fixture = (name: string) =>
@@ -169,11 +174,40 @@ interface ResizeFixtureCase {
  */
 const RESIZE_GPU_TOL = 1e-5;
 
-Deno.test("external: bilinear resize forward and backward (kernels and f64 references) equal PyTorch's", async () => {
+/** The resize kernels of one mode and their f64 references. */
+const RESIZE_MODES = {
+  bilinear: {
+    fixture: "resize",
+    minCases: 8,
+    ref: resizeBilinearRef,
+    refBackward: resizeBilinearBackwardRef,
+    gpu: resizeBilinear,
+    gpuBackward: resizeBilinearBackward,
+  },
+  bicubic: {
+    fixture: "bicubic",
+    minCases: 7,
+    ref: resizeBicubicRef,
+    refBackward: resizeBicubicBackwardRef,
+    gpu: resizeBicubic,
+    gpuBackward: resizeBicubicBackward,
+  },
+};
+
+Deno.test("external: bilinear resize forward and backward (kernels and f64 references) equal PyTorch's", () =>
+  checkResizeFixture("bilinear"));
+
+// Each output: 16 taps with float32 weights (some negative, the largest about 1.07), so the
+// same 1e-5 of the largest magnitude.
+Deno.test("external: bicubic resize forward and backward (kernels and f64 references) equal PyTorch's", () =>
+  checkResizeFixture("bicubic"));
+
+async function checkResizeFixture(mode: keyof typeof RESIZE_MODES): Promise<void> {
+  const m = RESIZE_MODES[mode];
   const gpu = await testGpu();
-  const { tensors, metadata } = await fixture("resize");
+  const { tensors, metadata } = await fixture(m.fixture);
   const cases = JSON.parse(metadata.cases) as ResizeFixtureCase[];
-  assertEquals(cases.length >= 8, true);
+  assertEquals(cases.length >= m.minCases, true);
   assertEquals(cases.some((c) => c.align_corners) && cases.some((c) => !c.align_corners), true);
   let worstRef = 0;
   let worstGpu = 0;
@@ -183,16 +217,16 @@ Deno.test("external: bilinear resize forward and backward (kernels and f64 refer
     const o: ResizeOptions = c.size
       ? { size: c.size, alignCorners: c.align_corners }
       : { scaleFactor: c.scale_factor!, alignCorners: c.align_corners };
-    const what = `resize ${c.name}`;
+    const what = `${mode} ${c.name}`;
     worstRef = Math.max(
       worstRef,
-      assertRel(resizeBilinearRef(x.data, x.shape, o), y.data, REF_TOL, `${what} ref y`),
-      assertRel(resizeBilinearBackwardRef(dy.data, x.shape, o), dx.data, REF_TOL, `${what} ref dx`),
+      assertRel(m.ref(x.data, x.shape, o), y.data, REF_TOL, `${what} ref y`),
+      assertRel(m.refBackward(dy.data, x.shape, o), dx.data, REF_TOL, `${what} ref dx`),
     );
     const X = Tensor.fromArray(gpu, x.data, x.shape);
     const DY = Tensor.fromArray(gpu, dy.data, dy.shape);
-    const Y = resizeBilinear(gpu, X, o);
-    const DX = resizeBilinearBackward(gpu, DY, x.shape, o);
+    const Y = m.gpu(gpu, X, o);
+    const DX = m.gpuBackward(gpu, DY, x.shape, o);
     try {
       assertEquals(Y.shape, y.shape, `${what} output shape`);
       worstGpu = Math.max(
@@ -205,52 +239,13 @@ Deno.test("external: bilinear resize forward and backward (kernels and f64 refer
     }
   }
   console.log(
-    `    resize vs PyTorch: f64 references ${worstRef.toExponential(1)}, ` +
+    `    ${mode} resize vs PyTorch: f64 references ${worstRef.toExponential(1)}, ` +
       `GPU ${worstGpu.toExponential(1)} (max relative error)`,
   );
-});
+}
 
 // ---------------------------------------------------------------------------------------------
 // resnet18
-
-/** 32-bit FNV-1a of the UTF-8 bytes of `s`. */
-function fnv1a32(s: string): number {
-  let h = 0x811c9dc5;
-  for (const b of new TextEncoder().encode(s)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
-  return h;
-}
-
-/** The lowbias32 integer hash (Chris Wellons' constants). */
-function lowbias32(v: number): number {
-  let x = v >>> 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
-}
-
-/**
- * The fixture's deterministic state generator, exactly as tests/fixtures/make_fixtures.py
- * documents and computes it: r_i = (lowbias32(fnv1a32(name) ^ lowbias32(i)) >> 9) / 2^23;
- * batchnorm weight / running_var 0.5 + r, bias / running_mean (r - 0.5) / 2, conv weights
- * f32(f32(sqrt(6 / fan_in)) · (2r - 1)), the input 2r - 1.
- */
-function generated(name: string, shape: readonly number[]): Float32Array {
-  const n = shape.reduce((a, d) => a * d, 1);
-  const s = fnv1a32(name);
-  const out = new Float32Array(n);
-  const isScale = name.endsWith(".running_var") || (name.endsWith(".weight") && shape.length === 1);
-  const isShift = name.endsWith(".running_mean") || name.endsWith(".bias");
-  const fanIn = shape.slice(1).reduce((a, d) => a * d, 1);
-  const b = name === "input" ? 1 : Math.fround(Math.sqrt(6 / fanIn));
-  for (let i = 0; i < n; i++) {
-    const r = (lowbias32((s ^ lowbias32(i)) >>> 0) >>> 9) / 2 ** 23;
-    out[i] = isScale ? 0.5 + r : isShift ? (r - 0.5) / 2 : Math.fround(b * (2 * r - 1));
-  }
-  return out;
-}
 
 /**
  * The GPU's float32 forward through 20 convolutions (PyTorch's own float32 forward is within

@@ -3,6 +3,11 @@ import { Tensor } from "../src/gpu/tensor.ts";
 import { Tape } from "../src/autograd/tape.ts";
 import { BilinearResize } from "../src/models/modules.ts";
 import {
+  BICUBIC_MAX_GATHER,
+  resizeBicubic,
+  resizeBicubicBackward,
+  resizeBicubicBackwardRef,
+  resizeBicubicRef,
   resizeBilinear,
   resizeBilinearBackward,
   resizeBilinearBackwardRef,
@@ -182,4 +187,28 @@ Deno.test("bilinear resize splits past a small binding limit; layer; bad options
     RangeError,
     "bad output size",
   );
+});
+
+Deno.test("bicubic: long gathers (a 3-pixel axis to 20,000) stay under the loop budget; longer ones are an error naming it", async () => {
+  const gpu = await testGpu();
+  // Each input of the 3-pixel axis is read by about 4·20000/3 = 26,700 outputs: one loop of that
+  // length per invocation (llvmpipe would cut a loop past 65,535 silently).
+  const shape: Shape = [1, 2, 2, 3];
+  const o: ResizeOptions = { size: [3, 20000] };
+  const xs = randArray(12, 1);
+  const dys = randArray(2 * 3 * 20000, 2);
+  const x = Tensor.fromArray(gpu, xs, shape);
+  const dy = Tensor.fromArray(gpu, dys, [1, 2, 3, 20000]);
+  const y = resizeBicubic(gpu, x, o);
+  const dx = resizeBicubicBackward(gpu, dy, shape, o);
+  assertEquals(maxRelError(await y.read(), resizeBicubicRef(xs, shape, o)) < 1e-5, true);
+  const e = maxRelError(await dx.read(), resizeBicubicBackwardRef(dys, shape, o));
+  if (!(e < 1e-5)) throw new Error(`long gather: max relative error ${e}`);
+  const one = Tensor.zeros(gpu, [1, 1, 1, BICUBIC_MAX_GATHER + 1]);
+  assertThrows(
+    () => resizeBicubicBackward(gpu, one, [1, 1, 1, 1], { size: [1, BICUBIC_MAX_GATHER + 1] }),
+    RangeError,
+    "resizeBicubicBackward: 1 → 32769 needs 32769 iterations per invocation",
+  );
+  for (const t of [x, dy, y, dx, one]) t.dispose();
 });

@@ -13,7 +13,7 @@ import { ablationRuns, ablationTable, runAblation } from "../src/workflows/ablat
 import { assertEquals, assertRejects, testGpu } from "./util.ts";
 
 Deno.test("registry: every method's stages, scores and schema agree", () => {
-  assertEquals(METHOD_NAMES, ["affinitynet", "cam", "seam"]);
+  assertEquals(METHOD_NAMES, ["affinitynet", "cam", "mctformer", "seam"]);
   for (const name of METHOD_NAMES) {
     const m = getMethod(name);
     assertEquals(m, METHODS[name] as unknown);
@@ -100,10 +100,13 @@ Deno.test("pipeline: each stage's peak resident memory is its own (the high-wate
 
 Deno.test("pipeline: an unknown method is an error listing the known ones", async () => {
   const e = await assertRejects(
-    () => runPipeline({ method: "mctformer" } as never, { log: () => {} }),
+    () => runPipeline({ method: "puzzle-cam" } as never, { log: () => {} }),
     ConfigError,
   );
-  assertEquals(e.message, `unknown method "mctformer"; known methods: affinitynet, cam, seam`);
+  assertEquals(
+    e.message,
+    `unknown method "puzzle-cam"; known methods: affinitynet, cam, mctformer, seam`,
+  );
 });
 
 Deno.test("ablate: the cam method's stages per setting and seed, resumable, tabulated", async () => {

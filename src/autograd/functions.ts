@@ -11,7 +11,7 @@
  * compute them, and write parameter gradients in place through the tape's sinks.
  * @module
  */
-import type { Tensor } from "../gpu/tensor.ts";
+import { numel, Tensor } from "../gpu/tensor.ts";
 import {
   batchNormBackward,
   batchNormForward,
@@ -27,6 +27,16 @@ import {
 } from "../ops/conv.ts";
 import { pointwise } from "../ops/pointwise.ts";
 import {
+  linear as linearKernel,
+  linearGradBias,
+  linearGradInput,
+  linearGradWeight,
+} from "../ops/linear.ts";
+import { matmul } from "../ops/matmul.ts";
+import { softmaxRows as softmaxRowsKernel, softmaxRowsBackward } from "../ops/rows.ts";
+import * as tok from "../ops/tokens.ts";
+import { layerNormForward, layerNormGradInput, layerNormGradParams } from "../ops/layernorm.ts";
+import {
   globalAvgPool as gapKernel,
   globalAvgPoolBackward,
   maxPool2d as maxPoolKernel,
@@ -34,6 +44,8 @@ import {
   type MaxPoolOptions,
 } from "../ops/pool.ts";
 import {
+  resizeBicubic as bicubicKernel,
+  resizeBicubicBackward,
   resizeBilinear as resizeKernel,
   resizeBilinearBackward,
   type ResizeOptions,
@@ -209,6 +221,20 @@ export function resizeBilinear(tape: Tape | null, x: Tensor, opts: ResizeOptions
   return y;
 }
 
+/**
+ * Bicubic resize (PyTorch's interpolate, bicubic, A = -0.75; the ViT position-embedding
+ * resize); the rule gathers dy back separably. Saves nothing.
+ */
+export function resizeBicubic(tape: Tape | null, x: Tensor, opts: ResizeOptions): Tensor {
+  const gpu = x.gpu;
+  const y = bicubicKernel(gpu, x, opts);
+  const shape = x.shape;
+  tape?.record("resize_bicubic", [x], [y], (g) => {
+    g.give(0, resizeBicubicBackward(gpu, g.dy()!.reshape(y.shape), shape, opts));
+  });
+  return y;
+}
+
 /** psa's pairwise affinities of features (see src/ops/affinity.ts); saves feat and the result. */
 export function pairwiseAffinity(
   tape: Tape | null,
@@ -353,6 +379,265 @@ export function dropBackground(tape: Tape | null, x: Tensor): Tensor {
   const shape = x.shape;
   tape?.record("drop_bg", [x], [y], (g) => {
     g.give(0, seam.dropBackgroundBackward(gpu, g.dy()!, shape));
+  });
+  return y;
+}
+
+/**
+ * The fully connected layer y [..., N] = x [..., K] · wᵀ + b (PyTorch's `nn.Linear`: w [N, K],
+ * b [N] or null; src/ops/linear.ts). The weight and bias gradients are written through their
+ * sinks (accumulated into existing gradients). Saves x and w.
+ */
+export function linear(tape: Tape | null, x: Tensor, w: Tensor, b: Tensor | null): Tensor {
+  const gpu = x.gpu;
+  const y = linearKernel(gpu, x, w, b);
+  tape?.record("linear", [x, w, b], [y], (g) => {
+    const dy = g.dy()!;
+    if (g.needs(1)) linearGradWeight(gpu, x, dy, g.sink(1));
+    if (b && g.needs(2)) linearGradBias(gpu, dy, g.sink(2));
+    if (g.needs(0)) g.give(0, linearGradInput(gpu, dy, w, x.shape));
+  }, [x, w]);
+  return y;
+}
+
+/** Options of {@link bmm}. */
+export interface BmmOptions {
+  /** `a` holds [Bt, K, M] (use its transpose). */
+  transA?: boolean;
+  /** `b` holds [Bt, N, K] (use its transpose). */
+  transB?: boolean;
+  /** Scale of the product (default 1; attention's 1/√d). */
+  alpha?: number;
+}
+
+/**
+ * Batched matrix product y [..., M, N] = alpha · op(a) · op(b) for a [..., M, K] (or
+ * [..., K, M] with `transA`) and b [..., K, N] (or [..., N, K] with `transB`), the leading
+ * dimensions equal (flattened to one batch; attention's [B, H, T, Dh] works as is) or, for 2-D
+ * operands, as in src/ops/matmul.ts. Backward: products of the same kind with the transposes
+ * swapped (dA = alpha·G·op(B)ᵀ, dB = alpha·op(A)ᵀ·G, each transposed again when stored so).
+ * Saves a and b.
+ */
+export function bmm(tape: Tape | null, a: Tensor, b: Tensor, opts: BmmOptions = {}): Tensor {
+  const gpu = a.gpu;
+  const ta = opts.transA ?? false;
+  const tb = opts.transB ?? false;
+  const alpha = opts.alpha ?? 1;
+  const lead = a.shape.slice(0, -2);
+  if (a.shape.length > 3 || b.shape.length > 3) {
+    if (a.shape.length !== b.shape.length || lead.some((d, i) => d !== b.shape[i])) {
+      throw new RangeError(`bmm: leading dimensions differ: [${a.shape}] vs [${b.shape}]`);
+    }
+  }
+  // Operands as [batch, rows, cols] views (matmul's batched form).
+  const as3 = (t: Tensor) =>
+    t.shape.length > 3
+      ? t.reshape([t.size / (t.shape.at(-2)! * t.shape.at(-1)!), ...t.shape.slice(-2)])
+      : t;
+  const [M, N] = [ta ? a.shape.at(-1)! : a.shape.at(-2)!, tb ? b.shape.at(-2)! : b.shape.at(-1)!];
+  const y = a.shape.length > 3
+    ? matmul(gpu, as3(a), as3(b), {
+      transA: ta,
+      transB: tb,
+      alpha,
+      out: Tensor.empty(gpu, [...lead, M, N]),
+    })
+    : matmul(gpu, a, b, { transA: ta, transB: tb, alpha });
+  tape?.record("bmm", [a, b], [y], (g) => {
+    const gy = as3(g.dy()!.reshape(y.shape));
+    const [a3, b3] = [as3(a), as3(b)];
+    // dA = G·op(B)ᵀ, stored as A is: (G·op(B)ᵀ)ᵀ = op(B)·Gᵀ when A is transposed.
+    if (g.needs(0)) {
+      const out = Tensor.empty(gpu, a.shape);
+      if (ta) matmul(gpu, b3, gy, { transA: tb, transB: true, alpha, out });
+      else matmul(gpu, gy, b3, { transA: false, transB: !tb, alpha, out });
+      g.give(0, out);
+    }
+    // dB = op(A)ᵀ·G, or its transpose Gᵀ·op(A) when B is transposed.
+    if (g.needs(1)) {
+      const out = Tensor.empty(gpu, b.shape);
+      if (tb) matmul(gpu, gy, a3, { transA: true, transB: ta, alpha, out });
+      else matmul(gpu, a3, gy, { transA: !ta, transB: false, alpha, out });
+      g.give(1, out);
+    }
+  }, [a, b]);
+  return y;
+}
+
+/**
+ * x with another shape of the same size (a head merge [B, T, H, Dh] → [B, T, H·Dh], ...), with
+ * no copy: an owning {@link Tensor.view} of x, a tensor of its own that the tape and the caller
+ * own like any op's result (a `Tensor.reshape` view would be an object unknown to the tape,
+ * owning nothing). The rule gives x the gradient viewed back to x's shape.
+ */
+export function reshape(tape: Tape | null, x: Tensor, shape: readonly number[]): Tensor {
+  if (numel(shape) !== x.size) {
+    throw new RangeError(`reshape: [${x.shape}] → [${shape}]: sizes differ`);
+  }
+  const y = x.view(shape);
+  tape?.record("reshape", [x], [y], (g) => g.give(0, g.dy()!.view(x.shape)));
+  return y;
+}
+
+/**
+ * Layer normalisation over the last dim D of x [..., D] (PyTorch's `nn.LayerNorm(D, eps)`:
+ * biased variance, affine; src/ops/layernorm.ts). The weight and bias gradients are written
+ * through their sinks (a frozen one is computed into a scratch tensor and dropped). Saves x,
+ * weight and the row statistics.
+ */
+export function layerNorm(
+  tape: Tape | null,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  eps = 1e-6,
+): Tensor {
+  const gpu = x.gpu;
+  const { y, stats } = layerNormForward(gpu, x, weight, bias, eps);
+  tape?.record("layernorm", [x, weight, bias], [y], (g) => {
+    const dy = g.dy()!;
+    if (g.needs(1) || g.needs(2)) {
+      const scratch: Tensor[] = [];
+      const sink = (j: number) => {
+        if (g.needs(j)) return g.sink(j);
+        const out = Tensor.empty(gpu, weight.shape);
+        scratch.push(out);
+        return { out, accumulate: false };
+      };
+      layerNormGradParams(gpu, x, dy, stats, { weight: sink(1), bias: sink(2) });
+      for (const t of scratch) t.dispose();
+    }
+    if (g.needs(0)) g.give(0, layerNormGradInput(gpu, x, dy, weight, stats));
+  }, [x, weight, stats]);
+  stats.dispose();
+  return y;
+}
+
+/**
+ * The exact (erf) GELU y = x·Φ(x) (PyTorch's `nn.GELU()` default; the pointwise table's
+ * `gelu`). Its derivative Φ(x) + x·φ(x) needs the input, so x is saved (unlike
+ * {@link activation}, whose rules work from the output).
+ */
+export function gelu(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const y = pointwise(gpu, "gelu", [x]);
+  tape?.record("gelu", [x], [y], (g) => {
+    g.give(0, pointwise(gpu, "gelu_bwd", [x, g.dy()!]));
+  }, [x]);
+  return y;
+}
+
+/**
+ * Softmax over the last dim of scale·x for x [..., L] (attention rows; src/ops/rows.ts).
+ * Backward from the output: dx = scale·y·(dy - Σ dy·y). Saves y.
+ */
+export function softmaxRows(tape: Tape | null, x: Tensor, scale = 1): Tensor {
+  const gpu = x.gpu;
+  const y = softmaxRowsKernel(gpu, x, scale);
+  tape?.record("softmax_rows", [x], [y], (g) => {
+    const dy = g.dy()!;
+    g.give(0, softmaxRowsBackward(gpu, y, dy.reshape(y.shape), scale));
+  }, [y]);
+  return y;
+}
+
+/** x [A, B, C, D] → [A, C, B, D] (attention heads split / merged); the rule is the same permute. */
+export function permute0213(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const y = tok.permute0213(gpu, x);
+  tape?.record("permute0213", [x], [y], (g) => {
+    g.give(0, tok.permute0213(gpu, g.dy()!.reshape(y.shape)));
+  });
+  return y;
+}
+
+/** Patch tokens x [B, h·w, D] → a feature map [B, D, h, w]; the rule maps back to tokens. */
+export function tokensToMap(tape: Tape | null, x: Tensor, h: number, w: number): Tensor {
+  const gpu = x.gpu;
+  const y = tok.tokensToMap(gpu, x, h, w);
+  tape?.record("tokens_to_map", [x], [y], (g) => {
+    g.give(0, tok.mapToTokens(gpu, g.dy()!.reshape(y.shape)));
+  });
+  return y;
+}
+
+/** A feature map x [B, D, h, w] → tokens [B, h·w, D]; the rule maps back. */
+export function mapToTokens(tape: Tape | null, x: Tensor): Tensor {
+  const gpu = x.gpu;
+  const [, , h, w] = x.shape;
+  const y = tok.mapToTokens(gpu, x);
+  tape?.record("map_to_tokens", [x], [y], (g) => {
+    g.give(0, tok.tokensToMap(gpu, g.dy()!.reshape(y.shape), h, w));
+  });
+  return y;
+}
+
+/** [B, Ta, D] ++ [B, Tb, D] → [B, Ta + Tb, D]; the rule splits the gradient. */
+export function concatTokens(tape: Tape | null, a: Tensor, b: Tensor): Tensor {
+  const gpu = a.gpu;
+  const y = tok.concatTokens(gpu, a, b);
+  const ta = a.shape[1];
+  const tb = b.shape[1];
+  tape?.record("concat_tokens", [a, b], [y], (g) => {
+    const dy = g.dy()!.reshape(y.shape);
+    if (g.needs(0)) g.give(0, tok.sliceTokens(gpu, dy, 0, ta));
+    if (g.needs(1)) g.give(1, tok.sliceTokens(gpu, dy, ta, tb));
+  });
+  return y;
+}
+
+/** x[:, start:start+count] of tokens [B, T, D]; the rule writes zeros elsewhere. */
+export function sliceTokens(tape: Tape | null, x: Tensor, start: number, count: number): Tensor {
+  const gpu = x.gpu;
+  const y = tok.sliceTokens(gpu, x, start, count);
+  const T = x.shape[1];
+  tape?.record("slice_tokens", [x], [y], (g) => {
+    g.give(0, tok.sliceTokensBackward(gpu, g.dy()!.reshape(y.shape), T, start));
+  });
+  return y;
+}
+
+/**
+ * p [1, ...] → [B, ...] (class tokens or positional embeddings over the batch); the rule sums
+ * the gradient over the batch in a fixed order, through p's sink.
+ */
+export function expandBatch(tape: Tape | null, p: Tensor, B: number): Tensor {
+  const gpu = p.gpu;
+  const y = tok.expandBatch(gpu, p, B);
+  tape?.record("expand_batch", [p], [y], (g) => {
+    const s = g.sink(0);
+    tok.expandBatchBackward(gpu, g.dy()!.reshape(y.shape), s);
+  });
+  return y;
+}
+
+/**
+ * x [B, T, D] + p [1, T, D] broadcast over the batch (positional embeddings): expandBatch
+ * then add on the tape, so p's gradient is the batch sum of dy.
+ */
+export function addBroadcast(tape: Tape | null, x: Tensor, p: Tensor): Tensor {
+  if (
+    p.shape.length !== x.shape.length || p.shape[0] !== 1 ||
+    p.shape.some((d, i) => i > 0 && d !== x.shape[i])
+  ) {
+    throw new RangeError(`addBroadcast: p [${p.shape}] does not broadcast to x [${x.shape}]`);
+  }
+  const e = expandBatch(tape, p, x.shape[0]);
+  const y = add(tape, x, e);
+  e.dispose();
+  return y;
+}
+
+/**
+ * Image x [B, C, H, W] → patch tokens [B, (H/p)·(W/p), C·p·p] in Conv2d weight order (timm's
+ * PatchEmbed is `linear(patchify(x, p), w.reshape([D, C·p·p]), b)`); the rule scatters back.
+ */
+export function patchify(tape: Tape | null, x: Tensor, patch: number): Tensor {
+  const gpu = x.gpu;
+  const y = tok.patchify(gpu, x, patch);
+  const shape = x.shape;
+  tape?.record("patchify", [x], [y], (g) => {
+    g.give(0, tok.unpatchify(gpu, g.dy()!.reshape(y.shape), shape, patch));
   });
   return y;
 }

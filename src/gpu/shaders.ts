@@ -31,6 +31,9 @@ export const SHADER_NAMES = [
   "dropout",
   "pcm",
   "seam",
+  "layernorm",
+  "rows",
+  "tokens",
 ] as const;
 
 /** The shared helpers' file (without `.wgsl`), part of every module. */

@@ -85,7 +85,11 @@ export class Tensor {
     return { buffer: this.buffer, offset: startElement * 4, size: Math.max(4, countElements * 4) };
   }
 
-  /** A tensor view with another shape of the same size, sharing the buffer (not owning it). */
+  /**
+   * A tensor view with another shape of the same size, sharing the buffer (not owning it): for
+   * immediate use while this tensor is alive (kernel arguments). See {@link view} for one that
+   * can be kept.
+   */
   reshape(shape: readonly number[]): Tensor {
     if (numel(shape) !== this.size) {
       throw new RangeError(`reshape [${this.shape}] → [${shape}]: sizes differ`);
@@ -95,6 +99,23 @@ export class Tensor {
     return t;
   }
   #view = false;
+
+  /**
+   * An owning view with another shape of the same size: it shares the buffer and holds a
+   * reference to this tensor until it is disposed itself, so it can be kept, saved by the
+   * gradient tape and disposed like any op's result (the tape's reshape, with no copy). Either
+   * one counts as {@link shared} while the other is alive, so neither is written in place.
+   */
+  view(shape: readonly number[]): Tensor {
+    if (numel(shape) !== this.size) {
+      throw new RangeError(`view [${this.shape}] → [${shape}]: sizes differ`);
+    }
+    this.retain();
+    const t = new Tensor(this.gpu, [...shape], this.buffer);
+    t.#base = this;
+    return t;
+  }
+  #base: Tensor | null = null;
 
   /** Reads the values back (flushes recorded work). */
   async read(): Promise<Float32Array> {
@@ -116,19 +137,25 @@ export class Tensor {
   }
 
   /**
-   * Drops one reference; the buffer returns to the pool when none is left. Views (from
-   * reshape) share their base's buffer and release nothing themselves.
+   * Drops one reference; the buffer returns to the pool when none is left. Views from
+   * {@link reshape} share their base's buffer and release nothing themselves; a {@link view}
+   * drops its reference to its base.
    */
   dispose(): void {
     if (this.#disposed) return;
     if (--this.#refs > 0) return;
     this.#disposed = true;
-    if (!this.#view) this.gpu.pool.release(this.buffer);
+    if (this.#base) this.#base.dispose();
+    else if (!this.#view) this.gpu.pool.release(this.buffer);
   }
 
-  /** Whether more than one reference is held (a holder must not write into it in place). */
+  /**
+   * Whether more than one reference to the data is held (a holder must not write into it in
+   * place): several references to this tensor, or, for a {@link view}, to its base besides the
+   * view's own.
+   */
   get shared(): boolean {
-    return this.#refs > 1;
+    return this.#refs > 1 || (this.#base !== null && this.#base.#refs > 1);
   }
 
   /** Whether dispose() was called. */

@@ -7,6 +7,7 @@
  * @module
  */
 import type { NamedTensor } from "../gpu/tensor.ts";
+import { type Mctformer, mctformerStateFromDeit } from "../models/vit.ts";
 import {
   type HostTensor,
   readSafetensors,
@@ -70,6 +71,21 @@ export async function loadTensors(
   const unexpected = [...st.tensors.keys()].filter((n) =>
     !byName.has(n) && !opts.ignoreUnexpected?.(n)
   );
+  throwMismatch(path, missing, unexpected, misShaped);
+  for (const [name, value] of byName) {
+    const h = st.tensors.get(name);
+    if (h) value.write(h.data);
+  }
+  return st.metadata;
+}
+
+/** One error listing every missing, unexpected and mis-shaped tensor of a file, if any. */
+function throwMismatch(
+  path: string,
+  missing: string[],
+  unexpected: string[],
+  misShaped: string[],
+): void {
   if (missing.length || unexpected.length || misShaped.length) {
     const parts: string[] = [];
     if (missing.length) parts.push(`missing tensors (${missing.length}): ${missing.join(", ")}`);
@@ -79,11 +95,27 @@ export async function loadTensors(
     if (misShaped.length) parts.push(`mis-shaped tensors: ${misShaped.join("; ")}`);
     throw new SafetensorsError(`${path}: does not match the model:\n  ${parts.join("\n  ")}`);
   }
-  for (const [name, value] of byName) {
-    const h = st.tensors.get(name);
-    if (h) value.write(h.data);
+}
+
+/**
+ * Loads DeiT / timm ViT weights (or an MCTformer-V2 checkpoint: a run's `optim.*` state is
+ * ignored) by name into an MCTformer-V2 (`mctformerStateFromDeit`, src/models/vit.ts: the class
+ * token and its position row replicated over the class tokens, the position grid resized
+ * bicubically, DeiT's classifier and an unused final norm skipped; docs/mctformer.md converts
+ * the weights). Anything missing, unexpected or mis-shaped is one {@link SafetensorsError}
+ * listing all of them. Returns what was converted (one note per change, for a log line).
+ */
+export async function loadDeitWeights(model: Mctformer, path: string): Promise<string[]> {
+  const st = await readSafetensors(path);
+  // A run's checkpoint (last.safetensors) also holds its optimizer's state: not the model's.
+  const tensors = new Map([...st.tensors].filter(([n]) => !n.startsWith("optim.")));
+  const c = mctformerStateFromDeit(model.config, tensors);
+  throwMismatch(path, c.missing, c.unexpected, c.misShaped);
+  for (const { name, value } of model.stateTensors()) {
+    const h = c.state.get(name);
+    if (h) value.write(h.data instanceof Float32Array ? h.data : Float32Array.from(h.data));
   }
-  return st.metadata;
+  return c.notes;
 }
 
 /**

@@ -88,6 +88,64 @@ export const TrainConfigSchema = z.object({
   out: z.string().optional(),
 }).strict();
 
+/**
+ * The default base learning rate of `deno task mctformer` (AdamW): what trains `vit-tiny` from
+ * scratch on the built-in data in the default steps (docs/mctformer.md#training). MCTformer's
+ * own rule, 5e-4 · batch / 512 for fine-tuning DeiT-S from ImageNet weights, gives 1.6e-5 at
+ * batch 16: pass `lr` for that.
+ */
+export const MCTFORMER_LR = 5e-4;
+
+/** The MCTformer-V2 configurations of `deno task mctformer` (src/models/vit.ts `VIT_ARCHS`). */
+export const MCTFORMER_ARCHS = ["vit-tiny", "deit-s"] as const;
+
+/** MCTformer's patch size: the training crop must be a multiple of it. */
+export const MCTFORMER_PATCH = 16;
+
+/**
+ * MCTformer-V2 training (`deno task mctformer`, src/methods/mctformer/train.ts): the CAM
+ * classifier's data, batch, augmentation, logging and OCR fields ({@link TrainConfigSchema})
+ * with MCTformer's model, optimizer and schedule (docs/mctformer.md#training):
+ * - `model`: `vit-tiny` (default, for the built-in data) or `deit-s` (`weights`: a DeiT-S
+ *   safetensors file, converted as MCTformer's main.py does);
+ * - `size`: the training crop, a multiple of the patch size 16; default 128 for `vit-tiny`,
+ *   224 for `deit-s` (the position grid the model is built for);
+ * - AdamW with weight decay 0.05 and MCTformer's cosine schedule with a linear warm-up
+ *   (`warmup`: the fraction of the steps, 5 of 60 epochs), the head at the backbone's rate
+ *   (`headLrMult` 1); `lr` default {@link MCTFORMER_LR};
+ * - `dropPath`: timm's drop_path_rate (MCTformer: 0.1).
+ */
+export const MctformerConfigSchema = TrainConfigSchema.omit({
+  model: true,
+  outputStride: true,
+  size: true,
+}).extend({
+  /** Marks the run folder as MCTformer's (CAM inference reads it). */
+  method: z.literal("mctformer").default("mctformer"),
+  model: z.enum(MCTFORMER_ARCHS).default("vit-tiny"),
+  /** Training crop side (a multiple of 16); default 128 for vit-tiny, 224 for deit-s. */
+  size: z.number().int().min(MCTFORMER_PATCH).multipleOf(MCTFORMER_PATCH, {
+    error: `must be a multiple of the patch size ${MCTFORMER_PATCH}`,
+  }).optional(),
+  /** AdamW (MCTformer's) or SGD with momentum. */
+  optimizer: z.enum(["sgd", "adamw"]).default("adamw"),
+  /** Base learning rate; default {@link MCTFORMER_LR} for AdamW, 0.05 for SGD. */
+  lr: z.number().positive().optional(),
+  /** MCTformer: 0.05. */
+  weightDecay: z.number().min(0).default(0.05),
+  /** The conv head's learning-rate multiplier (MCTformer: 1, one rate for all). */
+  headLrMult: z.number().positive().default(1),
+  /** `cosine` with a linear warm-up (MCTformer's) or psa's `poly`. */
+  schedule: z.enum(["cosine", "poly"]).default("cosine"),
+  /** Warm-up steps as a fraction of `steps` (cosine only; MCTformer: 5 of 60 epochs). */
+  warmup: z.number().min(0).lt(1).default(5 / 60),
+  /** timm's drop_path_rate: the last block's stochastic-depth rate (MCTformer: 0.1). */
+  dropPath: z.number().min(0).lt(1).default(0.1),
+}).strict();
+
+/** A resolved MCTformer training config (`size` and `lr` filled in by the trainer). */
+export type MctformerConfig = z.infer<typeof MctformerConfigSchema> & { size: number; lr: number };
+
 /** AffinityNet training (psa's second stage; `deno task affinity`). */
 export const AffinityConfigSchema = z.object({
   /** CAM folder written by `deno task cam` (holds cam.json and cams/<id>.safetensors). */

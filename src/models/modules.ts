@@ -1,6 +1,6 @@
 /**
- * Modules: objects that own parameters (torchvision names, learning-rate groups) and write
- * only their forward pass. Each forward takes the step's {@link Tape} (null for inference);
+ * Modules: objects that own parameters (torchvision / timm names, learning-rate groups) and
+ * write only their forward pass. Each forward takes the step's {@link Tape} (null for inference);
  * the differentiable ops of src/autograd/functions.ts record the backward on it, so no
  * module has a backward method.
  * @module
@@ -48,8 +48,8 @@ export interface Conv2dLayerOptions {
   group?: "backbone" | "head";
 }
 
-/** A parameter with a zero gradient buffer. */
-function param(
+/** A parameter holding `value`, with a zero gradient buffer (for modules and models). */
+export function param(
   gpu: GpuContext,
   name: string,
   value: Float32Array,
@@ -355,5 +355,111 @@ export class Sequential implements Module {
   /** Every layer's buffers, in order. */
   buffers(): Buffer[] {
     return this.layers.flatMap((l) => l.buffers?.() ?? []);
+  }
+}
+
+/**
+ * `count` samples of a normal distribution N(0, std²) truncated to [lo, hi] (rejected and
+ * drawn again), as timm's `trunc_normal_(t, std, a=-2, b=2)`: its bounds are absolute, so at
+ * std 0.02 (ViT weights, position embeddings, class tokens) they are a hundred standard
+ * deviations out and the samples are plain normals.
+ */
+export function truncNormals(rng: Rng, count: number, std: number, lo = -2, hi = 2): Float32Array {
+  if (!(lo < 0 && hi > 0 && std > 0)) {
+    throw new RangeError(`truncNormals: bad range [${lo}, ${hi}] or std ${std}`);
+  }
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    let v: number;
+    do v = rng.normal() * std; while (v < lo || v > hi);
+    out[i] = v;
+  }
+  return out;
+}
+
+/** Options of {@link Linear}. */
+export interface LinearOptions {
+  /** Name prefix of the parameters, e.g. `blocks.0.attn.qkv` → `blocks.0.attn.qkv.weight`. */
+  name: string;
+  /** Input features K. */
+  inFeatures: number;
+  /** Output features N. */
+  outFeatures: number;
+  /** Whether the layer has a bias (default true). */
+  bias?: boolean;
+  /** Learning-rate group (default `backbone`). */
+  group?: "backbone" | "head";
+}
+
+/**
+ * `nn.Linear` over the last dim, y [..., N] = x [..., K]·Wᵀ + b, initialised as timm's ViT
+ * (`_init_weights`): weight truncated normal with std 0.02, bias 0. Weight decay applies to the
+ * weight, not to the bias (timm's optimizer groups).
+ */
+export class Linear implements Module {
+  /** `<name>.weight`, [N, K]. */
+  readonly weight: Param;
+  /** `<name>.bias`, [N], or null. */
+  readonly bias: Param | null;
+
+  /** Creates and initialises the parameters from `rng`. */
+  constructor(readonly gpu: GpuContext, readonly options: LinearOptions, rng: Rng) {
+    const { inFeatures: k, outFeatures: n, name } = options;
+    for (const [what, v] of [["inFeatures", k], ["outFeatures", n]] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`Linear ${name}: bad ${what} ${v}`);
+    }
+    const group = options.group ?? "backbone";
+    this.weight = param(gpu, `${name}.weight`, truncNormals(rng, n * k, 0.02), [n, k], group, true);
+    this.bias = (options.bias ?? true)
+      ? param(gpu, `${name}.bias`, new Float32Array(n), [n], group, false)
+      : null;
+  }
+
+  /** y = x·Wᵀ (+ b). */
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    return F.linear(tape, x, this.weight.value, this.bias?.value ?? null);
+  }
+
+  /** The weight, then the bias if any. */
+  params(): Param[] {
+    return this.bias ? [this.weight, this.bias] : [this.weight];
+  }
+}
+
+/**
+ * `nn.LayerNorm(dim, eps)` over the last dim (biased variance, affine), weight 1 and bias 0 as
+ * PyTorch initialises them; no weight decay (timm's groups). Names `<prefix>.weight`,
+ * `<prefix>.bias`.
+ */
+export class LayerNorm implements Module {
+  /** `<prefix>.weight` (gamma), [dim]. */
+  readonly weight: Param;
+  /** `<prefix>.bias` (beta), [dim]. */
+  readonly bias: Param;
+
+  /** A layer norm over `dim` features (eps default 1e-6, DeiT's). */
+  constructor(
+    readonly gpu: GpuContext,
+    readonly dim: number,
+    readonly prefix: string,
+    readonly eps = 1e-6,
+    group: "backbone" | "head" = "backbone",
+  ) {
+    if (!Number.isInteger(dim) || dim < 1) {
+      throw new RangeError(`LayerNorm ${prefix}: bad dim ${dim}`);
+    }
+    const full = (v: number) => new Float32Array(dim).fill(v);
+    this.weight = param(gpu, `${prefix}.weight`, full(1), [dim], group, false);
+    this.bias = param(gpu, `${prefix}.bias`, full(0), [dim], group, false);
+  }
+
+  /** Normalises each row of x [..., dim]. */
+  forward(x: Tensor, tape: Tape | null): Tensor {
+    return F.layerNorm(tape, x, this.weight.value, this.bias.value, this.eps);
+  }
+
+  /** weight, bias. */
+  params(): Param[] {
+    return [this.weight, this.bias];
   }
 }

@@ -1244,6 +1244,9 @@ function channelChunks(gpu: GpuContext, op: string, n: number, o: number, plane:
   return { cn, co };
 }
 
+/** Loop iterations one bias-gradient invocation may run (under llvmpipe's 65,535). */
+const BIAS_GRAD_LOOP_BUDGET = 60000;
+
 /** Bias gradient: dy [N, O, OH, OW] → [O] (sum over images and pixels). */
 export function conv2dGradBias(gpu: GpuContext, dy: Tensor, opts: ConvOutOptions = {}): Tensor {
   const op = "conv2dGradBias";
@@ -1252,7 +1255,12 @@ export function conv2dGradBias(gpu: GpuContext, dy: Tensor, opts: ConvOutOptions
   const out = opts.out ?? Tensor.empty(gpu, [o]);
   checkTensor(op, "out", out, [o]);
   const plane = h * w;
-  const { cn, co } = channelChunks(gpu, op, n, o, plane);
+  const chunks = channelChunks(gpu, op, n, o, plane);
+  const co = chunks.co;
+  // Each invocation loops over cn·(plane + 1) iterations: keep that under llvmpipe's loop
+  // budget (docs/architecture.md), images chunked and accumulated in a fixed order (linear's
+  // bias gradient runs here with thousands of rows of 1x1 planes).
+  const cn = Math.min(chunks.cn, Math.max(1, Math.floor(BIAS_GRAD_LOOP_BUDGET / (plane + 1))));
   for (const [o0, no] of spans(o, co)) {
     for (const [n0, nn] of spans(n, cn)) {
       const wx = bindingWindow(gpu, dy.buffer, (n0 * o + o0) * plane, ((nn - 1) * o + no) * plane);
@@ -1281,8 +1289,11 @@ export function conv2dGradBias(gpu: GpuContext, dy: Tensor, opts: ConvOutOptions
   return out;
 }
 
-/** Adds bias[o] to every pixel of channel o of y [N, O, H, W] in place. */
-function biasAdd(gpu: GpuContext, y: Tensor, bias: Tensor): void {
+/**
+ * Records y[n, o, pixel] += bias[o] in place for y [N, O, H, W] and bias [O] (conv2d's bias;
+ * also linear's, with rows as N and 1x1 planes).
+ */
+export function biasAdd(gpu: GpuContext, y: Tensor, bias: Tensor): void {
   const [n, o, h, w] = y.shape;
   const plane = h * w;
   const { cn, co } = channelChunks(gpu, "conv2d.bias", n, o, plane);

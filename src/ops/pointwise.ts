@@ -58,7 +58,41 @@ export const POINTWISE = {
   },
   /** Residual add with ReLU: relu(a + b). */
   add_relu: { arity: 2, wgsl: "max(a + b, 0.0)", ref: (a, b) => Math.max(a + b, 0) },
+  /**
+   * Exact (erf) GELU, PyTorch's `nn.GELU()`: a·Φ(a) = a/2·(1 + erf(a/√2)); the kernel's Φ has
+   * a relative error below about 2e-7 (shaders/elementwise.wgsl).
+   */
+  gelu: { arity: 1, wgsl: "a * norm_cdf(a)", ref: (a) => a * normCdf(a) },
+  /** a = forward input x, b = dy: dy·(Φ(x) + x·φ(x)). */
+  gelu_bwd: {
+    arity: 2,
+    wgsl: "b * (norm_cdf(a) + a * norm_pdf(a))",
+    ref: (a, b) => b * (normCdf(a) + a * Math.exp(-0.5 * a * a) / Math.sqrt(2 * Math.PI)),
+  },
 } as const satisfies Record<string, PointwiseOp>;
+
+/**
+ * erf in f64 for the references (JavaScript has none): for |x| < 6 the series
+ * erf(x) = 2/√π·e^(-x²)·Σ_n 2^n·x^(2n+1)/(1·3·…·(2n+1)), whose terms are all positive (no
+ * cancellation; relative error about 1e-15); ±1 beyond (erfc(6) ≈ 2e-17).
+ */
+export function erf(x: number): number {
+  const a = Math.abs(x);
+  if (Number.isNaN(a)) return NaN;
+  if (a >= 6) return Math.sign(x);
+  let term = a;
+  let sum = a;
+  for (let n = 1; n < 1000 && term > 1e-17 * sum; n++) {
+    term *= (2 * a * a) / (2 * n + 1);
+    sum += term;
+  }
+  return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * Math.exp(-a * a) * sum;
+}
+
+/** The standard normal CDF Φ(x) = (1 + erf(x/√2))/2 in f64. */
+export function normCdf(x: number): number {
+  return 0.5 * (1 + erf(x / Math.SQRT2));
+}
 
 /** Name of a table entry. */
 export type PointwiseName = keyof typeof POINTWISE;
@@ -178,6 +212,8 @@ const POINTWISE_GRADS: Record<PointwiseName, Partial<Record<"a" | "b", GradTerm>
   elu: { a: { op: "elu_bwd", args: ["y", "dy"] } },
   elu_bwd: { b: { op: "elu_bwd", args: ["a", "dy"] } },
   add_relu: { a: { op: "relu_bwd", args: ["y", "dy"] }, b: { op: "relu_bwd", args: ["y", "dy"] } },
+  gelu: { a: { op: "gelu_bwd", args: ["a", "dy"] } },
+  gelu_bwd: { b: { op: "gelu_bwd", args: ["a", "dy"] } },
 };
 
 /** Parameters of a pointwise unit case: the element count and the scalars. */

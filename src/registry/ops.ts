@@ -34,11 +34,16 @@ import {
 import { affinityUnit } from "../ops/affinity.ts";
 import { argmaxUnit, softmaxUnit } from "../ops/channel.ts";
 import { conv2dUnit } from "../ops/conv.ts";
-import { matmulUnit } from "../ops/matmul.ts";
+import { type MatmulCase, matmulUnit } from "../ops/matmul.ts";
+import { type LinearCase, linearUnit } from "../ops/linear.ts";
+import { type LayerNormCase, layerNormUnit } from "../ops/layernorm.ts";
+import { type SoftmaxRowsCase, softmaxRowsUnit } from "../ops/rows.ts";
+import type { ExpandCase, PatchifyCase, TokenRangeCase, TokensMapCase } from "../ops/tokens.ts";
+import { tokenUnits } from "../ops/tokens.ts";
 import { pointwiseUnits } from "../ops/pointwise.ts";
 import { globalAvgPoolUnit, maxPoolUnit } from "../ops/pool.ts";
-import { resizeUnit } from "../ops/resize.ts";
-import { type AnyOpUnit, eraseUnit } from "../ops/unit.ts";
+import { resizeBicubicUnit, resizeUnit } from "../ops/resize.ts";
+import { type AnyOpUnit, eraseUnit, type OpUnit } from "../ops/unit.ts";
 
 /** The registered units, in a stable order. */
 export const OP_UNITS: readonly AnyOpUnit[] = [
@@ -49,6 +54,7 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(maxPoolUnit),
   eraseUnit(globalAvgPoolUnit),
   eraseUnit(resizeUnit),
+  eraseUnit(resizeBicubicUnit),
   eraseUnit(softmaxUnit),
   eraseUnit(argmaxUnit),
   eraseUnit(multilabelUnit),
@@ -66,6 +72,10 @@ export const OP_UNITS: readonly AnyOpUnit[] = [
   eraseUnit(dropBackgroundUnit),
   eraseUnit(ecrUnit),
   ...pointwiseUnits.map(eraseUnit),
+  eraseUnit(linearUnit),
+  eraseUnit(layerNormUnit),
+  eraseUnit(softmaxRowsUnit),
+  ...tokenUnits.map((u) => eraseUnit(u as OpUnit<unknown>)),
 ];
 
 /** Registry names, in {@link OP_UNITS} order. */
@@ -86,6 +96,31 @@ export type TapeFunction<P = unknown> = (
   x: Record<string, Tensor>,
 ) => Record<string, Tensor>;
 
+const mm: TapeFunction<MatmulCase> = (tape, p, x) => ({
+  c: F.bmm(tape, x.a, x.b, { transA: p.transA, transB: p.transB }),
+});
+const lin: TapeFunction<LinearCase> = (tape, _p, x) => ({
+  y: F.linear(tape, x.x, x.w, x.b ?? null),
+});
+const ln: TapeFunction<LayerNormCase> = (tape, p, x) => ({
+  y: F.layerNorm(tape, x.x, x.weight, x.bias, p.eps),
+});
+const smRows: TapeFunction<SoftmaxRowsCase> = (tape, p, x) => ({
+  y: F.softmaxRows(tape, x.x, p.scale),
+});
+const tokensToMapFn: TapeFunction<TokensMapCase> = (tape, p, x) => ({
+  y: F.tokensToMap(tape, x.x, p.h, p.w),
+});
+const concatFn: TapeFunction<TokenRangeCase> = (tape, _p, x) => ({
+  y: F.concatTokens(tape, x.a, x.b),
+});
+const sliceFn: TapeFunction<TokenRangeCase> = (tape, p, x) => ({
+  y: F.sliceTokens(tape, x.x, p.a, p.b),
+});
+const expandFn: TapeFunction<ExpandCase> = (tape, p, x) => ({ y: F.expandBatch(tape, x.p, p.B) });
+const patchifyFn: TapeFunction<PatchifyCase> = (tape, p, x) => ({
+  y: F.patchify(tape, x.x, p.patch),
+});
 const conv: TapeFunction<Conv2dCase> = (tape, p, x) => ({
   y: F.conv2d(tape, x.x, x.w, x.bias ?? null, p.o),
 });
@@ -101,6 +136,9 @@ const maxPool: TapeFunction<MaxPoolCase> = (tape, p, x) => ({ y: F.maxPool2d(tap
 const gap: TapeFunction<GapCase> = (tape, _p, x) => ({ y: F.globalAvgPool(tape, x.x) });
 const resize: TapeFunction<ResizeCase> = (tape, p, x) => ({
   y: F.resizeBilinear(tape, x.x, p.opts),
+});
+const bicubic: TapeFunction<ResizeCase> = (tape, p, x) => ({
+  y: F.resizeBicubic(tape, x.x, p.opts),
 });
 const affinity: TapeFunction<AffinityCase> = (tape, p, x) => ({
   aff: F.pairwiseAffinity(tape, x.feat, p.radius),
@@ -130,11 +168,13 @@ const add = (relu: boolean): TapeFunction => (tape, _p, x) => ({
 /** The differentiable function of each unit that has one, by unit name. */
 export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   conv2d: conv as TapeFunction,
+  matmul: mm as TapeFunction,
   batchnorm_train: bn(true) as TapeFunction,
   batchnorm_eval: bn(false) as TapeFunction,
   maxpool: maxPool as TapeFunction,
   global_avg_pool: gap as TapeFunction,
   resize_bilinear: resize as TapeFunction,
+  resize_bicubic: bicubic as TapeFunction,
   affinity: affinity as TapeFunction,
   softmax_cross_entropy: segCe as TapeFunction,
   dropout: drop as TapeFunction,
@@ -149,4 +189,14 @@ export const TAPE_FUNCTIONS: Readonly<Record<string, TapeFunction>> = {
   "pointwise.elu": act("elu"),
   "pointwise.add": add(false),
   "pointwise.add_relu": add(true),
+  linear: lin as TapeFunction,
+  layernorm: ln as TapeFunction,
+  softmax_rows: smRows as TapeFunction,
+  permute0213: (tape, _p, x) => ({ y: F.permute0213(tape, x.x) }),
+  tokens_to_map: tokensToMapFn as TapeFunction,
+  concat_tokens: concatFn as TapeFunction,
+  slice_tokens: sliceFn as TapeFunction,
+  expand_batch: expandFn as TapeFunction,
+  patchify: patchifyFn as TapeFunction,
+  "pointwise.gelu": (tape, _p, x) => ({ y: F.gelu(tape, x.a) }),
 };

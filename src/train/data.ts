@@ -35,7 +35,7 @@ export interface TrainingData {
   prior(): Promise<Float32Array>;
   /** The co-occurrence prior's cache key (see {@link priorCacheKey}). */
   priorKey: string;
-  configHash(cfg: TrainConfig): Promise<string>;
+  configHash(cfg: HashedConfig): Promise<string>;
 }
 
 /** The stream settings a training config carries. */
@@ -95,13 +95,32 @@ export function priorCacheKey(
   return `${ds.kind}:${ds.root}:${cfg.split}${mode}:${ds.listHash}`;
 }
 
+/** The data fields of a training config (the CAM classifier's, SEAM's, MCTformer's). */
+export type DataConfig = Pick<
+  TrainConfig,
+  | "dataset"
+  | "data"
+  | "synthetic"
+  | "split"
+  | "valSplit"
+  | "tags"
+  | "batch"
+  | "size"
+  | "seed"
+  | "prefetch"
+  | "augment"
+>;
+
+/** The fields {@link runConfigHash} leaves out of a config (the rest is hashed). */
+export type HashedConfig = { out?: string; logEvery: number; ckptEvery: number; prefetch: number };
+
 /**
  * Opens the train and validation splits of a config (VOC tags as `cfg.tags` says); the train
  * split's warnings (images kept with no tags although their masks show foreground) are
  * logged.
  */
 export async function openTrainingData(
-  cfg: TrainConfig,
+  cfg: DataConfig,
   log: (l: string) => void = console.log,
 ): Promise<TrainingData> {
   const { kind, root, describe } = await resolveDataRoot(cfg, log);
@@ -154,7 +173,7 @@ export async function openTrainingData(
  * `extra` fields set over it.
  */
 export function runConfigHash(
-  cfg: { out?: string; logEvery: number; ckptEvery: number; prefetch: number },
+  cfg: HashedConfig,
   extra: Record<string, unknown> = {},
 ): Promise<string> {
   const { out: _o, logEvery: _l, ckptEvery: _c, prefetch: _p, ...rest } = cfg;

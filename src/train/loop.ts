@@ -87,6 +87,14 @@ export async function resumeAt(
   return point;
 }
 
+/**
+ * The random seed of a step's dropout or drop path: a function of the run's seed and the step,
+ * so that a resumed run draws what an uninterrupted one draws.
+ */
+export function stepDropoutSeed(seed: number, step: number): number {
+  return (Math.imul(seed, 1000003) ^ Math.imul(step, 0x9e3779b1)) >>> 0;
+}
+
 /** The hooks every trainer takes. */
 export interface RunHooks {
   /** Reuse a GPU context (tests, scripts). */
@@ -115,6 +123,8 @@ export interface StepLoop<B extends { position: number }, L extends LoopLine> {
   cfg: { steps: number; logEvery: number; ckptEvery: number };
   /** The base learning rate (poly schedule). */
   lr: number;
+  /** The learning rate of a step (steps done before it); default psa's poly schedule of `lr`. */
+  lrAt?: (step: number) => number;
   /** The progress label ("train", "seam", ...). */
   label: string;
   log: (l: string) => void;
@@ -177,7 +187,7 @@ export async function runSteps<B extends { position: number }, L extends LoopLin
       if (o.stopAfter !== undefined && stepsThisCall >= o.stopAfter) break;
       await o.beforeStep?.(step);
       const b = await nextBatch();
-      const lr = polyLr(o.lr, step, steps);
+      const lr = o.lrAt ? o.lrAt(step) : polyLr(o.lr, step, steps);
       const rec = o.step(b, lr, step);
       gpu.flush();
       step++;

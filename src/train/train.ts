@@ -211,10 +211,45 @@ export interface StepOutputs {
   camShape: readonly number[];
 }
 
+/** What {@link recordClassifierLosses} records (tensors owned by the caller). */
+export interface ClassifierLosses {
+  /** The multilabel soft-margin loss [1] of each logits tensor, in order. */
+  cls: Tensor[];
+  /** OCR's loss [1] on the class maps (null without a prior). */
+  ocr: Tensor | null;
+  /** OCR's OC pixel count [1] (null without a prior). */
+  ocPixels: Tensor | null;
+  /** The backward's seeds: each logits tensor's and the maps' gradient (the tape owns them). */
+  seeds: [Tensor, Tensor][];
+}
+
+/**
+ * The classification losses of a step, shared by the CAM classifier and MCTformer: the
+ * multilabel soft-margin loss on each of `logits` (each [B, C], weight 1) and, with a prior,
+ * OCR on the class maps `maps` [B, C, h, w] (docs/ocr.md#where-it-plugs-in); returns the losses
+ * and the seeds of the tape's backward. The OCR kernel computes its gradient with its loss: a
+ * seed of the maps, to which the backward of a logits tensor that is their mean adds in place.
+ */
+export function recordClassifierLosses(
+  gpu: GpuContext,
+  s: { logits: Tensor[]; maps: Tensor; tags: Tensor; prior: Tensor | null; ocr: OcrConfig },
+): ClassifierLosses {
+  const seeds: [Tensor, Tensor][] = [];
+  const cls = s.logits.map((l) => {
+    seeds.push([l, multilabelSoftMarginLossBackward(gpu, l, s.tags)]);
+    return multilabelSoftMarginLoss(gpu, l, s.tags);
+  });
+  if (!s.prior) return { cls, ocr: null, ocPixels: null, seeds };
+  const r = ocrLoss(gpu, s.maps, s.tags, s.prior, s.ocr);
+  seeds.push([s.maps, r.grad]);
+  return { cls, ocr: r.loss, ocPixels: r.ocPixels, seeds };
+}
+
 /**
  * Records one training step: forward, multilabel soft-margin loss on the GAP logits, its
  * gradient through GAP into the class maps, plus the OCR gradient on the class maps when a
- * prior is given, backward, optimizer update. Nothing is submitted or read back.
+ * prior is given ({@link recordClassifierLosses}), backward, optimizer update. Nothing is
+ * submitted or read back.
  */
 export function recordTrainStep(
   gpu: GpuContext,
@@ -226,25 +261,13 @@ export function recordTrainStep(
   const tape = new Tape(gpu, params);
   zeroGrads(params);
   const { cam, logits } = model.forward(s.x, tape);
-  const lossCls = multilabelSoftMarginLoss(gpu, logits, s.tags);
-  const dLogits = multilabelSoftMarginLossBackward(gpu, logits, s.tags);
-  const seeds: [Tensor, Tensor][] = [[logits, dLogits]];
-  let lossOcr: Tensor | null = null;
-  let ocPixels: Tensor | null = null;
-  if (s.prior) {
-    // The OCR kernel computes its gradient with its loss: a seed of the class maps, to which
-    // the GAP backward then adds the classification gradient in place.
-    const r = ocrLoss(gpu, cam, s.tags, s.prior, s.ocr);
-    lossOcr = r.loss;
-    ocPixels = r.ocPixels;
-    seeds.push([cam, r.grad]);
-  }
+  const r = recordClassifierLosses(gpu, { ...s, logits: [logits], maps: cam });
   const camShape = cam.shape;
-  tape.backward(seeds);
+  tape.backward(r.seeds);
   logits.dispose();
   cam.dispose();
   opt.step(params, s.lr);
-  return { lossCls, lossOcr, ocPixels, camShape };
+  return { lossCls: r.cls[0], lossOcr: r.ocr, ocPixels: r.ocPixels, camShape };
 }
 
 /** Where a resumed run continues. */
@@ -401,7 +424,7 @@ export async function validationMap(
   gpu: GpuContext,
   model: CamModel,
   data: TrainingData,
-  cfg: TrainConfig,
+  cfg: Pick<TrainConfig, "size">,
   log: (l: string) => void,
 ): Promise<number> {
   const scores: number[] = [];

@@ -27,7 +27,7 @@ import { fmtDuration } from "../io/progress.ts";
 import { peakRss, resetPeakRss } from "../io/memory.ts";
 import { createGpu } from "../io/gpu.ts";
 import { AFFINITYNET_STAGES, AffinityNetSchema, RW_ALPHAS } from "../methods/affinitynet/stages.ts";
-import { preflight } from "./preflight.ts";
+import { methodTrainSchema, preflight } from "./preflight.ts";
 import { getMethod, type MethodName, type METHODS, type ScoreOf } from "./registry.ts";
 
 export { RW_ALPHAS };
@@ -112,6 +112,8 @@ async function runStages<O extends z.infer<Method["schema"]>>(
     o as unknown as Parameters<typeof preflight>[0],
     out,
     method.stages.map((s) => s.name),
+    "pipeline options",
+    methodTrainSchema(method.schema),
   );
   await Deno.mkdir(out, { recursive: true });
   const stagesPath = join(out, "stages.json");

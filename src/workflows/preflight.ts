@@ -9,11 +9,12 @@
  * @module
  */
 import { join } from "node:path";
-import type { z } from "npm:zod@4.6.7";
+import { type z, ZodObject, ZodOptional } from "npm:zod@4.6.7";
 import { exists } from "../io/atomic.ts";
 import {
   AffinityConfigSchema,
   ConfigError,
+  MCTFORMER_ARCHS,
   SegConfigSchema,
   type TrainConfig,
   TrainConfigSchema,
@@ -39,6 +40,11 @@ const RESNETS: Record<string, { blocks: number[]; bottleneck: boolean }> = {
  * basic-block ResNet's file, and the reverse a missing one catches).
  */
 export function backboneNames(model: string): { required: string[]; absent: string[] } {
+  if ((MCTFORMER_ARCHS as readonly string[]).includes(model)) {
+    // A DeiT (timm ViT) or MCTformer-V2 state (docs/mctformer.md#deit-weights).
+    const vit = ["cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight"];
+    return { required: vit, absent: ["conv1.weight"] };
+  }
   const r = RESNETS[model];
   if (!r) return { required: ["conv1.weight"], absent: [] };
   const last = r.bottleneck ? "conv3" : "conv2";
@@ -48,10 +54,17 @@ export function backboneNames(model: string): { required: string[]; absent: stri
   return { required, absent };
 }
 
+/** Where the weights of `model` come from, for an error message. */
+function convertHint(model: string): string {
+  return (MCTFORMER_ARCHS as readonly string[]).includes(model)
+    ? "convert DeiT weights: docs/mctformer.md#deit-weights"
+    : `convert ${model}'s torchvision ImageNet weights: README`;
+}
+
 /** Checks a weights file for a `model` backbone from its header; throws a ConfigError. */
 export async function checkWeights(path: string, model: string, flag = "--weights") {
   if (!await exists(path)) {
-    throw new ConfigError(`${flag} ${path}: no such file (convert ImageNet weights: README)`);
+    throw new ConfigError(`${flag} ${path}: no such file (${convertHint(model)})`);
   }
   let names: Set<string>;
   try {
@@ -66,8 +79,7 @@ export async function checkWeights(path: string, model: string, flag = "--weight
     throw new ConfigError(
       `${flag} ${path}: not a ${model} backbone: ` +
         (missing.length ? `no tensor ${missing.join(", ")}` : `has ${extra.join(", ")}`) +
-        ` (${names.size} tensors; pass --model to match the file, or convert ${model}'s ` +
-        "torchvision weights: README)",
+        ` (${names.size} tensors; pass --model to match the file, or ${convertHint(model)})`,
     );
   }
 }
@@ -134,11 +146,16 @@ function checkNested(
 
 /**
  * Validates the nested option objects of method options `o` (`train`, `affinity`, `rw`, `seg`)
- * against their task's schema, every field optional; errors name `source` and the field
+ * against their task's schema, every field optional (`train`: `trainSchema`, the method's
+ * training config; default the CAM classifier's); errors name `source` and the field
  * (`cfg.json: train.batch: ...`).
  */
-export function checkNestedOptions(o: Record<string, unknown>, source: string): void {
-  checkNested(o, "train", TrainConfigSchema, source);
+export function checkNestedOptions(
+  o: Record<string, unknown>,
+  source: string,
+  trainSchema: z.ZodObject = TrainConfigSchema,
+): void {
+  checkNested(o, "train", trainSchema, source);
   checkNested(o, "affinity", AffinityConfigSchema, source);
   checkNested(o, "rw", RwSchema, source);
   checkNested(o, "seg", SegConfigSchema, source);
@@ -167,18 +184,32 @@ export function checkAffinityCrop(crop: number, radius: number): void {
 }
 
 /**
+ * The schema of a method's `train` option (its training stage's config): the method's own when
+ * its option schema types `train` as an object (MCTformer's), else the CAM classifier's
+ * {@link TrainConfigSchema} (a method whose `train` is a record of the CAM classifier's fields).
+ */
+export function methodTrainSchema(methodSchema: unknown): z.ZodObject {
+  const shape = (methodSchema as { shape?: Record<string, unknown> }).shape;
+  let t = shape?.train;
+  if (t instanceof ZodOptional) t = t.unwrap();
+  return t instanceof ZodObject ? t : TrainConfigSchema;
+}
+
+/**
  * The checks before a pipeline's first stage (see the module doc): `o` the resolved method
  * options, `out` the run folder, `stageNames` the method's stages in order (the first is what
- * `--from` names to redo them all). Throws a ConfigError.
+ * `--from` names to redo them all), `trainSchema` the method's training config
+ * ({@link methodTrainSchema}). Throws a ConfigError.
  */
 export async function preflight(
   o: CamStageOptions & { method: string; from?: string; [k: string]: unknown },
   out: string,
   stageNames: readonly string[],
   source = "pipeline options",
+  trainSchema: z.ZodObject = TrainConfigSchema,
 ): Promise<void> {
   const firstStage = stageNames[0];
-  checkNestedOptions(o, source);
+  checkNestedOptions(o, source, trainSchema);
   // The run folder: an earlier run of another method or on other data.
   const saved = join(out, "pipeline.json");
   if (await exists(saved)) {
@@ -202,11 +233,12 @@ export async function preflight(
     }
   }
   const t = (o.train ?? {}) as Partial<TrainConfig>;
-  const model = t.model ?? "tiny";
+  const model = t.model ?? (trainSchema.parse({}) as { model: string }).model;
   if (stageNames.includes("affinity")) {
     const a = (o.affinity ?? {}) as { size?: number; radius?: number };
     checkAffinityCrop(
-      a.size ?? t.size ?? TrainConfigSchema.parse({}).size,
+      a.size ?? t.size ?? (trainSchema.parse({}) as { size?: number }).size ??
+        TrainConfigSchema.parse({}).size,
       a.radius ?? AFFINITY_RADIUS,
     );
   }

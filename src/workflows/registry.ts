@@ -7,12 +7,14 @@ import { ConfigError } from "../io/config.ts";
 import type { Method } from "../methods/method.ts";
 import { AFFINITYNET } from "../methods/affinitynet/stages.ts";
 import { CAM_METHOD } from "../methods/cam/stages.ts";
+import { MCTFORMER } from "../methods/mctformer/stages.ts";
 import { SEAM } from "../methods/seam/stages.ts";
 
 /** Every method by name. */
 export const METHODS = {
   affinitynet: AFFINITYNET,
   cam: CAM_METHOD,
+  mctformer: MCTFORMER,
   seam: SEAM,
 } as const;
 

@@ -267,7 +267,16 @@ export async function trainAffinity(
   const run = cf.ckpt && await exists(join(dirname(cf.ckpt), "config.json"))
     ? await readRunConfig(cf.ckpt)
     : null;
-  cfg.model ??= run?.model ?? "tiny";
+  // The CAM run's backbone when AffinityNet can take it (another method's network, such as
+  // MCTformer's ViT, it cannot: AffinityNet then needs --scratch or --init and --model).
+  const runArch = AffinityConfigSchema.shape.model.unwrap().options.find((a) => a === run?.model);
+  if (run && !runArch && !cfg.scratch && !cfg.init) {
+    throw new ConfigError(
+      `${cfg.cams}: its CAMs come from a ${run.model} run (${cf.ckpt}), whose network ` +
+        `AffinityNet cannot start from: pass --scratch or --init FILE (weights of --model)`,
+    );
+  }
+  cfg.model ??= runArch ?? "tiny";
   cfg.size ??= run?.size ?? 128;
   cfg.lr ??= defaultLr(cfg.optimizer);
   const init = cfg.scratch ? null : cfg.init ?? cf.ckpt;

@@ -24,6 +24,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
+import { z } from "npm:zod@4.6.7";
 import type { GpuContext } from "../../gpu/context.ts";
 import { createGpu } from "../../io/gpu.ts";
 import { Tensor } from "../../gpu/tensor.ts";
@@ -56,8 +57,8 @@ import { CamError, type CamRunInput, CamRunSchema, readCamJson } from "./options
 export interface LoadedCamModel {
   /** The classifier (or another method's CAM model), weights loaded from the checkpoint. */
   model: CamModel;
-  /** The run's training config (from config.json). */
-  config: TrainConfig;
+  /** The run's training config (from config.json; another method's run: its CAM fields). */
+  config: RunConfig;
   /** Number of foreground classes C (from the checkpoint's classifier). */
   numClasses: number;
   /** The checkpoint file. */
@@ -118,21 +119,30 @@ async function rawRunConfig(ckpt: string): Promise<{ path: string; json: unknown
 }
 
 /**
- * Reads and validates the training config saved beside a checkpoint (`config.json` in the
- * same folder); errors say what is missing.
+ * A run's training config as the CAM tools read it: the CAM classifier's fields. The run of
+ * another method (SEAM, MCTformer) keeps its own fields besides, read by its loader, and may
+ * name a model that is not one of the CAM classifier's backbones (`vit-tiny`).
  */
-export async function readRunConfig(ckpt: string): Promise<TrainConfig> {
+export type RunConfig = Omit<TrainConfig, "model"> & { model: string };
+
+/** The CAM fields of another method's run config (its model is the method's to check). */
+const ForeignRunSchema = TrainConfigSchema.extend({ model: z.string().min(1) }).strip();
+
+/**
+ * Reads and validates the training config saved beside a checkpoint (`config.json` in the
+ * same folder); errors say what is missing. Another method's run (its config names the
+ * `method`) is read for its CAM fields only.
+ */
+export async function readRunConfig(ckpt: string): Promise<RunConfig> {
   const { path, json } = await rawRunConfig(ckpt);
   // Runs saved before the generator had versions trained on v1: say so before the default
   // (v2) fills the field.
   const synth = (json as { synthetic?: Record<string, unknown> })?.synthetic;
   if (synth && typeof synth === "object" && synth.variant === undefined) synth.variant = "v1";
-  // Another method's run (e.g. SEAM's) extends the CAM config with its own fields: the CAM
-  // fields are read, the rest left to the method.
+  // Another method's run (SEAM's, MCTformer's: `method` names it) extends the CAM config with
+  // its own fields: the CAM fields are read, the rest left to the method.
   const method = (json as { method?: unknown })?.method;
-  if (typeof method === "string" && CAM_MODEL_LOADERS.has(method)) {
-    return validate(TrainConfigSchema.strip(), json, path);
-  }
+  if (typeof method === "string") return validate(ForeignRunSchema, json, path);
   return validate(TrainConfigSchema, json, path);
 }
 
@@ -143,12 +153,17 @@ export async function readRunConfig(ckpt: string): Promise<TrainConfig> {
 export async function loadCamModel(gpu: GpuContext, ckpt: string): Promise<LoadedCamModel> {
   const file = await resolveCheckpoint(ckpt);
   const config = await readRunConfig(file);
-  const method = ((await rawRunConfig(file)).json as { method?: unknown }).method;
-  const loader = typeof method === "string" ? CAM_MODEL_LOADERS.get(method) : undefined;
+  const raw = (await rawRunConfig(file)).json as Record<string, unknown>;
+  const loader = typeof raw.method === "string" ? CAM_MODEL_LOADERS.get(raw.method) : undefined;
   if (loader) {
-    const raw = (await rawRunConfig(file)).json as Record<string, unknown>;
     const r = await loader(gpu, file, raw);
     return { ...r, config, ckpt: file, runDir: dirname(file) };
+  }
+  if (typeof raw.method === "string") {
+    throw new CamError(
+      `${file}: a ${raw.method} run, whose CAM loader is not registered (import ` +
+        `src/methods/${raw.method}/cams.ts, as tasks/cam.ts does)`,
+    );
   }
   const shape = (await readSafetensorsHeader(file)).shapes.get("classifier.weight");
   if (!shape) {
@@ -160,11 +175,12 @@ export async function loadCamModel(gpu: GpuContext, ckpt: string): Promise<Loade
   if (!(Number.isInteger(numClasses) && numClasses > 0)) {
     throw new SafetensorsError(`${file}: classifier.weight has bad shape [${shape}]`);
   }
+  const cnn = validate(TrainConfigSchema, config, join(dirname(file), "config.json"));
   const model = createModel(gpu, {
-    arch: config.model,
+    arch: cnn.model,
     numClasses,
-    outputStride: config.outputStride,
-    seed: config.seed,
+    outputStride: cnn.outputStride,
+    seed: cnn.seed,
   });
   const meta = await loadTensors(file, model.stateTensors(), {
     ignoreUnexpected: (n) => n.startsWith("optim."),

@@ -30,6 +30,7 @@ import {
   type RunResult,
   runSteps,
   runTensors,
+  stepDropoutSeed,
 } from "../../train/loop.ts";
 import { checkRunFolder, createOptimizer, TrainError, validationMap } from "../../train/train.ts";
 import { createSeamNet, type SeamNet } from "./model.ts";
@@ -95,11 +96,6 @@ export function seamNetOf(gpu: GpuContext, cfg: SeamConfig, numClasses: number):
     pcmWidths: cfg.pcmWidths,
     pcmChannels: cfg.pcmChannels,
   });
-}
-
-/** The dropout seed of a step (a function of the run's seed and the step: resumable). */
-export function stepDropoutSeed(seed: number, step: number): number {
-  return (Math.imul(seed, 1000003) ^ Math.imul(step, 0x9e3779b1)) >>> 0;
 }
 
 /**
