@@ -66,6 +66,7 @@ export const MctformerMethodSchema = methodSchema("mctformer", {
   affinity: AFF.affinity,
   rw: AFF.rw,
   trainLimit: CAM_FIELDS.trainLimit,
+  camsSplit: CAM_FIELDS.camsSplit,
   evalLimit: CAM_FIELDS.evalLimit,
   sweep: CAM_FIELDS.sweep,
   alpha: AFF.alpha,
