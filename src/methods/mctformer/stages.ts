@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { z } from "npm:zod@4.6.7";
+import type { z } from "npm:zod@4.6.7";
 import { exists } from "../../io/atomic.ts";
 import type { AffinityConfig } from "../../io/config.ts";
 import { MctformerConfigSchema } from "../../io/config.ts";
