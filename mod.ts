@@ -76,7 +76,7 @@ export {
 } from "./src/ops/resize.ts";
 export { argmaxChannels, softmaxChannels } from "./src/ops/channel.ts";
 export { linear } from "./src/ops/linear.ts";
-export { layerNormForward } from "./src/ops/layernorm.ts";
+export { layerNormForward, type LayerNormResult } from "./src/ops/layernorm.ts";
 export { softmaxRows } from "./src/ops/rows.ts";
 export {
   concatTokens,
