@@ -71,7 +71,7 @@ function rel(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what:
   if (!(e <= tol)) throw new Error(`${what}: max relative error ${e.toExponential(2)} > ${tol}`);
 }
 
-Deno.test("mctformer step: losses equal multilabel on the f64 reference's logits + OCR's reference on its patch map (drop path on)", async () => {
+Deno.test("mctformer step: losses equal multilabel on the f64 reference's logits + OCR's reference on its patch map (drop path on); a step frees what it allocates", async () => {
   const gpu = await gpuOf();
   const C = 5, B = 2;
   const cfg = { embedDim: 16, depth: 3, numHeads: 2, patch: 4, numClasses: C, imgSize: 16 };
@@ -111,7 +111,14 @@ Deno.test("mctformer step: losses equal multilabel on the f64 reference's logits
   if (!(wantOcr.ocPixels > 0)) throw new Error("the case has no OC pixel: OCR is not checked");
   assertEquals(oc, wantOcr.ocPixels, "OC pixels");
   rel([cls, patch, ocrLoss], [wantCls, wantPatch, wantOcr.loss], 1e-4, "cls, patch, ocr losses");
-  for (const t of [x, tg, pr, losses.cls, losses.patch, losses.ocr, losses.ocPixels]) t?.dispose();
+  const release = (l: typeof losses) => Object.values(l).forEach((t) => t?.dispose());
+  release(losses);
+  // A step leaves nothing behind: the pool's bytes in use after a second step are the first's.
+  const inUse = gpu.pool.stats().inUse;
+  const s2 = { x, tags: tg, lr: 1e-3, prior: pr, ocr, seed: seed + 1 };
+  release(recordMctformerStep(gpu, model, opt, params, s2).losses);
+  assertEquals(gpu.pool.stats().inUse, inUse, "GPU pool bytes in use after another step");
+  for (const t of [x, tg, pr]) t.dispose();
   opt.dispose();
   model.dispose();
 });

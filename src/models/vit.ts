@@ -319,7 +319,9 @@ export class Block implements Module {
     const m = this.mlp.forward(n2, tape);
     const ym = scales ? scaleSamples(tape, m, scales.mlp) : m.retain();
     const y = F.add(tape, x1, ym);
-    disposeAll([n1, a.y, ya, x1, n2, m, ym]);
+    // ya and ym are references of their own (a retain of a.y or m when nothing is scaled):
+    // each is released once, not merged with the tensor it may be.
+    for (const t of [n1, a.y, ya, x1, n2, m, ym]) t.dispose();
     return { y, attn: a.attn };
   }
 
